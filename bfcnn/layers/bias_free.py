@@ -1,0 +1,262 @@
+"""Bias-free building blocks (Mohan, Kadkhodaie, Simoncelli, Fernandez-Granda, ICLR 2020).
+
+"Robust and interpretable blind image denoising via bias-free convolutional neural
+networks": removing every additive constant (conv biases, the batch-norm mean and
+beta) makes a ReLU network positively homogeneous, `f(a*x) = a*f(x)` for `a > 0`, so
+the denoiser is locally a linear, per-pixel adaptive filter `f(y) = A(y) y` and it
+generalizes to noise levels outside its training range.
+"""
+
+import keras
+from keras import ops
+
+ACTIVATIONS = ("relu", "leaky_relu", "linear")
+
+
+def _check_choice(name, value, options):
+    if value not in options:
+        raise ValueError(f"{name}={value!r} is not supported; allowed: {', '.join(map(repr, options))}")
+
+
+def _check_positive_int(name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def activation_layer(activation: str, **kwargs) -> keras.layers.Layer:
+    """A positively homogeneous activation (ReLU, leaky ReLU, identity) by name."""
+    _check_choice("activation", activation, ACTIVATIONS)
+    if activation == "relu":
+        return keras.layers.ReLU(**kwargs)
+    if activation == "leaky_relu":
+        return keras.layers.LeakyReLU(negative_slope=0.1, **kwargs)
+    return keras.layers.Identity(**kwargs)
+
+
+@keras.saving.register_keras_serializable(package="bfcnn")
+class BiasFreeBatchNorm(keras.layers.Layer):
+    """Batch normalization without the mean and without beta (Mohan et al., ICLR 2020).
+
+    Training: `y * gamma / (std_batch + epsilon)`, with the per-channel standard deviation
+    over batch and space. Inference: the moving standard deviation replaces the batch one,
+    so the layer is a fixed per-channel scale and the network stays homogeneous.
+
+    Args:
+        momentum: decay of the moving standard deviation, in [0, 1).
+        epsilon: added to the standard deviation, > 0.
+        scale: learn the per-channel `gamma` (default True).
+        gamma_initializer: initializer of `gamma`; `"zeros"` makes a residual branch
+            start as the identity.
+
+    Example:
+        >>> y = BiasFreeBatchNorm()(keras.ops.ones((2, 8, 8, 4)), training=False)
+    """
+
+    def __init__(self, momentum=0.99, epsilon=1e-3, scale=True, gamma_initializer="ones", **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= float(momentum) < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if not float(epsilon) > 0.0:
+            raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.scale = bool(scale)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError("BiasFreeBatchNorm needs a known number of channels (last axis)")
+        self.gamma = (
+            self.add_weight(name="gamma", shape=(channels,), initializer=self.gamma_initializer)
+            if self.scale
+            else None
+        )
+        self.moving_std = self.add_weight(
+            name="moving_std", shape=(channels,), initializer="ones", trainable=False
+        )
+
+    def call(self, inputs, training=False):
+        x = ops.cast(inputs, "float32")
+        if training:
+            axes = list(range(len(inputs.shape) - 1))
+            std = ops.sqrt(ops.var(x, axis=axes))
+            self.moving_std.assign(
+                self.momentum * self.moving_std + (1.0 - self.momentum) * ops.stop_gradient(std)
+            )
+        else:
+            std = self.moving_std
+        factor = 1.0 / (std + self.epsilon)
+        if self.gamma is not None:
+            factor = factor * self.gamma
+        return ops.cast(x * factor, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            momentum=self.momentum,
+            epsilon=self.epsilon,
+            scale=self.scale,
+            gamma_initializer=keras.initializers.serialize(self.gamma_initializer),
+        )
+        return config
+
+
+def _normalization(batch_norm: bool, use_bias: bool, name: str, **kwargs):
+    """BiasFreeBatchNorm, or the standard one (with mean and beta) for a with-bias twin."""
+    if not batch_norm:
+        return None
+    if use_bias:
+        return keras.layers.BatchNormalization(name=name, **kwargs)
+    return BiasFreeBatchNorm(name=name, **kwargs)
+
+
+@keras.saving.register_keras_serializable(package="bfcnn")
+class BiasFreeConvBlock(keras.layers.Layer):
+    """Convolution without bias, then optional BiasFreeBatchNorm, then a homogeneous activation.
+
+    Args:
+        filters: output channels.
+        kernel_size: odd square kernel size.
+        batch_norm: add a BiasFreeBatchNorm after the convolution.
+        activation: one of `relu`, `leaky_relu`, `linear`.
+        use_bias: False (default) keeps the block bias-free; True makes the with-bias twin
+            (conv bias and standard batch norm) used as a control in experiments.
+        kernel_regularizer: optional Keras regularizer for the convolution kernel.
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        batch_norm=False,
+        activation="relu",
+        use_bias=False,
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _check_positive_int("filters", filters)
+        _check_positive_int("kernel_size", kernel_size)
+        _check_choice("activation", activation, ACTIVATIONS)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.batch_norm = bool(batch_norm)
+        self.activation = activation
+        self.use_bias = bool(use_bias)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.conv = keras.layers.Conv2D(
+            filters,
+            kernel_size,
+            padding="same",
+            use_bias=self.use_bias,
+            kernel_initializer="he_normal",
+            kernel_regularizer=self.kernel_regularizer,
+            dtype=self.dtype_policy,
+            name="conv",
+        )
+        self.norm = _normalization(self.batch_norm, self.use_bias, "norm", dtype=self.dtype_policy)
+        self.act = activation_layer(activation, dtype=self.dtype_policy, name="act")
+
+    def build(self, input_shape):
+        self.conv.build(input_shape)
+        out_shape = self.conv.compute_output_shape(input_shape)
+        if self.norm is not None:
+            self.norm.build(out_shape)
+
+    def call(self, inputs, training=False):
+        x = self.conv(inputs)
+        if self.norm is not None:
+            x = self.norm(x, training=training)
+        return self.act(x)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.filters)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            batch_norm=self.batch_norm,
+            activation=self.activation,
+            use_bias=self.use_bias,
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="bfcnn")
+class BiasFreeResidualBlock(keras.layers.Layer):
+    """Residual block `x + conv(act(conv(x)))` with no additive constant anywhere.
+
+    The second convolution is followed by BiasFreeBatchNorm when `batch_norm` is on;
+    there is no activation after the sum, so the block is the identity plus a
+    homogeneous branch (He et al., CVPR 2016, pre-activation style).
+
+    Args:
+        filters: channels in and out (the input must have this many).
+        kernel_size: odd square kernel size.
+        batch_norm: BiasFreeBatchNorm after each convolution.
+        activation: one of `relu`, `leaky_relu`, `linear`.
+        use_bias: True makes the with-bias twin (see BiasFreeConvBlock).
+        kernel_regularizer: optional Keras regularizer for both kernels.
+    """
+
+    def __init__(
+        self,
+        filters,
+        kernel_size=3,
+        batch_norm=False,
+        activation="relu",
+        use_bias=False,
+        kernel_regularizer=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        common = dict(
+            kernel_size=kernel_size,
+            batch_norm=batch_norm,
+            use_bias=use_bias,
+            kernel_regularizer=kernel_regularizer,
+            dtype=self.dtype_policy,
+        )
+        self.block1 = BiasFreeConvBlock(filters, activation=activation, name="block1", **common)
+        self.block2 = BiasFreeConvBlock(filters, activation="linear", name="block2", **common)
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.batch_norm = bool(batch_norm)
+        self.activation = activation
+        self.use_bias = bool(use_bias)
+        self.kernel_regularizer = self.block1.kernel_regularizer
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.filters:
+            raise ValueError(
+                f"BiasFreeResidualBlock has filters={self.filters} but its input has "
+                f"{input_shape[-1]} channels; they must be equal"
+            )
+        self.block1.build(input_shape)
+        self.block2.build(input_shape)
+
+    def call(self, inputs, training=False):
+        return inputs + self.block2(self.block1(inputs, training=training), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            batch_norm=self.batch_norm,
+            activation=self.activation,
+            use_bias=self.use_bias,
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+        )
+        return config

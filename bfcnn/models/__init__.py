@@ -1,0 +1,15 @@
+"""Denoiser architectures and `build_model`, which builds one from a config."""
+
+from bfcnn.models.builder import MODEL_TYPES, build_model, model_defaults, resolve_model_config
+from bfcnn.models.cost import count_parameters, describe, flops_per_pixel, is_bias_free
+
+__all__ = [
+    "MODEL_TYPES",
+    "build_model",
+    "count_parameters",
+    "describe",
+    "flops_per_pixel",
+    "is_bias_free",
+    "model_defaults",
+    "resolve_model_config",
+]

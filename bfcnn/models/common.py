@@ -1,0 +1,58 @@
+"""Pieces every bfcnn model shares: the 0-255 input contract and the output head."""
+
+import keras
+from keras import ops
+
+PREDICT = ("noise", "image")
+
+
+def image_input(channels: int) -> keras.KerasTensor:
+    """The model input: float32 [B, H, W, channels] on the 0-255 scale, any H, W >= 1."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (gray) or 3 (RGB), got {channels!r}")
+    return keras.Input(shape=(None, None, channels), dtype="float32", name="image")
+
+
+def scale_in(inputs):
+    """Scales 0-255 to 0-1 by a multiplication only: no mean is subtracted (bias-free)."""
+    return keras.layers.Rescaling(1.0 / 255.0, dtype="float32", name="scale_in")(inputs)
+
+
+@keras.saving.register_keras_serializable(package="bfcnn")
+class DenoiserOutput(keras.layers.Layer):
+    """Turns the network's 0-1 output back into a 0-255 image, in float32.
+
+    With `predict="noise"` the network estimates the noise, which is subtracted from the
+    input (residual learning, Zhang et al. 2017); with `predict="image"` the network output
+    is the image. Both are linear in (input, network), so homogeneity is kept.
+    """
+
+    def __init__(self, predict="noise", **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        if predict not in PREDICT:
+            raise ValueError(f"predict={predict!r} is not supported; allowed: 'noise', 'image'")
+        self.predict = predict
+
+    def call(self, inputs):
+        image, net = inputs
+        net = ops.cast(net, "float32") * 255.0
+        return image - net if self.predict == "noise" else net
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
+
+    def get_config(self):
+        return {**super().get_config(), "predict": self.predict}
+
+
+def denoiser_head(inputs, net, predict: str):
+    """The model output from the 0-255 input and the network's 0-1 estimate."""
+    return DenoiserOutput(predict, name="output")([inputs, net])
+
+
+def non_local_block(mode: str, use_bias: bool, name: str):
+    """A NonLocalBlock for use inside a backbone (imported here so layers stay optional)."""
+    from bfcnn.layers.non_local import NonLocalBlock
+
+    return NonLocalBlock(mode=mode, bias_free=not use_bias, name=name)

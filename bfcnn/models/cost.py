@@ -1,0 +1,67 @@
+"""What a model costs: parameters, FLOPs per pixel, and whether it is bias-free."""
+
+import keras
+import tensorflow as tf
+
+from bfcnn.layers.bias_free import BiasFreeBatchNorm
+
+
+def count_parameters(model: keras.Model) -> int:
+    """Number of trainable and non-trainable weights' scalars."""
+    return int(model.count_params())
+
+
+def flops_per_pixel(model: keras.Model, size: int = 64) -> float:
+    """Floating-point operations per input pixel for one forward pass (a multiply-add is 2).
+
+    Counted by TensorFlow's graph profiler on a `size` x `size` input (a multiple of
+    every pyramid's 2^levels, so per-level costs scale exactly), divided by size^2.
+    """
+    channels = model.input_shape[-1]
+    spec = tf.TensorSpec([1, size, size, channels], tf.float32)
+    concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+    from tensorflow.python.framework.convert_to_constants import (  # no public equivalent
+        convert_variables_to_constants_v2,
+    )
+
+    graph = convert_variables_to_constants_v2(concrete).graph
+    options = tf.compat.v1.profiler.ProfileOptionBuilder(
+        tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+    ).with_empty_output().build()
+    profile = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(),
+                                            cmd="op", options=options)
+    return float(profile.total_float_ops) / float(size * size)
+
+
+def is_bias_free(model: keras.Model) -> bool:
+    """True when no weight is an additive constant and every normalization is BiasFreeBatchNorm.
+
+    Checked on the built model, not declared: a bias, beta or a standard (mean-subtracting)
+    batch norm anywhere makes it False, as does a layer marking itself `homogeneous = False`
+    (e.g. sigmoid gates).
+    """
+    for weight in model.weights:
+        leaf = weight.path.split("/")[-1]
+        if leaf in ("bias", "beta") or leaf.startswith("bias"):
+            return False
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization) and not isinstance(layer, BiasFreeBatchNorm):
+            return False
+        if getattr(layer, "homogeneous", True) is False:
+            return False
+    return True
+
+
+def _all_layers(layer):
+    yield layer
+    for sub in getattr(layer, "_layers", []) or []:
+        yield from _all_layers(sub)
+
+
+def describe(model: keras.Model) -> dict:
+    """A summary for benchmarks and model cards: parameters, FLOPs per pixel, bias-free."""
+    return {
+        "parameters": count_parameters(model),
+        "flops_per_pixel": flops_per_pixel(model),
+        "bias_free": is_bias_free(model),
+    }

@@ -1,0 +1,146 @@
+"""Multi-scale bias-free denoiser on a Laplacian or Gaussian pyramid.
+
+A small network per pyramid level, run coarse to fine (Burt & Adelson 1983 for the
+pyramid; the coarse-to-fine residual scheme follows LapSRN, Lai et al., CVPR 2017, and
+the original bfcnn's multi-scale models). Each level sees its noisy band plus the
+denoised coarser result (and, optionally, the coarser level's features), so 3x3
+convolutions at level i cover 2^i times more image: a large receptive field for a
+small cost in FLOPs and memory, which suits phones and CPU training.
+"""
+
+import keras
+from keras import ops
+
+from bfcnn.layers.bias_free import BiasFreeConvBlock, BiasFreeResidualBlock
+from bfcnn.layers.pyramids import GaussianPyramid, LaplacianPyramid, UpsampleLike
+from bfcnn.models.common import PREDICT, denoiser_head, image_input, non_local_block, scale_in
+
+PYRAMIDS = ("laplacian", "gaussian")
+
+
+def _per_level(name, value, levels):
+    """An int applies to every level; a list must give one value per level (finest first)."""
+    values = [value] * levels if isinstance(value, int) else list(value)
+    if len(values) != levels or not all(isinstance(v, int) and v >= 0 for v in values):
+        raise ValueError(f"{name} must be an int or a list of {levels} ints (one per level), got {value!r}")
+    return values
+
+
+class _Level:
+    """The layers of one level's backbone (shared between levels when `shared=True`)."""
+
+    def __init__(self, tag, channels, filters, blocks, kernel_size, batch_norm, activation, use_bias,
+                 non_local, non_local_mode):
+        common = dict(kernel_size=kernel_size, activation=activation, use_bias=use_bias)
+        self.stem = BiasFreeConvBlock(filters, batch_norm=False, name=f"{tag}_stem", **common)
+        self.project = None
+        self.blocks = [
+            BiasFreeResidualBlock(filters, batch_norm=batch_norm, name=f"{tag}_block{i}", **common)
+            for i in range(blocks)
+        ]
+        self.non_local = non_local_block(non_local_mode, use_bias, f"{tag}_non_local") if non_local else None
+        self.head = keras.layers.Conv2D(channels, kernel_size, padding="same", use_bias=use_bias,
+                                        kernel_initializer="he_normal", name=f"{tag}_head")
+        self.tag = tag
+        self.filters = filters
+        self.use_bias = use_bias
+
+    def __call__(self, band, context, features):
+        h = self.stem(keras.layers.Concatenate(name=None)([band, context]))
+        if features is not None:
+            if self.project is None:
+                self.project = keras.layers.Conv2D(self.filters, 1, use_bias=self.use_bias,
+                                                   name=f"{self.tag}_project")
+            h = h + self.project(features)
+        for i, block in enumerate(self.blocks):
+            h = block(h)
+            if i == 0 and self.non_local is not None:
+                h = self.non_local(h)
+        return h, self.head(h)
+
+
+def build_multiscale(
+    channels: int = 1,
+    pyramid: str = "laplacian",
+    levels: int = 3,
+    filters=(32, 64, 128),
+    blocks=2,
+    kernel_size: int = 3,
+    shared: bool = False,
+    batch_norm: bool = False,
+    activation: str = "relu",
+    predict: str = "noise",
+    pass_features: bool = True,
+    non_local_levels: tuple = (),
+    non_local_mode: str = "dot_product",
+    use_bias: bool = False,
+    name: str = "multiscale",
+) -> keras.Model:
+    """Builds a multi-scale bias-free denoiser.
+
+    Args:
+        channels: 1 (gray) or 3 (RGB).
+        pyramid: `laplacian` (each level denoises its detail band; the results are merged
+            coarse to fine) or `gaussian` (each level denoises its blurred copy, given the
+            coarser result).
+        levels: pyramid levels, >= 1.
+        filters: channels of each level's backbone: an int, or one per level (finest first).
+        blocks: residual blocks per level: an int, or one per level.
+        kernel_size: odd kernel size.
+        shared: one backbone for all levels (needs an int `filters` and `blocks`).
+        batch_norm: BiasFreeBatchNorm inside the residual blocks.
+        activation: `relu`, `leaky_relu` or `linear`.
+        predict: `noise` or `image`, per level.
+        pass_features: add the coarser level's last features (upsampled, 1x1-projected)
+            to each finer level's stem.
+        non_local_levels: levels whose backbone has a NonLocalBlock after its first block.
+        non_local_mode: `dot_product` or `embedded_gaussian`.
+        use_bias: True builds the with-bias twin, a control for experiments.
+        name: model name.
+
+    Returns:
+        A keras.Model, float32 [B, H, W, channels] 0-255 in and out.
+    """
+    if pyramid not in PYRAMIDS:
+        raise ValueError(f"pyramid={pyramid!r} is not supported; allowed: 'laplacian', 'gaussian'")
+    if predict not in PREDICT:
+        raise ValueError(f"predict={predict!r} is not supported; allowed: 'noise', 'image'")
+    if not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"levels must be an integer >= 1, got {levels!r}")
+    if shared and not (isinstance(filters, int) and isinstance(blocks, int)):
+        raise ValueError("shared=True needs one backbone for every level: give `filters` and `blocks` as ints")
+    level_filters = _per_level("filters", filters, levels)
+    level_blocks = _per_level("blocks", blocks, levels)
+    non_local_levels = set(int(i) for i in non_local_levels)
+    if not non_local_levels <= set(range(levels)):
+        raise ValueError(f"non_local_levels must be within 0..{levels - 1}, got {sorted(non_local_levels)}")
+
+    def make_level(tag, level):
+        return _Level(tag, channels, level_filters[level], level_blocks[level], kernel_size, batch_norm,
+                      activation, use_bias, level in non_local_levels, non_local_mode)
+
+    shared_level = make_level("shared", 0) if shared else None
+    inputs = image_input(channels)
+    x = scale_in(inputs)
+    split = (LaplacianPyramid if pyramid == "laplacian" else GaussianPyramid)(levels, dtype="float32",
+                                                                              name="pyramid")
+    bands = split(x)
+    if levels == 1:
+        bands = [bands[0]] if isinstance(bands, (list, tuple)) else [bands]
+    image, features = None, None
+    for level in reversed(range(levels)):
+        band = bands[level]
+        if image is None:
+            context = ops.zeros_like(band)
+        else:
+            context = UpsampleLike(dtype="float32", name=f"level{level}_context")([image, band])
+            if pass_features:
+                features = UpsampleLike(name=f"level{level}_features")([features, band])
+        backbone = shared_level or make_level(f"level{level}", level)
+        h, out = backbone(band, context, features if pass_features and image is not None else None)
+        out = ops.cast(out, "float32")
+        estimate = band - out if predict == "noise" else out
+        image = estimate + context if pyramid == "laplacian" else estimate
+        features = h
+    outputs = denoiser_head(inputs, image, "image")
+    return keras.Model(inputs, outputs, name=name)

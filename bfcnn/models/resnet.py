@@ -1,0 +1,58 @@
+"""Bias-free residual denoiser: BF-DnCNN / ResNet (Mohan et al., ICLR 2020; Zhang et al., TIP 2017).
+
+"Beyond a Gaussian denoiser: residual learning of deep CNN for image denoising"
+(DnCNN) predicts the noise and subtracts it; Mohan et al. remove every bias so the
+network is homogeneous. Here the body is a stack of bias-free residual blocks.
+"""
+
+import keras
+
+from bfcnn.layers.bias_free import BiasFreeConvBlock, BiasFreeResidualBlock
+from bfcnn.models.common import denoiser_head, image_input, non_local_block, scale_in
+
+
+def build_resnet(
+    channels: int = 1,
+    filters: int = 64,
+    kernel_size: int = 3,
+    blocks: int = 8,
+    batch_norm: bool = True,
+    activation: str = "relu",
+    predict: str = "noise",
+    non_local_after: tuple = (),
+    non_local_mode: str = "dot_product",
+    use_bias: bool = False,
+    name: str = "resnet",
+) -> keras.Model:
+    """Builds a bias-free ResNet denoiser.
+
+    Args:
+        channels: 1 (gray) or 3 (RGB).
+        filters: channels of every hidden layer.
+        kernel_size: odd kernel size of every convolution.
+        blocks: number of residual blocks (each two convolutions).
+        batch_norm: BiasFreeBatchNorm inside the blocks (never right before the output).
+        activation: `relu`, `leaky_relu` or `linear`.
+        predict: `noise` (output = input - network) or `image` (output = network).
+        non_local_after: indices of residual blocks (0-based) followed by a NonLocalBlock.
+        non_local_mode: `dot_product` (keeps the model homogeneous) or `embedded_gaussian`.
+        use_bias: True builds the with-bias twin, a control for experiments.
+        name: model name.
+
+    Returns:
+        A keras.Model, float32 [B, H, W, channels] 0-255 in and out.
+    """
+    inputs = image_input(channels)
+    x = scale_in(inputs)
+    x = BiasFreeConvBlock(filters, kernel_size, batch_norm=False, activation=activation,
+                          use_bias=use_bias, name="stem")(x)
+    non_local_after = set(int(i) for i in non_local_after)
+    for i in range(blocks):
+        x = BiasFreeResidualBlock(filters, kernel_size, batch_norm=batch_norm, activation=activation,
+                                  use_bias=use_bias, name=f"block{i}")(x)
+        if i in non_local_after:
+            x = non_local_block(non_local_mode, use_bias, name=f"non_local{i}")(x)
+    x = keras.layers.Conv2D(channels, kernel_size, padding="same", use_bias=use_bias,
+                            kernel_initializer="he_normal", name="head")(x)
+    outputs = denoiser_head(inputs, x, predict)
+    return keras.Model(inputs, outputs, name=name)

@@ -1,0 +1,1 @@
+"""The bfcnn model zoo's files: weights, TFLite models and model cards (data only)."""

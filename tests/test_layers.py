@@ -1,0 +1,132 @@
+"""Bias-free building blocks and pyramids."""
+
+import keras
+import numpy as np
+import pytest
+
+from bfcnn.layers import (
+    BiasFreeBatchNorm,
+    BiasFreeConvBlock,
+    BiasFreeResidualBlock,
+    GaussianPyramid,
+    LaplacianPyramid,
+)
+from conftest import assert_config_round_trip, assert_saving_round_trip, random_images
+
+
+def test_batch_norm_training_divides_by_batch_std_without_mean():
+    x = random_images((4, 6, 5, 3), seed=1) - 100.0
+    layer = BiasFreeBatchNorm(momentum=0.5, epsilon=1e-3)
+    y = np.asarray(layer(x, training=True))
+    std = x.reshape(-1, 3).std(axis=0)
+    np.testing.assert_allclose(y, x / (std + 1e-3), rtol=1e-5)
+    # the moving std moved halfway from 1 to the batch std
+    np.testing.assert_allclose(np.asarray(layer.moving_std), 0.5 + 0.5 * std, rtol=1e-5)
+    assert [w.path.split("/")[-1] for w in layer.weights] == ["gamma", "moving_std"]
+
+
+def test_batch_norm_inference_uses_moving_std_and_is_linear():
+    x = random_images((2, 4, 4, 2), seed=2)
+    layer = BiasFreeBatchNorm()
+    layer.build(x.shape)
+    layer.moving_std.assign(np.array([2.0, 4.0], "float32"))
+    layer.gamma.assign(np.array([3.0, 1.0], "float32"))
+    y = np.asarray(layer(x, training=False))
+    np.testing.assert_allclose(y, x * np.array([3.0 / 2.001, 1.0 / 4.001]), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(layer(3 * x)), 3 * y, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [dict(momentum=1.0), dict(epsilon=0.0)])
+def test_batch_norm_rejects_bad_arguments(bad):
+    with pytest.raises(ValueError, match=list(bad)[0]):
+        BiasFreeBatchNorm(**bad)
+
+
+LAYERS = [
+    lambda: BiasFreeBatchNorm(momentum=0.9),
+    lambda: BiasFreeConvBlock(4, kernel_size=3, batch_norm=True, activation="leaky_relu"),
+    lambda: BiasFreeResidualBlock(4, batch_norm=True),
+    lambda: GaussianPyramid(levels=3),
+    lambda: LaplacianPyramid(levels=2),
+]
+
+
+@pytest.mark.parametrize("make", LAYERS, ids=lambda f: f().__class__.__name__)
+def test_layer_config_call_and_saving(make, tmp_path):
+    layer = make()
+    assert_config_round_trip(layer)
+    inputs = keras.Input((None, None, 4))
+    outputs = layer(inputs)
+    if isinstance(outputs, (list, tuple)):  # pyramids: keep the coarsest level
+        outputs = outputs[-1]
+    model = keras.Model(inputs, outputs)
+    x = random_images((2, 9, 7, 4))
+    eager = np.asarray(model(x))
+    assert eager.shape[0] == 2 and eager.shape[-1] == 4
+    assert_saving_round_trip(model, x, tmp_path)
+    if model.trainable_weights:  # one fit step changes the weights
+        before = [np.asarray(w).copy() for w in model.trainable_weights]
+        model.compile(optimizer="sgd", loss="mse")
+        model.fit(x, np.asarray(model(x)) + 1.0, epochs=1, verbose=0)
+        assert any(not np.allclose(b, np.asarray(w)) for b, w in zip(before, model.trainable_weights))
+
+
+def test_blocks_have_no_bias_unless_asked():
+    block = BiasFreeResidualBlock(4, batch_norm=True)
+    block.build((None, None, None, 4))
+    names = [w.path.split("/")[-1] for w in block.weights]
+    assert "bias" not in names and "beta" not in names
+    twin = BiasFreeResidualBlock(4, batch_norm=True, use_bias=True)
+    twin.build((None, None, None, 4))
+    assert "bias" in [w.path.split("/")[-1] for w in twin.weights]
+
+
+def test_residual_block_checks_channels():
+    with pytest.raises(ValueError, match="filters=8"):
+        BiasFreeResidualBlock(8)(np.zeros((1, 4, 4, 3), "float32"))
+
+
+def test_activation_is_checked():
+    with pytest.raises(ValueError, match="allowed"):
+        BiasFreeConvBlock(4, activation="sigmoid")
+
+
+@pytest.mark.parametrize("size", [(64, 64), (63, 65), (17, 9), (1, 1), (2, 3)])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_laplacian_pyramid_reconstructs_exactly(size, channels):
+    x = random_images((2, *size, channels), seed=3)
+    pyramid = LaplacianPyramid(levels=3)
+    bands = pyramid(x)
+    expected = [size]
+    for _ in range(2):
+        expected.append(tuple((s + 1) // 2 for s in expected[-1]))
+    assert [tuple(b.shape[1:3]) for b in bands] == expected
+    np.testing.assert_allclose(np.asarray(pyramid(bands, inverse=True)), x, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.asarray(pyramid.merge(bands)), x, atol=1e-4, rtol=0)
+
+
+def test_laplacian_pyramid_detail_bands_of_a_constant_are_zero():
+    bands = LaplacianPyramid(levels=3)(np.full((1, 21, 18, 1), 42.0, "float32"))
+    for band in bands[:-1]:
+        assert np.max(np.abs(np.asarray(band))) < 1e-4
+    np.testing.assert_allclose(np.asarray(bands[-1]), 42.0, rtol=1e-6)
+
+
+def test_laplacian_detail_band_is_not_trivial():
+    bands = LaplacianPyramid(levels=2)(random_images((1, 16, 16, 1)))
+    assert np.std(np.asarray(bands[0])) > 10.0
+
+
+def test_gaussian_pyramid_blurs_and_halves():
+    x = random_images((1, 33, 20, 1), seed=4)
+    levels = GaussianPyramid(levels=3)(x)
+    assert [tuple(g.shape[1:3]) for g in levels] == [(33, 20), (17, 10), (9, 5)]
+    # blurring lowers the variance of noise and keeps the mean
+    assert np.std(np.asarray(levels[1])) < 0.6 * np.std(x)
+    assert abs(float(np.mean(levels[2])) - float(np.mean(x))) < 5.0
+    np.testing.assert_array_equal(np.asarray(GaussianPyramid(3).merge(levels)), x)
+
+
+def test_pyramid_levels_are_checked():
+    with pytest.raises(ValueError, match="levels"):
+        LaplacianPyramid(levels=0)

@@ -1,0 +1,136 @@
+"""Every builder variant: the model contract of DESIGN.md, bias-freeness and saving."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import bfcnn
+from bfcnn.errors import ConfigError
+from bfcnn.models import describe, flops_per_pixel, is_bias_free
+from conftest import assert_saving_round_trip, random_images, relative_error
+
+TINY = {"filters": 8, "blocks": 1}
+VARIANTS = {
+    "resnet_bn_noise": {"type": "resnet", "channels": 1, "batch_norm": True, **TINY},
+    "resnet_image_color": {"type": "resnet", "channels": 3, "batch_norm": False, "predict": "image", **TINY},
+    "resnet_leaky": {"type": "resnet", "channels": 1, "activation": "leaky_relu", **TINY},
+    "multiscale_laplacian": {"type": "multiscale", "channels": 1, "levels": 3, "filters": [8, 8, 12], "blocks": 1,
+                             "batch_norm": True},
+    "multiscale_gaussian_shared": {"type": "multiscale", "channels": 3, "pyramid": "gaussian", "shared": True,
+                                   "filters": 8, "blocks": 1, "predict": "image"},
+    "multiscale_no_features": {"type": "multiscale", "channels": 1, "levels": 2, "filters": 8, "blocks": 1,
+                               "pass_features": False},
+}
+
+
+def _trained_like(model, seed=0):
+    """Moves batch-norm statistics away from 1 so inference is not trivially the identity."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        if w.path.endswith("moving_std") or w.path.endswith("gamma"):
+            w.assign(rng.uniform(0.5, 2.0, size=w.shape).astype("float32"))
+    return model
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def built(request):
+    config = VARIANTS[request.param]
+    return config, _trained_like(bfcnn.build_model(config))
+
+
+def test_output_shape_equals_input_shape(built):
+    config, model = built
+    for size in [(1, 1), (17, 9), (30, 33)]:
+        x = random_images((2, *size, config["channels"]))
+        assert model(x).shape == x.shape
+        assert model(x).dtype == tf.float32
+
+
+def test_homogeneous_in_inference_mode(built):
+    config, model = built
+    x = random_images((1, 24, 19, config["channels"]), seed=5)
+    y = np.asarray(model(x, training=False))
+    assert np.max(np.abs(y)) > 1.0
+    for a, tol in [(2.0, 1e-6), (0.5, 1e-6), (3.0, 1e-5), (0.3, 1e-5), (10.0, 1e-5)]:
+        assert relative_error(model(a * x, training=False), a * y) < tol, a
+    zero = np.asarray(model(np.zeros_like(x), training=False))
+    assert np.all(zero == 0.0)
+
+
+def test_has_no_additive_weights(built):
+    _, model = built
+    names = [w.path.split("/")[-1] for w in model.weights]
+    assert "bias" not in names and "beta" not in names and "moving_mean" not in names
+    assert is_bias_free(model)
+
+
+def test_jacobian_times_input_equals_output(built):
+    """Euler's theorem for degree-1 homogeneous f: J(x) x = f(x) (forward-mode JVP)."""
+    config, model = built
+    x = tf.constant(random_images((1, 16, 16, config["channels"]), seed=6))
+    with tf.autodiff.ForwardAccumulator(primals=x, tangents=x) as accumulator:
+        y = model(x, training=False)
+    assert relative_error(accumulator.jvp(y), y) < 1e-4
+
+
+def test_saving_round_trip(built, tmp_path):
+    config, model = built
+    assert_saving_round_trip(model, random_images((1, 13, 11, config["channels"])), tmp_path)
+
+
+def test_wrong_channel_count_is_a_clear_error(built):
+    config, model = built
+    wrong = 3 if config["channels"] == 1 else 1
+    with pytest.raises(ValueError, match="expected"):
+        model(random_images((1, 8, 8, wrong)))
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_with_bias_twin_fails_the_homogeneity_check(name):
+    """Negative control: the check above bites once biases are non-zero, as after training."""
+    config = {**VARIANTS[name], "use_bias": True}
+    model = bfcnn.build_model(config)
+    rng = np.random.default_rng(0)
+    for w in model.weights:
+        leaf = w.path.split("/")[-1]
+        if leaf in ("bias", "beta", "moving_mean"):
+            w.assign(rng.normal(0.0, 0.1, size=w.shape).astype("float32"))
+    assert not is_bias_free(model)
+    x = random_images((1, 24, 19, config["channels"]), seed=5)
+    assert relative_error(model(2.0 * x), 2.0 * np.asarray(model(x))) > 1e-3
+
+
+def test_flops_per_pixel_matches_hand_count():
+    model = bfcnn.build_model({"type": "resnet", "channels": 1, "filters": 8, "blocks": 2, "batch_norm": False})
+    convs = [9 * 1 * 8] + [9 * 8 * 8] * 4 + [9 * 8 * 1]  # stem, 2 blocks x 2, head
+    expected = 2 * sum(convs)
+    assert abs(flops_per_pixel(model) - expected) / expected < 0.05
+
+
+def test_multiscale_is_cheaper_per_pixel_than_a_full_resolution_twin():
+    pyramid = bfcnn.build_model({"type": "multiscale", "levels": 3, "filters": 16, "blocks": 2})
+    flat = bfcnn.build_model({"type": "resnet", "filters": 16, "blocks": 6})
+    assert describe(pyramid)["flops_per_pixel"] < 0.6 * describe(flat)["flops_per_pixel"]
+
+
+def test_build_model_defaults_work_from_type_and_channels_only():
+    for model_type in ("resnet", "multiscale"):
+        model = bfcnn.build_model({"type": model_type, "channels": 3})
+        assert model.input_shape == (None, None, None, 3)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"type": "resnt"}, r"unknown model type 'resnt', did you mean 'resnet'\?; allowed: .*'multiscale'"),
+        ({"type": "resnet", "filter": 8}, r"unknown key 'model.filter'.*did you mean 'filters'"),
+        ({"type": "resnet", "blocks": "four"}, r"model.blocks must be an integer"),
+        ({"type": "resnet", "channels": 2}, r"channels must be 1 \(gray\) or 3"),
+        ({"type": "multiscale", "pyramid": "wavelet"}, r"pyramid='wavelet'.*allowed"),
+        ({"channels": 1}, r"needs a 'type'"),
+    ],
+)
+def test_bad_configs_name_the_problem(config, message):
+    with pytest.raises(ConfigError, match=message):
+        bfcnn.build_model(config)
