@@ -24,6 +24,7 @@ setup(
         "numpy",
         "pillow",
         "pyyaml",
+        "tensorboard",
     ],
     extras_require={
         "test": ["pytest", "scikit-image", "ai-edge-litert", "bm3d"],

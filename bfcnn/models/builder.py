@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 import keras
 
 from bfcnn.errors import ConfigError, allowed, did_you_mean
+from bfcnn.models.common import PerLevel
 
 # type -> "module:function"; modules are imported on first use.
 MODEL_TYPES = {
@@ -42,6 +43,12 @@ def model_defaults(model_type: str) -> dict:
     return {name: p.default for name, p in signature.parameters.items() if name != "name"}
 
 
+def _per_level_keys(model_type: str) -> set:
+    """Keys whose builder annotation is `PerLevel`: an int, or a list with one int per level."""
+    signature = inspect.signature(model_builder(model_type))
+    return {name for name, p in signature.parameters.items() if p.annotation is PerLevel}
+
+
 def resolve_model_config(config: Mapping[str, Any], where: str = "model") -> dict:
     """The full model config (defaults filled in), validated against the builder's arguments.
 
@@ -55,6 +62,7 @@ def resolve_model_config(config: Mapping[str, Any], where: str = "model") -> dic
         raise ConfigError(f"{where} needs a 'type'; allowed: {allowed(MODEL_TYPES)}")
     model_type = config["type"]
     defaults = model_defaults(model_type)
+    per_level = _per_level_keys(model_type)
     resolved = {"type": model_type}
     for key, value in config.items():
         if key == "type":
@@ -64,12 +72,18 @@ def resolve_model_config(config: Mapping[str, Any], where: str = "model") -> dic
                 f"unknown key '{where}.{key}' for model type {model_type!r}"
                 f"{did_you_mean(key, defaults)}; allowed: {allowed(defaults)}"
             )
-        resolved[key] = _check_type(f"{where}.{key}", value, defaults[key])
+        resolved[key] = _check_type(f"{where}.{key}", value, defaults[key], key in per_level)
     return {**{"type": model_type}, **defaults, **resolved}
 
 
-def _check_type(key: str, value, default):
-    """Checks `value` against the type of the default (ints and lists may stand for each other)."""
+def _check_type(key: str, value, default, per_level: bool = False):
+    """Checks `value` against the type of the default; `per_level` keys take an int or a list."""
+    if per_level:
+        ok = isinstance(value, int) and not isinstance(value, bool) or (
+            isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+        if not ok:
+            raise ConfigError(f"{key} must be an integer or a list of integers (one per level), got {value!r}")
+        return list(value) if isinstance(value, tuple) else value
     if isinstance(default, bool):
         ok = isinstance(value, bool)
         expected = "a boolean"

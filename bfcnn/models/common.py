@@ -1,9 +1,14 @@
 """Pieces every bfcnn model shares: the 0-255 input contract and the output head."""
 
+from typing import Sequence, Union
+
 import keras
 from keras import ops
 
 PREDICT = ("noise", "image")
+
+# Annotation of multi-scale options given as one int for every level or a list, finest first.
+PerLevel = Union[int, Sequence[int]]
 
 
 def image_input(channels: int) -> keras.KerasTensor:

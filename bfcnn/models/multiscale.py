@@ -13,9 +13,22 @@ from keras import ops
 
 from bfcnn.layers.bias_free import BiasFreeConvBlock, BiasFreeResidualBlock
 from bfcnn.layers.pyramids import GaussianPyramid, LaplacianPyramid, UpsampleLike
-from bfcnn.models.common import PREDICT, denoiser_head, image_input, non_local_block, scale_in
+from bfcnn.models.common import PREDICT, PerLevel, denoiser_head, image_input, non_local_block, scale_in
 
 PYRAMIDS = ("laplacian", "gaussian")
+
+
+@keras.saving.register_keras_serializable(package="bfcnn")
+class CropLike(keras.layers.Layer):
+    """Crops `x` to the spatial size of `like` (undoes the round-up of odd sizes)."""
+
+    def call(self, inputs):
+        x, like = inputs
+        shape = ops.shape(like)
+        return x[:, : shape[1], : shape[2], :]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[1][:3], input_shape[0][-1])
 
 
 def _per_level(name, value, levels):
@@ -33,7 +46,7 @@ class _Level:
                  non_local, non_local_mode):
         common = dict(kernel_size=kernel_size, activation=activation, use_bias=use_bias)
         self.stem = BiasFreeConvBlock(filters, batch_norm=False, name=f"{tag}_stem", **common)
-        self.project = None
+        self.lift = None
         self.blocks = [
             BiasFreeResidualBlock(filters, batch_norm=batch_norm, name=f"{tag}_block{i}", **common)
             for i in range(blocks)
@@ -46,12 +59,14 @@ class _Level:
         self.use_bias = use_bias
 
     def __call__(self, band, context, features):
-        h = self.stem(keras.layers.Concatenate(name=None)([band, context]))
+        h = self.stem(keras.layers.Concatenate()([band, context]))
         if features is not None:
-            if self.project is None:
-                self.project = keras.layers.Conv2D(self.filters, 1, use_bias=self.use_bias,
-                                                   name=f"{self.tag}_project")
-            h = h + self.project(features)
+            # A learned 2x2 stride-2 transposed convolution carries the coarser features up
+            # (U-Net style); it costs one small matrix product per coarse pixel.
+            if self.lift is None:
+                self.lift = keras.layers.Conv2DTranspose(self.filters, 2, strides=2, use_bias=self.use_bias,
+                                                         kernel_initializer="he_normal", name=f"{self.tag}_lift")
+            h = h + CropLike(name=f"{self.tag}_crop")([self.lift(features), h])
         for i, block in enumerate(self.blocks):
             h = block(h)
             if i == 0 and self.non_local is not None:
@@ -63,8 +78,8 @@ def build_multiscale(
     channels: int = 1,
     pyramid: str = "laplacian",
     levels: int = 3,
-    filters=(32, 64, 128),
-    blocks=2,
+    filters: PerLevel = (32, 64, 128),
+    blocks: PerLevel = 2,
     kernel_size: int = 3,
     shared: bool = False,
     batch_norm: bool = False,
@@ -91,8 +106,8 @@ def build_multiscale(
         batch_norm: BiasFreeBatchNorm inside the residual blocks.
         activation: `relu`, `leaky_relu` or `linear`.
         predict: `noise` or `image`, per level.
-        pass_features: add the coarser level's last features (upsampled, 1x1-projected)
-            to each finer level's stem.
+        pass_features: add the coarser level's last features, lifted by a learned 2x2
+            stride-2 transposed convolution, to each finer level's stem.
         non_local_levels: levels whose backbone has a NonLocalBlock after its first block.
         non_local_mode: `dot_product` or `embedded_gaussian`.
         use_bias: True builds the with-bias twin, a control for experiments.
@@ -134,8 +149,6 @@ def build_multiscale(
             context = ops.zeros_like(band)
         else:
             context = UpsampleLike(dtype="float32", name=f"level{level}_context")([image, band])
-            if pass_features:
-                features = UpsampleLike(name=f"level{level}_features")([features, band])
         backbone = shared_level or make_level(f"level{level}", level)
         h, out = backbone(band, context, features if pass_features and image is not None else None)
         out = ops.cast(out, "float32")

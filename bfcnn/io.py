@@ -1,0 +1,115 @@
+"""Reading and writing images: every mode Pillow knows, converted to uint8 gray or RGB.
+
+Imports only numpy and Pillow, so data loading code stays light.
+"""
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from bfcnn.errors import BfcnnError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+COLORS = ("gray", "rgb")
+
+
+class ImageReadError(BfcnnError):
+    """A file that is missing, unreadable or not an image."""
+
+
+def resolve_directory(directory) -> Path:
+    """A directory path; `pkg:module/sub/dir` names a folder inside an installed package.
+
+    Example: `pkg:skimage/data` is scikit-image's bundled sample photographs, which the
+    quick-start config trains on so that it needs no dataset.
+    """
+    text = str(directory)
+    if not text.startswith("pkg:"):
+        return Path(directory)
+    module, _, rest = text[4:].partition("/")
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise BfcnnError(f"{text!r}: package {module!r} is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / rest
+
+
+def list_images(directory) -> List[Path]:
+    """Image files under `directory`, recursively, sorted (png, jpg, jpeg, bmp, tif, webp).
+
+    `directory` may be `pkg:module/sub/dir`, a folder inside an installed package.
+
+    Raises:
+        BfcnnError: the directory does not exist or holds no image.
+    """
+    root = resolve_directory(directory)
+    if not root.is_dir():
+        raise BfcnnError(f"image directory not found: {str(root)!r}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise BfcnnError(
+            f"no images in {str(root)!r} (looked recursively for {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return files
+
+
+def to_uint8_array(image: Image.Image, color: Optional[str] = None) -> np.ndarray:
+    """A PIL image as a uint8 array [H, W, 1] (gray) or [H, W, 3] (rgb).
+
+    16-bit images are scaled to 8 bits, palettes expanded, alpha dropped (composited on
+    black would change the colors, so it is simply removed). `color=None` keeps gray
+    images gray and makes everything else RGB.
+    """
+    if color is not None and color not in COLORS:
+        raise ValueError(f"color={color!r} is not supported; allowed: 'gray', 'rgb'")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        scale = 257.0 if array.max(initial=0) > 255 or image.mode != "I" else 1.0
+        image = Image.fromarray(np.clip(np.round(array / scale), 0, 255).astype(np.uint8), mode="L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.round(np.asarray(image)), 0, 255).astype(np.uint8), mode="L")
+    is_gray = image.mode in ("L", "1", "LA") or (
+        image.mode == "P" and all(len(set(c)) == 1 for c in image.convert("RGB").getcolors(1 << 24) or [])
+    )
+    target = color or ("gray" if is_gray else "rgb")
+    image = image.convert("L" if target == "gray" else "RGB")
+    array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def read_image(path, color: Optional[str] = None) -> np.ndarray:
+    """Reads an image file as uint8 [H, W, C], honouring the EXIF orientation.
+
+    Raises:
+        ImageReadError: the file is missing, truncated or not an image; names the path.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_uint8_array(image, color)
+    except FileNotFoundError as error:
+        raise ImageReadError(f"image not found: {str(path)!r}") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise ImageReadError(f"cannot read image {str(path)!r}: {error}") from error
+
+
+def write_image(path, array: np.ndarray) -> None:
+    """Writes a uint8 [H, W], [H, W, 1] or [H, W, 3] array atomically (temp file, then rename)."""
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
+    os.close(fd)
+    try:
+        Image.fromarray(array).save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

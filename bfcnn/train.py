@@ -1,0 +1,49 @@
+"""`python -m bfcnn.train --pipeline-config P --model-directory D [--set key.path=value ...]`.
+
+Trains the denoiser a pipeline config describes; running the same command again
+resumes from the latest checkpoint in D. A thin wrapper over `bfcnn.training.loop`.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bfcnn.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--pipeline-config", required=True, help="the pipeline config (YAML)")
+    parser.add_argument("--model-directory", "--checkpoint-directory", dest="model_directory", required=True,
+                        help="where checkpoints, logs and the trained model go (--checkpoint-directory is "
+                             "the older name)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override a config value (parsed as YAML), e.g. --set train.steps=2000")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from bfcnn.config import load_config
+    from bfcnn.errors import BfcnnError
+
+    try:
+        config = load_config(args.pipeline_config, args.overrides)
+    except (BfcnnError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from bfcnn.training.loop import Trainer, configure_logical_cpus
+
+    try:
+        if config.distribution.strategy == "mirrored":
+            configure_logical_cpus(config.distribution.devices)
+        Trainer(config, args.model_directory, source=args.pipeline_config).run()
+    except BfcnnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

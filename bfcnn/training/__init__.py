@@ -1,0 +1,1 @@
+"""Training: data, corruption, losses, loop."""

@@ -1,0 +1,310 @@
+"""The training loop: corruption inside the step, crash-safe checkpoints, validation, TensorBoard.
+
+One `Trainer` runs a `PipelineConfig` into a model directory:
+
+    D/config.yaml        the resolved config (every default filled in)
+    D/checkpoints/       tf.train checkpoints (model, optimizer, step, wall time), last K kept
+    D/model.keras        the final model;   D/best.keras   the best one by validation PSNR
+    D/history.jsonl      one line per validation;   D/logs/   TensorBoard events
+
+Checkpoints are written by TensorFlow's CheckpointManager, which writes the data under a
+temporary name and then renames it and the index atomically, so a crash mid-write leaves
+the previous checkpoint intact. Running the same command again resumes from the latest
+one: model, optimizer state, step counter, best PSNR and elapsed time. Batches and noise
+are functions of (seed, step) when images are cached, so a resumed run follows the same
+path as an uninterrupted one.
+"""
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Dict, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from bfcnn.config import PipelineConfig, config_to_dict, dump_config
+from bfcnn.errors import BfcnnError, ConfigError
+from bfcnn.evaluation import center_crop, evaluate_denoiser
+from bfcnn.io import list_images, read_image
+from bfcnn.models.builder import build_model, resolve_model_config
+from bfcnn.training.corruption import corrupt, corrupt_pair
+from bfcnn.training.data import MAX_CACHE_BYTES, InMemorySampler, load_directory, streaming_dataset
+from bfcnn.training.losses import pixel_loss
+from bfcnn.training.optim import build_optimizer, current_learning_rate
+
+log = logging.getLogger("bfcnn.train")
+
+
+class TrainingError(BfcnnError):
+    """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+def make_strategy(config) -> tf.distribute.Strategy:
+    """The tf.distribute strategy of `distribution.strategy`.
+
+    `mirrored` uses every GPU, or, without GPUs, `distribution.devices` logical CPU devices
+    (which must be configured before TensorFlow starts: the CLI does it first thing).
+    `multi_worker` reads the cluster from the TF_CONFIG environment variable.
+    """
+    if config.strategy == "default":
+        return tf.distribute.get_strategy()
+    if config.strategy == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        if config.devices:
+            devices = devices[: config.devices]
+        return tf.distribute.MirroredStrategy(devices=devices)
+    if config.strategy == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError("distribution.strategy 'multi_worker' needs the TF_CONFIG environment variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ConfigError(f"distribution.strategy={config.strategy!r}; allowed: 'default', 'mirrored', 'multi_worker'")
+
+
+def configure_logical_cpus(devices: Optional[int]) -> None:
+    """Splits the CPU into `devices` logical devices (for mirrored training without GPUs)."""
+    if not devices or tf.config.list_physical_devices("GPU"):
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * devices)
+
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def atomic_save_model(model: keras.Model, path: Path) -> None:
+    """Saves a .keras file under a temporary name, then renames it into place."""
+    tmp = path.with_name(path.name + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def load_validation_images(config, color: str):
+    """The clean validation images (uint8), center-cropped to `validation.max_size`."""
+    files = list_images(config.directory)
+    if config.max_images:
+        files = files[: config.max_images]
+    return [center_crop(read_image(f, color), config.max_size) for f in files]
+
+
+class Trainer:
+    """Trains the model of a pipeline config into `model_directory` (resuming if it holds a run).
+
+    Args:
+        config: the validated pipeline config.
+        model_directory: where checkpoints, logs and the final model go.
+        source: the config file's name, for messages.
+    """
+
+    def __init__(self, config: PipelineConfig, model_directory, source: str = "<config>"):
+        self.config = config
+        self.directory = Path(model_directory)
+        self.source = source
+        channels = config.model.get("channels", 1)
+        expected = 1 if config.dataset.color == "gray" else 3
+        if channels != expected:
+            raise ConfigError(
+                f"model.channels={channels} but dataset.color={config.dataset.color!r} gives {expected} "
+                f"channel(s) in {source}"
+            )
+        resolve_model_config(config.model)  # fail on a bad model key before loading data
+        if not config.dataset.inputs:
+            raise ConfigError(f"dataset.inputs is empty in {source}: give at least one image directory")
+
+    # ----------------------------------------------------------------------------- set-up
+    def _check_directory(self):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stored = self.directory / "config.yaml"
+        if stored.exists():
+            from bfcnn.config import load_config
+
+            previous = load_config(stored)
+            if resolve_model_config(previous.model) != resolve_model_config(self.config.model):
+                raise ConfigError(
+                    f"{self.directory} holds a run of a different model ({previous.model}); "
+                    "use a new --model-directory"
+                )
+        dump_config(self.config, stored)
+
+    def _data(self, strategy):
+        cfg = self.config.dataset
+        cacheable = cfg.cache and all(s.directory is not None for s in cfg.inputs)
+        if cacheable:
+            images, weights, skipped = [], [], 0
+            for source in cfg.inputs:
+                loaded, bad = load_directory(source.directory, cfg.color, cfg.patch_size, cfg.small_images)
+                skipped += bad
+                images += loaded
+                weights += [source.weight / len(loaded)] * len(loaded)
+            if sum(im.nbytes for im in images) <= MAX_CACHE_BYTES:
+                log.info("training data: %d images in memory (%d files skipped)", len(images), skipped)
+                self.skipped_files = skipped
+                return InMemorySampler(images, weights, cfg.patch_size, cfg.patches_per_image, cfg.flips,
+                                       cfg.rotations), None
+            log.info("training data too large to cache: streaming instead")
+        self.skipped_files = 0
+        dataset = streaming_dataset(cfg.inputs, cfg, self.config.train.seed)
+        return None, iter(strategy.experimental_distribute_dataset(dataset))
+
+    # ----------------------------------------------------------------------------- training
+    def run(self) -> Dict:
+        """Trains to `train.steps` and returns the last validation results (if any)."""
+        cfg = self.config
+        keras.mixed_precision.set_global_policy(cfg.train.precision)
+        keras.utils.set_random_seed(cfg.train.seed)
+        strategy = make_strategy(cfg.distribution)
+        chief = _is_chief(strategy)
+        if chief:
+            self._check_directory()
+        sampler, iterator = self._data(strategy)
+        replicas = strategy.num_replicas_in_sync
+        if cfg.dataset.batch_size % replicas:
+            raise ConfigError(f"dataset.batch_size={cfg.dataset.batch_size} must be a multiple of the "
+                              f"{replicas} replicas")
+        per_replica = cfg.dataset.batch_size // replicas
+
+        with strategy.scope():
+            model = build_model(cfg.model)
+            optimizer = build_optimizer(cfg.optimizer, cfg.train.steps)
+            if cfg.train.precision == "mixed_float16" or cfg.train.on_nan == "skip":
+                # Skips any step whose gradients are not finite (and scales fp16 losses).
+                optimizer = keras.optimizers.LossScaleOptimizer(
+                    optimizer, initial_scale=2.0**15 if cfg.train.precision == "mixed_float16" else 1.0)
+            optimizer.build(model.trainable_variables)
+            step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds")
+            best = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name="best_psnr")
+
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, elapsed=elapsed, best=best)
+        ckpt_dir = self.directory / "checkpoints"
+        if not chief:  # every worker must save (collectives); only the chief's copy is kept
+            ckpt_dir = self.directory / f".worker_{strategy.cluster_resolver.task_id}_checkpoints"
+        manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=cfg.train.keep_checkpoints)
+        if manager.latest_checkpoint:
+            checkpoint.restore(manager.latest_checkpoint).expect_partial()
+            log.info("resumed from %s at step %d", manager.latest_checkpoint, int(step.numpy()))
+        elif cfg.train.init_from:
+            model.load_weights(cfg.train.init_from)
+            log.info("initialised the weights from %s", cfg.train.init_from)
+
+        seed = tf.constant(cfg.train.seed, tf.int64)
+        corruption = cfg.corruption
+        loss_config = cfg.loss
+        noisy_target = cfg.train.target == "noisy"
+
+        def replica_step(clean, step_value):
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            key = tf.random.experimental.stateless_fold_in(tf.stack([seed, step_value]), replica)
+            keys = tf.random.experimental.stateless_split(key, num=2)
+            if clean is None:
+                clean = sampler.sample(per_replica, keys[0])
+            if noisy_target:
+                noisy, target = corrupt_pair(clean, corruption, keys[1])
+            else:
+                noisy, target = corrupt(clean, corruption, keys[1]), clean
+            with tf.GradientTape() as tape:
+                estimate = model(noisy, training=True)
+                loss, terms = pixel_loss(target, estimate, loss_config)
+                total = loss + tf.add_n(model.losses) if model.losses else loss
+                scaled = total / replicas
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply(grads, model.trainable_variables)
+            return {"loss": total, **terms}, (clean, noisy, estimate)
+
+        @tf.function(reduce_retracing=True)
+        def train_step(step_value, batch=None):
+            metrics, images = strategy.run(replica_step, args=(batch, step_value))
+            reduced = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in metrics.items()}
+            return reduced, tf.nest.map_structure(lambda t: strategy.experimental_local_results(t)[0], images)
+
+        validation = None
+        if cfg.validation.directory:
+            validation = load_validation_images(cfg.validation, cfg.dataset.color)
+        writer = tf.summary.create_file_writer(str(self.directory / "logs")) if (chief and cfg.train.tensorboard) \
+            else tf.summary.create_noop_writer()
+
+        total_steps = cfg.train.steps
+        start = int(step.numpy())
+        progress = keras.utils.Progbar(total_steps, stateful_metrics=["loss", "lr", "steps/s"], verbose=1
+                                       if chief else 0)
+        progress.update(start)
+        last_results: Dict = {}
+        tick, tick_step, wall = time.time(), start, time.time()
+        while int(step.numpy()) < total_steps:
+            current = int(step.numpy())
+            batch = next(iterator) if iterator is not None else None
+            metrics, images = train_step(tf.constant(current, tf.int64), batch)
+            loss = float(metrics["loss"].numpy())
+            if not math.isfinite(loss):
+                if cfg.train.on_nan == "skip":
+                    log.warning("non-finite loss at step %d: batch skipped", current)
+                else:
+                    raise TrainingError(
+                        f"the loss became {loss} at step {current}; stopped without saving. The last good "
+                        f"checkpoint is {manager.latest_checkpoint}. Lower optimizer.learning_rate, set "
+                        "optimizer.clipnorm, or set train.on_nan: skip"
+                    )
+            step.assign_add(1)
+            done = current + 1
+            now = time.time()
+            elapsed.assign_add(now - wall)
+            wall = now
+            if done % cfg.train.log_every == 0 or done == total_steps:
+                rate = (done - tick_step) / max(now - tick, 1e-9)
+                tick, tick_step = now, done
+                lr = current_learning_rate(optimizer)
+                with writer.as_default(step=done):
+                    for name, value in metrics.items():
+                        tf.summary.scalar(f"loss/{name}", value)
+                    tf.summary.scalar("learning_rate", lr)
+                    tf.summary.scalar("steps_per_second", rate)
+                progress.update(done, [("loss", loss), ("lr", lr), ("steps/s", rate)])
+            if cfg.train.tensorboard and cfg.train.image_summaries_every and \
+                    done % cfg.train.image_summaries_every == 0:
+                with writer.as_default(step=done):
+                    clean, noisy, estimate = images
+                    row = tf.concat([clean[:4], noisy[:4], tf.cast(estimate[:4], tf.float32)], axis=2)
+                    tf.summary.image("clean_noisy_denoised", tf.clip_by_value(row / 255.0, 0.0, 1.0), max_outputs=4)
+            if validation is not None and (done % cfg.validation.every == 0 or done == total_steps):
+                last_results = self._validate(model, validation, done, best, writer, chief)
+            if done % cfg.train.checkpoint_every == 0 or done == total_steps:
+                manager.save(checkpoint_number=done)
+        if chief:
+            atomic_save_model(model, self.directory / "model.keras")
+            summary = {"steps": int(step.numpy()), "elapsed_seconds": float(elapsed.numpy()),
+                       "best_psnr": float(best.numpy()), "validation": last_results,
+                       "skipped_files": self.skipped_files}
+            (self.directory / "summary.json").write_text(json.dumps(summary, indent=2))
+        return last_results
+
+    def _validate(self, model, images, step, best, writer, chief) -> Dict:
+        cfg = self.config.validation
+        channels = images[0].shape[-1]
+        infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
+                            input_signature=[tf.TensorSpec([1, None, None, channels], tf.float32)])
+        results = evaluate_denoiser(lambda noisy: infer(noisy[None])[0].numpy(), images, cfg.sigmas, cfg.seed)
+        mean_psnr = float(np.mean([r["psnr"] for r in results.values()]))
+        with writer.as_default(step=step):
+            for sigma, r in results.items():
+                tf.summary.scalar(f"validation/psnr_sigma{sigma:g}", r["psnr"])
+                tf.summary.scalar(f"validation/ssim_sigma{sigma:g}", r["ssim"])
+            tf.summary.scalar("validation/psnr_mean", mean_psnr)
+        line = "  ".join(f"sigma {s:g}: {r['psnr']:.2f} dB" for s, r in results.items())
+        log.info("step %d validation: %s", step, line)
+        if chief:
+            with open(self.directory / "history.jsonl", "a") as f:
+                f.write(json.dumps({"step": step, "results": {f"{s:g}": r for s, r in results.items()},
+                                    "mean_psnr": mean_psnr}) + "\n")
+            if mean_psnr > float(best.numpy()):
+                best.assign(mean_psnr)
+                atomic_save_model(model, self.directory / "best.keras")
+        return results

@@ -1,0 +1,76 @@
+"""Optimizers and learning-rate schedules from the `optimizer:` config section (Keras 3)."""
+
+import math
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="bfcnn")
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 over `warmup_steps`, then `schedule(step - warmup_steps)`."""
+
+    def __init__(self, schedule, warmup_steps, peak):
+        self.schedule = schedule
+        self.warmup_steps = int(warmup_steps)
+        self.peak = float(peak)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = self.peak * (step + 1.0) / max(self.warmup_steps, 1)
+        after = self.schedule(tf.maximum(step - self.warmup_steps, 0.0))
+        return tf.where(step < self.warmup_steps, warm, after)
+
+    def get_config(self):
+        return {"schedule": keras.optimizers.schedules.serialize(self.schedule),
+                "warmup_steps": self.warmup_steps, "peak": self.peak}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["schedule"] = keras.optimizers.schedules.deserialize(config["schedule"])
+        return cls(**config)
+
+
+def learning_rate_schedule(config, total_steps: int):
+    """The schedule of `optimizer.schedule` for a run of `total_steps` optimizer steps."""
+    lr = float(config.learning_rate)
+    s = config.schedule
+    decay_steps = max(total_steps - s.warmup_steps, 1)
+    schedules = keras.optimizers.schedules
+    if s.type == "constant":
+        schedule = schedules.PiecewiseConstantDecay([total_steps + 1], [lr, lr])
+    elif s.type == "cosine":
+        schedule = schedules.CosineDecay(lr, decay_steps, alpha=s.alpha)
+    elif s.type == "cosine_restarts":
+        first = s.first_decay_steps or max(decay_steps // 4, 1)
+        schedule = schedules.CosineDecayRestarts(lr, first, t_mul=s.t_mul, m_mul=s.m_mul, alpha=s.alpha)
+    elif s.type == "step":
+        schedule = schedules.PiecewiseConstantDecay(list(s.boundaries), [lr * v for v in s.values])
+    elif s.type == "exponential":
+        schedule = schedules.ExponentialDecay(lr, s.decay_steps, s.decay_rate)
+    else:
+        raise ValueError(f"optimizer.schedule.type={s.type!r} is not supported")
+    if s.warmup_steps > 0:
+        schedule = WarmupSchedule(schedule, s.warmup_steps, lr)
+    return schedule
+
+
+def build_optimizer(config, total_steps: int) -> keras.optimizers.Optimizer:
+    """A Keras optimizer (adam, adamw, rmsprop) with its schedule and optional clipping."""
+    kwargs = {"learning_rate": learning_rate_schedule(config, total_steps)}
+    if config.clipnorm is not None:
+        kwargs["global_clipnorm"] = float(config.clipnorm)
+    if config.type == "adam":
+        return keras.optimizers.Adam(**kwargs)
+    if config.type == "adamw":
+        return keras.optimizers.AdamW(weight_decay=float(config.weight_decay), **kwargs)
+    if config.type == "rmsprop":
+        return keras.optimizers.RMSprop(**kwargs)
+    raise ValueError(f"optimizer.type={config.type!r} is not supported; allowed: 'adam', 'adamw', 'rmsprop'")
+
+
+def current_learning_rate(optimizer) -> float:
+    lr = optimizer.learning_rate
+    value = float(lr.numpy() if hasattr(lr, "numpy") else lr)
+    return value if math.isfinite(value) else float("nan")

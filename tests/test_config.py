@@ -1,0 +1,329 @@
+"""The typed pipeline config: defaults, strict loading, overrides, round trips, pipelines/*.yaml."""
+
+import ast
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from bfcnn import config as config_module
+from bfcnn.config import (
+    CorruptionConfig,
+    PipelineConfig,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_config,
+)
+from bfcnn.errors import ConfigError
+
+PIPELINES = sorted((Path(__file__).resolve().parent.parent / "pipelines").glob("*.yaml"))
+
+MINIMAL = {"model": {"type": "resnet"}}
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def with_section(section: str, values: dict) -> dict:
+    return {**MINIMAL, section: values}
+
+
+def test_defaults():
+    config = config_from_dict(MINIMAL)
+    assert config.model == {"type": "resnet", "channels": 1}
+    assert config.dataset.inputs == () and config.dataset.color == "gray"
+    assert (config.dataset.patch_size, config.dataset.batch_size, config.dataset.patches_per_image) == (64, 16, 4)
+    assert config.corruption.additive.probability == 1.0 and config.corruption.additive.sigma == (0.0, 75.0)
+    assert config.corruption.multiplicative.probability == 0.0 and config.corruption.multiplicative.sigma == (0.0, 0.1)
+    assert config.corruption.subsampling.factors == (2, 4) and config.corruption.blur.sigma == 0.5
+    assert config.loss.type == "mse" and config.loss.charbonnier_epsilon == 1e-3
+    assert config.optimizer.type == "adam" and config.optimizer.learning_rate == 1e-3
+    assert config.optimizer.schedule.type == "cosine" and config.optimizer.schedule.boundaries == ()
+    assert (config.train.steps, config.train.checkpoint_every, config.train.precision) == (10000, 500, "float32")
+    assert config.validation.sigmas == (15.0, 25.0, 50.0) and config.validation.max_size == 256
+    assert config.distribution.strategy == "default"
+    assert config == PipelineConfig(model={"type": "resnet"})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.train.steps = 5  # type: ignore[misc]
+    assert config_from_dict({**MINIMAL, "dataset": {"color": "rgb"}}).model["channels"] == 3
+
+
+def test_no_mutable_defaults():
+    def walk(cls):
+        for f in dataclasses.fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            assert not isinstance(default, (list, dict, set)), f"{cls.__name__}.{f.name}"
+            if f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+                assert dataclasses.is_dataclass(value), f"{cls.__name__}.{f.name}"
+                walk(type(value))
+
+    walk(PipelineConfig)
+
+
+def test_config_module_imports_only_the_standard_library_and_yaml():
+    for module in (config_module, sys.modules["bfcnn.errors"]):
+        tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                assert top in sys.stdlib_module_names or name in ("yaml", "bfcnn.errors"), name
+
+
+def test_unknown_key_names_the_dotted_key_the_file_and_a_close_match(tmp_path):
+    path = write(tmp_path / "pipelines" / "x.yaml", "model: {type: resnet}\ntrain:\n  stepz: 10\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == f"unknown key 'train.stepz' in {path}, did you mean 'train.steps'?"
+
+    path = write(tmp_path / "y.yaml", "model: {type: resnet}\ntrain: {learing_rate: 1e-4}\n")
+    with pytest.raises(ConfigError, match=r"'train.learing_rate' in .*y.yaml, did you mean 'optimizer.learning_rate'\?"):
+        load_config(path)
+
+
+def test_unknown_key_without_a_close_match_lists_the_allowed_keys():
+    with pytest.raises(ConfigError, match=r"unknown key 'loss.xyzzy' in <dict>; allowed keys: .*'hinge'.*'type'"):
+        config_from_dict(with_section("loss", {"xyzzy": 1}))
+    hint = r"unknown key 'dataset.inputs\[0\].tfds.nme'.*did you mean 'dataset.inputs\[0\].tfds.name'"
+    with pytest.raises(ConfigError, match=hint):
+        config_from_dict(with_section("dataset", {"inputs": [{"tfds": {"nme": "div2k"}}]}))
+
+
+@pytest.mark.parametrize(
+    "section, values, message",
+    [
+        ("train", {"steps": "many"}, r"wrong type for 'train.steps' in <dict>: expected int, got str 'many'"),
+        ("train", {"steps": 2.5}, r"'train.steps'.*expected int, got float 2.5"),
+        ("dataset", {"batch_size": True}, r"'dataset.batch_size'.*expected int, got bool True"),
+        ("train", {"tensorboard": "yes"}, r"'train.tensorboard'.*expected bool, got str 'yes'"),
+        ("optimizer", {"learning_rate": "fast"}, r"'optimizer.learning_rate'.*expected float, got str 'fast'"),
+        ("validation", {"sigmas": 25}, r"'validation.sigmas'.*expected list of float, got int 25"),
+        ("corruption", {"additive": {"sigma": [0, "x"]}}, r"'corruption.additive.sigma\[1\]'.*expected float"),
+        ("dataset", {"inputs": [3]}, r"'dataset.inputs\[0\]'.*expected source"),
+        ("loss", "mse", r"wrong type for 'loss'.*expected mapping, got str 'mse'"),
+    ],
+)
+def test_wrong_type_names_the_key_the_expected_type_and_the_value(section, values, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(with_section(section, values))
+
+
+def test_int_is_accepted_for_a_float_field():
+    config = config_from_dict(with_section("optimizer", {"learning_rate": 1, "clipnorm": 2}))
+    assert config.optimizer.learning_rate == 1.0 and isinstance(config.optimizer.learning_rate, float)
+
+
+@pytest.mark.parametrize(
+    "section, values, message",
+    [
+        (
+            "train",
+            {"precision": "mixed_bf16"},
+            r"'train.precision'.*one of 'float32', 'mixed_bfloat16', 'mixed_float16'.*did you mean 'mixed_bfloat16'",
+        ),
+        ("loss", {"type": "l1"}, r"'loss.type'.*one of 'charbonnier', 'mae', 'mse', got 'l1'"),
+        ("dataset", {"color": "grey"}, r"'dataset.color'.*one of 'gray', 'rgb'"),
+        ("distribution", {"strategy": "tpu"}, r"'distribution.strategy'.*'default', 'mirrored', 'multi_worker'"),
+    ],
+)
+def test_bad_enum_names_the_allowed_values(section, values, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(with_section(section, values))
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (with_section("train", {"steps": -5}), r"invalid value for 'train.steps'.*>= 1, got -5"),
+        (with_section("corruption", {"additive": {"probability": 1.5}}), r"'corruption.additive.probability'.*\[0, 1\]"),
+        (with_section("corruption", {"blur": {"probability": -0.1}}), r"'corruption.blur.probability'.*\[0, 1\]"),
+        (with_section("corruption", {"additive": {"sigma": [50, 10]}}), r"'corruption.additive.sigma'.*lo <= hi"),
+        (with_section("corruption", {"additive": {"sigma": [0, 10], "sigma_values": [5]}}), r"not both"),
+        (with_section("optimizer", {"schedule": {"type": "step", "boundaries": [100]}}), r"len\(boundaries\) \+ 1 = 2"),
+        (
+            with_section("dataset", {"inputs": [{"directory": "a", "paired": {"noisy_a": "x", "noisy_b": "y"}}]}),
+            r"'dataset.inputs\[0\]'.*exactly one of",
+        ),
+        (with_section("dataset", {"inputs": [{"tfds": {"split": "train"}}]}), r"missing key 'dataset.inputs\[0\].tfds.name'"),
+        ({**MINIMAL, "dataset": {"color": "rgb"}, "model": {"type": "resnet", "channels": 1}}, r"'model.channels'.*rgb"),
+        ({"model": {"channels": 1}}, r"missing key 'model.type'"),
+        (with_section("optimizer", {"learning_rate": float("inf")}), r"'optimizer.learning_rate'.*finite"),
+    ],
+)
+def test_invalid_values_are_named(data, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(data)
+
+
+def test_training_requires_inputs():
+    assert config_from_dict(MINIMAL).dataset.inputs == ()
+    with pytest.raises(ConfigError, match=r"missing key 'dataset.inputs'"):
+        config_from_dict(MINIMAL, require_inputs=True)
+
+
+def test_scientific_notation_loads_as_float(tmp_path):
+    path = write(
+        tmp_path / "x.yaml",
+        "model: {type: resnet, epsilon: 1e-4}\n"
+        "optimizer: {learning_rate: 1e-4, weight_decay: 5E-5}\n"
+        "loss: {charbonnier_epsilon: 1.0e-6, hinge: .5e1}\n"
+        "train: {steps: 1e3}\n",
+    )
+    config = load_config(path)
+    assert config.optimizer.learning_rate == 1e-4 and config.optimizer.weight_decay == 5e-5
+    assert config.loss.charbonnier_epsilon == 1e-6 and config.loss.hinge == 5.0
+    assert config.train.steps == 1000 and isinstance(config.train.steps, int)
+    assert config.model["epsilon"] == 1e-4  # the free model section gets floats too
+    assert config_from_dict(with_section("optimizer", {"learning_rate": "1e-4"})).optimizer.learning_rate == 1e-4
+
+
+def test_overrides(tmp_path):
+    path = write(
+        tmp_path / "x.yaml",
+        "model: {type: resnet}\ndataset:\n  inputs: [a, {directory: b}]\ntrain: {steps: 100}\nvalidation:\n",
+    )
+    config = load_config(
+        path,
+        [
+            "train.steps=2000",
+            "optimizer.learning_rate=1e-4",
+            "validation.sigmas=[10, 30]",
+            "dataset.inputs.1.weight=3",
+            "model.blocks=8",
+            "corruption.additive.sigma_values=[5, 25]",
+            "corruption.additive.sigma=null",
+            "validation.directory=val = images",
+        ],
+    )
+    assert config.train.steps == 2000 and config.optimizer.learning_rate == 1e-4
+    assert config.validation.sigmas == (10.0, 30.0) and config.validation.directory == "val = images"
+    assert config.dataset.inputs[1].weight == 3.0 and config.model["blocks"] == 8
+    assert config.corruption.additive.sigma is None and config.corruption.additive.sigma_values == (5.0, 25.0)
+    with pytest.raises(ConfigError, match=r"unknown key 'train.stepz' in --set 'train.stepz=1', did you mean 'train.steps'"):
+        load_config(path, ["train.stepz=1"])
+    with pytest.raises(ConfigError, match=r"'train.steps' in --set 'train.steps=lots': expected int"):
+        load_config(path, ["train.steps=lots"])
+    with pytest.raises(ConfigError, match=r"invalid override 'train.steps'"):
+        load_config(path, ["train.steps"])
+    with pytest.raises(ConfigError, match=r"'dataset.inputs' has no item 5"):
+        load_config(path, ["dataset.inputs.5.weight=2"])
+
+
+def test_override_is_never_evaluated(tmp_path):
+    path = write(tmp_path / "x.yaml", "model: {type: resnet}\n")
+    with pytest.raises(ConfigError, match=r"'train.steps'.*got str"):
+        load_config(path, ["train.steps=__import__('os').getpid()"])
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(path, ["train.steps=!!python/object/apply:os.getpid []"])
+
+
+def test_round_trip_dict_config_dict():
+    data = {
+        "model": {"type": "multiscale", "channels": 3, "levels": 3, "filters": [32, 64]},
+        "dataset": {
+            "inputs": [
+                "photos",
+                {"tfds": {"name": "div2k", "split": "train[:90%]"}, "weight": 2},
+                {"image_folder": {"root_dir": "folder"}},
+                {"paired": {"noisy_a": "a", "noisy_b": "b"}, "weight": 0.5},
+            ],
+            "color": "rgb",
+        },
+        "corruption": {"additive": {"sigma_values": [5, 15]}, "multiplicative": {"probability": 0.2}, "clip": True},
+        "loss": {"type": "mae", "hinge": 0.5, "scale_weights": [1, 0.5]},
+        "optimizer": {"type": "adamw", "clipnorm": 1.0, "schedule": {"type": "step", "boundaries": [10], "values": [1, 0.1]}},
+        "train": {"steps": 100, "precision": "mixed_bfloat16"},
+        "validation": {"directory": "val", "max_size": None},
+        "distribution": {"strategy": "mirrored", "devices": 2},
+    }
+    config = config_from_dict(data)
+    plain = config_to_dict(config)
+    assert config_from_dict(plain) == config
+    assert config_to_dict(config_from_dict(plain)) == plain
+    assert plain["dataset"]["inputs"][0] == {"directory": "photos", "weight": 1.0}
+    assert plain["dataset"]["inputs"][1]["tfds"]["split"] == "train[:90%]"
+    assert plain["corruption"]["additive"]["sigma_values"] == [5.0, 15.0]
+    assert plain["model"]["filters"] == [32, 64]
+    assert config.dataset.inputs[2].kind == "image_folder"
+
+
+def test_dump_and_load(tmp_path):
+    config = config_from_dict(
+        {**MINIMAL, "optimizer": {"learning_rate": 1e-5}, "corruption": {"additive": {"sigma_values": [25]}}}
+    )
+    path = tmp_path / "run" / "pipeline.yaml"
+    dump_config(config, path)
+    assert load_config(path) == config
+    assert os.listdir(path.parent) == ["pipeline.yaml"]
+
+
+def test_dump_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "pipeline.yaml"
+    dump_config(config_from_dict(MINIMAL), path)
+    before = path.read_text()
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        dump_config(config_from_dict(with_section("train", {"steps": 7})), path)
+    assert path.read_text() == before
+    assert os.listdir(tmp_path) == ["pipeline.yaml"]
+
+
+def test_relative_paths_resolve_against_the_config_only_when_they_exist(tmp_path, monkeypatch):
+    (tmp_path / "pipelines" / "data").mkdir(parents=True)
+    path = write(
+        tmp_path / "pipelines" / "x.yaml",
+        "model: {type: resnet}\n"
+        "dataset: {inputs: [data, elsewhere, {tfds: {name: t, data_dir: data}}]}\n"
+        "validation: {directory: data}\n",
+    )
+    monkeypatch.chdir(tmp_path)
+    config = load_config(Path("pipelines") / "x.yaml")
+    here = str(tmp_path / "pipelines" / "data")
+    assert config.dataset.inputs[0].directory == here
+    assert config.dataset.inputs[1].directory == "elsewhere"
+    assert config.dataset.inputs[2].tfds.data_dir == here
+    assert config.validation.directory == here
+    assert load_config(path, ["validation.directory=data"]).validation.directory == "data"
+
+
+def test_duplicate_keys_and_bad_files_are_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"duplicate key 'train'.*\n.*dup.yaml"):
+        load_config(write(tmp_path / "dup.yaml", "model: {type: a}\ntrain: {steps: 1}\ntrain: {seed: 1}\n"))
+    with pytest.raises(ConfigError, match="cannot read pipeline config"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(write(tmp_path / "list.yaml", "- a\n"))
+    with pytest.raises(ConfigError, match=r"missing key 'model'"):
+        load_config(write(tmp_path / "empty.yaml", ""))
+
+
+def test_sections_can_be_built_directly_in_python():
+    config = CorruptionConfig(additive={"sigma": [10, 20]}, blur={"probability": 0.5})
+    assert config.additive.sigma == (10.0, 20.0) and config.blur.probability == 0.5
+    with pytest.raises(ConfigError, match=r"'additive.probability'"):
+        CorruptionConfig(additive={"probability": 2})
+
+
+@pytest.mark.parametrize(
+    "path", PIPELINES or [pytest.param(None, marks=pytest.mark.skip(reason="no pipelines/*.yaml yet"))],
+    ids=lambda p: p.name if p else "none",
+)
+def test_every_pipeline_loads_through_the_schema(path):
+    config = load_config(path, require_inputs=True)
+    assert config_from_dict(config_to_dict(config)) == config
