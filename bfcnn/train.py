@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     from bfcnn.errors import BfcnnError
 
     try:
-        config = load_config(args.pipeline_config, args.overrides)
+        config = load_config(args.pipeline_config, args.overrides, require_inputs=True)
     except (BfcnnError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

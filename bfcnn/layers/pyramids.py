@@ -175,3 +175,16 @@ class UpsampleLike(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         x_shape, like_shape = input_shape
         return (*like_shape[:3], x_shape[-1])
+
+
+@keras.saving.register_keras_serializable(package="bfcnn")
+class CropLike(keras.layers.Layer):
+    """Crops `x` to the spatial size of `like`: `call([x, like])` (undoes the round-up of odd sizes)."""
+
+    def call(self, inputs):
+        x, like = inputs
+        shape = ops.shape(like)
+        return x[:, : shape[1], : shape[2], :]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[1][:3], input_shape[0][-1])

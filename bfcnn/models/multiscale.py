@@ -12,23 +12,10 @@ import keras
 from keras import ops
 
 from bfcnn.layers.bias_free import BiasFreeConvBlock, BiasFreeResidualBlock
-from bfcnn.layers.pyramids import GaussianPyramid, LaplacianPyramid, UpsampleLike
+from bfcnn.layers.pyramids import CropLike, GaussianPyramid, LaplacianPyramid, UpsampleLike
 from bfcnn.models.common import PREDICT, PerLevel, denoiser_head, image_input, non_local_block, scale_in
 
 PYRAMIDS = ("laplacian", "gaussian")
-
-
-@keras.saving.register_keras_serializable(package="bfcnn")
-class CropLike(keras.layers.Layer):
-    """Crops `x` to the spatial size of `like` (undoes the round-up of odd sizes)."""
-
-    def call(self, inputs):
-        x, like = inputs
-        shape = ops.shape(like)
-        return x[:, : shape[1], : shape[2], :]
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[1][:3], input_shape[0][-1])
 
 
 def _per_level(name, value, levels):

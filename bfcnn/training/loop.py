@@ -156,8 +156,13 @@ class Trainer:
         return None, iter(strategy.experimental_distribute_dataset(dataset))
 
     # ----------------------------------------------------------------------------- training
-    def run(self) -> Dict:
-        """Trains to `train.steps` and returns the last validation results (if any)."""
+    def run(self, stop_after: Optional[int] = None) -> Dict:
+        """Trains to `train.steps` and returns the last validation results (if any).
+
+        Args:
+            stop_after: stop (with a checkpoint) after this many steps of this call, to
+                train within a time budget; the next call resumes.
+        """
         cfg = self.config
         keras.mixed_precision.set_global_policy(cfg.train.precision)
         keras.utils.set_random_seed(cfg.train.seed)
@@ -185,9 +190,9 @@ class Trainer:
             best = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name="best_psnr")
 
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, elapsed=elapsed, best=best)
-        ckpt_dir = self.directory / "checkpoints"
-        if not chief:  # every worker must save (collectives); only the chief's copy is kept
-            ckpt_dir = self.directory / f".worker_{strategy.cluster_resolver.task_id}_checkpoints"
+        # Every worker must save (the save may run collectives); only the chief's copy is used.
+        output_dir = self.directory if chief else self.directory / f".worker{strategy.cluster_resolver.task_id}"
+        ckpt_dir = output_dir / "checkpoints"
         manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=cfg.train.keep_checkpoints)
         if manager.latest_checkpoint:
             checkpoint.restore(manager.latest_checkpoint).expect_partial()
@@ -226,7 +231,7 @@ class Trainer:
             reduced = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in metrics.items()}
             return reduced, tf.nest.map_structure(lambda t: strategy.experimental_local_results(t)[0], images)
 
-        validation = None
+        validation, self._infer = None, None
         if cfg.validation.directory:
             validation = load_validation_images(cfg.validation, cfg.dataset.color)
         writer = tf.summary.create_file_writer(str(self.directory / "logs")) if (chief and cfg.train.tensorboard) \
@@ -239,7 +244,8 @@ class Trainer:
         progress.update(start)
         last_results: Dict = {}
         tick, tick_step, wall = time.time(), start, time.time()
-        while int(step.numpy()) < total_steps:
+        end = total_steps if stop_after is None else min(total_steps, start + int(stop_after))
+        while int(step.numpy()) < end:
             current = int(step.numpy())
             batch = next(iterator) if iterator is not None else None
             metrics, images = train_step(tf.constant(current, tf.int64), batch)
@@ -276,10 +282,13 @@ class Trainer:
                     tf.summary.image("clean_noisy_denoised", tf.clip_by_value(row / 255.0, 0.0, 1.0), max_outputs=4)
             if validation is not None and (done % cfg.validation.every == 0 or done == total_steps):
                 last_results = self._validate(model, validation, done, best, writer, chief)
-            if done % cfg.train.checkpoint_every == 0 or done == total_steps:
+            if done % cfg.train.checkpoint_every == 0 or done == end:
                 manager.save(checkpoint_number=done)
+        if int(step.numpy()) < total_steps:
+            return last_results
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save_model(model, output_dir / "model.keras")
         if chief:
-            atomic_save_model(model, self.directory / "model.keras")
             summary = {"steps": int(step.numpy()), "elapsed_seconds": float(elapsed.numpy()),
                        "best_psnr": float(best.numpy()), "validation": last_results,
                        "skipped_files": self.skipped_files}
@@ -288,9 +297,11 @@ class Trainer:
 
     def _validate(self, model, images, step, best, writer, chief) -> Dict:
         cfg = self.config.validation
-        channels = images[0].shape[-1]
-        infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True,
-                            input_signature=[tf.TensorSpec([1, None, None, channels], tf.float32)])
+        if getattr(self, "_infer", None) is None:  # one trace for every validation of the run
+            channels = images[0].shape[-1]
+            self._infer = tf.function(lambda x: model(x, training=False),
+                                      input_signature=[tf.TensorSpec([1, None, None, channels], tf.float32)])
+        infer = self._infer
         results = evaluate_denoiser(lambda noisy: infer(noisy[None])[0].numpy(), images, cfg.sigmas, cfg.seed)
         mean_psnr = float(np.mean([r["psnr"] for r in results.values()]))
         with writer.as_default(step=step):

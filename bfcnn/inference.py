@@ -1,0 +1,133 @@
+"""`bfcnn.denoise`: denoise numpy arrays and PIL images with any bfcnn model, tiled when large."""
+
+import weakref
+from typing import Optional
+
+import numpy as np
+
+from bfcnn.errors import BfcnnError
+
+# Images above this many pixels are denoised tile by tile, so memory stays bounded.
+DEFAULT_MAX_PIXELS = 1024 * 1024
+DEFAULT_TILE = 512
+DEFAULT_OVERLAP = 48
+
+_RUNNERS = weakref.WeakKeyDictionary()
+
+
+def _runner(model):
+    """A graph-mode function [1, H, W, C] -> [1, H, W, C] for a Keras model, traced once."""
+    import tensorflow as tf
+
+    if model not in _RUNNERS:
+        channels = model.input_shape[-1]
+        _RUNNERS[model] = tf.function(
+            lambda x: model(x, training=False),
+            input_signature=[tf.TensorSpec([1, None, None, channels], tf.float32)],
+        )
+    function = _RUNNERS[model]
+    return lambda image: function(image[None])[0].numpy()
+
+
+def _as_model(model):
+    if isinstance(model, str) or model is None:
+        from bfcnn.zoo import load_model
+
+        return load_model(model or "default")
+    return model
+
+
+def _model_channels(model) -> Optional[int]:
+    shape = getattr(model, "input_shape", None)
+    return shape[-1] if shape else None
+
+
+def denoise(image, model="default", tile_size: Optional[int] = None, overlap: int = DEFAULT_OVERLAP):
+    """Denoises an image with a bfcnn model; returns the same type, dtype and layout.
+
+    Args:
+        image: a numpy array `HxW`, `HxWx1`, `HxWx3` or `HxWx4` (alpha is kept as it is),
+            uint8, uint16 (16-bit PNG) or float (on the 0-255 scale), or a PIL image.
+        model: a zoo name, a path, a keras.Model, or any callable taking float32
+            [H, W, C] (0-255) and returning the same. A gray image through a color model
+            is denoised as gray RGB; a color image through a gray model channel by channel.
+        tile_size: denoise in tiles of this size; `None` tiles only images above one
+            megapixel (tiles of 512 with the overlap below), 0 never tiles.
+        overlap: overlap of neighbouring tiles, blended smoothly; keep it above the
+            model's receptive field radius for seamless results.
+
+    Returns:
+        The denoised image, like the input (uint8 rounded and clipped, floats unclipped).
+
+    Raises:
+        BfcnnError: an unsupported shape or dtype, naming what is allowed.
+
+    Example:
+        >>> clean = bfcnn.denoise(noisy_uint8, model="pyramid_gray_m")
+    """
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        if "A" in image.mode or (image.mode == "P" and "transparency" in image.info):
+            array = np.asarray(image.convert("RGBA"))
+        else:
+            from bfcnn.io import to_uint8_array
+
+            array = to_uint8_array(image)
+            array = array[..., 0] if array.shape[-1] == 1 else array
+        return Image.fromarray(denoise(array, model=model, tile_size=tile_size, overlap=overlap))
+    array = np.asarray(image)
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
+        raise BfcnnError(f"image must be HxW, HxWx1, HxWx3 or HxWx4, got shape {array.shape}")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise BfcnnError(f"image is empty: shape {array.shape}")
+    dtype = array.dtype
+    if dtype == np.uint8:
+        scale = 1.0
+    elif dtype == np.uint16:
+        scale = 255.0 / 65535.0
+    elif np.issubdtype(dtype, np.floating):
+        scale = 1.0
+    else:
+        raise BfcnnError(f"image dtype must be uint8, uint16 or float, got {dtype}")
+
+    alpha = None
+    pixels = array.astype(np.float32) * scale
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.shape[-1] == 4:
+        pixels, alpha = pixels[..., :3], array[..., 3:]
+
+    model = _as_model(model)
+    function = _runner(model) if hasattr(model, "input_shape") else model
+    wanted = _model_channels(model)
+    if wanted is None or wanted == pixels.shape[-1]:
+        out = _apply(function, pixels, tile_size, overlap)
+    elif wanted == 1:
+        out = np.concatenate([_apply(function, pixels[..., c : c + 1], tile_size, overlap)
+                              for c in range(pixels.shape[-1])], axis=-1)
+    else:
+        out = _apply(function, np.repeat(pixels, wanted, axis=-1), tile_size, overlap).mean(axis=-1, keepdims=True)
+
+    if dtype == np.uint8:
+        out = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    elif dtype == np.uint16:
+        out = np.clip(np.round(out / scale), 0, 65535).astype(np.uint16)
+    else:
+        out = out.astype(dtype)
+    if alpha is not None:
+        out = np.concatenate([out, alpha.astype(out.dtype)], axis=-1)
+    if array.ndim == 2:
+        out = out[..., 0]
+    return out
+
+
+def _apply(function, pixels: np.ndarray, tile_size, overlap) -> np.ndarray:
+    height, width = pixels.shape[:2]
+    if tile_size is None:
+        tile_size = DEFAULT_TILE if height * width > DEFAULT_MAX_PIXELS else 0
+    if not tile_size or (height <= tile_size and width <= tile_size):
+        return np.asarray(function(pixels), np.float32)
+    from bfcnn.tiling import tiled_apply
+
+    return tiled_apply(function, pixels, tile_size, overlap)

@@ -1,0 +1,153 @@
+"""The model zoo: pretrained denoisers shipped inside the package, found by name.
+
+Every entry is a model card, `pretrained/<name>.json`, next to its files (`<name>.keras`,
+`<name>.tflite`). The card is plain data: the architecture config, the training run,
+the measured validation table and the sha256 of each file, which `load_model` checks.
+Cards are written by `benchmarks/make_zoo_entry.py` from a training run, never by hand.
+"""
+
+import fnmatch
+import hashlib
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List
+
+from bfcnn.errors import BfcnnError, UnknownModelError, did_you_mean
+
+# The model `load_model()` and `load_model("default")` return: the color flagship.
+DEFAULT_MODEL = "pyramid_color_m"
+DEFAULT_GRAY_MODEL = "pyramid_gray_m"
+
+
+def zoo_directory() -> Path:
+    """Where the cards live: the installed `bfcnn.pretrained` package, else the source tree."""
+    try:
+        from importlib.resources import files
+
+        installed = Path(str(files("bfcnn.pretrained")))
+        if any(installed.glob("*.json")):
+            return installed
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parents[1] / "pretrained"
+
+
+def _natural_key(name: str):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+@lru_cache(maxsize=None)
+def _cards() -> Dict[str, dict]:
+    cards = {}
+    for path in sorted(zoo_directory().glob("*.json")):
+        card = json.loads(path.read_text(encoding="utf-8"))
+        cards[card["name"]] = card
+    return cards
+
+
+def list_models(pattern: str = "*") -> List[str]:
+    """Names of the zoo's models matching a shell-style wildcard, in natural order.
+
+    Example:
+        >>> bfcnn.list_models("*_gray_*")
+        ['pyramid_gray_m', 'resnet_gray_s']
+    """
+    return sorted((n for n in _cards() if fnmatch.fnmatchcase(n, pattern)), key=_natural_key)
+
+
+def _resolve_name(name: str) -> str:
+    name = DEFAULT_MODEL if name in (None, "default") else name
+    if name not in _cards():
+        available = list_models()
+        raise UnknownModelError(
+            f"unknown model {name!r}{did_you_mean(name, available)}; available: "
+            f"{', '.join(available) if available else '(the zoo is empty)'}"
+        )
+    return name
+
+
+def model_info(name: str) -> dict:
+    """The model card of a zoo model (a copy): architecture, training, validation, files.
+
+    Raises:
+        UnknownModelError: the name is not in the zoo; lists the available ones.
+    """
+    return json.loads(json.dumps(_cards()[_resolve_name(name)]))
+
+
+def sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_file(name: str, kind: str = "keras", verify: bool = True) -> Path:
+    """The path of a zoo model's file (`keras` or `tflite`), its sha256 checked.
+
+    Raises:
+        BfcnnError: the file is missing or its checksum differs from the card's.
+    """
+    card = _cards()[_resolve_name(name)]
+    if kind not in card["files"]:
+        raise BfcnnError(f"zoo model {name!r} has no {kind!r} file; it has {', '.join(card['files'])}")
+    entry = card["files"][kind]
+    path = zoo_directory() / entry["path"]
+    if not path.exists():
+        raise BfcnnError(f"zoo file missing: {path} (a broken installation? reinstall bfcnn)")
+    if verify and sha256(path) != entry["sha256"]:
+        raise BfcnnError(f"zoo file {path} does not match the sha256 in its model card: corrupt or modified")
+    return path
+
+
+def load_model(name_or_path: str = "default", verify: bool = True, float32: bool = True):
+    """A pretrained zoo model by name, or a model from a `.keras` file or a model / export folder.
+
+    Args:
+        name_or_path: a zoo name (`bfcnn.list_models()`), `"default"` (the color flagship,
+            `pyramid_color_m`), a `.keras` file, or a folder holding `model.keras` (an export
+            or training directory; `best.keras` is used when there is no `model.keras`).
+        verify: check the zoo file's sha256 against its model card.
+        float32: run in float32 even if the model was saved with a mixed-precision policy.
+
+    Returns:
+        A keras.Model: float32 [B, H, W, C] on the 0-255 scale in, the same shape out.
+
+    Raises:
+        UnknownModelError: an unknown name; the message lists the available ones.
+        BfcnnError: a missing or corrupt file.
+
+    Example:
+        >>> model = bfcnn.load_model("pyramid_gray_m")
+        >>> clean = model(noisy[None, ..., None])[0, ..., 0]
+    """
+    import keras
+
+    import bfcnn.layers  # noqa: F401  (registers the custom layers for deserialization)
+    import bfcnn.models  # noqa: F401
+
+    name_or_path = "default" if name_or_path is None else str(name_or_path)
+    path = Path(name_or_path)
+    if name_or_path.endswith(".keras") or path.is_dir() or ("/" in name_or_path and path.exists()):
+        if path.is_dir():
+            candidates = [path / "model.keras", path / "best.keras"]
+            found = [c for c in candidates if c.exists()]
+            if not found:
+                raise BfcnnError(f"no model.keras or best.keras in folder {str(path)!r}")
+            path = found[0]
+        if not path.exists():
+            raise BfcnnError(f"model file not found: {str(path)!r}")
+    else:
+        path = model_file(name_or_path, "keras", verify=verify)
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except (ValueError, OSError) as error:
+        raise BfcnnError(f"cannot load model {str(path)!r}: {error}") from error
+    if float32:
+        from bfcnn.models.precision import to_float32
+
+        model = to_float32(model)
+    return model

@@ -1,0 +1,105 @@
+"""`bfcnn.denoise` on numpy arrays and PIL images, and the `python -m bfcnn.denoise` command."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import bfcnn
+from bfcnn.errors import BfcnnError
+
+
+@pytest.fixture(scope="module")
+def gray_model():
+    return bfcnn.build_model({"type": "resnet", "channels": 1, "filters": 8, "blocks": 1})
+
+
+@pytest.fixture(scope="module")
+def color_model():
+    return bfcnn.build_model({"type": "resnet", "channels": 3, "filters": 8, "blocks": 1})
+
+
+def _expected(model, pixels):
+    return np.asarray(model(pixels[None].astype("float32")))[0]
+
+
+@pytest.mark.parametrize("shape", [(20, 17), (20, 17, 1)])
+def test_gray_layouts_and_dtypes_are_kept(gray_model, shape):
+    image = np.random.default_rng(0).integers(0, 256, size=shape).astype(np.uint8)
+    out = bfcnn.denoise(image, model=gray_model)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    pixels = image.reshape(20, 17, 1)
+    expected = np.clip(np.round(_expected(gray_model, pixels)), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(out.reshape(20, 17, 1), expected)
+
+
+def test_float_input_is_returned_unclipped_as_float(gray_model):
+    image = np.random.default_rng(1).normal(100, 80, size=(9, 11)).astype(np.float32)
+    out = bfcnn.denoise(image, model=gray_model)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, _expected(gray_model, image[..., None])[..., 0], rtol=1e-5, atol=1e-3)
+
+
+def test_rgba_keeps_alpha(color_model):
+    image = np.random.default_rng(2).integers(0, 256, size=(12, 10, 4)).astype(np.uint8)
+    out = bfcnn.denoise(image, model=color_model)
+    assert out.shape == image.shape
+    np.testing.assert_array_equal(out[..., 3], image[..., 3])
+
+
+def test_sixteen_bit_round_trip(gray_model):
+    image = np.random.default_rng(3).integers(0, 65536, size=(8, 8)).astype(np.uint16)
+    out = bfcnn.denoise(image, model=gray_model)
+    assert out.dtype == np.uint16 and out.shape == image.shape
+
+
+def test_pil_in_pil_out(color_model):
+    image = Image.fromarray(np.random.default_rng(4).integers(0, 256, size=(10, 12, 3)).astype(np.uint8))
+    out = bfcnn.denoise(image, model=color_model)
+    assert isinstance(out, Image.Image) and out.mode == "RGB" and out.size == image.size
+
+
+def test_color_image_through_gray_model_goes_channel_by_channel(gray_model):
+    image = np.random.default_rng(5).integers(0, 256, size=(8, 9, 3)).astype(np.uint8)
+    out = bfcnn.denoise(image, model=gray_model)
+    for c in range(3):
+        np.testing.assert_array_equal(out[..., c], bfcnn.denoise(image[..., c], model=gray_model))
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 2), (4,), (2, 3, 4, 5)])
+def test_bad_shapes_are_named(gray_model, shape):
+    with pytest.raises(BfcnnError, match="HxW"):
+        bfcnn.denoise(np.zeros(shape, np.uint8), model=gray_model)
+
+
+def test_bad_dtype_is_named(gray_model):
+    with pytest.raises(BfcnnError, match="dtype"):
+        bfcnn.denoise(np.zeros((4, 4), np.int64), model=gray_model)
+
+
+def test_module_import_does_not_hide_the_function(gray_model):
+    import bfcnn.denoise  # noqa: F401  (the CLI module has the function's name)
+
+    out = bfcnn.denoise(np.zeros((5, 5), np.uint8), model=gray_model)
+    assert out.shape == (5, 5)
+
+
+def test_cli_denoises_many_files_and_reports_bad_ones(gray_model, tmp_path, capsys):
+    from bfcnn.denoise import main
+
+    model_path = tmp_path / "m.keras"
+    gray_model.save(model_path)
+    good = tmp_path / "in" / "a.png"
+    good.parent.mkdir()
+    Image.fromarray(np.full((16, 20), 128, np.uint8)).save(good)
+    # an EXIF-rotated JPEG: stored 20 wide x 16 high, orientation 6 means rotate to 16 x 20
+    rotated = Image.fromarray(np.full((16, 20), 90, np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated.save(tmp_path / "in" / "r.jpg", exif=exif)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not an image")
+    code = main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(model_path)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "FAILED" in err and "1 of 3" in err
+    assert Image.open(tmp_path / "out" / "a.png").size == (20, 16)
+    assert Image.open(tmp_path / "out" / "r.png").size == (16, 20)

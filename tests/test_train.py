@@ -1,0 +1,234 @@
+"""The trainer end to end: runs, resumes (also after SIGKILL), stops on NaN, distributes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from bfcnn.config import config_from_dict, load_config
+from bfcnn.errors import ConfigError
+from bfcnn.train import main as train_main
+from bfcnn.training.loop import Trainer, TrainingError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    """Smooth synthetic photographs: sums of random gradients and discs."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:56]
+    for i in range(6):
+        image = 128 + 60 * np.sin(xx / rng.uniform(4, 12)) * np.cos(yy / rng.uniform(4, 12))
+        cy, cx = rng.integers(10, 40, size=2)
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 < 80] = rng.uniform(0, 255)
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / f"img{i}.png")
+    return root
+
+
+def tiny_config(image_dir, **sections):
+    data = {
+        "model": {"type": "resnet", "channels": 1, "filters": 8, "blocks": 1, "batch_norm": False},
+        "dataset": {"inputs": [str(image_dir)], "patch_size": 24, "batch_size": 4},
+        "corruption": {"additive": {"sigma": [10, 30]}},
+        "optimizer": {"learning_rate": 3e-3},
+        "train": {"steps": 20, "checkpoint_every": 10, "log_every": 5, "image_summaries_every": 10},
+        "validation": {"directory": str(image_dir), "sigmas": [20], "every": 10, "max_images": 2},
+    }
+    for section, values in sections.items():
+        data[section] = {**data.get(section, {}), **values}
+    return config_from_dict(data, require_inputs=True)
+
+
+def test_training_writes_every_artifact_and_lowers_the_loss(image_dir, tmp_path):
+    config = tiny_config(image_dir, train={"steps": 60, "checkpoint_every": 30})
+    results = Trainer(config, tmp_path).run()
+    for name in ("config.yaml", "model.keras", "best.keras", "history.jsonl", "summary.json"):
+        assert (tmp_path / name).exists(), name
+    assert load_config(tmp_path / "config.yaml").train.steps == 60
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [10, 20, 30, 40, 50, 60]
+    assert history[-1]["mean_psnr"] > history[0]["mean_psnr"]
+    assert set(results) == {20.0} and results[20.0]["psnr"] == history[-1]["results"]["20"]["psnr"]
+    events = list((tmp_path / "logs").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    model = keras.models.load_model(tmp_path / "model.keras")
+    assert model.input_shape == (None, None, None, 1)
+
+
+def _weights(model_dir):
+    return keras.models.load_model(Path(model_dir) / "model.keras").get_weights()
+
+
+def test_resumed_run_reaches_the_same_weights(image_dir, tmp_path):
+    """Batches and noise depend on (seed, step) only, so stopping and resuming changes nothing."""
+    config = tiny_config(image_dir, train={"steps": 20, "checkpoint_every": 5}, validation={"directory": None})
+    Trainer(config, tmp_path / "straight").run()
+    Trainer(config, tmp_path / "resumed").run(stop_after=8)
+    assert not (tmp_path / "resumed" / "model.keras").exists()
+    Trainer(config, tmp_path / "resumed").run()
+    summary = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert summary["steps"] == 20
+    for a, b in zip(_weights(tmp_path / "straight"), _weights(tmp_path / "resumed")):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(image_dir, tmp_path, monkeypatch):
+    import bfcnn.training.loop as loop
+
+    real = loop.pixel_loss
+
+    def poisoned(target, estimate, config):
+        loss, terms = real(target, estimate, config)
+        return loss * np.float32("nan"), terms
+
+    config = tiny_config(image_dir, train={"steps": 10, "checkpoint_every": 4}, validation={"directory": None})
+    Trainer(config, tmp_path).run(stop_after=4)
+    monkeypatch.setattr(loop, "pixel_loss", poisoned)
+    with pytest.raises(TrainingError, match="loss became nan at step 4.*ckpt-4"):
+        Trainer(config, tmp_path).run()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("ckpt-*.index")) == ["ckpt-4.index"]
+
+
+def test_nan_loss_can_skip_the_batch(image_dir, tmp_path, monkeypatch):
+    import bfcnn.training.loop as loop
+
+    real = loop.pixel_loss
+    calls = {"n": 0}
+
+    def sometimes_nan(target, estimate, config):
+        loss, terms = real(target, estimate, config)
+        return loss * (np.float32("nan") if calls["n"] == 0 else 1.0), terms
+
+    config = tiny_config(image_dir, train={"steps": 6, "on_nan": "skip"}, validation={"directory": None})
+    monkeypatch.setattr(loop, "pixel_loss", sometimes_nan)
+    Trainer(config, tmp_path).run()
+    assert all(np.all(np.isfinite(w)) for w in _weights(tmp_path))
+
+
+def test_a_different_model_in_the_same_directory_is_refused(image_dir, tmp_path):
+    Trainer(tiny_config(image_dir, train={"steps": 2}, validation={"directory": None}), tmp_path).run()
+    other = tiny_config(image_dir, model={"filters": 16}, train={"steps": 2}, validation={"directory": None})
+    with pytest.raises(ConfigError, match="different model"):
+        Trainer(other, tmp_path).run()
+
+
+def test_channels_must_match_the_color(image_dir):
+    with pytest.raises(ConfigError, match="channels"):
+        tiny_config(image_dir, model={"channels": 3})
+
+
+def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {type: resnet}\ntrain: {stepz: 3}\ndataset: {inputs: [x]}\n")
+    assert train_main(["--pipeline-config", str(bad), "--model-directory", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "train.stepz" in err and "did you mean 'train.steps'" in err and "Traceback" not in err
+
+
+def _cli(config_path, model_dir, *extra):
+    return [sys.executable, "-m", "bfcnn.train", "--pipeline-config", str(config_path),
+            "--checkpoint-directory", str(model_dir), *extra]
+
+
+def _write_config(path, image_dir, steps, **train):
+    from bfcnn.config import dump_config
+
+    dump_config(tiny_config(image_dir, train={"steps": steps, **train}, validation={"directory": None}), path)
+
+
+@pytest.mark.slow
+def test_sigkill_during_training_then_resume(image_dir, tmp_path):
+    config_path = tmp_path / "run.yaml"
+    _write_config(config_path, image_dir, steps=400, checkpoint_every=10, log_every=10)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(_cli(config_path, tmp_path / "run"), cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((tmp_path / "run" / "checkpoints").glob("ckpt-2*.index")):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    kept = sorted(int(p.stem.split("-")[1]) for p in (tmp_path / "run" / "checkpoints").glob("ckpt-*.index"))
+    assert kept and kept[-1] >= 20
+    done = subprocess.run(_cli(config_path, tmp_path / "run"), cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"resumed from" in done.stderr and f"at step {kept[-1]}" in done.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 400
+
+
+MIRRORED_CHECK = """
+import json, sys
+import numpy as np
+from bfcnn.config import load_config
+from bfcnn.training.loop import Trainer, configure_logical_cpus
+configure_logical_cpus(2)
+import tensorflow as tf
+config = load_config(sys.argv[1], ["distribution.strategy=mirrored", "distribution.devices=2"])
+trainer = Trainer(config, sys.argv[2])
+trainer.run()
+print("REPLICAS", len(tf.config.list_logical_devices("CPU")))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_over_two_logical_cpus(image_dir, tmp_path):
+    config_path = tmp_path / "run.yaml"
+    _write_config(config_path, image_dir, steps=40, log_every=5)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", MIRRORED_CHECK, str(config_path), str(tmp_path / "run")],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "REPLICAS 2" in out.stdout
+    _assert_loss_went_down(tmp_path / "run")
+
+
+def _assert_loss_went_down(model_dir):
+    from tensorflow.python.summary.summary_iterator import summary_iterator
+
+    losses = []
+    for path in sorted((Path(model_dir) / "logs").glob("events.out.tfevents.*")):
+        for event in summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == "loss/mse":
+                    import tensorflow as tf
+
+                    losses.append(float(tf.make_ndarray(value.tensor)))
+    assert len(losses) >= 4 and np.mean(losses[-2:]) < np.mean(losses[:2])
+
+
+@pytest.mark.slow
+def test_multi_worker_with_two_local_processes(image_dir, tmp_path):
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    config_path = tmp_path / "run.yaml"
+    _write_config(config_path, image_dir, steps=30, log_every=5)
+    workers = []
+    for index in range(2):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        workers.append(subprocess.Popen(_cli(config_path, tmp_path / "run", "--set",
+                                             "distribution.strategy=multi_worker"),
+                                        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-3000:]
+    _assert_loss_went_down(tmp_path / "run")
+    for a, b in zip(_weights(tmp_path / "run"), _weights(tmp_path / "run" / ".worker1")):
+        np.testing.assert_allclose(a, b, atol=1e-6)

@@ -1,0 +1,146 @@
+"""The model zoo: every entry is tested through the registry (timm style)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bfcnn
+from bfcnn.errors import BfcnnError, UnknownModelError
+from bfcnn.zoo import DEFAULT_MODEL, sha256, zoo_directory
+from conftest import random_images, relative_error
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO = bfcnn.list_models()
+CARD_KEYS = {"name", "description", "architecture", "channels", "training", "parameters", "flops_per_pixel",
+             "files", "validation", "bias_free"}
+
+
+def test_unknown_name_lists_the_available_ones():
+    with pytest.raises(UnknownModelError, match="unknown model 'no_such_model'") as info:
+        bfcnn.load_model("no_such_model")
+    for name in ZOO:
+        assert name in str(info.value)
+
+
+@pytest.mark.skipif(not ZOO, reason="the zoo is empty")
+def test_close_names_are_suggested():
+    name = ZOO[0]
+    with pytest.raises(UnknownModelError, match=f"did you mean '{name}'"):
+        bfcnn.model_info(name[:-1] + "x")
+
+
+def test_list_models_filters_by_wildcard():
+    assert bfcnn.list_models("*") == ZOO
+    assert all("gray" in n for n in bfcnn.list_models("*gray*"))
+    assert bfcnn.list_models("nothing_matches_*") == []
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(BfcnnError, match="not found"):
+        bfcnn.load_model(str(tmp_path / "missing.keras"))
+    with pytest.raises(BfcnnError, match="no model.keras"):
+        bfcnn.load_model(str(tmp_path))
+
+
+def test_default_is_the_color_flagship():
+    if DEFAULT_MODEL not in ZOO:
+        pytest.skip("the default model is not trained yet")
+    assert bfcnn.load_model().input_shape[-1] == 3
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_card_is_complete_and_checksums_match(name):
+    card = bfcnn.model_info(name)
+    assert CARD_KEYS <= set(card), CARD_KEYS - set(card)
+    assert card["name"] == name
+    for kind, entry in card["files"].items():
+        assert sha256(zoo_directory() / entry["path"]) == entry["sha256"], kind
+    assert card["parameters"] > 0 and card["flops_per_pixel"] > 0
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_model_meets_the_contract_and_denoises(name, sample_gray, sample_rgb):
+    model = bfcnn.load_model(name)
+    card = bfcnn.model_info(name)
+    channels = card["channels"]
+    assert model.input_shape == (None, None, None, channels)
+    assert model.count_params() == card["parameters"]
+    clean = (sample_gray[100:196, 100:228, None] if channels == 1 else sample_rgb[100:196, 100:228]).astype("float32")
+    noisy = clean + 25.0 * np.random.default_rng(0).standard_normal(clean.shape).astype("float32")
+    out = np.asarray(model(noisy[None]))[0]
+    assert out.shape == clean.shape
+    assert np.mean((out - clean) ** 2) < 0.5 * np.mean((noisy - clean) ** 2)
+    if card["bias_free"]:
+        assert relative_error(model(2.0 * noisy[None]), 2.0 * out[None]) < 1e-5
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_tflite_matches_keras(name, sample_gray, sample_rgb):
+    pytest.importorskip("ai_edge_litert")
+    from bfcnn.lite import TFLiteDenoiser
+
+    card = bfcnn.model_info(name)
+    if "tflite" not in card["files"]:
+        pytest.skip("no tflite file")
+    lite = TFLiteDenoiser(str(zoo_directory() / card["files"]["tflite"]["path"]))
+    image = (sample_gray[:64, :80, None] if card["channels"] == 1 else sample_rgb[:64, :80]).astype("float32")
+    expected = np.asarray(bfcnn.load_model(name)(image[None]))[0]
+    assert np.max(np.abs(lite(image) - expected)) < 1e-2
+
+
+def test_corrupt_zoo_file_is_detected(tmp_path, monkeypatch):
+    if not ZOO:
+        pytest.skip("the zoo is empty")
+    import shutil
+
+    import bfcnn.zoo as zoo
+
+    name = ZOO[0]
+    card = bfcnn.model_info(name)
+    for entry in card["files"].values():
+        shutil.copy(zoo_directory() / entry["path"], tmp_path / entry["path"])
+    (tmp_path / f"{name}.json").write_text(json.dumps(card))
+    with open(tmp_path / card["files"]["keras"]["path"], "r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02\x03")
+    monkeypatch.setattr(zoo, "zoo_directory", lambda: tmp_path)
+    zoo._cards.cache_clear()
+    try:
+        with pytest.raises(BfcnnError, match="sha256"):
+            bfcnn.load_model(name)
+    finally:
+        zoo._cards.cache_clear()
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_zoo(tmp_path):
+    """Build the wheel, install it outside the source tree, load every zoo model there."""
+    wheel_dir = tmp_path / "wheel"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+                            str(wheel_dir), str(ROOT)], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheels = list(wheel_dir.glob("bfcnn-*.whl"))
+    assert len(wheels) == 1
+    target = tmp_path / "site"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(target),
+                              str(wheels[0])], capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-2000:]
+    script = (
+        "import bfcnn, sys\n"
+        "assert bfcnn.__file__.startswith(sys.argv[1]), bfcnn.__file__\n"
+        "names = bfcnn.list_models()\n"
+        "assert names == sys.argv[2].split(',') if sys.argv[2] else names == [], names\n"
+        "for n in names:\n"
+        "    bfcnn.load_model(n)\n"
+        "print('LOADED', len(names))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(target), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    run = subprocess.run([sys.executable, "-c", script, str(target), ",".join(ZOO)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"LOADED {len(ZOO)}" in run.stdout
