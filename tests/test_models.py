@@ -1,5 +1,7 @@
 """Every builder variant: the model contract of DESIGN.md, bias-freeness and saving."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -19,6 +21,8 @@ VARIANTS = {
                              "batch_norm": True},
     "multiscale_gaussian_shared": {"type": "multiscale", "channels": 3, "pyramid": "gaussian", "shared": True,
                                    "filters": 8, "blocks": 1, "predict": "image"},
+    "multiscale_unet": {"type": "multiscale", "channels": 1, "levels": 3, "filters": [8, 8, 12], "blocks": 1,
+                        "encoder_blocks": [1, 1, 0]},
     "multiscale_no_features": {"type": "multiscale", "channels": 1, "levels": 2, "filters": 8, "blocks": 1,
                                "pass_features": False},
 }
@@ -134,3 +138,16 @@ def test_build_model_defaults_work_from_type_and_channels_only():
 def test_bad_configs_name_the_problem(config, message):
     with pytest.raises(ConfigError, match=message):
         bfcnn.build_model(config)
+
+
+PIPELINES = sorted((Path(__file__).resolve().parents[1] / "pipelines").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", PIPELINES, ids=lambda p: p.stem)
+def test_every_pipeline_model_builds_and_runs(path):
+    from bfcnn.config import load_config
+
+    config = load_config(path)
+    model = bfcnn.build_model(config.model)
+    x = random_images((1, 37, 41, config.model.get("channels", 1)))
+    assert model(x).shape == x.shape

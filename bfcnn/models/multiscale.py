@@ -45,20 +45,43 @@ class _Level:
         self.filters = filters
         self.use_bias = use_bias
 
-    def __call__(self, band, context, features):
+    def __call__(self, band, context, features, skip=None, level=0):
         h = self.stem(keras.layers.Concatenate()([band, context]))
+        if skip is not None:
+            h = h + skip
         if features is not None:
             # A learned 2x2 stride-2 transposed convolution carries the coarser features up
             # (U-Net style); it costs one small matrix product per coarse pixel.
             if self.lift is None:
                 self.lift = keras.layers.Conv2DTranspose(self.filters, 2, strides=2, use_bias=self.use_bias,
                                                          kernel_initializer="he_normal", name=f"{self.tag}_lift")
-            h = h + CropLike(name=f"{self.tag}_crop")([self.lift(features), h])
+            h = h + CropLike(name=f"level{level}_crop")([self.lift(features), h])
         for i, block in enumerate(self.blocks):
             h = block(h)
             if i == 0 and self.non_local is not None:
                 h = self.non_local(h)
         return h, self.head(h)
+
+
+def _encoder(bands, filters, blocks, kernel_size, batch_norm, activation, use_bias):
+    """The fine-to-coarse pass: features per level, handed to the coarse-to-fine pass as skips."""
+    common = dict(kernel_size=kernel_size, activation=activation, use_bias=use_bias)
+    skips, previous = [], None
+    for level, band in enumerate(bands):
+        h = None
+        if level < len(bands) - 1:
+            h = BiasFreeConvBlock(filters[level], batch_norm=False, name=f"encoder{level}_stem", **common)(band)
+        if previous is not None:
+            down = keras.layers.Conv2D(filters[level], 2, strides=2, padding="same", use_bias=use_bias,
+                                       kernel_initializer="he_normal", name=f"encoder{level}_down")(previous)
+            h = down if h is None else h + down
+        if level < len(bands) - 1:
+            for i in range(blocks[level]):
+                h = BiasFreeResidualBlock(filters[level], batch_norm=batch_norm, name=f"encoder{level}_block{i}",
+                                          **common)(h)
+        skips.append(h)
+        previous = h
+    return skips
 
 
 def build_multiscale(
@@ -73,6 +96,7 @@ def build_multiscale(
     activation: str = "relu",
     predict: str = "noise",
     pass_features: bool = True,
+    encoder_blocks: PerLevel = 0,
     non_local_levels: tuple = (),
     non_local_mode: str = "dot_product",
     use_bias: bool = False,
@@ -95,6 +119,12 @@ def build_multiscale(
         predict: `noise` or `image`, per level.
         pass_features: add the coarser level's last features, lifted by a learned 2x2
             stride-2 transposed convolution, to each finer level's stem.
+        encoder_blocks: residual blocks of a fine-to-coarse encoder run before the
+            coarse-to-fine pass (an int, or one per level; 0 = no encoder). Each encoder
+            level reads its own band, adds the finer level's features brought down by a
+            2x2 stride-2 convolution, and hands its features to the same level of the
+            coarse-to-fine pass: a U-Net (Ronneberger et al., MICCAI 2015) whose levels
+            are fed the pyramid's bands.
         non_local_levels: levels whose backbone has a NonLocalBlock after its first block.
         non_local_mode: `dot_product` or `embedded_gaussian`.
         use_bias: True builds the with-bias twin, a control for experiments.
@@ -113,6 +143,9 @@ def build_multiscale(
         raise ValueError("shared=True needs one backbone for every level: give `filters` and `blocks` as ints")
     level_filters = _per_level("filters", filters, levels)
     level_blocks = _per_level("blocks", blocks, levels)
+    level_encoder = _per_level("encoder_blocks", encoder_blocks, levels)
+    if shared and any(level_encoder):
+        raise ValueError("encoder_blocks needs shared=False (one backbone per level)")
     non_local_levels = set(int(i) for i in non_local_levels)
     if not non_local_levels <= set(range(levels)):
         raise ValueError(f"non_local_levels must be within 0..{levels - 1}, got {sorted(non_local_levels)}")
@@ -129,6 +162,8 @@ def build_multiscale(
     bands = split(x)
     if levels == 1:
         bands = [bands[0]] if isinstance(bands, (list, tuple)) else [bands]
+    skips = _encoder(bands, level_filters, level_encoder, kernel_size, batch_norm, activation, use_bias) \
+        if any(level_encoder) else [None] * levels
     image, features = None, None
     for level in reversed(range(levels)):
         band = bands[level]
@@ -137,7 +172,8 @@ def build_multiscale(
         else:
             context = UpsampleLike(dtype="float32", name=f"level{level}_context")([image, band])
         backbone = shared_level or make_level(f"level{level}", level)
-        h, out = backbone(band, context, features if pass_features and image is not None else None)
+        h, out = backbone(band, context, features if pass_features and image is not None else None,
+                          skips[level], level)
         out = ops.cast(out, "float32")
         estimate = band - out if predict == "noise" else out
         image = estimate + context if pyramid == "laplacian" else estimate

@@ -117,6 +117,11 @@ class Trainer:
                 f"channel(s) in {source}"
             )
         resolve_model_config(config.model)  # fail on a bad model key before loading data
+        if config.loss.scale_weights is not None:
+            raise ConfigError(
+                f"loss.scale_weights in {source}: per-scale targets need a model with one output per "
+                "scale, and every bfcnn model returns only the full-resolution image; remove the key"
+            )
         if not config.dataset.inputs:
             raise ConfigError(f"dataset.inputs is empty in {source}: give at least one image directory")
 

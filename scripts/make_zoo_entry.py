@@ -1,0 +1,209 @@
+"""Turns a training run into a zoo entry: weights, TFLite file and a measured model card.
+
+    python scripts/make_zoo_entry.py --run runs/pyramid_gray_m --name pyramid_gray_m \
+        --description "..." [--baseline bm3d]
+
+The latest checkpoint of the run (not the best-by-validation one, so the validation set
+does not pick the weights) is loaded into a float32 model and written to
+`pretrained/<name>.keras` and `pretrained/<name>.tflite`. The card records the
+architecture, the training run (steps and wall time summed over resumed sessions), the
+validation table measured here with `bfcnn.evaluation` on the full validation images
+(BM3D side by side on the same noisy images), inference speed, and sha256 of each file.
+Every number in the card comes from this script.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PAPERS = {
+    "multiscale": "Mohan et al., Robust and interpretable blind image denoising via bias-free CNNs, ICLR 2020; "
+                  "Burt & Adelson, The Laplacian pyramid as a compact image code, 1983",
+    "resnet": "Mohan et al., ICLR 2020; Zhang et al., Beyond a Gaussian denoiser (DnCNN), TIP 2017",
+    "n3net": "Ploetz & Roth, Neural Nearest Neighbors Networks, NeurIPS 2018; Mohan et al., ICLR 2020",
+}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="the training run's model directory")
+    parser.add_argument("--name", required=True, help="the zoo name")
+    parser.add_argument("--description", required=True)
+    parser.add_argument("--baseline", nargs="*", default=["bm3d"], help="baselines run side by side")
+    parser.add_argument("--sigmas", nargs="+", type=float, default=[15.0, 25.0, 50.0])
+    parser.add_argument("--max-images", type=int, default=None, help="evaluate on the first N images only")
+    parser.add_argument("--zoo", default=str(ROOT / "pretrained"))
+    parser.add_argument("--machine", default="2-core x86-64 CPU (AVX512_BF16), no GPU, TensorFlow 2.21")
+    return parser.parse_args(argv)
+
+
+def restore_latest(run: Path, config):
+    """A float32 model with the run's latest checkpoint, plus its step and elapsed seconds."""
+    import keras
+    import tensorflow as tf
+
+    from bfcnn.models.builder import build_model
+
+    keras.mixed_precision.set_global_policy("float32")
+    model = build_model(config.model)
+    step = tf.Variable(0, dtype=tf.int64)
+    elapsed = tf.Variable(0.0, dtype=tf.float64)
+    latest = tf.train.latest_checkpoint(str(run / "checkpoints"))
+    if latest is None:
+        raise SystemExit(f"no checkpoint in {run / 'checkpoints'}")
+    tf.train.Checkpoint(model=model, step=step, elapsed=elapsed).restore(latest).expect_partial()
+    return model, int(step.numpy()), float(elapsed.numpy()), latest
+
+
+def previous_time(card_path: Path, init_from) -> tuple:
+    """Steps and seconds of the run this one was warm-started from (its card), if any."""
+    if not init_from or not card_path.exists():
+        return 0, 0.0
+    card = json.loads(card_path.read_text())
+    return card["training"]["steps"], card["training"]["wall_time_seconds"]
+
+
+def speed(model, channels: int, tflite_path: Path) -> dict:
+    """Median milliseconds per megapixel on a 512 x 512 image: Keras graph mode and TFLite fp32."""
+    import tensorflow as tf
+
+    image = np.random.default_rng(0).uniform(0, 255, (512, 512, channels)).astype(np.float32)
+    infer = tf.function(lambda x: model(x, training=False),
+                        input_signature=[tf.TensorSpec([1, None, None, channels], tf.float32)])
+    out = {}
+    for label, run in [("keras_ms_per_megapixel", lambda: infer(image[None]).numpy())]:
+        run()
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        out[label] = 1000 * statistics.median(times) / (512 * 512 / 1e6)
+    try:
+        from bfcnn.lite import TFLiteDenoiser
+
+        lite = TFLiteDenoiser(str(tflite_path))
+        lite(image)
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            lite(image)
+            times.append(time.perf_counter() - start)
+        out["tflite_fp32_ms_per_megapixel"] = 1000 * statistics.median(times) / (512 * 512 / 1e6)
+    except ImportError:
+        pass
+    return out
+
+
+def evaluate(denoisers, images, sigmas) -> dict:
+    """{sigma: {name: {psnr, ssim, seconds_per_image}, "noisy": {...}}} by the evaluation protocol."""
+    from bfcnn.evaluation import evaluate_denoisers
+
+    results = evaluate_denoisers(denoisers, images, sigmas, seed=0, metrics=("psnr", "ssim"))
+    return {f"{sigma:g}": {name: {k: v for k, v in row.items() if k != "per_image"} for name, row in rows.items()}
+            for sigma, rows in results.items()}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from bfcnn.baselines import get_baseline
+    from bfcnn.config import config_to_dict, load_config
+    from bfcnn.evaluate import model_denoiser
+    from bfcnn.export import to_tflite
+    from bfcnn.io import list_images, read_image
+    from bfcnn.models.cost import describe
+    from bfcnn.zoo import sha256
+
+    run, zoo = Path(args.run), Path(args.zoo)
+    config = load_config(run / "config.yaml")
+    model, steps, seconds, checkpoint = restore_latest(run, config)
+    channels = config.model.get("channels", 1)
+    before_steps, before_seconds = previous_time(zoo / f"{args.name}.json", config.train.init_from)
+
+    keras_path, tflite_path = zoo / f"{args.name}.keras", zoo / f"{args.name}.tflite"
+    tmp = keras_path.with_name(keras_path.name + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, keras_path)
+    tflite_path.with_suffix(".tmp").write_bytes(to_tflite(model))
+    os.replace(tflite_path.with_suffix(".tmp"), tflite_path)
+
+    color = config.dataset.color
+    files = list_images(config.validation.directory)[: args.max_images]
+    images = [read_image(f, color) for f in files]
+    print(f"evaluating on {len(images)} images of {config.validation.directory} ...", flush=True)
+    table = evaluate({args.name: model_denoiser(model, channels)}, images, args.sigmas)
+    for name in args.baseline:
+        # Baselines see the same noisy images (the noise depends on seed, image and sigma
+        # only); their scores are cached, since BM3D takes minutes per dataset.
+        key = f"{Path(config.validation.directory).name}_{color}_{len(images)}_{name}"
+        cache = ROOT / "runs" / "baseline_cache" / f"{key}.json"
+        cached = json.loads(cache.read_text()) if cache.exists() else {}
+        missing = [s for s in args.sigmas if f"{s:g}" not in cached]
+        if missing:
+            cached.update({k: v[name] for k, v in evaluate({name: get_baseline(name)}, images, missing).items()})
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(cached, indent=2))
+        for sigma in args.sigmas:
+            table[f"{sigma:g}"][name] = cached[f"{sigma:g}"]
+
+    cost = describe(model)
+    card = {
+        "name": args.name,
+        "description": args.description,
+        "architecture": config.model,
+        "channels": channels,
+        "bias_free": cost["bias_free"],
+        "parameters": cost["parameters"],
+        "flops_per_pixel": cost["flops_per_pixel"],
+        "input": {"name": model.inputs[0].name, "dtype": "float32", "shape": [None, None, None, channels],
+                  "value_range": [0, 255]},
+        "training": {
+            "data": [s.directory or str(s) for s in config.dataset.inputs],
+            "noise": config_to_dict(config)["corruption"],
+            "steps": before_steps + steps,
+            "wall_time_seconds": round(before_seconds + seconds, 1),
+            "checkpoint": Path(checkpoint).name,
+            "machine": args.machine,
+            "precision": config.train.precision,
+            "config": config_to_dict(config),
+        },
+        "validation": {
+            "dataset": Path(config.validation.directory).name,
+            "images": len(images),
+            "protocol": "datasets/README.md: noise not clipped or rounded, output clipped and rounded, "
+                        "PSNR on uint8, mean over images, seed 0",
+            "command": f"python -m bfcnn.evaluate --model {args.name} --dataset "
+                       f"{config.validation.directory} --sigma {' '.join(f'{s:g}' for s in args.sigmas)} "
+                       f"--baseline {' '.join(args.baseline)}",
+            "results": table,
+        },
+        "speed": speed(model, channels, tflite_path),
+        "paper": PAPERS.get(config.model["type"], ""),
+        "license": "MIT",
+        "files": {
+            "keras": {"path": keras_path.name, "sha256": sha256(keras_path), "bytes": keras_path.stat().st_size},
+            "tflite": {"path": tflite_path.name, "sha256": sha256(tflite_path), "bytes": tflite_path.stat().st_size},
+        },
+        "generated_by": "scripts/make_zoo_entry.py",
+    }
+    card_path = zoo / f"{args.name}.json"
+    card_path.with_suffix(".tmp").write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(card_path.with_suffix(".tmp"), card_path)
+    for sigma, rows in table.items():
+        print(f"sigma {sigma}: " + "  ".join(f"{n} {r['psnr']:.2f}" for n, r in rows.items()))
+    print(f"wrote {card_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Prints the README's zoo table from the model cards (`--write` updates README.md in place)."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "<!-- zoo-table:", "<!-- /zoo-table -->"
+
+
+def table() -> str:
+    cards = [json.loads(p.read_text()) for p in sorted((ROOT / "pretrained").glob("*.json"))]
+    if not cards:
+        return "_The zoo is empty: no model has been trained yet._\n"
+    sigmas = sorted({s for c in cards for s in c["validation"]["results"]}, key=float)
+    head = ["model", "channels", "parameters", "FLOPs / pixel", "ms / MP (Keras)", "ms / MP (TFLite)",
+            "validation set"] + [f"PSNR σ={s} (model / BM3D)" for s in sigmas] + ["steps", "training time"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in cards:
+        results = c["validation"]["results"]
+        cells = [f"`{c['name']}`", str(c["channels"]), f"{c['parameters']:,}", f"{c['flops_per_pixel'] / 1e3:.0f}K",
+                 f"{c['speed'].get('keras_ms_per_megapixel', float('nan')):.0f}",
+                 f"{c['speed'].get('tflite_fp32_ms_per_megapixel', float('nan')):.0f}",
+                 f"{c['validation']['dataset']} ({c['validation']['images']})"]
+        for s in sigmas:
+            row = results.get(s, {})
+            model, bm3d = row.get(c["name"], {}).get("psnr"), row.get("bm3d", {}).get("psnr")
+            cells.append(f"{model:.2f} / {bm3d:.2f}" if model and bm3d else (f"{model:.2f}" if model else "-"))
+        hours = c["training"]["wall_time_seconds"] / 3600
+        cells += [f"{c['training']['steps']:,}", f"{hours:.1f} h"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("PSNR in dB by the protocol of `../shared/datasets/README.md` (noise not clipped, output "
+                 "rounded, mean over the full validation images, seed 0), BM3D run side by side on the same "
+                 "noisy images; all models blind. Speed on a 512x512 image, 2-core CPU. Generated from the "
+                 "model cards by `python scripts/zoo_table.py --write`; the cards by `scripts/make_zoo_entry.py`.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--write", action="store_true", help="replace the table in README.md")
+    args = parser.parse_args(argv)
+    text = table()
+    if not args.write:
+        print(text)
+        return 0
+    readme = ROOT / "README.md"
+    content = readme.read_text()
+    start = content.index(BEGIN)
+    start = content.index("\n", start) + 1
+    end = content.index(END)
+    readme.write_text(content[:start] + text + content[end:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
