@@ -27,7 +27,7 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "test": ["pytest", "scikit-image", "ai-edge-litert", "bm3d"],
+        "test": ["pytest", "scikit-image", "ai-edge-litert", "bm3d", "tensorflow-datasets"],
         "tfds": ["tensorflow-datasets"],
         "lite": ["ai-edge-litert"],
         "bench": ["bm3d", "scikit-image"],

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from bfcnn.errors import BfcnnError
 
@@ -27,14 +27,22 @@ def resolve_directory(directory) -> Path:
 
     Example: `pkg:skimage/data` is scikit-image's bundled sample photographs, which the
     quick-start config trains on so that it needs no dataset.
+
+    Raises:
+        BfcnnError: a `pkg:` path whose package is not installed or is not a package.
     """
     text = str(directory)
     if not text.startswith("pkg:"):
-        return Path(directory)
+        return Path(directory).expanduser()
     module, _, rest = text[4:].partition("/")
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
+    try:
+        spec = importlib.util.find_spec(module) if module else None
+    except (ImportError, ValueError):  # a dotted name whose parent is missing
+        spec = None
+    if spec is None:
         raise BfcnnError(f"{text!r}: package {module!r} is not installed")
+    if not spec.submodule_search_locations:
+        raise BfcnnError(f"{text!r}: {module!r} is a module, not a package with data folders")
     return Path(list(spec.submodule_search_locations)[0]) / rest
 
 
@@ -48,7 +56,8 @@ def list_images(directory) -> List[Path]:
     """
     root = resolve_directory(directory)
     if not root.is_dir():
-        raise BfcnnError(f"image directory not found: {str(root)!r}")
+        what = "is a file, not a directory" if root.exists() else "not found"
+        raise BfcnnError(f"image directory {what}: {str(root)!r}")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not files:
         raise BfcnnError(
@@ -64,29 +73,47 @@ def to_uint8_array(image: Image.Image, color: Optional[str] = None) -> np.ndarra
     black would change the colors, so it is simply removed). `color=None` keeps gray
     images gray and makes everything else RGB.
     """
-    if color is not None and color not in COLORS:
-        raise ValueError(f"color={color!r} is not supported; allowed: 'gray', 'rgb'")
+    _check_color(color)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)
         scale = 257.0 if array.max(initial=0) > 255 or image.mode != "I" else 1.0
         image = Image.fromarray(np.clip(np.round(array / scale), 0, 255).astype(np.uint8), mode="L")
     elif image.mode == "F":
         image = Image.fromarray(np.clip(np.round(np.asarray(image)), 0, 255).astype(np.uint8), mode="L")
-    is_gray = image.mode in ("L", "1", "LA") or (
-        image.mode == "P" and all(len(set(c)) == 1 for c in image.convert("RGB").getcolors(1 << 24) or [])
-    )
-    target = color or ("gray" if is_gray else "rgb")
+    target = color or ("gray" if _is_gray(image) else "rgb")
     image = image.convert("L" if target == "gray" else "RGB")
     array = np.asarray(image, dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
 
 
+def _check_color(color) -> None:
+    if color is not None and color not in COLORS:
+        raise ValueError(f"color={color!r} is not supported; allowed: 'gray', 'rgb'")
+
+
+def _is_gray(image: Image.Image) -> bool:
+    """Gray modes, and palette images whose used colors all have R == G == B."""
+    if image.mode in ("L", "1", "LA", "La"):
+        return True
+    if image.mode not in ("P", "PA"):
+        return False
+    rgb = np.asarray(image.convert("RGB"))
+    return bool(np.all(rgb[..., 0] == rgb[..., 1]) and np.all(rgb[..., 1] == rgb[..., 2]))
+
+
 def read_image(path, color: Optional[str] = None) -> np.ndarray:
     """Reads an image file as uint8 [H, W, C], honouring the EXIF orientation.
 
+    Args:
+        path: the file.
+        color: 'gray' ([H, W, 1]), 'rgb' ([H, W, 3]) or None (gray images stay gray,
+            everything else becomes RGB).
+
     Raises:
         ImageReadError: the file is missing, truncated or not an image; names the path.
+        ValueError: `color` is not one of the above.
     """
+    _check_color(color)
     try:
         with Image.open(path) as image:
             image.load()
@@ -94,13 +121,27 @@ def read_image(path, color: Optional[str] = None) -> np.ndarray:
             return to_uint8_array(image, color)
     except FileNotFoundError as error:
         raise ImageReadError(f"image not found: {str(path)!r}") from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise ImageReadError(f"cannot read image {str(path)!r}: {error}") from error
+    except Exception as error:  # Pillow's decoders raise many types (OSError, EOFError, struct.error, ...)
+        raise ImageReadError(f"cannot read image {str(path)!r}: {type(error).__name__}: {error}") from error
 
 
 def write_image(path, array: np.ndarray) -> None:
-    """Writes a uint8 [H, W], [H, W, 1] or [H, W, 3] array atomically (temp file, then rename)."""
+    """Writes a uint8 image array atomically (temp file, then rename), in the format of the suffix.
+
+    Args:
+        path: the file to write; missing parent folders are created.
+        array: uint8 [H, W], [H, W, 1], [H, W, 3] or [H, W, 4] (uint16 [H, W] for 16-bit gray).
+
+    Raises:
+        ValueError: a float or bool array, or another shape.
+    """
     array = np.asarray(array)
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"write_image needs a uint8 array (uint16 for 16-bit gray), got dtype {array.dtype}; "
+                         "round and clip first")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4) and array.dtype == np.uint8)):
+        raise ValueError(f"write_image needs shape [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got {array.shape} "
+                         f"{array.dtype}")
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     path = Path(path)
