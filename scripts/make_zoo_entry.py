@@ -42,6 +42,7 @@ def parse_args(argv=None):
     parser.add_argument("--sigmas", nargs="+", type=float, default=[15.0, 25.0, 50.0])
     parser.add_argument("--max-images", type=int, default=None, help="evaluate on the first N images only")
     parser.add_argument("--zoo", default=str(ROOT / "pretrained"))
+    parser.add_argument("--baselines-only", action="store_true", help="only fill the baseline cache")
     parser.add_argument("--machine", default="2-core x86-64 CPU (AVX512_BF16), no GPU, TensorFlow 2.21")
     return parser.parse_args(argv)
 
@@ -113,10 +114,31 @@ def evaluate(denoisers, images, sigmas) -> dict:
             for sigma, rows in results.items()}
 
 
+def baseline_table(args, config, images) -> dict:
+    """{baseline: {sigma: scores}} on the run's validation images, cached under runs/baseline_cache.
+
+    Baselines see the same noisy images as the model (the noise depends on seed, image
+    and sigma only), so caching them is exact; BM3D takes minutes per dataset.
+    """
+    from bfcnn.baselines import get_baseline
+
+    tables = {}
+    for name in args.baseline:
+        key = f"{Path(config.validation.directory).name}_{config.dataset.color}_{len(images)}_{name}"
+        cache = ROOT / "runs" / "baseline_cache" / f"{key}.json"
+        cached = json.loads(cache.read_text()) if cache.exists() else {}
+        missing = [s for s in args.sigmas if f"{s:g}" not in cached]
+        if missing:
+            cached.update({k: v[name] for k, v in evaluate({name: get_baseline(name)}, images, missing).items()})
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(cached, indent=2))
+        tables[name] = cached
+    return tables
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from bfcnn.baselines import get_baseline
     from bfcnn.config import config_to_dict, load_config
     from bfcnn.evaluate import model_denoiser
     from bfcnn.export import to_tflite
@@ -126,6 +148,10 @@ def main(argv=None) -> int:
 
     run, zoo = Path(args.run), Path(args.zoo)
     config = load_config(run / "config.yaml")
+    if args.baselines_only:
+        baseline_table(args, config, [read_image(f, config.dataset.color) for f in
+                                      list_images(config.validation.directory)[: args.max_images]])
+        return 0
     model, steps, seconds, checkpoint = restore_latest(run, config)
     channels = config.model.get("channels", 1)
     before_steps, before_seconds = previous_time(zoo / f"{args.name}.json", config.train.init_from)
@@ -142,19 +168,9 @@ def main(argv=None) -> int:
     images = [read_image(f, color) for f in files]
     print(f"evaluating on {len(images)} images of {config.validation.directory} ...", flush=True)
     table = evaluate({args.name: model_denoiser(model, channels)}, images, args.sigmas)
-    for name in args.baseline:
-        # Baselines see the same noisy images (the noise depends on seed, image and sigma
-        # only); their scores are cached, since BM3D takes minutes per dataset.
-        key = f"{Path(config.validation.directory).name}_{color}_{len(images)}_{name}"
-        cache = ROOT / "runs" / "baseline_cache" / f"{key}.json"
-        cached = json.loads(cache.read_text()) if cache.exists() else {}
-        missing = [s for s in args.sigmas if f"{s:g}" not in cached]
-        if missing:
-            cached.update({k: v[name] for k, v in evaluate({name: get_baseline(name)}, images, missing).items()})
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(cached, indent=2))
+    for name, rows in baseline_table(args, config, images).items():
         for sigma in args.sigmas:
-            table[f"{sigma:g}"][name] = cached[f"{sigma:g}"]
+            table[f"{sigma:g}"][name] = rows[f"{sigma:g}"]
 
     cost = describe(model)
     card = {
