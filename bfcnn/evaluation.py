@@ -7,9 +7,14 @@ against the uint8 clean image; the table reports the mean of per-image PSNR. Use
 trainer's validation and by `python -m bfcnn.evaluate`, so the numbers agree.
 """
 
-from typing import Callable, Dict, Iterable, List, Sequence
+import time
+from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
+
+# What `evaluate_denoisers` can score; the noisy image gets PSNR and MAE only.
+METRICS = ("psnr", "ssim", "mae")
+NOISY = "noisy"
 
 
 def noise_seed(seed: int, index: int, sigma: float) -> np.random.Generator:
@@ -36,12 +41,26 @@ def psnr(clean: np.ndarray, estimate: np.ndarray) -> float:
 
 
 def ssim(clean: np.ndarray, estimate: np.ndarray) -> float:
-    """SSIM (Wang et al. 2004; Gaussian window 11, sigma 1.5) of the uint8 estimate, mean over channels."""
+    """SSIM (Wang et al. 2004; Gaussian window 11, sigma 1.5) of the uint8 estimate, mean over channels.
+
+    Images smaller than the window use a window as large as the image.
+    """
     import tensorflow as tf
 
     a = tf.constant(np.asarray(clean, np.float32)[None])
     b = tf.constant(to_uint8(estimate).astype(np.float32)[None])
-    return float(tf.image.ssim(a, b, max_val=255.0)[0])
+    window = int(min(11, a.shape[1], a.shape[2]))
+    return float(tf.image.ssim(a, b, max_val=255.0, filter_size=window)[0])
+
+
+def mae(clean: np.ndarray, estimate: np.ndarray, quantize: bool = True) -> float:
+    """Mean absolute error on the 0-255 scale; `quantize` scores `estimate` as uint8 first.
+
+    Denoised images are scored quantized (clipped and rounded); the original bfcnn's
+    noise-level table scores the noisy image as it is (`quantize=False`).
+    """
+    estimate = to_uint8(estimate) if quantize else estimate
+    return float(np.mean(np.abs(np.asarray(estimate, np.float64) - np.asarray(clean, np.float64))))
 
 
 def center_crop(image: np.ndarray, max_size) -> np.ndarray:
@@ -51,6 +70,86 @@ def center_crop(image: np.ndarray, max_size) -> np.ndarray:
     h, w = image.shape[:2]
     top, left = max(0, (h - max_size) // 2), max(0, (w - max_size) // 2)
     return image[top : top + max_size, left : left + max_size]
+
+
+def evaluate_denoisers(
+    denoisers: Mapping[str, Callable[[np.ndarray, float], np.ndarray]],
+    images: Sequence[np.ndarray],
+    sigmas: Iterable[float],
+    seed: int = 0,
+    metrics: Sequence[str] = ("psnr", "ssim"),
+    callback: Optional[Callable[..., None]] = None,
+) -> Dict[float, Dict[str, Dict[str, object]]]:
+    """Scores several denoisers side by side on the same noisy images, following the protocol above.
+
+    For each sigma and image the noise is drawn once (`noise_seed(seed, index, sigma)`), and
+    every denoiser sees that same noisy image.
+
+    Args:
+        denoisers: name -> function mapping a float32 [H, W, C] noisy image (0-255 scale, not
+            clipped) and its noise level sigma to the estimate. The name 'noisy' is reserved.
+        images: clean uint8 [H, W, C] images.
+        sigmas: noise standard deviations on the 0-255 scale.
+        seed: the noise seed.
+        metrics: any of 'psnr', 'ssim', 'mae'. The noisy image is scored with 'psnr'
+            (as uint8, like the estimates) and 'mae' (unquantized), never 'ssim'.
+        callback: called as `callback(sigma, index, clean, noisy, estimates)` after each image,
+            `estimates` being {name: estimate}; for progress bars and saving images.
+
+    Returns:
+        {sigma: {"noisy": {metric: mean, "per_image": {metric: [...]}},
+                 name: {metric: mean, "seconds_per_image": mean, "cpu_seconds_per_image": mean,
+                        "per_image": {...}}}}. Seconds are wall-clock time of the call; CPU
+        seconds are the process's CPU time over it (all threads), telling a loaded machine apart.
+
+    Raises:
+        ValueError: an unknown metric, or a denoiser named 'noisy'.
+    """
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; allowed: {', '.join(METRICS)}")
+    if NOISY in denoisers:
+        raise ValueError(f"a denoiser may not be named {NOISY!r}: that row is the noisy input")
+    noisy_metrics = [m for m in metrics if m != "ssim"]
+    results: Dict[float, Dict[str, Dict[str, object]]] = {}
+    for sigma in sigmas:
+        sigma = float(sigma)
+        scores = {name: {m: [] for m in metrics} for name in denoisers}
+        scores[NOISY] = {m: [] for m in noisy_metrics}
+        seconds = {name: [] for name in denoisers}
+        cpu_seconds = {name: [] for name in denoisers}
+        for index, clean in enumerate(images):
+            noisy = add_noise(clean, sigma, noise_seed(seed, index, sigma))
+            for metric in noisy_metrics:
+                scores[NOISY][metric].append(_score(metric, clean, noisy, quantize=metric != "mae"))
+            estimates = {}
+            for name, denoise in denoisers.items():
+                start, start_cpu = time.perf_counter(), time.process_time()
+                estimate = denoise(noisy, sigma)
+                seconds[name].append(time.perf_counter() - start)
+                cpu_seconds[name].append(time.process_time() - start_cpu)
+                estimates[name] = estimate
+                for metric in metrics:
+                    scores[name][metric].append(_score(metric, clean, estimate))
+            if callback is not None:
+                callback(sigma, index, clean, noisy, estimates)
+        results[sigma] = {}
+        for name, per_image in scores.items():
+            entry: Dict[str, object] = {m: float(np.mean(v)) for m, v in per_image.items()}
+            if name != NOISY:
+                entry["seconds_per_image"] = float(np.mean(seconds[name]))
+                entry["cpu_seconds_per_image"] = float(np.mean(cpu_seconds[name]))
+            entry["per_image"] = {m: [float(x) for x in v] for m, v in per_image.items()}
+            results[sigma][name] = entry
+    return results
+
+
+def _score(metric: str, clean: np.ndarray, estimate: np.ndarray, quantize: bool = True) -> float:
+    if metric == "psnr":
+        return psnr(clean, estimate)
+    if metric == "ssim":
+        return ssim(clean, estimate)
+    return mae(clean, estimate, quantize=quantize)
 
 
 def evaluate_denoiser(
@@ -71,21 +170,13 @@ def evaluate_denoiser(
     Returns:
         {sigma: {"noisy_psnr", "psnr", "ssim"}} with means over the images.
     """
-    results = {}
-    for sigma in sigmas:
-        noisy_psnr: List[float] = []
-        scores: List[float] = []
-        ssims: List[float] = []
-        for index, clean in enumerate(images):
-            noisy = add_noise(clean, sigma, noise_seed(seed, index, sigma))
-            estimate = denoise(noisy)
-            noisy_psnr.append(psnr(clean, noisy))
-            scores.append(psnr(clean, estimate))
-            if with_ssim:
-                ssims.append(ssim(clean, estimate))
-        results[float(sigma)] = {
-            "noisy_psnr": float(np.mean(noisy_psnr)),
-            "psnr": float(np.mean(scores)),
-            **({"ssim": float(np.mean(ssims))} if with_ssim else {}),
+    metrics = ("psnr", "ssim") if with_ssim else ("psnr",)
+    results = evaluate_denoisers({"denoised": lambda noisy, sigma: denoise(noisy)}, images, sigmas, seed, metrics)
+    return {
+        sigma: {
+            "noisy_psnr": r[NOISY]["psnr"],
+            "psnr": r["denoised"]["psnr"],
+            **({"ssim": r["denoised"]["ssim"]} if with_ssim else {}),
         }
-    return results
+        for sigma, r in results.items()
+    }

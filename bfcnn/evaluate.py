@@ -1,0 +1,345 @@
+"""`python -m bfcnn.evaluate --model NAME_OR_PATH --dataset DIR --sigma 15 25 50 [--baseline bm3d nlm]`.
+
+Scores a denoiser on a folder of clean images with the protocol behind published tables
+(`bfcnn.evaluation`): fixed-seed Gaussian noise, not clipped or rounded; the output clipped
+and rounded to uint8; PSNR against the uint8 clean image, averaged over images; plus SSIM.
+Baselines (`bfcnn.baselines`) run side by side on the same noisy images.
+
+`--metric mae` prints the original bfcnn's noise-level table instead: the mean absolute
+error of the noisy and of the denoised image for noise std 1, 5, 10, 20, ..., 80.
+
+`--dataset skimage` evaluates on scikit-image's bundled sample photographs (no download).
+Exit codes: 0 done, 2 bad input (a missing or empty dataset, an unknown model or baseline).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from bfcnn.errors import BfcnnError
+
+PSNR_SIGMAS = (15.0, 25.0, 50.0)
+# The noise levels of the original bfcnn README's table.
+MAE_SIGMAS = (1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0)
+# scikit-image's bundled natural photographs (`--dataset skimage`), all in the package, none
+# downloaded: the gray ones are gray, the rest RGB; drawings, charts and test patterns left out.
+SKIMAGE_PHOTOS = (
+    "astronaut.png", "brick.png", "camera.png", "chelsea.png", "coffee.png", "coins.png",
+    "grass.png", "gravel.png", "moon.png", "page.png", "rocket.jpg",
+)
+SKIMAGE_DATASET = "skimage"
+PROTOCOL = (
+    "noisy = clean + sigma * N(0, 1) from noise_seed(seed, image index, sigma), not clipped or rounded; "
+    "estimates clipped to [0, 255] and rounded to uint8; PSNR / SSIM / MAE against the uint8 clean "
+    "image, mean over images; the noisy image's MAE is taken before rounding"
+)
+MODEL_KEY = "model"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bfcnn.evaluate",
+        description="Scores a denoiser (and classical baselines on the same noisy images) on a folder of clean images.",
+    )
+    parser.add_argument("--model", required=True, help="a zoo name, a .keras file, or a model / export folder")
+    parser.add_argument("--dataset", required=True,
+                        help=f"a folder of clean images (searched recursively), 'pkg:module/dir', or "
+                             f"'{SKIMAGE_DATASET}' for scikit-image's sample photographs")
+    parser.add_argument("--sigma", type=float, nargs="+", default=None, metavar="SIGMA",
+                        help="noise standard deviations on the 0-255 scale (default 15 25 50; "
+                             "with --metric mae 1 5 10 20 30 40 50 60 70 80)")
+    parser.add_argument("--baseline", nargs="*", default=[], metavar="NAME",
+                        help="classical denoisers to run side by side: bm3d, nlm")
+    parser.add_argument("--out", help="write the results as JSON to this file")
+    parser.add_argument("--save-images", metavar="DIR",
+                        help="write clean | noisy | model | baselines side-by-side PNGs here")
+    parser.add_argument("--max-images", type=int, default=None, metavar="N", help="only the first N images")
+    parser.add_argument("--metric", choices=("psnr", "mae"), default="psnr",
+                        help="psnr: PSNR and SSIM (default); mae: the original bfcnn's noise-level table")
+    parser.add_argument("--seed", type=int, default=0, help="the noise seed (default 0)")
+    parser.add_argument("--color", choices=("gray", "rgb"), default=None,
+                        help="read images as gray or RGB (default: the model's input channels)")
+    args = parser.parse_args(argv)
+    if args.sigma is None:
+        args.sigma = list(MAE_SIGMAS if args.metric == "mae" else PSNR_SIGMAS)
+    bad = [s for s in args.sigma if not np.isfinite(s) or s < 0]
+    if bad:
+        parser.error(f"--sigma needs finite values >= 0 on the 0-255 scale, got {bad}")
+    if args.max_images is not None and args.max_images < 1:
+        parser.error(f"--max-images needs a number >= 1, got {args.max_images}")
+    return args
+
+
+def _load(name_or_path):
+    """Loads `--model`: through the zoo when `bfcnn.zoo` is importable, else a `.keras` file.
+
+    The zoo (`bfcnn.load_model`) takes zoo names, `.keras` files and model folders, checks
+    sha256 sums and runs mixed-precision models in float32. Without it (a partial checkout)
+    only a `.keras` path works, loaded by `keras.models.load_model` with bfcnn's layers registered.
+
+    Raises:
+        BfcnnError: an unknown name, a missing file, or a file Keras cannot load.
+    """
+    try:
+        import bfcnn.zoo  # noqa: F401
+    except ModuleNotFoundError as error:
+        if error.name != "bfcnn.zoo":
+            raise
+    else:
+        import bfcnn
+
+        return bfcnn.load_model(name_or_path)
+    path = Path(str(name_or_path))
+    if path.suffix != ".keras":
+        raise BfcnnError(f"cannot load {str(name_or_path)!r}: the model zoo (bfcnn.zoo) is not installed, "
+                         "so only a path to a .keras file works")
+    if not path.is_file():
+        raise BfcnnError(f"model file not found: {str(path)!r}")
+    import keras
+
+    import bfcnn.layers  # noqa: F401  (registers the custom layers for deserialization)
+    import bfcnn.models  # noqa: F401
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (ValueError, OSError) as error:
+        raise BfcnnError(f"cannot load model {str(path)!r}: {error}") from error
+
+
+def _model_channels(model) -> Optional[int]:
+    """The model's input channels (1 or 3), or None when the model does not say."""
+    try:
+        channels = model.inputs[0].shape[-1]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        try:
+            channels = model.input_shape[-1]
+        except (AttributeError, IndexError, TypeError, ValueError):
+            return None
+    return int(channels) if channels in (1, 3) else None
+
+
+def model_denoiser(model, channels: int) -> Callable[[np.ndarray, float], np.ndarray]:
+    """The model as a baseline-style function (noisy [H, W, C], sigma) -> estimate, in graph mode.
+
+    One `tf.function` with input signature [1, None, None, C] serves every image size; input
+    and output are float32 (a mixed-precision model's output is cast back). Sigma is unused:
+    the models are blind.
+    """
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, channels], tf.float32)])
+    def infer(batch):
+        return tf.cast(model(batch, training=False), tf.float32)
+
+    def denoise(noisy: np.ndarray, sigma: float) -> np.ndarray:
+        return infer(tf.constant(np.asarray(noisy, np.float32)[None]))[0].numpy()
+
+    return denoise
+
+
+def dataset_files(dataset: str) -> Tuple[Path, List[Path]]:
+    """The dataset's root folder and its image files, sorted.
+
+    Raises:
+        BfcnnError: the folder does not exist or holds no image (the message names the path).
+    """
+    from bfcnn.io import list_images, resolve_directory
+
+    if dataset == SKIMAGE_DATASET:
+        root = resolve_directory("pkg:skimage/data")
+        files = [root / name for name in SKIMAGE_PHOTOS if (root / name).is_file()]
+        if not files:
+            raise BfcnnError(f"no scikit-image sample photographs in {str(root)!r} ({', '.join(SKIMAGE_PHOTOS)})")
+        return root, files
+    return resolve_directory(dataset), list_images(dataset)
+
+
+def side_by_side(panels: Sequence[np.ndarray], gap: int = 4) -> np.ndarray:
+    """uint8 [H, W, C] images joined left to right with white gaps."""
+    height, channels = panels[0].shape[0], panels[0].shape[-1]
+    spacer = np.full((height, gap, channels), 255, np.uint8)
+    parts = []
+    for panel in panels:
+        parts += [panel, spacer]
+    return np.concatenate(parts[:-1], axis=1)
+
+
+class _Progress:
+    """A one-line progress bar on stderr; on a non-terminal, a line at every tenth of the work."""
+
+    def __init__(self, total: int, stream=None, width: int = 30):
+        self.total, self.done, self.width = max(1, total), 0, width
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = time.perf_counter()
+        self._reported = 0
+        self._last = 0
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / self.done * (self.total - self.done)
+        filled = int(self.width * self.done / self.total)
+        line = (f"[{'=' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {label}"
+                f"  {elapsed:.0f}s elapsed, {eta:.0f}s left")
+        if self.tty:  # padded so that a shorter line hides the previous one
+            self.stream.write("\r" + line.ljust(self._last) + ("\n" if self.done == self.total else ""))
+            self._last = len(line)
+        elif self.done == self.total or self.done * 10 // self.total > self._reported:
+            self._reported = self.done * 10 // self.total
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _fmt(value: Optional[float], digits: int) -> str:
+    if value is None:
+        return "-"
+    return "inf" if value == float("inf") else f"{value:.{digits}f}"
+
+
+def format_table(results: Dict[float, Dict[str, dict]], labels: Dict[str, str], metric: str) -> str:
+    """A Markdown table: one row per sigma, the noisy image and each method in columns.
+
+    Args:
+        results: `bfcnn.evaluation.evaluate_denoisers` output.
+        labels: method key -> column label, in column order (the noisy row excluded).
+        metric: 'psnr' (PSNR and SSIM columns) or 'mae'.
+    """
+    if metric == "mae":
+        header = ["noise std", "noisy MAE"] + [f"{label} MAE" for label in labels.values()]
+    else:
+        header = ["sigma", "noisy PSNR"]
+        for label in labels.values():
+            header += [f"{label} PSNR", f"{label} SSIM"]
+    header += [f"{label} s/img" for label in labels.values()]
+    rows = []
+    for sigma, entry in results.items():
+        if metric == "mae":
+            row = [f"{sigma:g}", _fmt(entry["noisy"]["mae"], 2)] + [_fmt(entry[k]["mae"], 2) for k in labels]
+        else:
+            row = [f"{sigma:g}", _fmt(entry["noisy"]["psnr"], 2)]
+            for key in labels:
+                row += [_fmt(entry[key]["psnr"], 2), _fmt(entry[key]["ssim"], 4)]
+        rows.append(row + [_fmt(entry[k]["seconds_per_image"], 3) for k in labels])
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
+             "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"]
+    lines += ["| " + " | ".join(c.rjust(w) for c, w in zip(row, widths)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _json_safe(value):
+    """Non-finite floats (an exact estimate's PSNR is inf) become None: strict JSON has no inf."""
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(path, data) -> None:
+    """Writes `data` as JSON atomically: a temporary file in the same folder, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(_json_safe(data), handle, indent=2, allow_nan=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _machine() -> dict:
+    import tensorflow as tf
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    # The load average says whether the timings were taken on a busy machine.
+    info = {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "load_average": os.getloadavg()[0], "python": platform.python_version(),
+            "tensorflow": tf.__version__}
+    for package in ("bm3d", "scikit-image"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return info
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from bfcnn.baselines import get_baseline
+    from bfcnn.evaluation import evaluate_denoisers, to_uint8
+    from bfcnn.io import read_image, write_image
+
+    try:
+        baselines = {name: get_baseline(name) for name in dict.fromkeys(args.baseline)}
+        root, files = dataset_files(args.dataset)
+        files = files[: args.max_images]
+        model = _load(args.model)
+        channels = _model_channels(model)
+        if channels is None and args.color is None:
+            raise BfcnnError(f"cannot tell the input channels of model {args.model!r}: pass --color gray or rgb")
+        color = args.color or ("gray" if channels == 1 else "rgb")
+        if channels is not None and channels != (1 if color == "gray" else 3):
+            raise BfcnnError(f"--color {color} does not fit model {args.model!r}, which takes {channels} channel(s)")
+        images = [read_image(f, color) for f in files]
+    except (BfcnnError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    names = [str(f.relative_to(root)) if f.is_relative_to(root) else str(f) for f in files]
+    denoise = model_denoiser(model, 1 if color == "gray" else 3)
+    denoise(images[0].astype(np.float32), 0.0)  # traces the graph, so that timings exclude it
+    denoisers = {MODEL_KEY: denoise, **baselines}
+    model_label = Path(str(args.model)).stem if str(args.model).endswith(".keras") else str(args.model)
+    labels = {MODEL_KEY: model_label, **{name: name for name in baselines}}
+    metrics = ("mae",) if args.metric == "mae" else ("psnr", "ssim")
+
+    progress = _Progress(len(args.sigma) * len(images))
+    save_dir = Path(args.save_images) if args.save_images else None
+
+    def after_image(sigma, index, clean, noisy, estimates):
+        progress.step(f"sigma {sigma:g} {names[index]}")
+        if save_dir is not None:
+            panels = [clean, to_uint8(noisy)] + [to_uint8(estimates[key]) for key in denoisers]
+            stem = Path(names[index]).stem
+            write_image(save_dir / f"{index + 1:03d}_{stem}_sigma{sigma:g}.png", side_by_side(panels))
+
+    results = evaluate_denoisers(denoisers, images, args.sigma, seed=args.seed, metrics=metrics,
+                                 callback=after_image)
+    what = "MAE on the 0-255 scale" if args.metric == "mae" else "PSNR dB and SSIM"
+    print(f"{args.dataset}: {len(images)} images ({color}), model {model_label}, seed {args.seed}; "
+          f"{what}, mean over images; s/img = seconds per image")
+    print(format_table(results, labels, args.metric))
+    if args.out:
+        write_json(args.out, {
+            "model": str(args.model), "dataset": str(args.dataset), "color": color, "metric": args.metric,
+            "seed": args.seed, "sigmas": [float(s) for s in args.sigma], "baselines": list(baselines),
+            "protocol": PROTOCOL, "images": names,
+            "results": {f"{sigma:g}": entry for sigma, entry in results.items()},
+            "machine": _machine(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        })
+        print(f"wrote {args.out}", file=sys.stderr)
+    if save_dir is not None:
+        print(f"wrote {len(images) * len(args.sigma)} side-by-side images to {save_dir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""`python -m bfcnn.evaluate` end to end, and the classical baselines."""
+
+import importlib.util
+import io
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from bfcnn import baselines, evaluate
+from bfcnn.errors import BfcnnError
+from bfcnn.evaluation import add_noise, noise_seed, psnr
+from bfcnn.io import read_image, write_image
+
+HAS_BM3D = importlib.util.find_spec("bm3d") is not None
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A saved one-block gray ResNet and a folder of two small real photographs."""
+    import bfcnn
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("evaluate")
+    model_path = root / "tiny.keras"
+    bfcnn.build_model({"type": "resnet", "channels": 1, "filters": 8, "blocks": 1}).save(model_path)
+    camera = data.camera()
+    write_image(root / "images" / "a.png", camera[100:124, 200:232])
+    write_image(root / "images" / "sub" / "b.png", camera[300:332, 150:174])
+    return model_path, root / "images"
+
+
+def crop(name, size=64):
+    from skimage import data
+
+    image = getattr(data, name)()
+    image = image[..., None] if image.ndim == 2 else image
+    return image[160 : 160 + size, 200 : 200 + size]
+
+
+def test_cli_prints_the_table_writes_json_and_images(tiny, tmp_path, capsys):
+    model, images = tiny
+    out, pictures = tmp_path / "results" / "r.json", tmp_path / "pictures"
+    code = evaluate.main(["--model", str(model), "--dataset", str(images), "--sigma", "15", "25",
+                          "--baseline", "nlm", "--out", str(out), "--save-images", str(pictures)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "| sigma | noisy PSNR | tiny PSNR | tiny SSIM | nlm PSNR | nlm SSIM | tiny s/img | nlm s/img |" in captured.out
+    rows = [line for line in captured.out.splitlines() if line.startswith("|") and line[2:].lstrip()[:1].isdigit()]
+    assert [row.split("|")[1].strip() for row in rows] == ["15", "25"]
+    assert "2/2" not in captured.out and "4/4" in captured.err  # the progress bar goes to stderr
+
+    result = json.loads(out.read_text())
+    assert result["images"] == ["a.png", "sub/b.png"] and result["color"] == "gray"
+    entry = result["results"]["25"]
+    assert set(entry) == {"noisy", "model", "nlm"}
+    assert entry["nlm"]["psnr"] > entry["noisy"]["psnr"]
+    assert len(entry["model"]["per_image"]["psnr"]) == 2 and entry["model"]["seconds_per_image"] > 0
+    assert not list(out.parent.glob("*.tmp"))
+
+    saved = sorted(p.name for p in pictures.iterdir())
+    assert saved == ["001_a_sigma15.png", "001_a_sigma25.png", "002_b_sigma15.png", "002_b_sigma25.png"]
+    panel = read_image(pictures / "001_a_sigma25.png")
+    assert panel.shape == (24, 4 * 32 + 3 * 4, 1)  # clean | noisy | model | nlm with 4-pixel gaps
+    np.testing.assert_array_equal(panel[:, :32], read_image(images / "a.png"))
+
+
+def test_cli_mae_prints_the_original_noise_level_table(tiny, capsys):
+    model, images = tiny
+    assert evaluate.main(["--model", str(model), "--dataset", str(images), "--metric", "mae", "--max-images", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "| noise std | noisy MAE | tiny MAE | tiny s/img |" in lines
+    rows = [line.split("|") for line in lines if line.startswith("|") and line[2:].lstrip()[:1].isdigit()]
+    assert [row[1].strip() for row in rows] == ["1", "5", "10", "20", "30", "40", "50", "60", "70", "80"]
+    noisy = [float(row[2]) for row in rows]
+    assert noisy == sorted(noisy) and noisy[0] == pytest.approx(0.8, abs=0.1)  # E|N(0, 1)| = 0.798
+
+
+@pytest.mark.parametrize("make", ["missing", "empty"])
+def test_cli_missing_or_empty_dataset_exits_2(tiny, tmp_path, capsys, make):
+    dataset = tmp_path / "nowhere"
+    if make == "empty":
+        dataset.mkdir()
+    assert evaluate.main(["--model", str(tiny[0]), "--dataset", str(dataset)]) == 2
+    err = capsys.readouterr().err
+    assert str(dataset) in err and "Traceback" not in err
+
+
+def test_cli_bad_baseline_model_and_color_exit_2(tiny, tmp_path, capsys):
+    model, images = tiny
+    assert evaluate.main(["--model", str(model), "--dataset", str(images), "--baseline", "bm4d"]) == 2
+    err = capsys.readouterr().err
+    assert "'bm4d'" in err and "'bm3d'" in err and "'nlm'" in err
+    assert evaluate.main(["--model", str(tmp_path / "none.keras"), "--dataset", str(images)]) == 2
+    assert "none.keras" in capsys.readouterr().err
+    assert evaluate.main(["--model", str(model), "--dataset", str(images), "--color", "rgb"]) == 2
+    assert "--color rgb" in capsys.readouterr().err
+
+
+def test_cli_skimage_dataset(tiny, capsys):
+    files = evaluate.dataset_files("skimage")[1]
+    assert {"camera.png", "astronaut.png", "coffee.png"} <= {f.name for f in files}
+    assert evaluate.main(["--model", str(tiny[0]), "--dataset", "skimage", "--sigma", "25", "--max-images", "1"]) == 0
+    assert "skimage: 1 images (gray)" in capsys.readouterr().out
+
+
+def test_load_falls_back_to_keras_without_the_zoo(tiny, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bfcnn.zoo", None)  # `import bfcnn.zoo` now fails
+    model = evaluate._load(str(tiny[0]))
+    assert model.inputs[0].shape[-1] == 1
+    with pytest.raises(BfcnnError, match="only a path to a .keras file"):
+        evaluate._load("resnet_gray_s")
+
+
+def test_progress_on_a_non_terminal_prints_tenths():
+    stream = io.StringIO()
+    progress = evaluate._Progress(20, stream=stream)
+    for i in range(20):
+        progress.step(f"image {i}")
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("[" + "=" * 30 + "] 20/20")
+
+
+def test_format_table_writes_inf_for_exact_estimates():
+    results = {25.0: {"noisy": {"psnr": 20.0}, "model": {"psnr": float("inf"), "ssim": 1.0, "seconds_per_image": 0.5}}}
+    table = evaluate.format_table(results, {"model": "m"}, "psnr")
+    assert table.splitlines()[-1].split("|")[3].strip() == "inf"
+
+
+def test_unknown_baseline_suggests_a_close_name():
+    with pytest.raises(baselines.UnknownBaselineError, match="did you mean 'bm3d'"):
+        baselines.get_baseline("bm4d")
+    assert baselines.list_baselines() == ["bm3d", "nlm"]
+
+
+def test_missing_bm3d_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bm3d", None)  # as if not installed
+    with pytest.raises(baselines.BaselineUnavailableError, match=r"pip install 'bfcnn\[bench\]'"):
+        baselines.bm3d(np.zeros((8, 8, 1), np.float32), 25.0)
+
+
+def _beats_noisy(denoise, clean, sigma=25.0, margin=3.0):
+    noisy = add_noise(clean, sigma, noise_seed(0, 0, sigma))
+    estimate = denoise(noisy, sigma)
+    assert estimate.shape == clean.shape and estimate.dtype == np.float32
+    assert psnr(clean, estimate) > psnr(clean, noisy) + margin
+
+
+@pytest.mark.skipif(not HAS_BM3D, reason="the bm3d package is not installed")
+def test_bm3d_beats_noisy_gray():
+    _beats_noisy(baselines.get_baseline("bm3d"), crop("camera"), margin=6.0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_BM3D, reason="the bm3d package is not installed")
+def test_bm3d_beats_noisy_color():
+    _beats_noisy(baselines.get_baseline("bm3d"), crop("astronaut", 48), margin=6.0)
+
+
+@pytest.mark.parametrize("name", ["camera", "astronaut"])
+def test_nlm_beats_noisy(name):
+    _beats_noisy(baselines.get_baseline("nlm"), crop(name))
