@@ -102,6 +102,9 @@ def speed(model, channels: int, tflite_path: Path) -> dict:
         out["tflite_fp32_ms_per_megapixel"] = 1000 * statistics.median(times) / (512 * 512 / 1e6)
     except ImportError:
         pass
+    # Other jobs on the machine slow these figures down; the card says how busy it was.
+    out["load_average_1min"] = round(os.getloadavg()[0], 2)
+    out["image"] = "512x512, median of 5 runs after warm-up"
     return out
 
 
