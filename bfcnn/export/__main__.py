@@ -1,0 +1,89 @@
+"""`python -m bfcnn.export` (also `bfcnn-export`): export a trained denoiser; see `bfcnn.export`.
+
+    python -m bfcnn.export --model-directory runs/x --output-directory out/x --to-tflite \\
+        --quantize none fp16 int8 --representative-dir ../shared/datasets/train/Train400
+
+Exit status: 0 exported and verified; 1 verification failed (nothing written); 2 bad
+arguments, nothing loadable, or a model that builtin-only TFLite cannot run.
+"""
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")  # bfcnn.export.QUANTIZATIONS, without importing TF
+
+
+def _threads(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bfcnn.export",
+        description="Export a bfcnn denoiser to SavedModel, .keras and TFLite; every artifact is reloaded and "
+                    "checked against the Keras model before the output folder is written.")
+    parser.add_argument("--model-directory", "--checkpoint-directory", dest="model_directory", required=True,
+                        metavar="D", help="a training run folder (model.keras, best.keras or checkpoints/), an "
+                        "export folder, a .keras file or a zoo name (--checkpoint-directory: older name)")
+    parser.add_argument("--output-directory", required=True, metavar="O",
+                        help="the export folder; replaced if it holds a previous export")
+    parser.add_argument("--to-tflite", action="store_true",
+                        help="also write TFLite files (implied by --quantize)")
+    parser.add_argument("--quantize", nargs="+", choices=QUANTIZATIONS, metavar="MODE",
+                        help="TFLite variants: none (float32, model.tflite), fp16, dynamic, int8 "
+                             "(default: none)")
+    parser.add_argument("--representative-dir", metavar="DIR",
+                        help="images for int8 calibration (e.g. the training set)")
+    parser.add_argument("--pipeline-config", metavar="P",
+                        help="pipeline YAML to build the model when restoring a tf.train checkpoint "
+                             "(default: the run's config.yaml)")
+    parser.add_argument("--weights", choices=("auto", "final", "best", "checkpoint"), default="auto",
+                        help="which weights of a run folder: model.keras (final), best.keras (best), the "
+                             "latest checkpoint, or auto: final, else checkpoint, else best")
+    parser.add_argument("--name", help="the model name in model_card.json (default: the folder name)")
+    parser.add_argument("--threads", type=_threads, default=None, help="LiteRT threads during verification")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="the largest max|diff| of a float32 artifact on the 0-255 scale (default 1e-3)")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip reloading and comparing the artifacts (not recommended)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the exporter; returns the exit status (0 ok, 1 verification failed, 2 error)."""
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from bfcnn.errors import BfcnnError
+    from bfcnn.export import VerificationError, export_model
+
+    quantize = args.quantize or ["none"]
+    try:
+        export_model(
+            args.model_directory,
+            args.output_directory,
+            to_tflite=args.to_tflite or bool(args.quantize),
+            quantize=quantize,
+            representative_dir=args.representative_dir,
+            name=args.name,
+            pipeline_config=args.pipeline_config,
+            weights=args.weights,
+            verify_artifacts=not args.no_verify,
+            num_threads=args.threads,
+            **({"tolerance": args.tolerance} if args.tolerance is not None else {}),
+        )
+    except VerificationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except BfcnnError as error:  # ExportError, UnsupportedOpsError, ConfigError, UnknownModelError
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,587 @@
+"""The neural nearest neighbours block, N3 (Ploetz & Roth, "Neural Nearest Neighbors Networks", NeurIPS 2018).
+
+The image is cut into p x p patches at stride s. Each query patch compares a learned
+embedding of itself with the candidate patches in a w x w window of the patch grid
+around it (itself excluded), turns the distances into k relaxed nearest-neighbour
+distributions (`bfcnn.ops.neural_nearest_neighbors`), averages the candidates' patches of
+the block input with each distribution, and folds the k averaged patches back into k
+images; the output is `concat(x, z_1 - x, ..., z_k - x)`.
+
+Layout. A patch is r x r cells of s x s pixels (`patch_size = r * stride`), so unfolding
+is a space-to-depth and slices, and folding is pads and adds: no scatter, no
+`extract_patches`, nothing that lacks a TFLite builtin. Patch vectors are ordered
+(cell row, cell column, row in cell, column in cell, channel).
+
+Cost. Queries are processed in tiles of `query_tile` x `query_tile` patches; each tile
+is compared with the region of the grid that holds its candidates, by one matrix product
+over cells (not patches, which overlap), and its k averaged patches come from one matrix
+product of dense region weights with the region's patches. Time grows linearly with the
+number of pixels; nothing is ever computed for all pairs of patches of a large image. In
+training mode all tiles are processed at once (training patches are small); in inference
+mode a `tf.while_loop` processes about `inference_chunk` queries at a time, so beyond the
+two small CNNs, the input and the output, memory does not grow with the image
+(benchmarks/bench_n3.py, docs/n3.md).
+
+TFLite. Everything maps to builtin TFLite ops (WHILE, DYNAMIC_UPDATE_SLICE, GATHER,
+BATCH_MATMUL, ...) and converts with a dynamic [1, H, W, C] input. Two converter
+limitations shaped the code: new-axis slices (`x[:, None]`) of dynamically shaped tensors
+have no builtin (reshapes are used instead), and some reshape / transpose chains and
+captured tensors inside the loop are mis-converted (index tables are computed with integer
+arithmetic on flat ranges, and the loop receives every tensor as a loop variable).
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from bfcnn.layers.bias_free import BiasFreeConvBlock
+from bfcnn.ops.nearest_neighbors import neighbor_weight_list
+
+# Smallest T / mean(y^2) in the scale-equivariant mode is `epsilon`; this keeps
+# mean(y^2) itself away from 0 for an all-zero image (it does not affect other images).
+_TINY = 1e-12
+
+
+def _check_int(name, value, minimum):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_patches(patch_size, stride):
+    _check_int("patch_size", patch_size, 1)
+    _check_int("stride", stride, 1)
+    if patch_size % stride:
+        raise ValueError(
+            f"patch_size={patch_size} must be a multiple of stride={stride} "
+            "(patches are made of stride x stride cells)"
+        )
+
+
+def _int(x):
+    return ops.cast(x, "int32")
+
+
+def _along(vector, axis, rank):
+    """A 1-D tensor reshaped to broadcast along `axis` of a rank-`rank` tensor.
+
+    (A reshape rather than `x[:, None]`: TFLite has no builtin for new-axis strided slices
+    of dynamically shaped tensors.)
+    """
+    return ops.reshape(vector, tuple(-1 if i == axis else 1 for i in range(rank)))
+
+
+def patch_grid_size(height, width, patch_size, stride):
+    """Patches per column and row of the grid that covers an image: `ceil((n - p) / s) + 1`.
+
+    Images smaller than a patch get one patch (reflect-padded); any H, W >= 1 is covered.
+    """
+    def axis(n):
+        return ops.maximum((_int(n) - patch_size + stride - 1) // stride, 0) + 1
+
+    return axis(height), axis(width)
+
+
+def _window_start(grid, window):
+    """First window row of each query row: centred, clamped to stay inside the grid."""
+    return ops.clip(ops.arange(grid, dtype="int32") - window // 2, 0, grid - window)
+
+
+def candidate_indices(grid_height, grid_width, window, rows=None):
+    """Candidate patches of every query patch: a w x w window of the grid, itself excluded.
+
+    The window is centred on the query and clamped at the borders, so every query has the
+    same number of candidates; on grids smaller than the window it shrinks to the grid.
+
+    Args:
+        grid_height, grid_width: patch grid size (ints or scalar tensors), >= 1.
+        window: window side in patches, >= 1.
+        rows: optional int32 [n] query rows of the grid; None means all of them.
+
+    Returns:
+        int32 `[M, O]` with M = grid_height * grid_width queries (row-major; n * grid_width
+        with `rows`) and O = min(window, grid_height) * min(window, grid_width) - 1 flat
+        candidate indices.
+    """
+    gh, gw = _int(grid_height), _int(grid_width)
+    wh, ww = ops.minimum(window, gh), ops.minimum(window, gw)
+    if rows is None:
+        rows = ops.arange(gh, dtype="int32")
+    first_h, first_w = ops.take(_window_start(gh, wh), rows), _window_start(gw, ww)
+    cols = _along(ops.arange(gw, dtype="int32"), 1, 3)
+    start_h, start_w = _along(first_h, 0, 3), _along(first_w, 1, 3)
+    local_self = (_along(rows, 0, 3) - start_h) * ww + (cols - start_w)
+    t = _along(ops.arange(wh * ww - 1, dtype="int32"), 2, 3)
+    local = t + _int(t >= local_self)
+    index = (start_h + local // ww) * gw + (start_w + local % ww)
+    return ops.reshape(index, (ops.shape(rows)[0] * gw, wh * ww - 1))
+
+
+def _reflect_index(n, length):
+    """`length` indices into an axis of n >= 1 pixels: 0, 1, ..., n-1, n-2, ... (reflection)."""
+    idx = ops.arange(length, dtype="int32")
+    period = ops.maximum(2 * (n - 1), 1)
+    idx = idx % period
+    return ops.where(idx > n - 1, period - idx, idx)
+
+
+def _pad_reflect(x, height, width):
+    """Reflect-pads [B, H, W, C] at the bottom and right to [B, height, width, C]."""
+    shape = ops.shape(x)
+    x = ops.take(x, _reflect_index(_int(shape[1]), height), axis=1)
+    return ops.take(x, _reflect_index(_int(shape[2]), width), axis=2)
+
+
+def _space_to_depth(x, s):
+    """[B, H, W, C] -> [B, H/s, W/s, s*s*C], channels ordered (row, column, channel)."""
+    if s == 1:
+        return x
+    shape, c = ops.shape(x), x.shape[-1]
+    b, h, w = shape[0], _int(shape[1]), _int(shape[2])
+    x = ops.reshape(x, (b * (h // s), s, w // s, s * c))
+    x = ops.transpose(x, (0, 2, 1, 3))
+    return ops.reshape(x, (b, h // s, w // s, s * s * c))
+
+
+def _depth_to_space(x, s):
+    """Inverse of `_space_to_depth`."""
+    if s == 1:
+        return x
+    shape, c = ops.shape(x), x.shape[-1] // (s * s)
+    b, h, w = shape[0], _int(shape[1]), _int(shape[2])
+    x = ops.reshape(x, (b * h, w, s, s * c))
+    x = ops.transpose(x, (0, 2, 1, 3))
+    return ops.reshape(x, (b, h * s, w * s, c))
+
+
+def _shifted_sum(x, r, n_h, n_w):
+    """Sum over (u, v) in r x r of x[:, u:u+n_h, v:v+n_w]: per-patch sums of per-cell values."""
+    total = None
+    for u in range(r):
+        for v in range(r):
+            piece = x[:, u : u + n_h, v : v + n_w]
+            total = piece if total is None else total + piece
+    return total
+
+
+def _cells_to_patches(cells, r, n_h, n_w):
+    """[B, n_h+r-1, n_w+r-1, D] cells -> [B, n_h, n_w, r*r*D] patch vectors."""
+    if r == 1:
+        return cells
+    return ops.concatenate(
+        [cells[:, u : u + n_h, v : v + n_w, :] for u in range(r) for v in range(r)], axis=-1
+    )
+
+
+def _unfold(x, patch_size, stride, n_h, n_w):
+    height = (n_h - 1) * stride + patch_size
+    width = (n_w - 1) * stride + patch_size
+    cells = _space_to_depth(_pad_reflect(x, height, width), stride)
+    return _cells_to_patches(cells, patch_size // stride, n_h, n_w)
+
+
+def _fold(patches, height, width, patch_size, stride):
+    r = patch_size // stride
+    depth = patches.shape[-1] // (r * r)
+    ones = ops.ones_like(patches[:1, :, :, :1])
+    total, count = None, None
+    for u in range(r):
+        for v in range(r):
+            pad = [[0, 0], [u, r - 1 - u], [v, r - 1 - v], [0, 0]]
+            i = u * r + v
+            piece = ops.pad(patches[..., i * depth : (i + 1) * depth], pad)
+            ones_piece = ops.pad(ones, pad)
+            total = piece if total is None else total + piece
+            count = ones_piece if count is None else count + ones_piece
+    image = _depth_to_space(total / count, stride)
+    return image[:, :height, :width, :]
+
+
+def unfold_patches(images, patch_size, stride):
+    """Cuts [B, H, W, C] images into the patches of the covering grid (reflect padding).
+
+    Args:
+        images: float [B, H, W, C], any H, W >= 1.
+        patch_size: patch side p, a multiple of `stride`.
+        stride: distance s between patches.
+
+    Returns:
+        [B, n_h, n_w, p*p*C] with `n = ceil((size - p) / s) + 1` (at least 1); see the
+        module docstring for the order of a patch vector.
+    """
+    _check_patches(patch_size, stride)
+    shape = ops.shape(images)
+    n_h, n_w = patch_grid_size(shape[1], shape[2], patch_size, stride)
+    return _unfold(images, patch_size, stride, n_h, n_w)
+
+
+def fold_patches(patches, height, width, patch_size, stride):
+    """Puts patches back into [B, height, width, C] images, averaging where they overlap.
+
+    `fold_patches(unfold_patches(x, p, s), H, W, p, s) == x` (exactly when every pixel is
+    covered by 1, 2 or 4 patches, as for p = 2 s).
+    """
+    _check_patches(patch_size, stride)
+    return _fold(patches, height, width, patch_size, stride)
+
+
+class _AxisPlan:
+    """Tiling of one axis of the patch grid: tiles of queries and the regions of their candidates."""
+
+    def __init__(self, grid, window, tile):
+        self.grid = grid
+        self.window = ops.minimum(window, grid)
+        # One tile when its region would span the whole axis anyway (small images, training
+        # patches): tiles that overlap at the end would only repeat work.
+        self.tile = ops.where(grid <= tile + self.window - 1, grid, ops.minimum(tile, grid))
+        self.span = ops.minimum(self.tile + self.window - 1, grid)
+        self.tiles = (grid + self.tile - 1) // self.tile
+        # The last tile is moved back inside the grid (it may overlap the one before).
+        self.start = ops.minimum(ops.arange(self.tiles, dtype="int32") * self.tile, grid - self.tile)
+        self.first = _window_start(grid, self.window)
+        # Each tile's region holds the windows of all its queries.
+        self.region = ops.minimum(ops.take(self.first, self.start), grid - self.span)
+        queries = ops.arange(grid, dtype="int32")
+        self.tile_of = ops.minimum(queries // self.tile, self.tiles - 1)
+        self.position = queries - ops.take(self.start, self.tile_of)
+
+    def rows(self, start, length):
+        """[tiles, length] indices start[t] + 0..length-1."""
+        return _along(start, 0, 2) + _along(ops.arange(length, dtype="int32"), 1, 2)
+
+    def window_coordinate(self, tiles):
+        """For the given tiles: [n, tile, span], the coordinate of each region row in the
+        window of each query, and [n, tile, span], the query's own coordinate there."""
+        query = self.rows(ops.take(self.start, tiles), self.tile)
+        first = ops.expand_dims(ops.take(self.first, query), -1)
+        region = _along(ops.take(self.region, tiles), 0, 3) + _along(ops.arange(self.span, dtype="int32"), 2, 3)
+        return region - first, ops.expand_dims(query, -1) - first + ops.zeros_like(region)
+
+
+def _gather_tiles(grid, rows, cols):
+    """[B, Gh, Gw, D] -> [B * tiles_h * tiles_w, a * b, D]: the a x b blocks at rows x cols."""
+    shape, depth = ops.shape(grid), grid.shape[-1]
+    b = shape[0]
+    tiles_h, a = ops.shape(rows)[0], ops.shape(rows)[1]
+    tiles_w, c = ops.shape(cols)[0], ops.shape(cols)[1]
+    x = ops.take(grid, ops.reshape(rows, (-1,)), axis=1)
+    x = ops.take(x, ops.reshape(cols, (-1,)), axis=2)
+    x = ops.reshape(x, (b * tiles_h, a, tiles_w, c * depth))
+    x = ops.transpose(x, (0, 2, 1, 3))
+    return ops.reshape(x, (b * tiles_h * tiles_w, a * c, depth))
+
+
+def _cnn(depth, filters, outputs, kernel_size, batch_norm, use_bias, name, dtype):
+    """A DnCNN-style stack without additive constants: (depth-1) x conv-ReLU, then a linear conv."""
+    layers = [
+        BiasFreeConvBlock(filters, kernel_size, batch_norm=batch_norm and i > 0, activation="relu",
+                          use_bias=use_bias, dtype=dtype, name=f"{name}{i}")
+        for i in range(depth - 1)
+    ]
+    layers.append(BiasFreeConvBlock(outputs, kernel_size, batch_norm=False, activation="linear",
+                                    use_bias=use_bias, dtype=dtype, name=f"{name}{depth - 1}"))
+    return layers
+
+
+@keras.saving.register_keras_serializable(package="bfcnn")
+class N3Block(keras.layers.Layer):
+    """Neural nearest neighbours block (Ploetz & Roth, NeurIPS 2018).
+
+    `call(x)` maps [B, H, W, C] to [B, H, W, C * (k + 1)]: `concat(x, z_1 - x, ..., z_k - x)`,
+    where `z_j` folds back the patches of x averaged with the j-th relaxed nearest-neighbour
+    weights. The first C channels are x exactly. Any H, W >= 1: the image is
+    reflect-padded (bottom, right) so the patch grid covers it, the grid has at least two
+    patches, and on grids smaller than `window` the window shrinks to the grid (so a query
+    has `min(window, n_h) * min(window, n_w) - 1` candidates; with fewer than k, later
+    distributions fall back on candidates already used).
+
+    Distances are squared Euclidean distances between patches of a learned embedding (a
+    bias-free CNN, x -> `embedding_channels`); the temperature comes from a second CNN
+    (x -> 1 channel), averaged over each query patch:
+
+    * `scale_equivariant=False` (the paper): the CNN gives log T per pixel.
+    * `scale_equivariant=True`: the CNN gives t, `T = mean_patch(t^2) + epsilon * mean(y^2)`
+      (y = the block input, the mean is per image). With a bias-free t, d and T both
+      scale as a^2 when y scales by a > 0; the neighbour relaxation is evaluated on
+      d / mean(y^2) and T / mean(y^2), which are invariant, so the weights are
+      invariant and the block is homogeneous, `f(a*y) = a*f(y)` (in inference mode).
+
+    Args:
+        k: number of neighbour images, >= 1.
+        embedding_channels: channels of the embedding, >= 1 (the paper uses 8).
+        patch_size: patch side p in pixels, a multiple of `stride`.
+        stride: step s between patches.
+        window: side of the candidate window, in patches, >= 2.
+        embedding_depth: convolutions in each of the two CNNs, >= 1.
+        embedding_filters: channels of their hidden layers.
+        kernel_size: their kernel size.
+        batch_norm: BiasFreeBatchNorm in their hidden layers (not after the first).
+        scale_equivariant: see above.
+        epsilon: in the scale-equivariant mode, the smallest T / mean(y^2), > 0.
+        use_bias: True gives the CNNs biases (the with-bias twin of a bias-free model).
+        query_tile: queries are processed in tiles of this many patches per side, >= 1.
+            Trades time (matrix product sizes) against memory; it never changes the result.
+        inference_chunk: in inference mode, about this many query patches are processed at
+            a time (whole rows of tiles, at least one), >= 1, so peak memory does not grow
+            with the image beyond the input, output and the CNNs' activations.
+
+    Example:
+        >>> block = N3Block(k=7)
+        >>> y = block(keras.ops.ones((1, 40, 40, 1)))   # (1, 40, 40, 8)
+    """
+
+    def __init__(
+        self,
+        k=7,
+        embedding_channels=8,
+        patch_size=10,
+        stride=5,
+        window=15,
+        embedding_depth=3,
+        embedding_filters=64,
+        kernel_size=3,
+        batch_norm=True,
+        scale_equivariant=False,
+        epsilon=1e-3,
+        use_bias=False,
+        query_tile=8,
+        inference_chunk=4096,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _check_int("k", k, 1)
+        _check_int("embedding_channels", embedding_channels, 1)
+        _check_patches(patch_size, stride)
+        _check_int("window", window, 2)
+        _check_int("embedding_depth", embedding_depth, 1)
+        _check_int("embedding_filters", embedding_filters, 1)
+        _check_int("kernel_size", kernel_size, 1)
+        _check_int("query_tile", query_tile, 1)
+        _check_int("inference_chunk", inference_chunk, 1)
+        if not float(epsilon) > 0.0:
+            raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
+        self.k = k
+        self.embedding_channels = embedding_channels
+        self.patch_size = patch_size
+        self.stride = stride
+        self.window = window
+        self.embedding_depth = embedding_depth
+        self.embedding_filters = embedding_filters
+        self.kernel_size = kernel_size
+        self.batch_norm = bool(batch_norm)
+        self.scale_equivariant = bool(scale_equivariant)
+        self.epsilon = float(epsilon)
+        self.use_bias = bool(use_bias)
+        self.query_tile = query_tile
+        self.inference_chunk = inference_chunk
+        # Read by bfcnn.models.is_bias_free: a learned log-temperature does not scale.
+        self.homogeneous = self.scale_equivariant and not self.use_bias
+        common = dict(kernel_size=kernel_size, batch_norm=self.batch_norm, use_bias=self.use_bias,
+                      dtype=self.dtype_policy)
+        self.embedding = _cnn(embedding_depth, embedding_filters, embedding_channels,
+                              name="embedding", **common)
+        self.temperature = _cnn(embedding_depth, embedding_filters, 1, name="temperature", **common)
+
+    def build(self, input_shape):
+        if input_shape[-1] is None:
+            raise ValueError("N3Block needs a known number of channels (last axis)")
+        for layers in (self.embedding, self.temperature):
+            shape = input_shape
+            for layer in layers:
+                layer.build(shape)
+                shape = layer.compute_output_shape(shape)
+
+    @staticmethod
+    def _run(layers, x, training):
+        for layer in layers:
+            x = layer(x, training=training)
+        return ops.cast(x, "float32")
+
+    def call(self, inputs, training=False):
+        x = ops.cast(inputs, "float32")
+        embedding = self._run(self.embedding, inputs, training)
+        temperature = self._run(self.temperature, inputs, training)
+        p, s, k = self.patch_size, self.stride, self.k
+        r = p // s
+        shape = ops.shape(x)
+        batch, height, width = shape[0], shape[1], shape[2]
+        n_h, n_w = patch_grid_size(height, width, p, s)
+        n_w = n_w + _int(n_h * n_w < 2)  # at least one candidate per query
+        plan_h = _AxisPlan(n_h, self.window, self.query_tile)
+        plan_w = _AxisPlan(n_w, self.window, self.query_tile)
+        padded_h, padded_w = (n_h - 1) * s + p, (n_w - 1) * s + p
+
+        cells = _space_to_depth(_pad_reflect(embedding, padded_h, padded_w), s)  # [B, Hc, Wc, s*s*E]
+        squares = _shifted_sum(ops.sum(ops.square(cells), axis=-1, keepdims=True), r, n_h, n_w)
+        if self.scale_equivariant:
+            energy = ops.mean(ops.square(x), axis=(1, 2, 3), keepdims=True) + _TINY  # [B, 1, 1, 1]
+            temperature = ops.square(temperature)
+        t_cells = ops.mean(_space_to_depth(_pad_reflect(temperature, padded_h, padded_w), s), axis=-1,
+                           keepdims=True)
+        t_patch = _shifted_sum(t_cells, r, n_h, n_w) / float(r * r)  # [B, n_h, n_w, 1]
+        if self.scale_equivariant:
+            log_temperature = ops.log(t_patch / energy + self.epsilon)
+            energy = ops.reshape(energy, (-1, 1, 1))
+        else:
+            energy, log_temperature = ops.ones((batch, 1, 1), "float32"), t_patch  # d / 1 = d
+        patches = _unfold(x, p, s, n_h, n_w)  # [B, n_h, n_w, F]
+        depth = patches.shape[-1]
+        grid = (n_h, n_w, cells, squares, log_temperature, energy, patches)
+        queries = plan_w.tiles * plan_h.tile * plan_w.tile  # per row of tiles
+
+        if training:
+            z = self._tile_rows(ops.arange(plan_h.tiles, dtype="int32"), *grid)
+        else:
+            # Inference: about `inference_chunk` queries at a time, so memory stays bounded.
+            rows = ops.minimum(ops.maximum(self.inference_chunk // queries, 1), plan_h.tiles)
+            chunks = (plan_h.tiles + rows - 1) // rows
+            buffer = ops.zeros((chunks * rows, batch, queries, k * depth), "float32")
+
+            def body(c, buffer, *grid):
+                last = _AxisPlan(grid[0], self.window, self.query_tile).tiles - 1
+                chunk = ops.minimum(c * rows + ops.arange(rows, dtype="int32"), last)
+                z = self._tile_rows(chunk, *grid)
+                return (c + 1, ops.slice_update(buffer, (c * rows, 0, 0, 0), z)) + tuple(grid)
+
+            # Sequential chunks (parallel_iterations=1, which keras.ops.fori_loop cannot say);
+            # every input is a loop variable, as the TFLite converter mishandles captures.
+            z = tf.while_loop(lambda c, *_: c < chunks, body, (ops.convert_to_tensor(0), buffer) + grid,
+                              parallel_iterations=1)[1]
+            z = z[: plan_h.tiles]
+
+        # Tiles -> queries (the last tile of an axis may overlap the one before it).
+        z = ops.reshape(ops.transpose(z, (1, 0, 2, 3)), (batch, plan_h.tiles * queries, k * depth))
+        tile_queries = plan_h.tile * plan_w.tile
+        back = ((_along(plan_h.tile_of, 0, 2) * plan_w.tiles + _along(plan_w.tile_of, 1, 2)) * tile_queries
+                + _along(plan_h.position, 0, 2) * plan_w.tile + _along(plan_w.position, 1, 2))
+        z = ops.reshape(ops.take(z, ops.reshape(back, (-1,)), axis=1), (batch, n_h, n_w, k * depth))
+        out = [x]
+        for j in range(k):
+            out.append(_fold(z[..., j * depth : (j + 1) * depth], height, width, p, s) - x)
+        return ops.cast(ops.concatenate(out, axis=-1), self.compute_dtype)
+
+    def _tile_rows(self, rows, n_h, n_w, cells, squares, log_temperature, energy, patches):
+        """The k averaged patches of every query in the given rows of tiles.
+
+        Returns [len(rows), B, tiles_w * tile_h * tile_w, k * F]: per row of tiles, per tile
+        and query (row-major), the k averaged patches one after the other.
+        """
+        plan_h = _AxisPlan(n_h, self.window, self.query_tile)
+        plan_w = _AxisPlan(n_w, self.window, self.query_tile)
+        r = self.patch_size // self.stride
+        batch = ops.shape(cells)[0]
+        n_rows = ops.shape(rows)[0]
+        start_h, region_h = ops.take(plan_h.start, rows), ops.take(plan_h.region, rows)
+        tile_h, tile_w, span_h, span_w = plan_h.tile, plan_w.tile, plan_h.span, plan_w.span
+        tile_queries, region_size = tile_h * tile_w, span_h * span_w
+        tiles = n_rows * plan_w.tiles
+
+        # Dot products of the cells of each tile's queries with the cells of its region:
+        # [B * tiles, query_cells, region_cells].
+        query_cells = _gather_tiles(cells, plan_h.rows(start_h, tile_h + r - 1),
+                                    plan_w.rows(plan_w.start, tile_w + r - 1))
+        region_cells = _gather_tiles(cells, plan_h.rows(region_h, span_h + r - 1),
+                                     plan_w.rows(plan_w.region, span_w + r - 1))
+        cell_dots = ops.matmul(query_cells, ops.transpose(region_cells, (0, 2, 1)))
+        shape = ops.shape(cell_dots)
+        cell_dots = ops.reshape(cell_dots, (batch, tiles * shape[1] * shape[2]))
+
+        # The queries of these tiles, in tile order (tile row, tile column, query row, query
+        # column), and their candidates as positions (ri, rj) in their tile's region. Integer
+        # arithmetic on a flat range rather than transposes (the TFLite converter mishandles
+        # some reshape / transpose chains with dynamic shapes inside a loop).
+        query_rows = ops.reshape(plan_h.rows(start_h, tile_h), (-1,))
+        cand = candidate_indices(n_h, n_w, self.window, rows=query_rows)  # [rows * tile_h * n_w, O]
+        count = ops.shape(cand)[1]
+        query = ops.arange(tiles * tile_queries, dtype="int32")
+        rest, q_w = query // tile_w, query % tile_w
+        rest, q_h = rest // tile_h, rest % tile_h
+        row, column = rest // plan_w.tiles, rest % plan_w.tiles
+        cand = ops.take(cand, (row * tile_h + q_h) * n_w + ops.take(plan_w.start, column) + q_w, axis=0)
+        ri = cand // n_w - ops.expand_dims(ops.take(region_h, row), -1)
+        rj = cand % n_w - ops.expand_dims(ops.take(plan_w.region, column), -1)
+
+        # A patch dot product is the sum of r x r cell dot products along a diagonal of
+        # cell_dots: gathered at the first cell, then at r*r - 1 fixed offsets.
+        cells_w, region_cells_w = tile_w + r - 1, span_w + r - 1
+        region_cell_count = (span_h + r - 1) * region_cells_w
+        tile_cell_dots = (tile_h + r - 1) * cells_w * region_cell_count
+        first = ops.expand_dims((query // tile_queries) * tile_cell_dots
+                                + (q_h * cells_w + q_w) * region_cell_count, -1) + ri * region_cells_w + rj
+        dots = None
+        for u in range(r):
+            for v in range(r):
+                offset = u * (cells_w * region_cell_count + region_cells_w) + v * (region_cell_count + 1)
+                piece = ops.take(cell_dots, first + offset, axis=1)
+                dots = piece if dots is None else dots + piece  # [B, tiles * tile_queries, O]
+        local = ri * span_w + rj
+        query = ops.expand_dims(query, -1)
+
+        def per_query(grid_values):
+            """[B, n_h, n_w, 1] per-patch values -> [B, tiles * tile_queries, 1] for these queries."""
+            values = _gather_tiles(grid_values, plan_h.rows(start_h, tile_h), plan_w.rows(plan_w.start, tile_w))
+            return ops.reshape(values, (batch, tiles * tile_queries, 1))
+
+        region_squares = _gather_tiles(squares, plan_h.rows(region_h, span_h), plan_w.rows(plan_w.region, span_w))
+        neighbours = ops.take(ops.reshape(region_squares, (batch, tiles * region_size)),
+                              local + (query // tile_queries) * region_size, axis=1)
+        distances = ops.maximum(per_query(squares) + neighbours - 2.0 * dots, 0.0) / energy
+        weights = neighbor_weight_list(distances, per_query(log_temperature), self.k)
+
+        # Dense weights over each tile's region, gathered from the weights (index O being a
+        # zero column). Laid out (tile row, tile column, query row, query column, region row,
+        # region column); the position is decomposed with integer arithmetic on one flat
+        # range (the converter mis-fuses the equivalent chain of reshapes and transposes).
+        coord_h, self_h = plan_h.window_coordinate(rows)  # [n_rows, tile_h, span_h] each
+        coord_w, self_w = plan_w.window_coordinate(ops.arange(plan_w.tiles, dtype="int32"))
+        position = ops.arange(tiles * tile_queries * region_size, dtype="int32")
+        rest, r_w = position // span_w, position % span_w
+        rest, r_h = rest // span_h, rest % span_h
+        rest, q_w = rest // tile_w, rest % tile_w
+        rest, q_h = rest // tile_h, rest % tile_h
+        row, column = rest // plan_w.tiles, rest % plan_w.tiles
+        at_h = (row * tile_h + q_h) * span_h + r_h
+        at_w = (column * tile_w + q_w) * span_w + r_w
+        c_h = ops.take(ops.reshape(coord_h, (-1,)), at_h)
+        c_w = ops.take(ops.reshape(coord_w, (-1,)), at_w)
+        window_index = c_h * plan_w.window + c_w
+        self_index = (ops.take(ops.reshape(self_h, (-1,)), at_h) * plan_w.window
+                      + ops.take(ops.reshape(self_w, (-1,)), at_w))
+        within = ((c_h >= 0) & (c_h < plan_h.window)) & ((c_w >= 0) & (c_w < plan_w.window))
+        index = ops.where(within & (window_index != self_index),
+                          window_index - _int(window_index > self_index), count)
+        index = index + (position // region_size) * (count + 1)
+
+        region = _gather_tiles(patches, plan_h.rows(region_h, span_h), plan_w.rows(plan_w.region, span_w))
+        zero = ops.zeros_like(weights[0][:, :, :1])
+        z = []
+        for w_j in weights:
+            w_j = ops.reshape(ops.concatenate([w_j, zero], axis=-1), (batch, tiles * tile_queries * (count + 1)))
+            w_j = ops.reshape(ops.take(w_j, index, axis=1), (batch * tiles, tile_queries, region_size))
+            z.append(ops.matmul(w_j, region))  # [B * tiles, tile_queries, F]
+        z = ops.concatenate(z, axis=-1)
+        z = ops.reshape(z, (batch, n_rows, plan_w.tiles * tile_queries, self.k * ops.shape(region)[-1]))
+        return ops.transpose(z, (1, 0, 2, 3))
+
+    def compute_output_shape(self, input_shape):
+        channels = None if input_shape[-1] is None else input_shape[-1] * (self.k + 1)
+        return (*input_shape[:-1], channels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            k=self.k,
+            embedding_channels=self.embedding_channels,
+            patch_size=self.patch_size,
+            stride=self.stride,
+            window=self.window,
+            embedding_depth=self.embedding_depth,
+            embedding_filters=self.embedding_filters,
+            kernel_size=self.kernel_size,
+            batch_norm=self.batch_norm,
+            scale_equivariant=self.scale_equivariant,
+            epsilon=self.epsilon,
+            use_bias=self.use_bias,
+            query_tile=self.query_tile,
+            inference_chunk=self.inference_chunk,
+        )
+        return config

@@ -1,0 +1,128 @@
+"""Running an exported `.tflite` denoiser with the LiteRT runtime (`ai_edge_litert`), as a phone app does.
+
+`tf.lite.Interpreter` is deprecated; this module uses `ai_edge_litert.interpreter.Interpreter`
+only, and imports neither TensorFlow nor Keras, so it works with `pip install ai-edge-litert`.
+"""
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from bfcnn.errors import BfcnnError
+from bfcnn.tiling import TileSize, tiled_apply
+
+
+class TFLiteDenoiser:
+    """A bfcnn `.tflite` model with a dynamic input `[1, H, W, C]`, resized to each image.
+
+    The model takes and returns float32 images on the 0-255 scale (quantized files too:
+    they quantize inside). Not thread-safe: use one instance per thread.
+
+    Args:
+        path: the `.tflite` file (e.g. `model.tflite` or `model_int8.tflite` of an export).
+        num_threads: CPU threads for LiteRT (and its default XNNPACK delegate); None lets
+            LiteRT choose.
+
+    Raises:
+        BfcnnError: the file is missing, is not a TFLite model, or does not have one
+            4-D float32 image input and one output.
+        ImportError: `ai_edge_litert` is not installed.
+
+    Example:
+        >>> denoiser = TFLiteDenoiser("out/model.tflite", num_threads=2)
+        >>> clean = denoiser.denoise(noisy_uint8, tile_size=512)
+    """
+
+    def __init__(self, path, num_threads: Optional[int] = None):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as error:
+            raise ImportError("bfcnn.lite needs the LiteRT runtime: pip install ai-edge-litert") from error
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise BfcnnError(f"TFLite model not found: {str(self.path)!r}")
+        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+            raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+        try:
+            self._interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
+        except (ValueError, RuntimeError) as error:
+            raise BfcnnError(f"cannot load {str(self.path)!r} as a TFLite model: {error}") from error
+        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise BfcnnError(f"{str(self.path)!r} has {len(inputs)} inputs and {len(outputs)} outputs; "
+                             "a bfcnn denoiser has one image input and one output")
+        signature = tuple(int(d) for d in inputs[0]["shape_signature"])
+        if len(signature) != 4 or inputs[0]["dtype"] != np.float32:
+            raise BfcnnError(f"{str(self.path)!r} takes {np.dtype(inputs[0]['dtype']).name} {list(signature)}; "
+                             "a bfcnn denoiser takes float32 [1, H, W, C]")
+        self.channels = signature[-1]
+        self.input_name = inputs[0]["name"]
+        self.output_name = outputs[0]["name"]
+        self.shape_signature = signature
+        self._input, self._output = inputs[0]["index"], outputs[0]["index"]
+        self._shape = None
+
+    def __repr__(self) -> str:
+        return f"TFLiteDenoiser({str(self.path)!r}, channels={self.channels})"
+
+    def _check(self, images: np.ndarray) -> None:
+        if images.ndim not in (3, 4):
+            raise ValueError(f"expected an image [H, W, C] or a batch [B, H, W, C], got shape {images.shape}")
+        if images.shape[-1] != self.channels:
+            kind = "gray, 1 channel" if self.channels == 1 else f"{self.channels} channels"
+            raise ValueError(f"{self.path.name} expects images with {kind} ([..., H, W, {self.channels}]), "
+                             f"got shape {images.shape}")
+        if min(images.shape[-3:-1]) < 1:
+            raise ValueError(f"image height and width must be >= 1, got shape {images.shape}")
+
+    def _run(self, image: np.ndarray) -> np.ndarray:
+        """One [1, H, W, C] float32 image through the interpreter (resized when its size changes)."""
+        if image.shape != self._shape:
+            self._interpreter.resize_tensor_input(self._input, list(image.shape), strict=True)
+            self._interpreter.allocate_tensors()
+            self._shape = image.shape
+        self._interpreter.set_tensor(self._input, image)
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output)
+
+    def __call__(self, images) -> np.ndarray:
+        """Denoises float [H, W, C] or [B, H, W, C] on the 0-255 scale; returns float32 of the same shape.
+
+        Raises:
+            ValueError: wrong rank, channel count or an empty image.
+        """
+        images = np.asarray(images)
+        self._check(images)
+        batch = images.reshape((-1, *images.shape[-3:])).astype(np.float32, copy=False)
+        out = np.stack([self._run(np.ascontiguousarray(image[None]))[0] for image in batch])
+        return out.reshape(images.shape[:-1] + out.shape[-1:])
+
+    def denoise(self, image, tile_size: Optional[TileSize] = None, overlap: int = 32,
+                margin: Optional[int] = None) -> np.ndarray:
+        """Denoises one image, optionally tile by tile (see `bfcnn.tiling.tiled_apply`).
+
+        Args:
+            image: [H, W] or [H, W, C], uint8 or float (0-255 scale).
+            tile_size: tile height and width, or None for the whole image at once.
+            overlap: pixels shared by neighbouring tiles.
+            margin: see `tiled_apply`; default `overlap // 4`.
+
+        Returns:
+            The same shape and dtype: uint8 rounded and clipped, float unclipped.
+
+        Raises:
+            ValueError: an unsupported dtype or shape, or a wrong channel count.
+        """
+        image = np.asarray(image)
+        if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
+            raise ValueError(f"image dtype must be uint8 or float (0-255 scale), got {image.dtype}")
+        x = image[..., None] if image.ndim == 2 else image
+        if x.ndim != 3:
+            raise ValueError(f"expected an image [H, W] or [H, W, C], got shape {image.shape}")
+        self._check(x)
+        out = tiled_apply(self.__call__, x.astype(np.float32), tile_size, overlap, margin)
+        out = out.reshape(image.shape)
+        if image.dtype == np.uint8:
+            return np.clip(np.round(out), 0, 255).astype(np.uint8)
+        return out.astype(image.dtype, copy=False)

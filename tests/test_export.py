@@ -1,0 +1,390 @@
+"""Export: every artifact reloaded and compared with Keras, builtin-only TFLite, atomic output, the CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bfcnn.errors import BfcnnError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_RESNET = {"type": "resnet", "channels": 1, "filters": 8, "blocks": 1}
+TINY_MULTISCALE = {"type": "multiscale", "channels": 3, "levels": 2, "filters": 8, "blocks": 1}
+
+
+def fit_a_few_steps(model, steps=2, seed=0):
+    """A couple of optimizer steps, so the weights (and batch-norm statistics) are not the initial ones."""
+    import keras
+
+    channels = model.input_shape[-1]
+    rng = np.random.default_rng(seed)
+    clean = rng.uniform(0, 255, (4 * steps, 24, 24, channels)).astype("float32")
+    noisy = clean + 25 * rng.standard_normal(clean.shape).astype("float32")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    model.fit(noisy, clean, batch_size=4, epochs=1, verbose=0)
+    return model
+
+
+def keras_out(model, images):
+    return np.asarray(model(np.asarray(images, np.float32), training=False))
+
+
+def noisy_images(shape, seed=1):
+    return np.random.default_rng(seed).uniform(-20, 275, shape).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def resnet_export(tmp_path_factory):
+    """A tiny gray ResNet, trained two steps, exported with float32 and fp16 TFLite."""
+    import bfcnn
+    from bfcnn.export import export_model
+
+    model = fit_a_few_steps(bfcnn.build_model(TINY_RESNET))
+    out = tmp_path_factory.mktemp("export") / "resnet"
+    report = export_model(model, out, quantize=("none", "fp16"), config={"model": TINY_RESNET}, name="tiny_resnet",
+                          log=None)
+    return model, out, report
+
+
+def test_round_trip_resnet(resnet_export):
+    import keras
+    import tensorflow as tf
+
+    from bfcnn.lite import TFLiteDenoiser
+
+    model, out, report = resnet_export
+    assert report["passed"] and report["output_directory"] == str(out)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "model.keras", "model.tflite", "model_card.json", "model_fp16.tflite", "saved_model"]
+    images = noisy_images((2, 19, 23, 1))
+    expected = keras_out(model, images)
+    np.testing.assert_allclose(keras_out(keras.models.load_model(out / "model.keras"), images), expected, atol=1e-4)
+    serve = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
+    np.testing.assert_allclose(serve(image=tf.constant(images))["denoised"].numpy(), expected, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(TFLiteDenoiser(out / "model.tflite")(images), expected, atol=1e-3, rtol=0)
+    fp16 = TFLiteDenoiser(out / "model_fp16.tflite")(images)
+    assert np.max(np.abs(fp16 - expected)) < 2.0  # half-precision weights: close, not equal
+    results = {r["artifact"]: r for r in report["verification"]["results"]}
+    assert results["model.tflite"]["max_abs_diff"] <= 1e-3
+    assert results["model_fp16.tflite"]["psnr_change"] >= -0.1
+
+
+def test_model_card(resnet_export):
+    model, out, report = resnet_export
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["name"] == "tiny_resnet" and card["channels"] == 1 and card["value_range"] == [0.0, 255.0]
+    assert card["inputs"] == [{"name": "image", "dtype": "float32", "shape": [None, None, None, 1],
+                               "value_range": [0.0, 255.0]}]
+    assert card["outputs"][0]["name"] == "denoised"
+    assert set(card["saved_model"]["signatures"]) == {"serving_default", "denoise_uint8"}
+    tflite = card["tflite"]["model.tflite"]
+    assert tflite["input"]["name"] == "serving_default_image:0" and tflite["input"]["shape_signature"] == [1, -1, -1, 1]
+    assert tflite["signature"] == {"serving_default": {"inputs": ["image"], "outputs": ["denoised"]}}
+    assert card["training_config"] == {"model": TINY_RESNET} and card["model_config"] == TINY_RESNET
+    assert card["parameters"] == model.count_params() and card["flops_per_pixel"] > 0 and card["bias_free"] is True
+    assert all(card["files"][name] > 0 for name in ("model.keras", "model.tflite", "model_fp16.tflite", "saved_model/"))
+    assert card["files"]["model_fp16.tflite"] < card["files"]["model.tflite"]
+    assert card["verification"]["passed"]
+
+
+def test_tflite_is_builtin_only(resnet_export):
+    from ai_edge_litert import schema_py_generated as schema
+
+    from bfcnn.export import tflite_ops
+
+    builtin = set(vars(schema.BuiltinOperator)) - {"CUSTOM"}
+    for name in ("model.tflite", "model_fp16.tflite"):
+        ops = tflite_ops((resnet_export[1] / name).read_bytes())
+        assert "CONV_2D" in ops and set(ops) <= builtin, ops
+        assert not any(op.startswith("Flex") for op in ops)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (1, 3, 200, 1), (1, 200, 3, 1), (1, 17, 31, 1)])
+def test_odd_sizes_through_tflite(resnet_export, shape):
+    from bfcnn.lite import TFLiteDenoiser
+
+    model, out, _ = resnet_export
+    images = noisy_images(shape)
+    np.testing.assert_allclose(TFLiteDenoiser(out / "model.tflite")(images), keras_out(model, images), atol=1e-3, rtol=0)
+
+
+def test_uint8_signature_rounds_half_to_even_and_clips(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from bfcnn.export import write_saved_model
+
+    # 2.5 x - 100 covers [-100, 537.5] and hits .5 ties on every odd x.
+    model = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Rescaling(2.5, offset=-100.0)])
+    write_saved_model(model, tmp_path / "saved_model")
+    loaded = tf.saved_model.load(str(tmp_path / "saved_model"))
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+    out = loaded.signatures["denoise_uint8"](image=tf.constant(pixels))["denoised"].numpy()
+    assert out.dtype == np.uint8
+    expected = np.clip(np.round(2.5 * pixels.astype(np.float64) - 100.0), 0, 255)  # numpy rounds half to even
+    np.testing.assert_array_equal(out, expected)
+    assert out[0, 2, 11, 0] == 8 and out[0, 2, 9, 0] == 2  # x = 43: 7.5 -> 8; x = 41: 2.5 -> 2
+    floats = loaded.signatures["serving_default"](image=tf.constant(pixels.astype(np.float32)))["denoised"].numpy()
+    assert floats.min() == -100.0 and floats.max() == 537.5  # the float signature does not clip
+
+
+def test_failed_verification_leaves_no_output(resnet_export, tmp_path):
+    from bfcnn.export import VerificationError, export_model
+
+    model = resnet_export[0]
+    with pytest.raises(VerificationError, match="verification failed") as caught:
+        export_model(model, tmp_path / "out", to_tflite=False, tolerance=-1.0, log=None)
+    assert not caught.value.report["passed"]
+    assert list(tmp_path.iterdir()) == []  # neither the output nor the temporary folder
+    # A previous export in place survives a failed re-export untouched.
+    export_model(model, tmp_path / "out", to_tflite=False, log=None)
+    card = (tmp_path / "out" / "model_card.json").read_text()
+    with pytest.raises(VerificationError):
+        export_model(model, tmp_path / "out", to_tflite=False, tolerance=-1.0, log=None)
+    assert (tmp_path / "out" / "model_card.json").read_text() == card
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_refuses_to_replace_a_folder_that_is_not_an_export(resnet_export, tmp_path):
+    from bfcnn.export import ExportError, export_model
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "precious.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="not empty"):
+        export_model(resnet_export[0], tmp_path / "run", to_tflite=False, log=None)
+    assert (tmp_path / "run" / "precious.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_unsupported_op_is_named(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from bfcnn.export import UnsupportedOpsError, export_model
+
+    class Bessel(keras.layers.Layer):
+        def call(self, x):
+            return x + 0.0 * tf.math.bessel_i0e(x)
+
+    inputs = keras.Input((None, None, 1))
+    model = keras.Model(inputs, Bessel()(inputs))
+    with pytest.raises(UnsupportedOpsError, match="BesselI0e") as caught:
+        export_model(model, tmp_path / "out", log=None)
+    assert caught.value.ops == ["BesselI0e"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_arguments(tmp_path):
+    from bfcnn.export import ExportError, export_model
+
+    with pytest.raises(ExportError, match="unknown quantization 'int4'"):
+        export_model("unused", tmp_path / "o", quantize=["int4"])
+    with pytest.raises(ExportError, match="representative"):
+        export_model("unused", tmp_path / "o", quantize=["int8"])
+    with pytest.raises(ExportError, match="not found"):
+        export_model(str(tmp_path / "missing"), tmp_path / "o")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ExportError, match="looked for model.keras"):
+        export_model(str(tmp_path / "empty"), tmp_path / "o")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+def make_checkpoint_run(directory, model):
+    """A training run folder as the trainer leaves it mid-training: config.yaml and checkpoints only."""
+    import tensorflow as tf
+    import yaml
+
+    directory.mkdir(parents=True)
+    (directory / "config.yaml").write_text(yaml.safe_dump({"model": TINY_RESNET}))
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(directory / "checkpoints"), 3)
+    manager.save(checkpoint_number=2)
+    return directory
+
+
+def test_load_run_folder_from_checkpoint(resnet_export, tmp_path):
+    from bfcnn.export import ExportError, load_for_export
+
+    model = resnet_export[0]
+    run = make_checkpoint_run(tmp_path / "run", model)
+    loaded, config, source = load_for_export(run)
+    assert source.endswith("ckpt-2") and config["model"]["filters"] == 8 and config["train"]["steps"] > 0
+    images = noisy_images((1, 9, 13, 1))
+    np.testing.assert_allclose(keras_out(loaded, images), keras_out(model, images), atol=1e-4)
+    with pytest.raises(ExportError, match="model.keras"):
+        load_for_export(run, weights="final")
+    (run / "config.yaml").rename(tmp_path / "elsewhere.yaml")
+    with pytest.raises(ExportError, match="--pipeline-config"):
+        load_for_export(run)
+    loaded, config, _ = load_for_export(run, pipeline_config=tmp_path / "elsewhere.yaml")
+    np.testing.assert_allclose(keras_out(loaded, images), keras_out(model, images), atol=1e-4)
+
+
+def test_cli_exit_codes(resnet_export, tmp_path, monkeypatch, capsys):
+    import bfcnn.export
+    from bfcnn.export import main
+
+    run = make_checkpoint_run(tmp_path / "run", resnet_export[0])
+    (run / "config.yaml").rename(tmp_path / "pipeline.yaml")
+    assert main(["--model-directory", str(tmp_path / "missing"), "--output-directory", str(tmp_path / "o")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["--model-directory", str(run), "--output-directory", str(tmp_path / "o"),
+                 "--quantize", "int8"]) == 2
+    assert "--representative-dir" in capsys.readouterr().err
+    # The older flags: a checkpoint directory plus the pipeline config to build the model from.
+    assert main(["--checkpoint-directory", str(run), "--pipeline-config", str(tmp_path / "pipeline.yaml"),
+                 "--output-directory", str(tmp_path / "o")]) == 0
+    card = json.loads((tmp_path / "o" / "model_card.json").read_text())
+    assert card["name"] == "run" and card["model_config"]["type"] == "resnet" and card["verification"]["passed"]
+    assert "saved_model:denoise_uint8" in capsys.readouterr().out
+
+    real_verify = bfcnn.export.verify
+
+    def failing_verify(*args, **kwargs):
+        report = real_verify(*args, **kwargs)
+        report["results"][0]["passed"] = report["passed"] = False
+        return report
+
+    monkeypatch.setattr(bfcnn.export, "verify", failing_verify)
+    assert main(["--checkpoint-directory", str(run), "--pipeline-config", str(tmp_path / "pipeline.yaml"),
+                 "--output-directory", str(tmp_path / "o2")]) == 1
+    assert "verification failed" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model-directory", str(run), "--output-directory", str(tmp_path / "o3"), "--quantize", "int4"])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.slow
+def test_cli_subprocess(resnet_export, tmp_path):
+    """`python -m bfcnn.export` as a user runs it, on a model.keras folder, with TFLite."""
+    model = resnet_export[0]
+    (tmp_path / "run").mkdir()
+    model.save(tmp_path / "run" / "model.keras")
+    command = [sys.executable, "-m", "bfcnn.export", "--model-directory", str(tmp_path / "run"),
+               "--output-directory", str(tmp_path / "out"), "--to-tflite"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "model.tflite" in result.stdout and (tmp_path / "out" / "model.tflite").exists()
+    result = subprocess.run([sys.executable, "-m", "bfcnn.export", "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and "--checkpoint-directory" in result.stdout
+
+
+@pytest.mark.slow
+def test_round_trip_multiscale(tmp_path):
+    import tensorflow as tf
+
+    import bfcnn
+    from bfcnn.export import export_model
+    from bfcnn.lite import TFLiteDenoiser
+
+    model = fit_a_few_steps(bfcnn.build_model(TINY_MULTISCALE))
+    report = export_model(model, tmp_path / "out", log=None)
+    assert report["passed"]
+    denoiser = TFLiteDenoiser(tmp_path / "out" / "model.tflite")
+    for shape in [(1, 1, 1, 3), (1, 3, 200, 3), (1, 33, 17, 3)]:
+        images = noisy_images(shape)
+        np.testing.assert_allclose(denoiser(images), keras_out(model, images), atol=1e-3, rtol=0)
+    serve = tf.saved_model.load(str(tmp_path / "out" / "saved_model")).signatures["serving_default"]
+    images = noisy_images((2, 21, 10, 3))
+    np.testing.assert_allclose(serve(image=tf.constant(images))["denoised"].numpy(), keras_out(model, images),
+                               atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="3 channels"):
+        denoiser(np.zeros((8, 8, 1), np.float32))
+
+
+@pytest.mark.slow
+def test_int8_within_margin_on_photos(tmp_path):
+    """A briefly trained gray denoiser: int8 loses less than its stated margin on scikit-image photos."""
+    import keras
+    from PIL import Image
+    from skimage import data
+
+    import bfcnn
+    from bfcnn.evaluation import psnr
+    from bfcnn.export import PSNR_MARGINS_DB, export_model
+    from bfcnn.lite import TFLiteDenoiser
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    train = [data.coins(), data.moon(), data.page(), data.text(), data.brick()]
+    patches = np.stack([im[y : y + 32, x : x + 32] for im in train
+                        for y, x in zip(rng.integers(0, im.shape[0] - 32, 128), rng.integers(0, im.shape[1] - 32, 128))]
+                       )[..., None].astype("float32")
+    noisy = patches + rng.uniform(5, 50, (len(patches), 1, 1, 1)) * rng.standard_normal(patches.shape)
+    model = bfcnn.build_model({"type": "resnet", "channels": 1, "filters": 16, "blocks": 2, "batch_norm": False})
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="mse")
+    model.fit(noisy.astype("float32"), patches, batch_size=16, epochs=10, verbose=0)  # 400 steps: about +4 dB
+    (tmp_path / "photos").mkdir()
+    for i, image in enumerate(train):
+        Image.fromarray(image).save(tmp_path / "photos" / f"{i}.png")
+    report = export_model(model, tmp_path / "out", quantize=("none", "int8"), representative_dir=tmp_path / "photos",
+                          log=None)
+    assert report["passed"]
+    fp32, int8 = (TFLiteDenoiser(tmp_path / "out" / name) for name in ("model.tflite", "model_int8.tflite"))
+    for photo in (data.camera(), data.astronaut()[..., 1], data.coffee()[..., 0]):  # not used for calibration
+        clean = photo[:200, :240, None]
+        noisy = (clean + 25 * rng.standard_normal(clean.shape)).astype("float32")
+        assert psnr(clean, fp32(noisy)) > psnr(clean, noisy) + 3  # it does denoise
+        assert psnr(clean, int8(noisy)) >= psnr(clean, fp32(noisy)) - PSNR_MARGINS_DB["int8"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["dot_product", "embedded_gaussian"])
+def test_non_local_resnet_to_builtin_tflite(mode):
+    """The non-local block (batched matmul, max pool, softmax) converts to builtin ops and matches Keras."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    import bfcnn
+    from bfcnn.export import tflite_ops, to_tflite
+
+    model = bfcnn.build_model({**TINY_RESNET, "non_local_after": [0], "non_local_mode": mode})
+    content = to_tflite(model)
+    assert "BATCH_MATMUL" in tflite_ops(content)
+    assert set(tflite_ops(content)) <= set(vars(schema.BuiltinOperator)) - {"CUSTOM"}
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    for shape in [(1, 1, 1, 1), (1, 3, 200, 1), (1, 37, 29, 1)]:
+        images = noisy_images(shape)
+        interpreter.resize_tensor_input(inp["index"], list(shape), strict=True)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(inp["index"], images)
+        interpreter.invoke()
+        np.testing.assert_allclose(interpreter.get_tensor(out["index"]), keras_out(model, images), atol=1e-3, rtol=0)
+
+
+TINY_N3NET = {"type": "n3net", "channels": 1, "stages": 2, "depth": 2, "filters": 8, "k": 2, "embedding_depth": 1,
+              "embedding_filters": 8, "patch_size": 4, "stride": 2, "window": 5}
+
+
+@pytest.mark.slow
+def test_n3net_to_builtin_tflite():
+    """N3 blocks (kNN over patch windows, a WHILE loop, gathers) convert to builtin ops.
+
+    A tiny untrained N3Net's output reaches ~1,000 and its neighbour weights are sensitive, so
+    TFLite matches Keras to a relative 1e-5 (absolute 1e-3 to 2e-3), not to the 1e-3 absolute
+    of convolutional models.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    import bfcnn
+    from bfcnn.export import tflite_ops, to_tflite
+    from bfcnn.lite import TFLiteDenoiser
+
+    model = bfcnn.build_model(TINY_N3NET)
+    content = to_tflite(model)
+    assert set(tflite_ops(content)) <= set(vars(schema.BuiltinOperator)) - {"CUSTOM"}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "n3net.tflite"
+        path.write_bytes(content)
+        denoiser = TFLiteDenoiser(path)
+        for shape in [(1, 37, 29, 1), (1, 3, 200, 1), (1, 1, 1, 1)]:
+            images = noisy_images(shape)
+            expected = keras_out(model, images)
+            assert np.max(np.abs(denoiser(images) - expected)) <= 1e-5 * max(np.max(np.abs(expected)), 255.0)

@@ -1,0 +1,175 @@
+"""The LiteRT runner (`bfcnn.lite.TFLiteDenoiser`) and the app-style example `examples/run_tflite.py`."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bfcnn.errors import BfcnnError
+from bfcnn.evaluation import psnr, to_uint8
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "run_tflite.py"
+# A tiny bias-free ResNet: 4 convolutions of 3x3, so its receptive radius is 4 pixels.
+TINY = {"type": "resnet", "channels": 1, "filters": 8, "blocks": 1, "batch_norm": False}
+RADIUS = 4
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(keras model, path of its float32 .tflite)."""
+    import bfcnn
+    from bfcnn.export import to_tflite
+
+    model = bfcnn.build_model(TINY)
+    path = tmp_path_factory.mktemp("lite") / "model.tflite"
+    path.write_bytes(to_tflite(model))
+    return model, path
+
+
+def keras_out(model, images):
+    images = np.asarray(images, np.float32)
+    batch = images if images.ndim == 4 else images[None]
+    out = np.asarray(model(batch, training=False))
+    return out if images.ndim == 4 else out[0]
+
+
+def noisy_camera(shape=(150, 230), sigma=25.0):
+    from skimage import data
+
+    clean = data.camera()[100 : 100 + shape[0], 150 : 150 + shape[1], None]
+    noisy = clean + sigma * np.random.default_rng(0).standard_normal(clean.shape)
+    return clean, noisy.astype(np.float32)
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("run_tflite", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_signature(tiny):
+    from bfcnn.lite import TFLiteDenoiser
+
+    denoiser = TFLiteDenoiser(tiny[1], num_threads=1)
+    assert denoiser.channels == 1 and denoiser.shape_signature == (1, -1, -1, 1)
+    assert denoiser.input_name == "serving_default_image:0"
+    assert "channels=1" in repr(denoiser)
+
+
+@pytest.mark.parametrize("shape", [(37, 53, 1), (1, 1, 1), (3, 200, 1), (200, 3, 1), (2, 16, 9, 1)])
+def test_matches_keras_for_any_size(tiny, shape):
+    from bfcnn.lite import TFLiteDenoiser
+
+    model, path = tiny
+    images = np.random.default_rng(0).uniform(-30, 285, shape).astype(np.float32)
+    out = TFLiteDenoiser(path)(images)
+    assert out.shape == images.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out, keras_out(model, images), atol=1e-3, rtol=0)
+
+
+def test_denoise_keeps_layout_and_dtype(tiny):
+    from bfcnn.lite import TFLiteDenoiser
+
+    model, path = tiny
+    denoiser = TFLiteDenoiser(path)
+    clean, noisy = noisy_camera((40, 60))
+    noisy_uint8 = to_uint8(noisy)[..., 0]  # [H, W] uint8, as a gray PNG reads
+    out = denoiser.denoise(noisy_uint8)
+    assert out.shape == (40, 60) and out.dtype == np.uint8
+    expected = to_uint8(keras_out(model, noisy_uint8[..., None].astype(np.float32)))[..., 0]
+    assert np.abs(out.astype(int) - expected).max() <= 1  # float ties at .5 only
+    out = denoiser.denoise(noisy.astype(np.float64))
+    assert out.dtype == np.float64 and out.shape == noisy.shape
+
+
+def test_tiled_matches_whole(tiny):
+    from bfcnn.lite import TFLiteDenoiser
+
+    model, path = tiny
+    denoiser = TFLiteDenoiser(path)
+    clean, noisy = noisy_camera()
+    whole = denoiser.denoise(noisy)
+    exact = denoiser.denoise(noisy, tile_size=64, overlap=4 * RADIUS)  # margin = overlap // 4 = radius
+    np.testing.assert_allclose(exact, whole, atol=1e-3, rtol=0)
+    rough = denoiser.denoise(noisy, tile_size=64, overlap=4)  # margin 1 < radius: seams differ slightly
+    assert abs(psnr(clean, rough) - psnr(clean, whole)) < 0.05
+
+
+def test_wrong_channels_and_shapes(tiny):
+    from bfcnn.lite import TFLiteDenoiser
+
+    denoiser = TFLiteDenoiser(tiny[1])
+    with pytest.raises(ValueError, match="1 channel"):
+        denoiser(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="1 channel"):
+        denoiser.denoise(np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(ValueError, match=r"\[H, W, C\]"):
+        denoiser(np.zeros((8,), np.float32))
+    with pytest.raises(ValueError, match=">= 1"):
+        denoiser(np.zeros((0, 8, 1), np.float32))
+    with pytest.raises(ValueError, match="dtype"):
+        denoiser.denoise(np.zeros((8, 8), np.int32))
+
+
+def test_missing_and_corrupt_model_files(tmp_path):
+    from bfcnn.lite import TFLiteDenoiser
+
+    with pytest.raises(BfcnnError, match="not found"):
+        TFLiteDenoiser(tmp_path / "missing.tflite")
+    corrupt = tmp_path / "corrupt.tflite"
+    corrupt.write_bytes(b"not a flatbuffer" * 10)
+    with pytest.raises(BfcnnError, match="corrupt.tflite"):
+        TFLiteDenoiser(corrupt)
+    with pytest.raises(ValueError, match="num_threads"):
+        TFLiteDenoiser(corrupt, num_threads=0)
+
+
+def test_example_denoises_like_an_app(tiny, tmp_path, capsys):
+    from bfcnn.lite import TFLiteDenoiser
+
+    example = load_example()
+    clean, noisy = noisy_camera((31, 45))
+    noisy_uint8 = to_uint8(noisy)[..., 0]
+    Image.fromarray(noisy_uint8).save(tmp_path / "noisy.png")
+    assert example.main([str(tiny[1]), str(tmp_path / "noisy.png"), str(tmp_path / "out.png"), "--threads", "1"]) == 0
+    written = np.asarray(Image.open(tmp_path / "out.png"))
+    np.testing.assert_array_equal(written, TFLiteDenoiser(tiny[1]).denoise(noisy_uint8))
+    # An RGB photo is converted to the model's gray input, as the app code in docs/mobile.md does.
+    Image.fromarray(np.stack([noisy_uint8] * 3, -1)).save(tmp_path / "rgb.jpg")
+    assert example.main([str(tiny[1]), str(tmp_path / "rgb.jpg"), str(tmp_path / "out2.png")]) == 0
+    assert np.asarray(Image.open(tmp_path / "out2.png")).shape == (31, 45)
+
+
+def test_example_errors(tiny, tmp_path, capsys):
+    example = load_example()
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    assert example.main([str(tiny[1]), str(tmp_path / "corrupt.png"), str(tmp_path / "out.png")]) == 2
+    assert "cannot read image" in capsys.readouterr().err and not (tmp_path / "out.png").exists()
+    assert example.main([str(tmp_path / "corrupt.png"), str(tmp_path / "corrupt.png"), str(tmp_path / "o.png")]) == 2
+    assert "cannot load model" in capsys.readouterr().err
+    interpreter = example.load_interpreter(str(tiny[1]))
+    with pytest.raises(example.RunError, match="1 channel"):
+        example.denoise_pixels(interpreter, np.zeros((4, 4, 3), np.uint8))
+
+
+@pytest.mark.slow
+def test_example_as_a_script(tiny, tmp_path):
+    """The example runs without TensorFlow or bfcnn, from a plain interpreter."""
+    Image.fromarray(np.full((9, 11), 128, np.uint8)).save(tmp_path / "in.png")
+    code = ("import runpy, sys; sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
+    # Importing tensorflow or bfcnn would fail: the example must not need them.
+    guard = "import sys; sys.modules['tensorflow'] = None; sys.modules['bfcnn'] = None; "
+    result = subprocess.run([sys.executable, "-c", guard + code, str(EXAMPLE), str(tiny[1]), str(tmp_path / "in.png"),
+                             str(tmp_path / "out.png")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert np.asarray(Image.open(tmp_path / "out.png")).shape == (9, 11)
+    result = subprocess.run([sys.executable, str(EXAMPLE), str(tiny[1]), str(tmp_path / "missing.png"),
+                             str(tmp_path / "o.png")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "cannot read image" in result.stderr

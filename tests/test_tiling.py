@@ -1,0 +1,112 @@
+"""Tiled inference: weights that sum to 1, exact results for local operators, clear errors."""
+
+import numpy as np
+import pytest
+
+from bfcnn.tiling import axis_weights, tile_starts, tiled_apply
+
+
+def box_filter(image, radius):
+    """A (2r+1)^2 mean filter with reflected borders: a 'model' whose receptive radius is r."""
+    padded = np.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="symmetric")
+    out = np.zeros_like(image, dtype=np.float64)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            out += padded[dy : dy + image.shape[0], dx : dx + image.shape[1]]
+    return (out / (2 * radius + 1) ** 2).astype(np.float32)
+
+
+@pytest.mark.parametrize("length,tile,overlap,margin", [
+    (1, 8, 2, 0), (7, 8, 2, 0), (8, 8, 2, 0), (9, 8, 2, 0), (100, 16, 8, 2), (100, 16, 8, 3),
+    (64, 16, 0, 0), (33, 10, 9, 4), (1000, 128, 32, 8),
+])
+def test_axis_weights_sum_to_one(length, tile, overlap, margin):
+    starts = tile_starts(length, tile, overlap)
+    weights = axis_weights(length, tile, overlap, margin)
+    size = min(tile, length)
+    total = np.zeros(length)
+    for start, w in zip(starts, weights):
+        assert len(w) == size and np.all(w >= 0)
+        total[start : start + size] += w
+    np.testing.assert_allclose(total, 1.0, atol=1e-12)
+    assert starts[0] == 0 and starts[-1] + size == length
+    assert all(b - a <= size - overlap for a, b in zip(starts, starts[1:]))  # neighbours share >= overlap
+
+
+def test_weights_are_zero_next_to_shared_edges():
+    weights = axis_weights(100, 32, 16, 4)
+    assert np.all(weights[0][-4:] == 0) and weights[0][0] == 1  # the image border keeps full weight
+    assert np.all(weights[1][:4] == 0) and np.all(weights[1][-4:] == 0)
+    assert np.all(weights[-1][:4] == 0) and weights[-1][-1] == 1
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 200, 1), (200, 3, 3), (37, 53, 3), (64, 64, 1), (65, 129, 2)])
+def test_identity_is_reproduced_for_any_layout(shape):
+    image = np.random.default_rng(0).uniform(-20, 280, shape).astype(np.float32)
+    out = tiled_apply(lambda tile: tile, image, tile_size=16, overlap=6)
+    np.testing.assert_allclose(out, image, atol=1e-4)
+
+
+def test_exact_when_receptive_radius_fits_the_margin():
+    image = np.random.default_rng(1).uniform(0, 255, (97, 143, 3)).astype(np.float32)
+    radius = 3
+    whole = box_filter(image, radius)
+    calls = []
+
+    def fn(tile):
+        calls.append(tile.shape)
+        return box_filter(tile, radius)
+
+    tiled = tiled_apply(fn, image, tile_size=(40, 48), overlap=12, margin=radius)
+    assert len(calls) > 4 and len(set(calls)) == 1  # several tiles, all the same size
+    np.testing.assert_allclose(tiled, whole, atol=1e-3)
+
+
+def test_close_when_receptive_radius_exceeds_the_margin():
+    rng = np.random.default_rng(2)
+    clean = np.kron(rng.uniform(40, 215, (12, 16, 1)), np.ones((16, 16, 1))).astype(np.float32)
+    noisy = clean + 25 * rng.standard_normal(clean.shape).astype(np.float32)
+    whole = box_filter(noisy, 6)
+    tiled = tiled_apply(lambda t: box_filter(t, 6), noisy, tile_size=64, overlap=16)  # margin 4 < 6
+
+    def psnr(a):
+        return 10 * np.log10(255.0**2 / np.mean((np.clip(np.round(a), 0, 255) - clean) ** 2))
+
+    assert not np.allclose(tiled, whole, atol=1e-3)  # the seams do differ...
+    assert abs(psnr(tiled) - psnr(whole)) < 0.05  # ...but not visibly
+
+
+def test_image_smaller_than_tile_and_none_run_once():
+    image = np.ones((5, 7, 1), np.float32)
+    for tile_size in (None, 8, (5, 7)):
+        calls = []
+        tiled_apply(lambda t: calls.append(t.shape) or t * 2, image, tile_size=tile_size, overlap=2)
+        assert calls == [(5, 7, 1)]
+
+
+def test_output_channels_may_differ():
+    image = np.random.default_rng(3).uniform(0, 1, (50, 70, 3)).astype(np.float32)
+    out = tiled_apply(lambda t: t.mean(axis=-1, keepdims=True), image, tile_size=24, overlap=8)
+    np.testing.assert_allclose(out, image.mean(axis=-1, keepdims=True), atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(tile_size=8, overlap=8), "larger than overlap"),
+    (dict(tile_size=8, overlap=-1), "overlap"),
+    (dict(tile_size=16, overlap=8, margin=4), "margin"),
+    (dict(tile_size=16, overlap=0, margin=1), "margin"),
+    (dict(tile_size=(8, 8, 8), overlap=2), "tile_size"),
+    (dict(tile_size="big", overlap=2), "tile_size"),
+])
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiled_apply(lambda t: t, np.zeros((40, 40, 1), np.float32), **kwargs)
+
+
+def test_bad_image_and_bad_fn():
+    with pytest.raises(ValueError, match=r"\[H, W, C\]"):
+        tiled_apply(lambda t: t, np.zeros((40, 40), np.float32), tile_size=16)
+    with pytest.raises(ValueError, match=r"\[H, W, C\]"):
+        tiled_apply(lambda t: t, np.zeros((0, 40, 1), np.float32), tile_size=16)
+    with pytest.raises(ValueError, match="tile's size"):
+        tiled_apply(lambda t: t[:-1], np.zeros((40, 40, 1), np.float32), tile_size=16, overlap=4)
