@@ -5,12 +5,18 @@ from bfcnn.layers.bias_free import (
     BiasFreeConvBlock,
     BiasFreeResidualBlock,
 )
-from bfcnn.layers.pyramids import GaussianPyramid, LaplacianPyramid
+from bfcnn.layers.n3 import N3Block
+from bfcnn.layers.non_local import NonLocalBlock
+from bfcnn.layers.pyramids import CropLike, GaussianPyramid, LaplacianPyramid, UpsampleLike
 
 __all__ = [
     "BiasFreeBatchNorm",
     "BiasFreeConvBlock",
     "BiasFreeResidualBlock",
+    "CropLike",
     "GaussianPyramid",
     "LaplacianPyramid",
+    "N3Block",
+    "NonLocalBlock",
+    "UpsampleLike",
 ]
