@@ -32,9 +32,11 @@ def table() -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("PSNR in dB by the protocol of `../shared/datasets/README.md` (noise not clipped, output "
-                 "rounded, mean over the full validation images, seed 0), BM3D run side by side on the same "
-                 "noisy images; all models blind. Speed on a 512x512 image, 2-core CPU. Generated from the "
-                 "model cards by `python scripts/zoo_table.py --write`; the cards by `scripts/make_zoo_entry.py`.")
+                 "rounded, mean over the validation images, their count in brackets, seed 0), BM3D run side by "
+                 "side on the same noisy images; all models blind. Speed on a 512x512 image on the 2-core CPU "
+                 "while other jobs ran (each card records the load average), so it is inflated; "
+                 "docs/inference.md has CPU-time figures. Generated from the model cards by "
+                 "`python scripts/zoo_table.py --write`; the cards by `scripts/make_zoo_entry.py`.")
     return "\n".join(lines) + "\n"
 
 
