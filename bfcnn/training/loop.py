@@ -122,6 +122,11 @@ class Trainer:
                 f"loss.scale_weights in {source}: per-scale targets need a model with one output per "
                 "scale, and every bfcnn model returns only the full-resolution image; remove the key"
             )
+        if any(input_.paired is not None for input_ in config.dataset.inputs):
+            raise ConfigError(
+                f"dataset.inputs in {source}: 'paired' sources (Noise2Noise on real noisy pairs) are not "
+                "supported by the trainer yet; use directories, tfds or image_folder sources"
+            )
         if not config.dataset.inputs:
             raise ConfigError(f"dataset.inputs is empty in {source}: give at least one image directory")
 
