@@ -250,11 +250,11 @@ class _AxisPlan:
 
     def window_coordinate(self, tiles):
         """For the given tiles: [n, tile, span], the coordinate of each region row in the
-        window of each query, and [n, tile, span], the query's own coordinate there."""
+        window of each query, and [n, tile], the query's own coordinate there."""
         query = self.rows(ops.take(self.start, tiles), self.tile)
-        first = ops.expand_dims(ops.take(self.first, query), -1)
+        first = ops.take(self.first, query)
         region = _along(ops.take(self.region, tiles), 0, 3) + _along(ops.arange(self.span, dtype="int32"), 2, 3)
-        return region - first, ops.expand_dims(query, -1) - first + ops.zeros_like(region)
+        return region - ops.expand_dims(first, -1), query - first
 
 
 def _gather_tiles(grid, rows, cols):
@@ -399,7 +399,9 @@ class N3Block(keras.layers.Layer):
     def call(self, inputs, training=False):
         x = ops.cast(inputs, "float32")
         embedding = self._run(self.embedding, inputs, training)
-        temperature = self._run(self.temperature, inputs, training)
+        # One CNN after the other: their full-resolution activations dominate peak memory.
+        with tf.control_dependencies([embedding]):
+            temperature = self._run(self.temperature, tf.identity(inputs), training)
         p, s, k = self.patch_size, self.stride, self.k
         r = p // s
         shape = ops.shape(x)
@@ -528,28 +530,24 @@ class N3Block(keras.layers.Layer):
         weights = neighbor_weight_list(distances, per_query(log_temperature), self.k)
 
         # Dense weights over each tile's region, gathered from the weights (index O being a
-        # zero column). Laid out (tile row, tile column, query row, query column, region row,
-        # region column); the position is decomposed with integer arithmetic on one flat
-        # range (the converter mis-fuses the equivalent chain of reshapes and transposes).
-        coord_h, self_h = plan_h.window_coordinate(rows)  # [n_rows, tile_h, span_h] each
+        # zero column), laid out [tiles, tile_h, tile_w, span_h, span_w]: per-axis tables
+        # combined by 5-D broadcasting (no transposes, see the module docstring).
+        coord_h, self_h = plan_h.window_coordinate(rows)  # [n_rows, tile_h, span_h], [n_rows, tile_h]
         coord_w, self_w = plan_w.window_coordinate(ops.arange(plan_w.tiles, dtype="int32"))
-        position = ops.arange(tiles * tile_queries * region_size, dtype="int32")
-        rest, r_w = position // span_w, position % span_w
-        rest, r_h = rest // span_h, rest % span_h
-        rest, q_w = rest // tile_w, rest % tile_w
-        rest, q_h = rest // tile_h, rest % tile_h
-        row, column = rest // plan_w.tiles, rest % plan_w.tiles
-        at_h = (row * tile_h + q_h) * span_h + r_h
-        at_w = (column * tile_w + q_w) * span_w + r_w
-        c_h = ops.take(ops.reshape(coord_h, (-1,)), at_h)
-        c_w = ops.take(ops.reshape(coord_w, (-1,)), at_w)
+        tile = ops.arange(tiles, dtype="int32")
+        row, column = tile // plan_w.tiles, tile % plan_w.tiles
+        c_h = ops.reshape(ops.take(coord_h, row, axis=0), (tiles, tile_h, 1, span_h, 1))
+        c_w = ops.reshape(ops.take(coord_w, column, axis=0), (tiles, 1, tile_w, 1, span_w))
+        s_h = ops.reshape(ops.take(self_h, row, axis=0), (tiles, tile_h, 1, 1, 1))
+        s_w = ops.reshape(ops.take(self_w, column, axis=0), (tiles, 1, tile_w, 1, 1))
+        valid_h = (c_h >= 0) & (c_h < plan_h.window)
+        valid_w = (c_w >= 0) & (c_w < plan_w.window)
         window_index = c_h * plan_w.window + c_w
-        self_index = (ops.take(ops.reshape(self_h, (-1,)), at_h) * plan_w.window
-                      + ops.take(ops.reshape(self_w, (-1,)), at_w))
-        within = ((c_h >= 0) & (c_h < plan_h.window)) & ((c_w >= 0) & (c_w < plan_w.window))
-        index = ops.where(within & (window_index != self_index),
+        self_index = s_h * plan_w.window + s_w
+        index = ops.where(valid_h & valid_w & (window_index != self_index),
                           window_index - _int(window_index > self_index), count)
-        index = index + (position // region_size) * (count + 1)
+        query_index = ops.reshape(ops.arange(tiles * tile_queries, dtype="int32"), (tiles, tile_h, tile_w, 1, 1))
+        index = ops.reshape(index + query_index * (count + 1), (-1,))
 
         region = _gather_tiles(patches, plan_h.rows(region_h, span_h), plan_w.rows(plan_w.region, span_w))
         zero = ops.zeros_like(weights[0][:, :, :1])
