@@ -35,7 +35,8 @@ def build_resnet(
         activation: `relu`, `leaky_relu` or `linear`.
         predict: `noise` (output = input - network) or `image` (output = network).
         non_local_after: indices of residual blocks (0-based) followed by a NonLocalBlock.
-        non_local_mode: `dot_product` (keeps the model homogeneous) or `embedded_gaussian`.
+        non_local_mode: `dot_product` or `embedded_gaussian`; either makes the model not
+            homogeneous (the dot-product branch is of degree 3), see `bfcnn.layers.NonLocalBlock`.
         use_bias: True builds the with-bias twin, a control for experiments.
         name: model name.
 
