@@ -67,7 +67,8 @@ def bench_config(path: str, size: int, runs: int, threads: int, quantize, repres
     import tensorflow as tf
 
     from bfcnn.config import load_config
-    from bfcnn.export import TFLITE_FILES, UnsupportedOpsError, _build_float32, representative_images, to_tflite
+    from bfcnn.export import (CONTROL_FLOW_OPS, TFLITE_FILES, UnsupportedOpsError, _build_float32,
+                              representative_images, to_tflite)
     from bfcnn.lite import TFLiteDenoiser
     from bfcnn.models.cost import count_parameters, flops_per_pixel
 
@@ -95,6 +96,9 @@ def bench_config(path: str, size: int, runs: int, threads: int, quantize, repres
         try:
             file.write_bytes(to_tflite(model, mode, samples))
         except UnsupportedOpsError as error:
+            if mode == "int8" and set(error.ops) <= CONTROL_FLOW_OPS:
+                failed[name] = f"no int8: TFLite's calibrator cannot run control flow ({', '.join(error.ops)})"
+                continue
             for later in quantize[quantize.index(mode):]:  # the same ops block every variant
                 failed[f"TFLite {later if later != 'none' else 'fp32'}"] = (
                     f"not convertible to builtin ops: {', '.join(error.ops)}")

@@ -64,6 +64,7 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "denoised"
 VALUE_RANGE = (0.0, 255.0)
 WEIGHTS = ("auto", "final", "best", "checkpoint")
+CONTROL_FLOW_OPS = {"WHILE", "IF", "CALL_ONCE"}
 
 __all__ = [
     "ExportError",
@@ -378,29 +379,44 @@ def to_tflite(model, quantize: str = "none", representative_images: Optional[Ite
         archive.add_endpoint("serving_default", lambda image: {OUTPUT_NAME: model(image, training=False)},
                              input_signature=[tf.TensorSpec([1, None, None, channels], tf.float32, INPUT_NAME)])
         archive.write_out(tmp, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if quantize != "none":
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantize == "fp16":
-            converter.target_spec.supported_types = [tf.float16]
         if quantize == "int8":
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.representative_dataset = lambda: ([x] for x in samples)
-        try:
-            content = converter.convert()
-        except Exception as error:  # ConverterError and friends; re-raised with the op names
-            message = str(error)
-            ops = _ops_in_error(message)
-            if ops:
+            # TFLite's calibrator aborts the whole process (SIGABRT, not an exception) on
+            # control flow such as the N3 block's WHILE loop: look at the float graph first.
+            loops = sorted(set(tflite_ops(_convert_saved_model(tmp, "none", None, model.name))) & CONTROL_FLOW_OPS)
+            if loops:
                 raise UnsupportedOpsError(
-                    f"cannot convert {model.name!r} to builtin-only TFLite ({quantize}): no builtin kernel for "
-                    f"{', '.join(ops)}", ops) from error
-            raise ExportError(f"TFLite conversion ({quantize}) of {model.name!r} failed: "
-                              f"{message.strip().splitlines()[-1] if message.strip() else type(error).__name__}"
-                              ) from error
+                    f"cannot quantize {model.name!r} to int8: its graph has control flow ({', '.join(loops)}), "
+                    "which TFLite's int8 calibrator cannot run; use fp16 or dynamic", loops)
+        content = _convert_saved_model(tmp, quantize, samples, model.name)
     _check_builtin_only(content)
     return bytes(content)
+
+
+def _convert_saved_model(directory, quantize: str, samples, name: str) -> bytes:
+    """The TFLite conversion of a SavedModel folder, with the op names in any error."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(directory))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = lambda: ([x] for x in samples)
+    try:
+        return converter.convert()
+    except Exception as error:  # ConverterError and friends; re-raised with the op names
+        message = str(error)
+        ops = _ops_in_error(message)
+        if ops:
+            raise UnsupportedOpsError(
+                f"cannot convert {name!r} to builtin-only TFLite ({quantize}): no builtin kernel for "
+                f"{', '.join(ops)}", ops) from error
+        raise ExportError(f"TFLite conversion ({quantize}) of {name!r} failed: "
+                          f"{message.strip().splitlines()[-1] if message.strip() else type(error).__name__}"
+                          ) from error
 
 
 _convert = to_tflite  # export_model's `to_tflite` argument shadows the function
