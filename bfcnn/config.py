@@ -300,10 +300,24 @@ class ImageFolderSource(_Section):
 
 @dataclass(frozen=True)
 class PairedSource(_Section):
-    """Two directories of noisy images of the same scenes, matched by file name (Noise2Noise)."""
+    """Two directories of the same scenes with independent noise, for Noise2Noise on real noise
+    (Lehtinen et al., ICML 2018).
+
+    Files are matched by their path under the directory without the extension; a file without
+    a partner, or a pair of different sizes, is an error. The input is a crop of `noisy_a`, the
+    target the same crop of `noisy_b` (swapped for a random half of the patches when
+    `train.target: noisy`; with `train.target: clean`, `noisy_b` is the clean reference). No
+    synthetic corruption is added to a paired source.
+    """
 
     noisy_a: str
     noisy_b: str
+
+    def _check(self) -> None:
+        for name in ("noisy_a", "noisy_b"):
+            _check(getattr(self, name) != "", name, "must be a non-empty path")
+        _check(self.noisy_a != self.noisy_b, "noisy_b",
+               f"must differ from noisy_a ({self.noisy_a!r}): a pair needs two independently noisy copies")
 
 
 SOURCE_KINDS = ("directory", "tfds", "image_folder", "paired")

@@ -13,18 +13,27 @@ flips and 90-degree rotations:
 
 Images smaller than the patch are padded by symmetric reflection (repeated when the image
 is less than half the patch), the same way in both samplers.
+
+Paired sources (`dataset.inputs[].paired`, two directories of the same scenes with independent
+noise, for Noise2Noise on real noise, Lehtinen et al., ICML 2018) are loaded pair by pair as
+one image with the channels of both copies side by side, [H, W, 2C] (`load_paired_directory`),
+so a crop, flip or rotation cuts both copies at exactly the same place; the trainer splits the
+channels again. In a run with a paired source every image has that layout (a plain image is
+stored twice) and each patch carries a flag saying whether it is a real pair.
 """
 
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import List, Sequence, Tuple
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from bfcnn.errors import BfcnnError
-from bfcnn.io import ImageReadError, list_images, read_image
+from bfcnn.io import ImageReadError, list_images, read_image, resolve_directory
 
 log = logging.getLogger("bfcnn.train")
 
@@ -69,6 +78,143 @@ def load_directory(directory, color: str, patch_size: int, small_images: str) ->
     if not images:
         raise BfcnnError(f"no usable image in {str(directory)!r} ({skipped} of {len(files)} files skipped)")
     return images, skipped
+
+
+# How many unmatched file names an error message lists before "and N more".
+_NAMES_SHOWN = 5
+
+
+def _pair_key(path: Path, root: Path) -> str:
+    """A file's name for matching: its path under the directory, without the extension."""
+    return path.relative_to(root).with_suffix("").as_posix()
+
+
+def _keyed_images(directory) -> Dict[str, Path]:
+    root = resolve_directory(directory)
+    keyed: Dict[str, Path] = {}
+    for path in list_images(directory):
+        key = _pair_key(path, root)
+        if key in keyed:
+            raise BfcnnError(
+                f"{str(keyed[key])!r} and {str(path)!r} have the same name without extension; paired "
+                "sources match files by name (path under the directory, extension ignored), so each "
+                "name must be unique"
+            )
+        keyed[key] = path
+    return keyed
+
+
+def _some(names: Sequence[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:_NAMES_SHOWN])
+    return shown + (f" and {len(names) - _NAMES_SHOWN} more" if len(names) > _NAMES_SHOWN else "")
+
+
+def match_pairs(noisy_a, noisy_b) -> List[Tuple[Path, Path]]:
+    """Pairs the image files of two directories by name, for a paired (Noise2Noise) source.
+
+    A file's name is its path under the directory without the extension, so `a/x.png` pairs
+    with `b/x.tif` and `a/s1/x.png` with `b/s1/x.png`. Every file must have a partner: a file
+    without one is an error (not skipped), because it usually means the two folders are not
+    two copies of the same scenes.
+
+    Args:
+        noisy_a, noisy_b: the two directories (`pkg:module/dir` allowed, as for directories).
+
+    Returns:
+        (path in noisy_a, path in noisy_b) pairs, sorted by name.
+
+    Raises:
+        BfcnnError: a missing or empty directory, both being the same directory, two files
+            with the same name in one directory, or files without a partner (the message
+            names up to five on each side and counts the rest).
+    """
+    root_a, root_b = resolve_directory(noisy_a), resolve_directory(noisy_b)
+    if root_a.exists() and root_b.exists() and root_a.resolve() == root_b.resolve():
+        raise BfcnnError(
+            f"paired source: noisy_a and noisy_b are the same directory {str(root_a)!r}; Noise2Noise needs "
+            "two copies of each scene with independent noise"
+        )
+    a, b = _keyed_images(noisy_a), _keyed_images(noisy_b)
+    only_a = sorted(str(a[k].relative_to(root_a)) for k in a.keys() - b.keys())
+    only_b = sorted(str(b[k].relative_to(root_b)) for k in b.keys() - a.keys())
+    if only_a or only_b:
+        problems = []
+        if only_a:
+            problems.append(f"{len(only_a)} file(s) of noisy_a {str(root_a)!r} have no partner in noisy_b: "
+                            f"{_some(only_a)}")
+        if only_b:
+            problems.append(f"{len(only_b)} file(s) of noisy_b {str(root_b)!r} have no partner in noisy_a: "
+                            f"{_some(only_b)}")
+        raise BfcnnError(
+            "paired source: " + "; ".join(problems) + ". Files are matched by their path under the directory "
+            "without the extension; rename or remove the unmatched ones"
+        )
+    return [(a[k], b[k]) for k in sorted(a)]
+
+
+def _size_mismatch(path_a, path_b, shape_a, shape_b) -> BfcnnError:
+    return BfcnnError(
+        f"paired source: {str(path_a)!r} is {shape_a[1]}x{shape_a[0]} but its partner {str(path_b)!r} is "
+        f"{shape_b[1]}x{shape_b[0]} (width x height); the two images of a pair must have the same size"
+    )
+
+
+def load_paired_directory(noisy_a, noisy_b, color: str, patch_size: int,
+                          small_images: str) -> Tuple[List[np.ndarray], int]:
+    """Decodes the pairs of a paired source, each as one uint8 [H, W, 2C] image (a's channels first).
+
+    Keeping both copies in one array lets every crop, flip and rotation act on both alike.
+    A pair with an unreadable file is skipped with a warning; small images are padded or
+    skipped as in `load_directory` (both copies the same way).
+
+    Returns:
+        (images, number of pairs skipped).
+
+    Raises:
+        BfcnnError: as `match_pairs`; two images of a pair with different sizes (naming both
+            files); no usable pair.
+    """
+    if small_images not in SMALL_IMAGES:
+        raise ValueError(f"small_images={small_images!r} is not supported; allowed: 'pad', 'skip'")
+    pairs = match_pairs(noisy_a, noisy_b)
+
+    def load(path):
+        try:
+            return read_image(path, color)
+        except ImageReadError as error:
+            log.warning("skipping a pair: %s", error)
+            return None
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        decoded = list(pool.map(lambda pair: (load(pair[0]), load(pair[1])), pairs))
+    images, skipped = [], 0
+    for (path_a, path_b), (image_a, image_b) in zip(pairs, decoded):
+        if image_a is None or image_b is None:
+            skipped += 1
+            continue
+        if image_a.shape != image_b.shape:
+            raise _size_mismatch(path_a, path_b, image_a.shape, image_b.shape)
+        image = fit_to_patch(np.concatenate([image_a, image_b], axis=-1), patch_size, small_images)
+        if image is None:
+            skipped += 1
+        else:
+            images.append(image)
+    if not images:
+        raise BfcnnError(f"no usable pair in {str(noisy_a)!r} and {str(noisy_b)!r} "
+                         f"({skipped} of {len(pairs)} pairs skipped)")
+    return images, skipped
+
+
+def _header_size(path) -> Tuple[int, int]:
+    """(height, width) as `read_image` will decode it, read from the header only; (0, 0) if unreadable."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if image.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that swap the axes
+                width, height = height, width
+            return height, width
+    except Exception:  # an unreadable file is reported once when it is decoded
+        return 0, 0
 
 
 def _reflect(index, size):
@@ -178,12 +324,14 @@ class InMemorySampler:
         self.channels = int(channels)
         self.nbytes = flat.nbytes
 
-    def sample(self, batch_size: int, seed: tf.Tensor) -> tf.Tensor:
+    def sample(self, batch_size: int, seed: tf.Tensor, return_index: bool = False):
         """A float32 [batch_size, P, P, C] batch; the same seed gives the same batch.
 
         Args:
             batch_size: patches in the batch (a Python int).
             seed: int32 or int64 [2], e.g. derived from (train.seed, step).
+            return_index: also return the int32 [batch_size] index of each patch's image
+                (the trainer looks up whether it is a real noisy pair).
         """
         p = self.patch_size
         with tf.device("/cpu:0"):
@@ -201,8 +349,8 @@ class InMemorySampler:
             flat = (tf.gather(self.starts, index)[:, None, None] + rows[:, :, None] * size[:, 1, None, None]
                     + cols[:, None, :])  # [B, P, P] pixel indices
             patches = dihedral(tf.gather(self.pixels, flat), seeds[2], self.flips, self.rotations)
-        patches = tf.ensure_shape(patches, [batch_size, p, p, self.channels])
-        return tf.cast(patches, tf.float32)
+        patches = tf.cast(tf.ensure_shape(patches, [batch_size, p, p, self.channels]), tf.float32)
+        return (patches, index) if return_index else patches
 
 
 def _to_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
@@ -266,30 +414,61 @@ def _tfds_images(source, color: str):
     return ds.ignore_errors(log_warning=True)
 
 
-def _directory_images(directory, color: str, seed: int):
-    """A tf.data.Dataset decoding the files of a directory lazily (for `cache: false`).
+def _lazy_images(columns, read, channels: int, where: str, seed: int):
+    """A shuffled tf.data.Dataset of uint8 [H, W, channels] images, `read(*paths)` decoding lazily.
 
-    An unreadable file becomes an empty image, dropped downstream, with one warning per file.
+    `columns` are lists of paths of equal length (one list, or the two sides of the pairs).
+    A `BfcnnError` from `read` (e.g. an unreadable file) gives an empty image, dropped
+    downstream, with one warning per file.
     """
-    files = [str(p) for p in list_images(directory)]
-    channels = 1 if color == "gray" else 3
     warned, lock = set(), threading.Lock()
 
-    def decode(path):
-        path = path.decode() if isinstance(path, bytes) else path
+    def decode(*paths):
+        paths = [p.decode() if isinstance(p, bytes) else p for p in paths]
         try:
-            return read_image(path, color)
-        except ImageReadError as error:
+            return read(*paths)
+        except BfcnnError as error:
             with lock:
-                if path not in warned:
-                    warned.add(path)
-                    log.warning("skipping %s (%d unreadable file(s) in %s so far)", error, len(warned), directory)
+                if paths[0] not in warned:
+                    warned.add(paths[0])
+                    log.warning("skipping %s (%d unreadable file(s) in %s so far)", error, len(warned), where)
             return np.zeros((0, 0, channels), np.uint8)
 
-    ds = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda p: tf.numpy_function(decode, [p], tf.uint8, stateful=False),
+    slices = tuple(tf.constant([str(p) for p in column]) for column in columns)
+    ds = tf.data.Dataset.from_tensor_slices(slices).shuffle(len(columns[0]), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(lambda *paths: tf.numpy_function(decode, list(paths), tf.uint8, stateful=False),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return ds.map(lambda im: tf.ensure_shape(im, [None, None, channels]))
+
+
+def _directory_images(directory, color: str, seed: int):
+    """A tf.data.Dataset decoding the files of a directory lazily (for `cache: false`)."""
+    channels = 1 if color == "gray" else 3
+    return _lazy_images([list_images(directory)], lambda path: read_image(path, color), channels,
+                        str(directory), seed)
+
+
+def _paired_images(paired, color: str, seed: int):
+    """A tf.data.Dataset of the pairs of a paired source, each uint8 [H, W, 2C], decoded lazily.
+
+    The sizes are checked up front from the file headers, so a mismatched pair stops the run
+    before training (naming the files) instead of in the middle of it.
+    """
+    pairs = match_pairs(paired.noisy_a, paired.noisy_b)
+    for path_a, path_b in pairs:
+        size_a, size_b = _header_size(path_a), _header_size(path_b)
+        if 0 not in size_a + size_b and size_a != size_b:
+            raise _size_mismatch(path_a, path_b, size_a, size_b)
+
+    def read(path_a, path_b):
+        image_a, image_b = read_image(path_a, color), read_image(path_b, color)
+        if image_a.shape != image_b.shape:  # only if a header disagrees with the decoded image
+            raise _size_mismatch(path_a, path_b, image_a.shape, image_b.shape)
+        return np.concatenate([image_a, image_b], axis=-1)
+
+    channels = 2 if color == "gray" else 6
+    return _lazy_images([[a for a, _ in pairs], [b for _, b in pairs]], read, channels,
+                        f"{paired.noisy_a} / {paired.noisy_b}", seed)
 
 
 def _random_crops(image, count: int, patch_size: int, seed):
@@ -309,27 +488,39 @@ def _random_crops(image, count: int, patch_size: int, seed):
 
 
 def streaming_dataset(sources, dataset_config, seed: int) -> tf.data.Dataset:
-    """A tf.data pipeline of clean float32 [B, P, P, C] patch batches for sources that are not cached.
+    """A tf.data pipeline of float32 [B, P, P, C] patch batches for sources that are not cached.
 
     Args:
-        sources: `InputSource`s (directories, `tfds` or `image_folder`), mixed by weight.
+        sources: `InputSource`s (directories, `tfds`, `image_folder` or `paired`), mixed by weight.
         dataset_config: the `dataset` section (`color`, `patch_size`, `batch_size`,
             `patches_per_image`, `small_images`, `flips`, `rotations`, `shuffle_buffer`).
         seed: the run's seed (file order, crops, flips and the mixing of sources).
 
+    Returns:
+        Batches of clean patches; when a source is paired, `(patches [B, P, P, 2C], is_pair
+        bool [B])` instead, in the layout of the module docstring (a plain image twice).
+
     Raises:
-        BfcnnError: an empty or missing source (naming it), or a tfds source that cannot load.
+        BfcnnError: an empty or missing source (naming it), a tfds source that cannot load,
+            or a paired source whose files do not match (see `match_pairs`).
     """
     cfg = dataset_config
     p = cfg.patch_size
+    paired = any(source.paired is not None for source in sources)
     datasets, weights = [], []
     for source in sources:
         if source.directory is not None:
             ds = _directory_images(source.directory, cfg.color, seed)
+        elif source.paired is not None:
+            ds = _paired_images(source.paired, cfg.color, seed)
         elif source.tfds is not None or source.image_folder is not None:
             ds = _tfds_images(source, cfg.color)
         else:
-            raise BfcnnError(f"a {source.kind!r} source cannot be streamed as clean images")
+            raise BfcnnError(f"a {source.kind!r} source cannot be streamed")
+        is_pair = source.paired is not None
+        if paired and not is_pair:
+            ds = ds.map(lambda image: tf.concat([image, image], axis=-1))
+        ds = ds.map(lambda image, flag=is_pair: (image, tf.constant(flag)))
         datasets.append(ds.repeat())
         weights.append(float(source.weight))
     total = sum(weights)
@@ -338,12 +529,14 @@ def streaming_dataset(sources, dataset_config, seed: int) -> tf.data.Dataset:
 
     minimum = p if cfg.small_images == "skip" else 1  # empty images are unreadable files
 
-    def big_enough(image):
+    def big_enough(image, flag):
         shape = tf.shape(image)
         return tf.logical_and(shape[0] >= minimum, shape[1] >= minimum)
 
-    def crops(i, image):
-        return _random_crops(image, cfg.patches_per_image, p, tf.stack([tf.cast(seed, tf.int64), i]))
+    def crops(i, element):
+        image, flag = element
+        patches = _random_crops(image, cfg.patches_per_image, p, tf.stack([tf.cast(seed, tf.int64), i]))
+        return patches, tf.fill([cfg.patches_per_image], flag)
 
     ds = ds.filter(big_enough)
     ds = tf.data.Dataset.zip((tf.data.Dataset.counter(), ds))
@@ -352,7 +545,11 @@ def streaming_dataset(sources, dataset_config, seed: int) -> tf.data.Dataset:
         ds = ds.shuffle(cfg.shuffle_buffer, seed=seed)
     ds = ds.batch(cfg.batch_size, drop_remainder=True)
     flip_seed = tf.cast(seed, tf.int64) + 0x5EED  # differs from the crop seeds (seed, i)
-    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter())).map(
-        lambda x, i: tf.cast(dihedral(x, tf.stack([flip_seed, i]), cfg.flips, cfg.rotations), tf.float32),
-        num_parallel_calls=tf.data.AUTOTUNE)
+
+    def symmetries(batch, i):
+        patches, flags = batch
+        patches = tf.cast(dihedral(patches, tf.stack([flip_seed, i]), cfg.flips, cfg.rotations), tf.float32)
+        return (patches, flags) if paired else patches
+
+    ds = tf.data.Dataset.zip((ds, tf.data.Dataset.counter())).map(symmetries, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

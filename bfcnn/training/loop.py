@@ -13,6 +13,15 @@ the previous checkpoint intact. Running the same command again resumes from the 
 one: model, optimizer state, step counter, best PSNR and elapsed time. Batches and noise
 are functions of (seed, step) when images are cached, so a resumed run follows the same
 path as an uninterrupted one.
+
+Targets (`train.target`): `clean` trains on (corrupted patch -> clean patch); `noisy` is
+Noise2Noise (Lehtinen et al., "Noise2Noise: Learning image restoration without clean data",
+ICML 2018): the target is a second, independent corruption of the same patch. A paired source
+(`dataset.inputs[].paired`) gives real pairs instead: the input is a crop of `noisy_a`, the
+target the same crop of `noisy_b` (with `target: noisy` the two are swapped for a random half
+of the patches, so neither copy is always the target; with `target: clean` never, and
+`noisy_b` is taken as the clean reference). The `corruption` section applies to the other
+sources only; both kinds may be mixed in one run.
 """
 
 import json
@@ -27,13 +36,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bfcnn.config import PipelineConfig, config_to_dict, dump_config
+from bfcnn.config import CorruptionConfig, PipelineConfig, config_to_dict, dump_config
 from bfcnn.errors import BfcnnError, ConfigError
 from bfcnn.evaluation import center_crop, evaluate_denoiser
 from bfcnn.io import list_images, read_image
 from bfcnn.models.builder import build_model, resolve_model_config
 from bfcnn.training.corruption import corrupt, corrupt_pair
-from bfcnn.training.data import MAX_CACHE_BYTES, InMemorySampler, load_directory, streaming_dataset
+from bfcnn.training.data import (MAX_CACHE_BYTES, InMemorySampler, load_directory, load_paired_directory,
+                                 streaming_dataset)
 from bfcnn.training.losses import pixel_loss
 from bfcnn.training.optim import build_optimizer, current_learning_rate
 
@@ -64,6 +74,47 @@ def make_strategy(config) -> tf.distribute.Strategy:
             raise ConfigError("distribution.strategy 'multi_worker' needs the TF_CONFIG environment variable")
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ConfigError(f"distribution.strategy={config.strategy!r}; allowed: 'default', 'mirrored', 'multi_worker'")
+
+
+def synthetic_inputs(clean, corruption: CorruptionConfig, seed, noisy_target: bool):
+    """(input, target) from clean patches: a corruption and the clean patch, or with
+    `noisy_target` two independent corruptions (Noise2Noise)."""
+    if noisy_target:
+        return corrupt_pair(clean, corruption, seed)
+    return corrupt(clean, corruption, seed), clean
+
+
+def paired_inputs(both, is_pair, corruption: CorruptionConfig, seed, *, channels: int, noisy_target: bool,
+                  all_paired: bool = False):
+    """(input, target) of the patches of a run with paired sources (Lehtinen et al., ICML 2018).
+
+    Args:
+        both: float [B, P, P, 2C]: a real pair's `noisy_a` and `noisy_b` crops side by side,
+            or a clean patch twice (a patch of a non-paired source).
+        is_pair: bool [B], which patches are real pairs.
+        corruption: the `corruption` section, applied to the non-paired patches only.
+        seed: int [2], the step's corruption seed.
+        channels: C.
+        noisy_target: `train.target == "noisy"`: a real pair is swapped (input `noisy_b`,
+            target `noisy_a`) for a random half of the patches, and non-paired patches get
+            two independent corruptions. Otherwise the input is `noisy_a` and the target
+            `noisy_b` (the clean reference), and non-paired patches are corrupted once.
+        all_paired: every patch is a real pair, so the corruption is skipped.
+
+    Returns:
+        (input, target), each float [B, P, P, C]; the same seed gives the same result.
+    """
+    first, second = both[..., :channels], both[..., channels:]
+    if noisy_target:
+        # Its own stream, folded from the corruption seed, so runs without pairs draw as before.
+        swap_seed = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 0x5A9)
+        swap = tf.random.stateless_uniform([tf.shape(both)[0], 1, 1, 1], swap_seed) < 0.5
+        first, second = tf.where(swap, second, first), tf.where(swap, first, second)
+    if all_paired:
+        return first, second
+    noisy, target = synthetic_inputs(both[..., :channels], corruption, seed, noisy_target)
+    real = tf.reshape(is_pair, [-1, 1, 1, 1])
+    return tf.where(real, first, noisy), tf.where(real, second, target)
 
 
 def configure_logical_cpus(devices: Optional[int]) -> None:
@@ -122,13 +173,13 @@ class Trainer:
                 f"loss.scale_weights in {source}: per-scale targets need a model with one output per "
                 "scale, and every bfcnn model returns only the full-resolution image; remove the key"
             )
-        if any(input_.paired is not None for input_ in config.dataset.inputs):
-            raise ConfigError(
-                f"dataset.inputs in {source}: 'paired' sources (Noise2Noise on real noisy pairs) are not "
-                "supported by the trainer yet; use directories, tfds or image_folder sources"
-            )
         if not config.dataset.inputs:
             raise ConfigError(f"dataset.inputs is empty in {source}: give at least one image directory")
+        paired = [input_.paired is not None for input_ in config.dataset.inputs]
+        self.paired = any(paired)
+        if all(paired) and config.corruption != CorruptionConfig():
+            log.warning("the corruption section of %s is not used: every source is paired, and real pairs "
+                        "get no synthetic noise (it applies to non-paired sources only)", source)
 
     # ----------------------------------------------------------------------------- set-up
     def _check_directory(self):
@@ -147,17 +198,26 @@ class Trainer:
 
     def _data(self, strategy):
         cfg = self.config.dataset
-        cacheable = cfg.cache and all(s.directory is not None for s in cfg.inputs)
+        cacheable = cfg.cache and all(s.directory is not None or s.paired is not None for s in cfg.inputs)
         if cacheable:
-            images, weights, skipped = [], [], 0
+            images, weights, is_pair, skipped = [], [], [], 0
             for source in cfg.inputs:
-                loaded, bad = load_directory(source.directory, cfg.color, cfg.patch_size, cfg.small_images)
+                if source.paired is not None:
+                    loaded, bad = load_paired_directory(source.paired.noisy_a, source.paired.noisy_b, cfg.color,
+                                                        cfg.patch_size, cfg.small_images)
+                else:
+                    loaded, bad = load_directory(source.directory, cfg.color, cfg.patch_size, cfg.small_images)
+                    if self.paired:  # the layout of a paired run: the clean image in both halves
+                        loaded = [np.concatenate([im, im], axis=-1) for im in loaded]
                 skipped += bad
                 images += loaded
                 weights += [source.weight / len(loaded)] * len(loaded)
+                is_pair += [source.paired is not None] * len(loaded)
             if sum(im.nbytes for im in images) <= MAX_CACHE_BYTES:
                 log.info("training data: %d images in memory (%d files skipped)", len(images), skipped)
                 self.skipped_files = skipped
+                with tf.device("/cpu:0"):
+                    self.is_pair = tf.constant(is_pair, tf.bool)
                 return InMemorySampler(images, weights, cfg.patch_size, cfg.patches_per_image, cfg.flips,
                                        cfg.rotations), None
             log.info("training data too large to cache: streaming instead")
@@ -215,17 +275,26 @@ class Trainer:
         corruption = cfg.corruption
         loss_config = cfg.loss
         noisy_target = cfg.train.target == "noisy"
+        paired_run = self.paired
+        all_paired = all(s.paired is not None for s in cfg.dataset.inputs)
+        channels = cfg.dataset.channels
 
-        def replica_step(clean, step_value):
+        def replica_step(batch, step_value):
             replica = tf.distribute.get_replica_context().replica_id_in_sync_group
             key = tf.random.experimental.stateless_fold_in(tf.stack([seed, step_value]), replica)
             keys = tf.random.experimental.stateless_split(key, num=2)
-            if clean is None:
-                clean = sampler.sample(per_replica, keys[0])
-            if noisy_target:
-                noisy, target = corrupt_pair(clean, corruption, keys[1])
+            if paired_run:
+                if batch is None:
+                    both, index = sampler.sample(per_replica, keys[0], return_index=True)
+                    is_pair = tf.gather(self.is_pair, index)
+                else:
+                    both, is_pair = batch
+                noisy, target = paired_inputs(both, is_pair, corruption, keys[1], channels=channels,
+                                              noisy_target=noisy_target, all_paired=all_paired)
+                clean = target  # what the image summaries show as the reference
             else:
-                noisy, target = corrupt(clean, corruption, keys[1]), clean
+                clean = sampler.sample(per_replica, keys[0]) if batch is None else batch
+                noisy, target = synthetic_inputs(clean, corruption, keys[1], noisy_target)
             with tf.GradientTape() as tape:
                 estimate = model(noisy, training=True)
                 loss, terms = pixel_loss(target, estimate, loss_config)
