@@ -78,18 +78,19 @@ class BiasFreeBatchNorm(keras.layers.Layer):
         )
 
     def call(self, inputs, training=False):
+        # Statistics in float32 whatever the compute dtype: under a mixed policy Keras reads
+        # variables in the compute dtype (bfloat16) inside `call`, so cast them back.
         x = ops.cast(inputs, "float32")
+        moving_std = ops.cast(self.moving_std, "float32")
         if training:
             axes = list(range(len(inputs.shape) - 1))
             std = ops.sqrt(ops.var(x, axis=axes))
-            self.moving_std.assign(
-                self.momentum * self.moving_std + (1.0 - self.momentum) * ops.stop_gradient(std)
-            )
+            self.moving_std.assign(self.momentum * moving_std + (1.0 - self.momentum) * ops.stop_gradient(std))
         else:
-            std = self.moving_std
+            std = moving_std
         factor = 1.0 / (std + self.epsilon)
         if self.gamma is not None:
-            factor = factor * self.gamma
+            factor = factor * ops.cast(self.gamma, "float32")
         return ops.cast(x * factor, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
