@@ -38,7 +38,8 @@ class NonLocalBlock(keras.layers.Layer):
         subsample: 2x2 max-pool (stride 2, `same` padding) on phi and g, 4x fewer keys.
         bias_free: no biases, and a BiasFreeBatchNorm after W; False gives the
             convolutions biases and uses the standard BatchNormalization.
-        return_attention: `call` returns `(z, attention)`, attention [B, H*W, keys].
+        return_attention: `call` returns `(z, attention)`, attention [B, H*W, keys]; the
+            method `attention(x)` gives the same map without changing the layer's outputs.
 
     Example:
         >>> z = NonLocalBlock(mode="dot_product")(keras.ops.ones((1, 16, 16, 32)))
@@ -90,9 +91,10 @@ class NonLocalBlock(keras.layers.Layer):
         self.w.build(inner_shape)
         self.norm.build(input_shape)
 
-    def call(self, inputs, training=False):
+    def _attend(self, inputs):
+        """The attention [B, H*W, keys] (float32) and the values g [B, keys, inner]."""
         shape = ops.shape(inputs)
-        batch, height, width = shape[0], shape[1], shape[2]
+        batch = shape[0]
         theta, phi, g = self.theta(inputs), self.phi(inputs), self.g(inputs)
         if self.subsample:
             phi = ops.max_pool(phi, pool_size=2, strides=2, padding="same")
@@ -108,6 +110,43 @@ class NonLocalBlock(keras.layers.Layer):
             attention = attention / ops.sum(attention, axis=-1, keepdims=True)
         else:
             attention = logits / ops.cast(ops.shape(phi)[1], "float32")
+        return attention, g
+
+    def key_grid_shape(self, height, width):
+        """(rows, columns) of the key grid for an H x W input: halved, rounded up, when subsampled."""
+        if self.subsample:
+            return (height + 1) // 2, (width + 1) // 2
+        return height, width
+
+    def attention(self, inputs, spatial=False):
+        """Where every position looks: the weights f(x_i, x_j) of `y_i = sum_j f(x_i, x_j) g(x_j)`.
+
+        Args:
+            inputs: the block's input [B, H, W, C] (builds the block if needed).
+            spatial: False returns [B, H*W, keys] (queries and keys in row-major order);
+                True returns [B, H, W, H_k, W_k], the key grid being `key_grid_shape(H, W)`.
+
+        Returns:
+            float32 weights. Each query's row sums to 1 for `embedded_gaussian` (a softmax);
+            for `dot_product` the rows are `theta_i . phi_j / keys` and may be negative.
+
+        Example:
+            >>> a = block.attention(features, spatial=True)[0, row, col]   # [H_k, W_k]
+        """
+        inputs = ops.convert_to_tensor(inputs)
+        if not self.built:
+            self.build(tuple(inputs.shape))
+        attention, _ = self._attend(inputs)
+        if not spatial:
+            return attention
+        height, width = int(inputs.shape[1]), int(inputs.shape[2])
+        return ops.reshape(attention, (-1, height, width, *self.key_grid_shape(height, width)))
+
+    def call(self, inputs, training=False):
+        shape = ops.shape(inputs)
+        batch, height, width = shape[0], shape[1], shape[2]
+        attention, g = self._attend(inputs)
+        inner = g.shape[-1]
         y = ops.reshape(ops.matmul(attention, g), (batch, height, width, inner))
         y = ops.cast(y, self.compute_dtype)
         z = inputs + ops.cast(self.norm(self.w(y), training=training), inputs.dtype)
