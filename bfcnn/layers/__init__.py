@@ -1,22 +1,34 @@
-"""Keras 3 layers for bias-free denoisers: building blocks, pyramids, N3 and non-local blocks."""
+"""Keras 3 layers for bias-free denoisers: building blocks, block options, pyramids, N3 and non-local blocks."""
 
 from bfcnn.layers.bias_free import (
     BiasFreeBatchNorm,
     BiasFreeConvBlock,
     BiasFreeResidualBlock,
 )
+from bfcnn.layers.gates import BlockGate, SqueezeExcite
 from bfcnn.layers.n3 import N3Block
 from bfcnn.layers.non_local import NonLocalBlock
 from bfcnn.layers.pyramids import CropLike, GaussianPyramid, LaplacianPyramid, UpsampleLike
+from bfcnn.layers.regularizers import CenterAway, RegularizerSum, SoftOrthogonal, SoftOrthonormal
+from bfcnn.layers.sparsity import SoftThreshold
+from bfcnn.layers.stochastic_depth import StochasticDepth
 
 __all__ = [
     "BiasFreeBatchNorm",
     "BiasFreeConvBlock",
     "BiasFreeResidualBlock",
+    "BlockGate",
+    "CenterAway",
     "CropLike",
     "GaussianPyramid",
     "LaplacianPyramid",
     "N3Block",
     "NonLocalBlock",
+    "RegularizerSum",
+    "SoftOrthogonal",
+    "SoftOrthonormal",
+    "SoftThreshold",
+    "SqueezeExcite",
+    "StochasticDepth",
     "UpsampleLike",
 ]

@@ -10,7 +10,12 @@ generalizes to noise levels outside its training range.
 import keras
 from keras import ops
 
-ACTIVATIONS = ("relu", "leaky_relu", "linear")
+from bfcnn.layers.gates import BlockGate, SqueezeExcite
+from bfcnn.layers.sparsity import SoftThreshold
+from bfcnn.layers.stochastic_depth import StochasticDepth
+
+ACTIVATIONS = ("relu", "leaky_relu", "prelu", "linear")
+GATES = ("none", "block", "squeeze_excite")
 
 
 def _check_choice(name, value, options):
@@ -23,13 +28,29 @@ def _check_positive_int(name, value):
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def _check_number(name, value, low, high=None):
+    """`low <= value` (and `value < high` when given)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            value >= low and (high is None or value < high)):
+        where = f"[{low}, {high})" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be a number {'in ' if high is not None else ''}{where}, got {value!r}")
+
+
 def activation_layer(activation: str, **kwargs) -> keras.layers.Layer:
-    """A positively homogeneous activation (ReLU, leaky ReLU, identity) by name."""
+    """A positively homogeneous activation by name: ReLU, leaky ReLU, PReLU or the identity.
+
+    `prelu` is a leaky ReLU whose negative slope is learned per channel (He, Zhang, Ren,
+    Sun, "Delving deep into rectifiers", ICCV 2015; initial slope 0.25, shared over space):
+    `max(x, 0) + alpha * min(x, 0)` is homogeneous for any alpha.
+    """
     _check_choice("activation", activation, ACTIVATIONS)
     if activation == "relu":
         return keras.layers.ReLU(**kwargs)
     if activation == "leaky_relu":
         return keras.layers.LeakyReLU(negative_slope=0.1, **kwargs)
+    if activation == "prelu":
+        return keras.layers.PReLU(alpha_initializer=keras.initializers.Constant(0.25), shared_axes=[1, 2],
+                                  **kwargs)
     return keras.layers.Identity(**kwargs)
 
 
@@ -124,7 +145,7 @@ class BiasFreeConvBlock(keras.layers.Layer):
         filters: output channels.
         kernel_size: odd square kernel size.
         batch_norm: add a BiasFreeBatchNorm after the convolution.
-        activation: one of `relu`, `leaky_relu`, `linear`.
+        activation: one of `relu`, `leaky_relu`, `prelu`, `linear`.
         use_bias: False (default) keeps the block bias-free; True makes the with-bias twin
             (conv bias and standard batch norm) used as a control in experiments.
         kernel_regularizer: optional Keras regularizer for the convolution kernel.
@@ -168,6 +189,7 @@ class BiasFreeConvBlock(keras.layers.Layer):
         out_shape = self.conv.compute_output_shape(input_shape)
         if self.norm is not None:
             self.norm.build(out_shape)
+        self.act.build(out_shape)  # PReLU has weights
 
     def call(self, inputs, training=False):
         x = self.conv(inputs)
@@ -199,13 +221,33 @@ class BiasFreeResidualBlock(keras.layers.Layer):
     there is no activation after the sum, so the block is the identity plus a
     homogeneous branch (He et al., CVPR 2016, pre-activation style).
 
+    Options (all off by default; each keeps the block bias-free and, with scale-invariant
+    gates, positively homogeneous; see docs/options.md):
+
+    - `sparsity > 0`: a learned soft threshold relative to each channel's RMS after the
+      first convolution (`bfcnn.layers.sparsity.SoftThreshold`).
+    - `gate="squeeze_excite"`: squeeze-and-excitation on the branch output (Hu et al.,
+      CVPR 2018); `gate="block"`: a per-sample scalar gate computed from the block input
+      multiplies the branch (`bfcnn.layers.gates`).
+    - `stochastic_depth > 0`: the branch is dropped per sample in training (Huang et al.,
+      ECCV 2016).
+
+    So the block computes `x + drop(g(x) * se(conv(threshold(act(conv(x))))))`.
+
     Args:
         filters: channels in and out (the input must have this many).
         kernel_size: odd square kernel size.
         batch_norm: BiasFreeBatchNorm after each convolution.
-        activation: one of `relu`, `leaky_relu`, `linear`.
-        use_bias: True makes the with-bias twin (see BiasFreeConvBlock).
+        activation: one of `relu`, `leaky_relu`, `prelu`, `linear`.
+        use_bias: True makes the with-bias twin (see BiasFreeConvBlock); the gates stay
+            without bias either way.
         kernel_regularizer: optional Keras regularizer for both kernels.
+        gate: `none`, `block` or `squeeze_excite`.
+        scale_invariant_gates: gates read RMS-normalized features (homogeneous); False is the
+            plain sigmoid gate, which breaks homogeneity.
+        sparsity: initial relative threshold of the soft threshold, >= 0 (0: no threshold).
+        stochastic_depth: drop probability of the branch in training, in [0, 1).
+        gate_reduction: the gates' hidden layer has `max(1, filters // gate_reduction)` units.
     """
 
     def __init__(
@@ -216,9 +258,18 @@ class BiasFreeResidualBlock(keras.layers.Layer):
         activation="relu",
         use_bias=False,
         kernel_regularizer=None,
+        gate="none",
+        scale_invariant_gates=True,
+        sparsity=0.0,
+        stochastic_depth=0.0,
+        gate_reduction=4,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        _check_choice("gate", gate, GATES)
+        _check_number("sparsity", sparsity, 0.0)
+        _check_number("stochastic_depth", stochastic_depth, 0.0, 1.0)
+        _check_positive_int("gate_reduction", gate_reduction)
         common = dict(
             kernel_size=kernel_size,
             batch_norm=batch_norm,
@@ -228,12 +279,25 @@ class BiasFreeResidualBlock(keras.layers.Layer):
         )
         self.block1 = BiasFreeConvBlock(filters, activation=activation, name="block1", **common)
         self.block2 = BiasFreeConvBlock(filters, activation="linear", name="block2", **common)
+        # Optional parts exist only when switched on, so a default block has the same
+        # weights and names as before the options existed (older .keras files load).
+        gate_args = dict(reduction=gate_reduction, scale_invariant=scale_invariant_gates, dtype=self.dtype_policy)
+        self.threshold = SoftThreshold(sparsity, dtype=self.dtype_policy, name="sparsity") if sparsity > 0 else None
+        self.squeeze_excite = SqueezeExcite(name="squeeze_excite", **gate_args) if gate == "squeeze_excite" else None
+        self.block_gate = BlockGate(name="block_gate", **gate_args) if gate == "block" else None
+        self.drop = (StochasticDepth(stochastic_depth, dtype=self.dtype_policy, name="stochastic_depth")
+                     if stochastic_depth > 0 else None)
         self.filters = filters
         self.kernel_size = kernel_size
         self.batch_norm = bool(batch_norm)
         self.activation = activation
         self.use_bias = bool(use_bias)
         self.kernel_regularizer = self.block1.kernel_regularizer
+        self.gate = gate
+        self.scale_invariant_gates = bool(scale_invariant_gates)
+        self.sparsity = float(sparsity)
+        self.stochastic_depth = float(stochastic_depth)
+        self.gate_reduction = gate_reduction
 
     def build(self, input_shape):
         if input_shape[-1] != self.filters:
@@ -243,9 +307,22 @@ class BiasFreeResidualBlock(keras.layers.Layer):
             )
         self.block1.build(input_shape)
         self.block2.build(input_shape)
+        for part in (self.threshold, self.squeeze_excite, self.block_gate, self.drop):
+            if part is not None:
+                part.build(input_shape)
 
     def call(self, inputs, training=False):
-        return inputs + self.block2(self.block1(inputs, training=training), training=training)
+        branch = self.block1(inputs, training=training)
+        if self.threshold is not None:
+            branch = self.threshold(branch)
+        branch = self.block2(branch, training=training)
+        if self.squeeze_excite is not None:
+            branch = self.squeeze_excite(branch)
+        if self.block_gate is not None:
+            branch = branch * ops.cast(self.block_gate(inputs), branch.dtype)
+        if self.drop is not None:
+            branch = self.drop(branch, training=training)
+        return inputs + branch
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -259,5 +336,10 @@ class BiasFreeResidualBlock(keras.layers.Layer):
             activation=self.activation,
             use_bias=self.use_bias,
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            gate=self.gate,
+            scale_invariant_gates=self.scale_invariant_gates,
+            sparsity=self.sparsity,
+            stochastic_depth=self.stochastic_depth,
+            gate_reduction=self.gate_reduction,
         )
         return config

@@ -5,6 +5,11 @@ from typing import Sequence, Union
 import keras
 from keras import ops
 
+from bfcnn.errors import allowed, did_you_mean
+from bfcnn.layers import regularizers
+from bfcnn.layers.bias_free import GATES
+from bfcnn.layers.stochastic_depth import linear_rates
+
 PREDICT = ("noise", "image")
 
 # Annotation of multi-scale options given as one int for every level or a list, finest first.
@@ -61,3 +66,32 @@ def non_local_block(mode: str, use_bias: bool, name: str):
     from bfcnn.layers.non_local import NonLocalBlock
 
     return NonLocalBlock(mode=mode, bias_free=not use_bias, name=name)
+
+
+def block_options(gate: str, scale_invariant_gates: bool, sparsity: float, kernel_regularizer) -> dict:
+    """The residual-block options shared by every builder, checked, as BiasFreeResidualBlock keywords.
+
+    `kernel_regularizer` is a config value and goes through `bfcnn.layers.regularizers.get`.
+
+    Raises:
+        ValueError: an unknown gate (with a close match) or regularizer, or a negative sparsity.
+    """
+    if gate not in GATES:
+        raise ValueError(f"gate={gate!r} is not supported{did_you_mean(gate, GATES)}; allowed: {allowed(GATES)}")
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not sparsity >= 0:
+        raise ValueError(f"sparsity must be a number >= 0 (initial threshold relative to the channel RMS), "
+                         f"got {sparsity!r}")
+    return dict(gate=gate, scale_invariant_gates=bool(scale_invariant_gates), sparsity=float(sparsity),
+                kernel_regularizer=regularizers.get(kernel_regularizer))
+
+
+def stochastic_depth_rates(rate: float, blocks: int) -> list:
+    """Drop rates of a stack of `blocks` residual blocks: linear in depth up to `rate` (Huang et al., ECCV 2016).
+
+    Raises:
+        ValueError: `rate` outside [0, 1).
+    """
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+        raise ValueError(f"stochastic_depth must be a number in [0, 1) (drop rate of the deepest block), "
+                         f"got {rate!r}")
+    return linear_rates(float(rate), blocks)

@@ -8,12 +8,23 @@ convolutions at level i cover 2^i times more image: a large receptive field for 
 small cost in FLOPs and memory, which suits phones and CPU training.
 """
 
+from typing import Any
+
 import keras
 from keras import ops
 
 from bfcnn.layers.bias_free import BiasFreeConvBlock, BiasFreeResidualBlock
 from bfcnn.layers.pyramids import CropLike, GaussianPyramid, LaplacianPyramid, UpsampleLike
-from bfcnn.models.common import PREDICT, PerLevel, denoiser_head, image_input, non_local_block, scale_in
+from bfcnn.models.common import (
+    PREDICT,
+    PerLevel,
+    block_options,
+    denoiser_head,
+    image_input,
+    non_local_block,
+    scale_in,
+    stochastic_depth_rates,
+)
 
 PYRAMIDS = ("laplacian", "gaussian")
 
@@ -30,12 +41,16 @@ class _Level:
     """The layers of one level's backbone (shared between levels when `shared=True`)."""
 
     def __init__(self, tag, channels, filters, blocks, kernel_size, batch_norm, activation, use_bias,
-                 non_local, non_local_mode):
+                 non_local, non_local_mode, options, stochastic_depth):
         common = dict(kernel_size=kernel_size, activation=activation, use_bias=use_bias)
-        self.stem = BiasFreeConvBlock(filters, batch_norm=False, name=f"{tag}_stem", **common)
+        self.regularizer = options["kernel_regularizer"]
+        self.stem = BiasFreeConvBlock(filters, batch_norm=False, kernel_regularizer=self.regularizer,
+                                      name=f"{tag}_stem", **common)
         self.lift = None
+        rates = stochastic_depth_rates(stochastic_depth, blocks)
         self.blocks = [
-            BiasFreeResidualBlock(filters, batch_norm=batch_norm, name=f"{tag}_block{i}", **common)
+            BiasFreeResidualBlock(filters, batch_norm=batch_norm, stochastic_depth=rates[i], name=f"{tag}_block{i}",
+                                  **common, **options)
             for i in range(blocks)
         ]
         self.non_local = non_local_block(non_local_mode, use_bias, f"{tag}_non_local") if non_local else None
@@ -54,7 +69,8 @@ class _Level:
             # (U-Net style); it costs one small matrix product per coarse pixel.
             if self.lift is None:
                 self.lift = keras.layers.Conv2DTranspose(self.filters, 2, strides=2, use_bias=self.use_bias,
-                                                         kernel_initializer="he_normal", name=f"{self.tag}_lift")
+                                                         kernel_initializer="he_normal",
+                                                         kernel_regularizer=self.regularizer, name=f"{self.tag}_lift")
             h = h + CropLike(name=f"level{level}_crop")([self.lift(features), h])
         for i, block in enumerate(self.blocks):
             h = block(h)
@@ -63,22 +79,26 @@ class _Level:
         return h, self.head(h)
 
 
-def _encoder(bands, filters, blocks, kernel_size, batch_norm, activation, use_bias):
+def _encoder(bands, filters, blocks, kernel_size, batch_norm, activation, use_bias, options, stochastic_depth):
     """The fine-to-coarse pass: features per level, handed to the coarse-to-fine pass as skips."""
     common = dict(kernel_size=kernel_size, activation=activation, use_bias=use_bias)
+    regularizer = options["kernel_regularizer"]
     skips, previous = [], None
     for level, band in enumerate(bands):
         h = None
         if level < len(bands) - 1:
-            h = BiasFreeConvBlock(filters[level], batch_norm=False, name=f"encoder{level}_stem", **common)(band)
+            h = BiasFreeConvBlock(filters[level], batch_norm=False, kernel_regularizer=regularizer,
+                                  name=f"encoder{level}_stem", **common)(band)
         if previous is not None:
             down = keras.layers.Conv2D(filters[level], 2, strides=2, padding="same", use_bias=use_bias,
-                                       kernel_initializer="he_normal", name=f"encoder{level}_down")(previous)
+                                       kernel_initializer="he_normal", kernel_regularizer=regularizer,
+                                       name=f"encoder{level}_down")(previous)
             h = down if h is None else h + down
         if level < len(bands) - 1:
+            rates = stochastic_depth_rates(stochastic_depth, blocks[level])
             for i in range(blocks[level]):
-                h = BiasFreeResidualBlock(filters[level], batch_norm=batch_norm, name=f"encoder{level}_block{i}",
-                                          **common)(h)
+                h = BiasFreeResidualBlock(filters[level], batch_norm=batch_norm, stochastic_depth=rates[i],
+                                          name=f"encoder{level}_block{i}", **common, **options)(h)
         skips.append(h)
         previous = h
     return skips
@@ -99,6 +119,11 @@ def build_multiscale(
     encoder_blocks: PerLevel = 0,
     non_local_levels: tuple = (),
     non_local_mode: str = "dot_product",
+    gate: str = "none",
+    scale_invariant_gates: bool = True,
+    sparsity: float = 0.0,
+    stochastic_depth: float = 0.0,
+    kernel_regularizer: Any = None,
     use_bias: bool = False,
     name: str = "multiscale",
 ) -> keras.Model:
@@ -114,8 +139,9 @@ def build_multiscale(
         blocks: residual blocks per level: an int, or one per level.
         kernel_size: odd kernel size.
         shared: one backbone for all levels (needs an int `filters` and `blocks`).
-        batch_norm: BiasFreeBatchNorm inside the residual blocks.
-        activation: `relu`, `leaky_relu` or `linear`.
+        batch_norm: BiasFreeBatchNorm inside the residual blocks (never right before a level's
+            head convolution, which reads the sum of the last block).
+        activation: `relu`, `leaky_relu`, `prelu` or `linear`.
         predict: `noise` or `image`, per level.
         pass_features: add the coarser level's last features, lifted by a learned 2x2
             stride-2 transposed convolution, to each finer level's stem.
@@ -127,6 +153,12 @@ def build_multiscale(
             are fed the pyramid's bands.
         non_local_levels: levels whose backbone has a NonLocalBlock after its first block.
         non_local_mode: `dot_product` or `embedded_gaussian`.
+        gate, scale_invariant_gates, sparsity: residual-block options, as in
+            `bfcnn.models.resnet.build_resnet` (every residual block, encoder included).
+        stochastic_depth: drop rate of the deepest block of each stack of residual blocks (each
+            level's backbone and each encoder level); linear in depth within a stack.
+        kernel_regularizer: as in `build_resnet`, for every hidden convolution (stems,
+            blocks, the lifts and the encoder's down-sampling), not the heads.
         use_bias: True builds the with-bias twin, a control for experiments.
         name: model name.
 
@@ -146,13 +178,15 @@ def build_multiscale(
     level_encoder = _per_level("encoder_blocks", encoder_blocks, levels)
     if shared and any(level_encoder):
         raise ValueError("encoder_blocks needs shared=False (one backbone per level)")
+    options = block_options(gate, scale_invariant_gates, sparsity, kernel_regularizer)
+    stochastic_depth_rates(stochastic_depth, 1)  # checks the range
     non_local_levels = set(int(i) for i in non_local_levels)
     if not non_local_levels <= set(range(levels)):
         raise ValueError(f"non_local_levels must be within 0..{levels - 1}, got {sorted(non_local_levels)}")
 
     def make_level(tag, level):
         return _Level(tag, channels, level_filters[level], level_blocks[level], kernel_size, batch_norm,
-                      activation, use_bias, level in non_local_levels, non_local_mode)
+                      activation, use_bias, level in non_local_levels, non_local_mode, options, stochastic_depth)
 
     shared_level = make_level("shared", 0) if shared else None
     inputs = image_input(channels)
@@ -162,8 +196,8 @@ def build_multiscale(
     bands = split(x)
     if levels == 1:
         bands = [bands[0]] if isinstance(bands, (list, tuple)) else [bands]
-    skips = _encoder(bands, level_filters, level_encoder, kernel_size, batch_norm, activation, use_bias) \
-        if any(level_encoder) else [None] * levels
+    skips = _encoder(bands, level_filters, level_encoder, kernel_size, batch_norm, activation, use_bias, options,
+                     stochastic_depth) if any(level_encoder) else [None] * levels
     image, features = None, None
     for level in reversed(range(levels)):
         band = bands[level]

@@ -5,10 +5,19 @@
 network is homogeneous. Here the body is a stack of bias-free residual blocks.
 """
 
+from typing import Any
+
 import keras
 
 from bfcnn.layers.bias_free import BiasFreeConvBlock, BiasFreeResidualBlock
-from bfcnn.models.common import denoiser_head, image_input, non_local_block, scale_in
+from bfcnn.models.common import (
+    block_options,
+    denoiser_head,
+    image_input,
+    non_local_block,
+    scale_in,
+    stochastic_depth_rates,
+)
 
 
 def build_resnet(
@@ -21,6 +30,11 @@ def build_resnet(
     predict: str = "noise",
     non_local_after: tuple = (),
     non_local_mode: str = "dot_product",
+    gate: str = "none",
+    scale_invariant_gates: bool = True,
+    sparsity: float = 0.0,
+    stochastic_depth: float = 0.0,
+    kernel_regularizer: Any = None,
     use_bias: bool = False,
     name: str = "resnet",
 ) -> keras.Model:
@@ -31,26 +45,41 @@ def build_resnet(
         filters: channels of every hidden layer.
         kernel_size: odd kernel size of every convolution.
         blocks: number of residual blocks (each two convolutions).
-        batch_norm: BiasFreeBatchNorm inside the blocks (never right before the output).
-        activation: `relu`, `leaky_relu` or `linear`.
+        batch_norm: BiasFreeBatchNorm inside the blocks (never right before the output: the
+            head convolution reads the sum of the last block, not a normalization).
+        activation: `relu`, `leaky_relu`, `prelu` or `linear`.
         predict: `noise` (output = input - network) or `image` (output = network).
         non_local_after: indices of residual blocks (0-based) followed by a NonLocalBlock.
         non_local_mode: `dot_product` or `embedded_gaussian`; either makes the model not
             homogeneous (the dot-product branch is of degree 3), see `bfcnn.layers.NonLocalBlock`.
+        gate: `none`, `block` (a per-sample gate on each block's branch) or `squeeze_excite`
+            (per-channel gates on each branch); see `bfcnn.layers.gates` and docs/options.md.
+        scale_invariant_gates: gates read RMS-normalized features, which keeps the model
+            homogeneous; False gives the plain sigmoid gates, which do not.
+        sparsity: initial threshold of a learned soft threshold (relative to each channel's
+            RMS) inside every block; 0 = none.
+        stochastic_depth: drop rate of the deepest block's branch in training; block i of
+            n drops with `stochastic_depth * (i + 1) / n` (Huang et al., ECCV 2016).
+        kernel_regularizer: null, a name (`soft_orthogonal`, `soft_orthonormal`,
+            `center_away`, `l1`, `l2`), a mapping `{type: ..., <argument>: ...}` or a list of
+            them (summed), for every hidden convolution (stem and blocks, not the head); see
+            `bfcnn.layers.regularizers.get`.
         use_bias: True builds the with-bias twin, a control for experiments.
         name: model name.
 
     Returns:
         A keras.Model, float32 [B, H, W, channels] 0-255 in and out.
     """
+    options = block_options(gate, scale_invariant_gates, sparsity, kernel_regularizer)
+    rates = stochastic_depth_rates(stochastic_depth, blocks)
     inputs = image_input(channels)
     x = scale_in(inputs)
-    x = BiasFreeConvBlock(filters, kernel_size, batch_norm=False, activation=activation,
-                          use_bias=use_bias, name="stem")(x)
+    x = BiasFreeConvBlock(filters, kernel_size, batch_norm=False, activation=activation, use_bias=use_bias,
+                          kernel_regularizer=options["kernel_regularizer"], name="stem")(x)
     non_local_after = set(int(i) for i in non_local_after)
     for i in range(blocks):
         x = BiasFreeResidualBlock(filters, kernel_size, batch_norm=batch_norm, activation=activation,
-                                  use_bias=use_bias, name=f"block{i}")(x)
+                                  use_bias=use_bias, stochastic_depth=rates[i], name=f"block{i}", **options)(x)
         if i in non_local_after:
             x = non_local_block(non_local_mode, use_bias, name=f"non_local{i}")(x)
     x = keras.layers.Conv2D(channels, kernel_size, padding="same", use_bias=use_bias,
