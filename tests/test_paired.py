@@ -160,18 +160,26 @@ def test_noisy_target_swaps_a_random_half_of_the_pairs(tmp_path):
     assert 8 <= swapped <= 32, swapped
 
 
-def test_non_paired_patches_are_corrupted_and_pairs_are_not():
+@pytest.mark.parametrize("noisy_target", [False, True])
+def test_non_paired_patches_are_corrupted_and_pairs_are_not(noisy_target):
     rng = np.random.default_rng(0)
-    clean = rng.uniform(0, 255, (2, 6, 6, 1)).astype(np.float32)
-    pair = rng.uniform(0, 255, (2, 6, 6, 2)).astype(np.float32)
+    clean = rng.uniform(0, 255, (2, 16, 16, 1)).astype(np.float32)
+    pair = rng.uniform(0, 255, (2, 16, 16, 2)).astype(np.float32)
     both = np.concatenate([np.concatenate([clean, clean], -1), pair])
     is_pair = tf.constant([False, False, True, True])
     corruption = CorruptionConfig(additive={"sigma": [20, 20]})
-    noisy, target = paired_inputs(both, is_pair, corruption, tf.constant([0, 1]), channels=1, noisy_target=False)
-    np.testing.assert_array_equal(target.numpy()[:2], clean)
-    assert 10 < np.std(noisy.numpy()[:2] - clean) < 30
-    np.testing.assert_array_equal(noisy.numpy()[2:], pair[..., :1])
-    np.testing.assert_array_equal(target.numpy()[2:], pair[..., 1:])
+    noisy, target = paired_inputs(both, is_pair, corruption, tf.constant([0, 1]), channels=1,
+                                  noisy_target=noisy_target)
+    noisy, target = noisy.numpy(), target.numpy()
+    assert 15 < np.std(noisy[:2] - clean) < 25
+    if noisy_target:  # a second, independent corruption: the difference has twice the variance
+        assert 15 < np.std(target[:2] - clean) < 25 and 24 < np.std(noisy[:2] - target[:2]) < 33
+    else:
+        np.testing.assert_array_equal(target[:2], clean)
+    for k, real in zip((2, 3), pair):  # real pairs: no synthetic noise, a and b (possibly swapped)
+        assert {noisy[k].tobytes(), target[k].tobytes()} == {real[..., :1].tobytes(), real[..., 1:].tobytes()}
+        if not noisy_target:
+            np.testing.assert_array_equal(noisy[k], real[..., :1])
 
 
 def test_streaming_mixes_pairs_and_plain_images_with_flags(tmp_path):
