@@ -13,6 +13,7 @@ DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 48
 
 _RUNNERS = weakref.WeakKeyDictionary()
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B")
 
 
 def _runner(model):
@@ -47,7 +48,9 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
 
     Args:
         image: a numpy array `HxW`, `HxWx1`, `HxWx3` or `HxWx4` (alpha is kept as it is),
-            uint8, uint16 (16-bit PNG) or float (on the 0-255 scale), or a PIL image.
+            uint8, uint16 (16-bit PNG) or float (on the 0-255 scale), or a PIL image
+            (16-bit gray and gray-with-alpha images keep their mode; other modes come
+            back as L, RGB or RGBA).
         model: a zoo name, a path, a keras.Model, or any callable taking float32
             [H, W, C] (0-255) and returning the same. A gray image through a color model
             is denoised as gray RGB; a color image through a gray model channel by channel.
@@ -68,7 +71,13 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
     from PIL import Image
 
     if isinstance(image, Image.Image):
-        if "A" in image.mode or (image.mode == "P" and "transparency" in image.info):
+        if image.mode in _SIXTEEN_BIT_MODES:  # 16-bit gray stays 16-bit
+            array = np.asarray(image).astype(np.uint16)
+        elif image.mode in ("LA", "La"):  # gray with alpha stays gray with alpha
+            array = np.asarray(image.convert("LA"))
+            gray = denoise(array[..., 0], model=model, tile_size=tile_size, overlap=overlap)
+            return Image.fromarray(np.stack([gray, array[..., 1]], axis=-1))  # uint8 HxWx2: LA
+        elif "A" in image.mode or (image.mode == "P" and "transparency" in image.info):
             array = np.asarray(image.convert("RGBA"))
         else:
             from bfcnn.io import to_uint8_array

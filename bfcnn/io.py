@@ -130,7 +130,8 @@ def write_image(path, array: np.ndarray) -> None:
 
     Args:
         path: the file to write; missing parent folders are created.
-        array: uint8 [H, W], [H, W, 1], [H, W, 3] or [H, W, 4] (uint16 [H, W] for 16-bit gray).
+        array: uint8 [H, W], [H, W, 1], [H, W, 2] (gray and alpha), [H, W, 3] or [H, W, 4]
+            (uint16 [H, W] for 16-bit gray).
 
     Raises:
         ValueError: a float or bool array, or another shape.
@@ -139,9 +140,9 @@ def write_image(path, array: np.ndarray) -> None:
     if array.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"write_image needs a uint8 array (uint16 for 16-bit gray), got dtype {array.dtype}; "
                          "round and clip first")
-    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4) and array.dtype == np.uint8)):
-        raise ValueError(f"write_image needs shape [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got {array.shape} "
-                         f"{array.dtype}")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 2, 3, 4) and array.dtype == np.uint8)):
+        raise ValueError(f"write_image needs shape [H, W], [H, W, 1], [H, W, 2], [H, W, 3] or [H, W, 4], got "
+                         f"{array.shape} {array.dtype}")
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     path = Path(path)

@@ -10,6 +10,7 @@ import fnmatch
 import hashlib
 import json
 import re
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List
@@ -142,9 +143,12 @@ def load_model(name_or_path: str = "default", verify: bool = True, float32: bool
             raise BfcnnError(f"model file not found: {str(path)!r}")
     else:
         path = model_file(name_or_path, "keras", verify=verify)
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a damaged file
+        raise BfcnnError(f"cannot load model {str(path)!r}: not a .keras file (a .keras file is a zip archive; "
+                         "this one is corrupt, truncated or of another format)")
     try:
         model = keras.models.load_model(path, compile=False)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, TypeError) as error:  # TypeError: a layer class Keras cannot find
         raise BfcnnError(f"cannot load model {str(path)!r}: {error}") from error
     if float32:
         from bfcnn.models.precision import to_float32

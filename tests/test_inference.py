@@ -103,3 +103,76 @@ def test_cli_denoises_many_files_and_reports_bad_ones(gray_model, tmp_path, caps
     assert "broken.png" in err and "FAILED" in err and "1 of 3" in err
     assert Image.open(tmp_path / "out" / "a.png").size == (20, 16)
     assert Image.open(tmp_path / "out" / "r.png").size == (16, 20)
+
+
+def test_pil_sixteen_bit_and_gray_alpha_keep_their_mode(gray_model):
+    rng = np.random.default_rng(6)
+    sixteen = rng.integers(0, 65536, size=(9, 7)).astype(np.uint16)
+    out = bfcnn.denoise(Image.fromarray(sixteen), model=gray_model)
+    assert out.mode == "I;16"
+    np.testing.assert_array_equal(np.asarray(out), bfcnn.denoise(sixteen, model=gray_model))
+    gray_alpha = rng.integers(0, 256, size=(9, 7, 2)).astype(np.uint8)
+    out = bfcnn.denoise(Image.fromarray(gray_alpha), model=gray_model)
+    assert out.mode == "LA"
+    np.testing.assert_array_equal(np.asarray(out)[..., 0], bfcnn.denoise(gray_alpha[..., 0], model=gray_model))
+    np.testing.assert_array_equal(np.asarray(out)[..., 1], gray_alpha[..., 1])
+
+
+def test_tiled_denoise_matches_the_whole_image(gray_model):
+    """The tiny ResNet sees 4 pixels around each output pixel: with a margin (overlap // 4) of 4
+    the tiled result is the whole-image one up to float rounding, and well within 0.05 dB."""
+    from skimage import data
+
+    clean = data.camera()[:150, :190].astype(np.float32)
+    noisy = clean + 25 * np.random.default_rng(7).standard_normal(clean.shape).astype(np.float32)
+    whole = bfcnn.denoise(noisy, model=gray_model, tile_size=0)
+    tiled = bfcnn.denoise(noisy, model=gray_model, tile_size=64, overlap=16)
+    np.testing.assert_allclose(tiled, whole, atol=1e-3, rtol=0)
+
+    def psnr(x):
+        return 10 * np.log10(255.0**2 / np.mean((np.clip(np.round(x), 0, 255) - clean) ** 2))
+
+    assert abs(psnr(tiled) - psnr(whole)) < 0.05
+
+
+def test_cli_keeps_layouts_names_and_checks_arguments(gray_model, tmp_path, capsys):
+    from bfcnn.denoise import main
+
+    model_path = tmp_path / "m.keras"
+    gray_model.save(model_path)
+    rng = np.random.default_rng(8)
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    sixteen = rng.integers(0, 65536, size=(6, 5)).astype(np.uint16)
+    Image.fromarray(sixteen).save(tmp_path / "in" / "deep.png")
+    Image.fromarray(rng.integers(0, 256, size=(6, 5, 2)).astype(np.uint8)).save(tmp_path / "in" / "la.png")
+    Image.fromarray(np.full((4, 4), 10, np.uint8)).save(tmp_path / "in" / "same.png")
+    Image.fromarray(np.full((4, 4), 200, np.uint8)).save(tmp_path / "in" / "sub" / "same.png")
+    assert main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(model_path)]) == 0
+    err = capsys.readouterr().err
+    assert "] 4/4 " in err and "[####################]" in err  # the progress bar reaches the end
+    with Image.open(tmp_path / "out" / "deep.png") as image:
+        assert image.mode == "I;16"
+        np.testing.assert_array_equal(np.asarray(image), bfcnn.denoise(sixteen, model=gray_model))
+    with Image.open(tmp_path / "out" / "la.png") as image:
+        assert image.mode == "LA"
+    # Two inputs named same.png: neither output overwrites the other.
+    outputs = {p.name: np.asarray(Image.open(p)) for p in (tmp_path / "out").glob("same*.png")}
+    assert sorted(outputs) == ["same-2.png", "same.png"] and "same-2.png" in err
+    assert not np.array_equal(outputs["same.png"], outputs["same-2.png"])
+    with pytest.raises(SystemExit) as caught:
+        main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--tile-size", "16"])
+    assert caught.value.code == 2 and "larger than the tile overlap" in capsys.readouterr().err
+
+
+def test_cli_model_errors_are_named(tmp_path, capsys):
+    from bfcnn.denoise import main
+
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "broken.keras").write_bytes(b"not a zip archive")
+    cases = [("pyramid_gray_mm", "did you mean 'pyramid_gray_m'"),
+             (str(tmp_path / "broken.keras"), "not a .keras file"),
+             (str(tmp_path / "missing.keras"), "model file not found")]
+    for model, message in cases:
+        assert main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", model]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -168,8 +168,13 @@ def test_write_image_round_trip_and_checks(tmp_path):
     np.testing.assert_array_equal(read_image(tmp_path / "out16" / "x.png")[..., 0], sixteen // 257)
     with pytest.raises(ValueError, match="uint8"):
         write_image(tmp_path / "f.png", np.zeros((4, 4), np.float32))
+    gray_alpha = np.stack([pattern(5, 6), 255 - pattern(5, 6)], axis=-1)
+    write_image(tmp_path / "la" / "x.png", gray_alpha)
+    with Image.open(tmp_path / "la" / "x.png") as written:
+        assert written.mode == "LA"
+        np.testing.assert_array_equal(np.asarray(written), gray_alpha)
     with pytest.raises(ValueError, match="shape"):
-        write_image(tmp_path / "f.png", np.zeros((4, 4, 2), np.uint8))
+        write_image(tmp_path / "f.png", np.zeros((4, 4, 5), np.uint8))
 
 
 def test_to_uint8_array_modes():
