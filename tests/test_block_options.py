@@ -30,20 +30,33 @@ OPTIONS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(0)  # initial weights independent of the test order
+
+
 def randomize(model, seed=0):
-    """Moves every weight away from its initial value (gates get large kernels, so they matter)."""
+    """Moves every weight away from its initial value.
+
+    The gates' first layers get positive kernels (their ReLU units stay alive on the
+    non-negative stem features) and their second layers kernels of a size that keeps the
+    sigmoid away from saturation, so a gate really depends on its input.
+    """
     rng = np.random.default_rng(seed)
     for weight in model.weights:
         leaf = weight.path.split("/")[-1]
         shape = tuple(weight.shape)
+        layer = weight.path.split("/")[-2] if "/" in weight.path else ""
         if leaf in ("moving_std", "gamma"):
             value = rng.uniform(0.5, 2.0, shape)
         elif leaf == "threshold":
             value = rng.uniform(0.1, 0.6, shape)
         elif leaf == "alpha":
             value = rng.uniform(-0.3, 0.5, shape)
-        elif "gate" in weight.path or "squeeze_excite" in weight.path:
-            value = rng.normal(0.0, 3.0, shape)
+        elif layer in ("hidden", "squeeze"):
+            value = rng.uniform(0.2, 1.0, shape)
+        elif layer in ("logit", "excite"):
+            value = rng.normal(0.0, 1.0, shape)
         else:
             value = np.asarray(weight.numpy()) * rng.uniform(0.8, 1.2, shape)
         weight.assign(value.astype("float32"))
