@@ -331,30 +331,63 @@ def test_int8_within_margin_on_photos(tmp_path):
         assert psnr(clean, int8(noisy)) >= psnr(clean, fp32(noisy)) - PSNR_MARGINS_DB["int8"]
 
 
+NON_LOCAL_MODELS = {
+    "resnet_embedded_gaussian": {**TINY_RESNET, "non_local_after": [0], "non_local_mode": "embedded_gaussian"},
+    "resnet_dot_product": {**TINY_RESNET, "non_local_after": [0], "non_local_mode": "dot_product"},
+    "multiscale_dot_product": {**TINY_MULTISCALE, "non_local_levels": [1], "non_local_mode": "dot_product"},
+}
+
+
+def activate_non_local(model, seed=0):
+    """Gives every NonLocalBlock a non-zero output scale (it starts at zero: the block is the
+    identity) and shrinks the heads so the model, like a trained denoiser, stays near 0-255.
+
+    Returns the largest change the non-local branches make to the output, on a test image.
+    """
+    rng = np.random.default_rng(seed)
+    blocks = [layer for layer in model._flatten_layers() if type(layer).__name__ == "NonLocalBlock"]
+    assert blocks
+    for layer in model.layers:
+        if layer.name.endswith("head"):
+            layer.kernel.assign(layer.kernel * 0.02)
+    images = noisy_images((1, 23, 30, model.input_shape[-1]), seed=seed)
+    identity = keras_out(model, images)
+    for block in blocks:
+        block.norm.gamma.assign(rng.uniform(0.5, 1.0, block.norm.gamma.shape).astype("float32"))
+    active = keras_out(model, images)
+    assert np.max(np.abs(active)) < 600.0
+    return float(np.max(np.abs(active - identity)))
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["dot_product", "embedded_gaussian"])
-def test_non_local_resnet_to_builtin_tflite(mode):
-    """The non-local block (batched matmul, max pool, softmax) converts to builtin ops and matches Keras."""
+@pytest.mark.parametrize("name", sorted(NON_LOCAL_MODELS))
+def test_non_local_models_to_builtin_tflite(name):
+    """Non-local blocks (batched matmul, max pool, softmax) inside the resnet and multiscale
+    backbones convert to builtin ops and match Keras within 1e-4 on the 0-255 scale."""
     from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.interpreter import Interpreter
 
     import bfcnn
     from bfcnn.export import tflite_ops, to_tflite
 
-    model = bfcnn.build_model({**TINY_RESNET, "non_local_after": [0], "non_local_mode": mode})
+    config = NON_LOCAL_MODELS[name]
+    model = bfcnn.build_model(config)
+    assert activate_non_local(model) > 1.0  # the branch really changes the output
     content = to_tflite(model)
     assert "BATCH_MATMUL" in tflite_ops(content)
     assert set(tflite_ops(content)) <= set(vars(schema.BuiltinOperator)) - {"CUSTOM"}
-    from ai_edge_litert.interpreter import Interpreter
-
     interpreter = Interpreter(model_content=content)
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    for shape in [(1, 1, 1, 1), (1, 3, 200, 1), (1, 37, 29, 1)]:
+    channels = config["channels"]
+    for shape in [(1, 1, 1, channels), (1, 3, 200, channels), (1, 37, 29, channels)]:
         images = noisy_images(shape)
         interpreter.resize_tensor_input(inp["index"], list(shape), strict=True)
         interpreter.allocate_tensors()
         interpreter.set_tensor(inp["index"], images)
         interpreter.invoke()
-        np.testing.assert_allclose(interpreter.get_tensor(out["index"]), keras_out(model, images), atol=1e-3, rtol=0)
+        expected = keras_out(model, images)
+        assert np.max(np.abs(interpreter.get_tensor(out["index"]) - expected)) <= 1e-4 * max(
+            1.0, np.max(np.abs(expected)) / 255.0)
 
 
 TINY_N3NET = {"type": "n3net", "channels": 1, "stages": 2, "depth": 2, "filters": 8, "k": 2, "embedding_depth": 1,
@@ -391,3 +424,72 @@ def test_n3net_to_builtin_tflite():
     # TFLite's int8 calibrator aborts the process on the N3 block's WHILE loop: refused up front.
     with pytest.raises(UnsupportedOpsError, match="WHILE"):
         to_tflite(model, "int8", [noisy_images((16, 16, 1))])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["n3net", "resnet_embedded_gaussian", "multiscale_dot_product"])
+def test_round_trip_n3net_and_non_local(name, tmp_path):
+    """Built, trained two steps, exported, every artifact reloaded: outputs match the model."""
+    import keras
+    import tensorflow as tf
+
+    import bfcnn
+    from bfcnn.export import export_model, sample_image
+    from bfcnn.lite import TFLiteDenoiser
+
+    config = TINY_N3NET if name == "n3net" else NON_LOCAL_MODELS[name]
+    keras.utils.set_random_seed(0)
+    model = fit_a_few_steps(bfcnn.build_model(config))
+    if name == "n3net":
+        # Shrinks each stage's last convolution so the output stays near 0-255 like a trained
+        # denoiser's: an untrained one reaches ~1,000, where float32 rounding alone is ~1e-4.
+        for layer in model.layers:
+            if layer.name.endswith(f"conv{config['depth'] - 1}"):
+                layer.conv.kernel.assign(layer.conv.kernel * 0.05)
+    else:
+        assert activate_non_local(model, seed=1) > 1.0
+    channels = config["channels"]
+    report = export_model(model, tmp_path / "out", config={"model": config}, image=sample_image(channels, (40, 53)),
+                          log=None)
+    assert report["passed"]
+    out = tmp_path / "out"
+    card = report["model_card"]
+    assert card["model_config"] == config and card["bias_free"] is False  # N3's log T, non-local: not homogeneous
+    images = noisy_images((1, 29, 22, channels), seed=3)
+    expected = keras_out(model, images)
+    tolerance = 1e-3 * max(1.0, np.max(np.abs(expected)) / 255.0)
+    reloaded = keras.models.load_model(out / "model.keras")
+    np.testing.assert_allclose(keras_out(reloaded, images), expected, atol=tolerance, rtol=0)
+    loaded = tf.saved_model.load(str(out / "saved_model"))
+    served = loaded.signatures["serving_default"](image=tf.constant(images))["denoised"].numpy()
+    np.testing.assert_allclose(served, expected, atol=tolerance, rtol=0)
+    as_uint8 = loaded.signatures["denoise_uint8"](image=tf.constant(np.clip(images, 0, 255).astype(np.uint8)))
+    assert as_uint8["denoised"].dtype == tf.uint8
+    np.testing.assert_allclose(TFLiteDenoiser(out / "model.tflite")(images), expected, atol=tolerance, rtol=0)
+
+
+def test_console_scripts_are_the_library_mains():
+    """`bfcnn-export` and `bfcnn-denoise` are installed and thin over the library's `main`."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    import bfcnn.denoise
+    import bfcnn.export
+
+    try:
+        scripts = {ep.name: ep for ep in distribution("bfcnn").entry_points if ep.group == "console_scripts"}
+    except PackageNotFoundError:
+        pytest.skip("bfcnn is not installed (pip install -e .)")
+    assert scripts["bfcnn-export"].value == "bfcnn.export:main" and scripts["bfcnn-export"].load() is bfcnn.export.main
+    assert scripts["bfcnn-denoise"].load() is bfcnn.denoise.main
+
+
+def test_unknown_model_or_folder_and_damaged_keras_file_are_named(tmp_path, capsys):
+    from bfcnn.export import ExportError, export_model, main
+
+    with pytest.raises(ExportError, match=r"'pyramid_gray_mm' is neither an existing file or folder nor a zoo "
+                                          r"model, did you mean 'pyramid_gray_m'\?; zoo models: "):
+        export_model("pyramid_gray_mm", tmp_path / "o", log=None)
+    (tmp_path / "broken.keras").write_bytes(b"not a zip archive")
+    assert main(["--model-directory", str(tmp_path / "broken.keras"), "--output-directory", str(tmp_path / "o")]) == 2
+    assert "not a .keras file" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.keras"]

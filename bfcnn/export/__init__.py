@@ -139,9 +139,15 @@ def _float32(model):
 
 
 def _load_keras(path: Path):
+    import zipfile
+
     import keras
 
     _register_layers()
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        # Keras would report "File not found" for a file that exists but is damaged.
+        raise ExportError(f"cannot load model {str(path)!r}: not a .keras file (a .keras file is a zip "
+                          "archive; this one is corrupt, truncated or of another format)")
     try:
         return keras.models.load_model(path, compile=False)
     except (ValueError, OSError, TypeError) as error:
@@ -248,9 +254,15 @@ def _resolve_model(model_or_path, config, weights, pipeline_config):
     if Path(text).expanduser().exists() or text.endswith(".keras") or os.sep in text:
         model, found_config, source = load_for_export(text, pipeline_config, weights)
         return model, config if config is not None else found_config, source
-    from bfcnn.zoo import load_model, model_info
+    from bfcnn.errors import UnknownModelError, did_you_mean
+    from bfcnn.zoo import list_models, load_model, model_info
 
-    card = model_info(text)
+    try:
+        card = model_info(text)
+    except UnknownModelError as error:  # as likely a mistyped folder as a mistyped name: say both
+        names = list_models()
+        raise ExportError(f"{text!r} is neither an existing file or folder nor a zoo model"
+                          f"{did_you_mean(text, names)}; zoo models: {', '.join(names) or '(none)'}") from error
     return load_model(text), config if config is not None else card.get("training_config"), f"zoo:{text}"
 
 
@@ -573,10 +585,12 @@ def verify(output_directory, model=None, image=None, tolerance: float = FP32_TOL
         serve = loaded.signatures["serving_default"]
         batch = np.stack([noisy, noisy[::-1, ::-1]])
         out = serve(image=tf.constant(batch))[OUTPUT_NAME].numpy()
-        flipped = np.asarray(model(batch[1:], training=False))[0]
-        result = _compare("saved_model:serving_default", "fp32", out[0], reference, clean, reference_psnr,
+        # Compared with the Keras model on the same batch: batched and single-image runs may
+        # round differently, which N3 blocks amplify (1.6e-3 seen on a tiny N3Net's output).
+        batch_reference = np.asarray(model(batch, training=False), np.float64)
+        result = _compare("saved_model:serving_default", "fp32", out[0], batch_reference[0], clean, reference_psnr,
                           tolerance)
-        result["max_abs_diff_batch"] = float(np.max(np.abs(out[1] - flipped)))
+        result["max_abs_diff_batch"] = float(np.max(np.abs(out[1] - batch_reference[1])))
         result["passed"] = result["passed"] and result["max_abs_diff_batch"] <= tolerance
         add(result, serve(image=tf.constant(small[None]))[OUTPUT_NAME].numpy())
 
