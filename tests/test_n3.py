@@ -283,3 +283,22 @@ def test_tflite_builtin_ops_only_matches_keras():
 def test_bad_arguments_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         N3Block(**kwargs)
+
+
+def test_n3net_defaults_follow_the_paper():
+    """Ploetz & Roth's denoiser: 3 DnCNN stages of depth 6 with 64 features, 2 N3 blocks with
+    k = 7, 8 embedding channels, 10 x 10 patches at stride 5 and 15 x 15 windows."""
+    import bfcnn
+    from bfcnn.models.builder import model_defaults
+
+    defaults = model_defaults("n3net")
+    assert {key: defaults[key] for key in ("stages", "depth", "filters", "k", "embedding_channels", "patch_size",
+                                           "stride", "window")} == dict(
+        stages=3, depth=6, filters=64, k=7, embedding_channels=8, patch_size=10, stride=5, window=15)
+    model = bfcnn.build_model({"type": "n3net", "channels": 1})
+    blocks = [layer for layer in model.layers if isinstance(layer, N3Block)]
+    assert len(blocks) == 2 and all(b.k == 7 and b.embedding_channels == 8 for b in blocks)
+    assert len([layer for layer in model.layers if layer.name.startswith("stage0_conv")]) == 6
+    # The second stage sees the estimate and its 7 neighbour images.
+    assert model.get_layer("stage1_conv0").input.shape[-1] == 8
+    assert model.get_layer("stage1_conv0").conv.filters == 64

@@ -167,3 +167,50 @@ def test_tflite_builtin_ops_only_matches_keras(mode):
 def test_bad_arguments_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         NonLocalBlock(**kwargs)
+
+
+def test_embedded_gaussian_is_homogeneous_of_no_degree():
+    """The softmax sees logits scaled by a^2, so the branch is neither of degree 1 nor of degree 3."""
+    block = NonLocalBlock(mode="embedded_gaussian")
+    x = uniform((1, 10, 9, 4), seed=10)
+    block(x)
+    randomize(block, seed=11)
+    branch = np.asarray(block(x, training=False)) - x
+    scaled = np.asarray(block(3.0 * x, training=False)) - 3.0 * x
+    assert relative_error(scaled, 3.0 * branch) > 1e-2 and relative_error(scaled, 27.0 * branch) > 1e-2
+
+
+@pytest.mark.parametrize("config,where", [
+    ({"type": "resnet", "blocks": 3, "non_local_after": [1], "non_local_mode": "embedded_gaussian"},
+     ("block1", "non_local1", "block2")),
+    ({"type": "multiscale", "levels": 2, "blocks": 2, "non_local_levels": [1]},
+     ("level1_block0", "level1_non_local", "level1_block1")),
+])
+def test_backbones_take_non_local_blocks_from_the_config(config, where, tmp_path):
+    import bfcnn
+    from bfcnn.models.cost import is_bias_free
+    from conftest import random_images
+
+    model = bfcnn.build_model({**config, "channels": 1, "filters": 8})
+    names = [layer.name for layer in model.layers]
+    assert [type(layer).__name__ for layer in model.layers].count("NonLocalBlock") == 1
+    assert names.index(where[0]) < names.index(where[1]) < names.index(where[2])
+    block = model.get_layer(where[1])
+    assert block.mode == config.get("non_local_mode", "dot_product") and block.bias_free
+    assert not is_bias_free(model)  # a non-local block breaks degree-1 homogeneity
+    x = random_images((1, 17, 12, 1))
+    plain = np.asarray(model(x, training=False))
+    block.norm.gamma.assign(np.full(block.norm.gamma.shape, 0.5, "float32"))
+    assert np.max(np.abs(np.asarray(model(x, training=False)) - plain)) > 1e-3  # the block is on the path
+    for size in [(1, 1), (2, 9), (16, 16)]:
+        assert model(random_images((1, *size, 1))).shape == (1, *size, 1)
+    assert_saving_round_trip(model, x, tmp_path)
+
+
+def test_backbones_reject_a_bad_non_local_mode():
+    import bfcnn
+    from bfcnn.errors import ConfigError
+
+    for config in ({"type": "resnet", "non_local_after": [0]}, {"type": "multiscale", "non_local_levels": [0]}):
+        with pytest.raises(ConfigError, match="mode='softmax' is not supported; allowed"):
+            bfcnn.build_model({**config, "non_local_mode": "softmax"})
