@@ -148,6 +148,17 @@ def test_failed_verification_leaves_no_output(resnet_export, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_quantized_file_beyond_its_margin_fails(resnet_export, tmp_path):
+    """A quantized file is held to its PSNR margin: with a margin no file can meet, the export fails."""
+    from bfcnn.export import VerificationError, export_model
+
+    with pytest.raises(VerificationError, match="verification failed for model_fp16.tflite;") as caught:
+        export_model(resnet_export[0], tmp_path / "out", quantize=("fp16",), psnr_margins={"fp16": -1.0}, log=None)
+    (result,) = [r for r in caught.value.report["results"] if r["artifact"] == "model_fp16.tflite"]
+    assert not result["passed"] and result["limit"] == "PSNR loss <= -1 dB"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_refuses_to_replace_a_folder_that_is_not_an_export(resnet_export, tmp_path):
     from bfcnn.export import ExportError, export_model
 
