@@ -170,6 +170,12 @@ def test_filter_spread():
     ring = np.zeros((9, 9))
     ring[4, 7] = ring[1, 4] = -2.0
     assert explain.filter_spread(ring, (4, 4)) == pytest.approx(3.0)
+    assert explain.effective_support(delta) == pytest.approx(1.0)
+    assert explain.effective_support(ring) == pytest.approx(2.0)
+    assert explain.effective_support(np.full((3, 4), 0.1)) == pytest.approx(12.0)
+    centre = ring.copy()
+    centre[4, 4] = 5.0
+    assert explain.off_centre_limit(centre, (4, 4)) == pytest.approx(2.0)
 
 
 @pytest.mark.parametrize("mode", ["embedded_gaussian", "dot_product"])

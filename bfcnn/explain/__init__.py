@@ -415,6 +415,25 @@ def filter_spread(weights: np.ndarray, pixel) -> float:
     return float(np.sqrt(np.sum(energy * (rr**2 + cc**2)) / total)) if total > 0 else 0.0
 
 
+def effective_support(weights: np.ndarray) -> float:
+    """How many pixels a filter averages over: `(sum |w|)^2 / sum w^2`.
+
+    1 for a single nonzero weight, n for n equal weights; unlike `filter_spread` it does not
+    depend on where the weights are, only on how evenly they are spread.
+    """
+    w = np.abs(np.asarray(weights, np.float64))
+    energy = np.sum(w**2)
+    return float(np.sum(w) ** 2 / energy) if energy > 0 else 0.0
+
+
+def off_centre_limit(weights: np.ndarray, position) -> float:
+    """The largest |weight| of a 2-D map leaving out `position`: a color range that shows the
+    surround (the centre weight, usually the largest, is then drawn saturated)."""
+    w = np.abs(np.asarray(weights, np.float64)).copy()
+    w[tuple(position)] = 0.0
+    return float(w.max()) if w.max() > 0 else float(np.max(np.abs(weights)) or 1.0)
+
+
 def crop_around(array: np.ndarray, pixel, size: int) -> Tuple[np.ndarray, Tuple[int, int]]:
     """The `size` x `size` window of `array` centred on `pixel` (shifted to stay inside when
     possible, smaller when the image is), and the pixel's position inside it."""
@@ -441,8 +460,10 @@ __all__ = [
     "as_model_input",
     "crop_around",
     "effective_dimensionality",
+    "effective_support",
     "filter_spread",
     "jacobian",
+    "off_centre_limit",
     "reconstruction",
     "reconstruction_error",
     "require_bias_free",

@@ -8,7 +8,8 @@ Writes to the output folder:
 * `noisy.png`: the image with noise of std `--sigma` added, the pixels circled and numbered;
 * `filter_<i>_r<row>_c<col>.png` per pixel: for each of `--sigmas`, the noisy and the
   denoised `--window` x `--window` crop around the pixel and the pixel's adaptive filter
-  (its row of the Jacobian A(y)), on a diverging color map with a symmetric range;
+  (its row of the Jacobian A(y)), on a diverging color map with a symmetric range set by
+  the largest weight off the pixel itself (the centre weight is drawn saturated);
 * `singular_values.png`: the singular values of A(y) on a `--svd-crop` crop centred on the
   first pixel, per noise level, and the effective dimension against the noise level;
 * `summary.json`: the numbers behind the figures (filter spread, sum of weights, the
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> dict:
     """Computes and writes everything; returns the summary written to summary.json."""
     from bfcnn.evaluate import _load
     from bfcnn.explain import (adaptive_filters, as_model_input, crop_around, effective_dimensionality,
-                               filter_spread, require_bias_free)
+                               effective_support, filter_spread, off_centre_limit, require_bias_free)
     from bfcnn.explain import plots
     from bfcnn.io import read_image
 
@@ -124,12 +125,14 @@ def run(args: argparse.Namespace) -> dict:
             entry.append({"pixel": list(pixel), "output": output, "filter_times_input": applied,
                           "relative_error": abs(output - applied) / max(abs(output), 1e-12),
                           "sum_of_weights": float(weights.sum()), "spread_pixels": spread,
+                          "support_pixels": effective_support(weights),
                           "largest_weight": float(np.max(np.abs(weights)))})
             crop_noisy, position = crop_around(noisy, pixel, args.window)
             crop_denoised, _ = crop_around(denoised, pixel, args.window)
             crop_weights, _ = crop_around(weights.sum(axis=-1), pixel, args.window)
             columns[i].append({"noisy": crop_noisy, "denoised": crop_denoised, "weights": crop_weights,
-                               "position": position, "label": f"sigma {sigma:g}, spread {spread:.1f} px"})
+                               "position": position, "limit": off_centre_limit(crop_weights, position),
+                               "label": f"sigma {sigma:g}, spread {spread:.1f} px"})
         summary["sigmas"][f"{sigma:g}"] = {"filters": entry}
     for i, pixel in enumerate(pixels):
         path = out / f"filter_{i + 1}_r{pixel[0]}_c{pixel[1]}.png"
@@ -162,12 +165,13 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def _print(summary: dict) -> None:
-    print(f"{'sigma':>6} {'pixel':>10} {'spread px':>10} {'sum w':>8} {'rel. err':>9}  dimension")
+    print(f"{'sigma':>6} {'pixel':>10} {'spread px':>10} {'support px':>10} {'sum w':>8} {'rel. err':>9}  dimension")
     for sigma, entry in summary["sigmas"].items():
         dimension = entry.get("spectrum", {}).get("dimension_sum_squared_singular_values")
         for j, f in enumerate(entry["filters"]):
             dim = f"{dimension:.1f}" if dimension is not None and j == 0 else ""
-            print(f"{sigma:>6} {str(tuple(f['pixel'])):>10} {f['spread_pixels']:10.2f} {f['sum_of_weights']:8.3f} "
+            print(f"{sigma:>6} {str(tuple(f['pixel'])):>10} {f['spread_pixels']:10.2f} {f['support_pixels']:10.1f} "
+                  f"{f['sum_of_weights']:8.3f} "
                   f"{f['relative_error']:9.1e}  {dim}")
 
 

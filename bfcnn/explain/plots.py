@@ -121,8 +121,9 @@ def filter_figure(path, columns: List[Dict], title: str = "", backend: str = "au
 
     Args:
         columns: dicts with `noisy`, `denoised` (crops on the 0-255 scale), `weights`
-            ([h, w] crop of the filter), `position` ((row, col) of the pixel in the crop)
-            and `label` (the column's title).
+            ([h, w] crop of the filter), `position` ((row, col) of the pixel in the crop),
+            `label` (the column's title) and optionally `limit`, the symmetric color range
+            of the weights (default: their largest magnitude).
     """
     if not columns:
         raise BfcnnError("filter_figure needs at least one column")
@@ -134,7 +135,7 @@ def filter_figure(path, columns: List[Dict], title: str = "", backend: str = "au
         grid = figure.subplots(3, n, squeeze=False)
         for j, column in enumerate(columns):
             row, col = column["position"]
-            limit = float(np.max(np.abs(column["weights"]))) or 1.0
+            limit = column.get("limit") or float(np.max(np.abs(column["weights"]))) or 1.0
             panels = [(display(column["noisy"]), None), (display(column["denoised"]), None),
                       (column["weights"], limit)]
             for i, (panel, vmax) in enumerate(panels):
@@ -163,7 +164,8 @@ def filter_figure(path, columns: List[Dict], title: str = "", backend: str = "au
     tiles = []
     for column in columns:
         row, col = column["position"]
-        panels = [display(column["noisy"]), display(column["denoised"]), diverging(column["weights"])]
+        panels = [display(column["noisy"]), display(column["denoised"]),
+                  diverging(column["weights"], column.get("limit"))]
         images = []
         for panel in panels:
             tile = Image.fromarray(panel).resize((panel.shape[1] * zoom, panel.shape[0] * zoom), Image.NEAREST)
@@ -172,7 +174,7 @@ def filter_figure(path, columns: List[Dict], title: str = "", backend: str = "au
             draw.line([x - 4, y, x + 4, y], fill=(0, 200, 0))
             draw.line([x, y - 4, x, y + 4], fill=(0, 200, 0))
             images.append(tile)
-        tiles.append((column["label"], images, float(np.max(np.abs(column["weights"])))))
+        tiles.append((column["label"], images, column.get("limit") or float(np.max(np.abs(column["weights"])))))
     tile_w, tile_h = tiles[0][1][0].size
     gap, header = 6, 30
     canvas = Image.new("RGB", (len(tiles) * (tile_w + gap) + gap, header + 3 * (tile_h + gap) + 14), "white")
