@@ -473,16 +473,25 @@ class CorruptionConfig(_Section):
 
 @dataclass(frozen=True)
 class LossConfig(_Section):
-    """The training loss; `hinge` is the MAE hinge (errors below it cost nothing)."""
+    """The training loss; `hinge` is the MAE hinge (errors below it cost nothing).
+
+    `normalize: noise` divides each image's loss by the same loss of its noisy input (plus
+    that of a constant error of `noise_floor` on the 0-255 scale), so every noise level
+    weighs alike: a blind model then learns to leave nearly clean images alone instead of
+    spending its capacity on the loudest noise only.
+    """
 
     type: Literal["mse", "mae", "charbonnier"] = "mse"
     hinge: float = 0.0
     charbonnier_epsilon: float = 1e-3
     ssim_weight: float = 0.0
     scale_weights: Optional[Tuple[float, ...]] = None
+    normalize: Literal["none", "noise"] = "none"
+    noise_floor: float = 1.0
 
     def _check(self) -> None:
         _check_at_least(self, "hinge", 0.0)
+        _check(self.noise_floor > 0.0, "noise_floor", f"must be > 0, got {self.noise_floor!r}")
         _check(self.charbonnier_epsilon > 0.0, "charbonnier_epsilon", f"must be > 0, got {self.charbonnier_epsilon!r}")
         _check_at_least(self, "ssim_weight", 0.0)
         if self.scale_weights is not None:

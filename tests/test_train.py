@@ -87,8 +87,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(image_dir, tmp_path, 
 
     real = loop.pixel_loss
 
-    def poisoned(target, estimate, config):
-        loss, terms = real(target, estimate, config)
+    def poisoned(target, estimate, config, **kwargs):
+        loss, terms = real(target, estimate, config, **kwargs)
         return loss * np.float32("nan"), terms
 
     config = tiny_config(image_dir, train={"steps": 10, "checkpoint_every": 4}, validation={"directory": None})
@@ -105,8 +105,8 @@ def test_nan_loss_can_skip_the_batch(image_dir, tmp_path, monkeypatch):
     real = loop.pixel_loss
     calls = {"n": 0}
 
-    def sometimes_nan(target, estimate, config):
-        loss, terms = real(target, estimate, config)
+    def sometimes_nan(target, estimate, config, **kwargs):
+        loss, terms = real(target, estimate, config, **kwargs)
         return loss * (np.float32("nan") if calls["n"] == 0 else 1.0), terms
 
     config = tiny_config(image_dir, train={"steps": 6, "on_nan": "skip"}, validation={"directory": None})
@@ -242,3 +242,12 @@ def test_unsupported_options_are_refused_before_training(image_dir):
             "model": {"type": "resnet"},
             "dataset": {"inputs": [{"paired": {"noisy_a": str(image_dir), "noisy_b": str(image_dir)}}]},
         })
+
+
+def test_noise_normalized_loss_trains(image_dir, tmp_path):
+    config = tiny_config(image_dir, loss={"normalize": "noise"}, corruption={"additive": {"sigma": [0, 30]}},
+                         train={"steps": 30, "checkpoint_every": 30, "log_every": 10},
+                         validation={"sigmas": [5, 20], "every": 10})
+    Trainer(config, tmp_path).run()
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert history[-1]["mean_psnr"] > history[0]["mean_psnr"]

@@ -297,7 +297,7 @@ class Trainer:
                 noisy, target = synthetic_inputs(clean, corruption, keys[1], noisy_target)
             with tf.GradientTape() as tape:
                 estimate = model(noisy, training=True)
-                loss, terms = pixel_loss(target, estimate, loss_config)
+                loss, terms = pixel_loss(target, estimate, loss_config, noisy=noisy)
                 total = loss + tf.add_n(model.losses) if model.losses else loss
                 scaled = total / replicas
             grads = tape.gradient(scaled, model.trainable_variables)

@@ -10,17 +10,38 @@ import tensorflow as tf
 LOSSES = ("mse", "mae", "charbonnier")
 
 
-def pixel_loss(target, estimate, config):
-    """The per-batch mean of the configured pixel loss (plus the SSIM term), float32."""
-    error = (tf.cast(estimate, tf.float32) - tf.cast(target, tf.float32)) / 255.0
+def _pointwise(error, config):
+    """The configured loss of each element of `error` (0-1 scale)."""
     if config.type == "mse":
-        loss = tf.reduce_mean(tf.square(error))
-    elif config.type == "mae":
-        loss = tf.reduce_mean(tf.nn.relu(tf.abs(error) - config.hinge / 255.0))
-    elif config.type == "charbonnier":
-        loss = tf.reduce_mean(tf.sqrt(tf.square(error) + config.charbonnier_epsilon**2))
+        return tf.square(error)
+    if config.type == "mae":
+        return tf.nn.relu(tf.abs(error) - config.hinge / 255.0)
+    if config.type == "charbonnier":
+        return tf.sqrt(tf.square(error) + config.charbonnier_epsilon**2)
+    raise ValueError(f"loss.type={config.type!r} is not supported; allowed: {', '.join(LOSSES)}")
+
+
+def pixel_loss(target, estimate, config, noisy=None):
+    """The per-batch mean of the configured pixel loss (plus the SSIM term), float32.
+
+    With `config.normalize == "noise"`, each image's mean loss is divided by the mean loss
+    of its noisy input against the same target plus the loss of a constant error of
+    `config.noise_floor` (0-255 scale), and the ratios are averaged: every noise level then
+    counts alike, as a mean of PSNR gains does, instead of the loudest images dominating.
+    `noisy` is required then.
+    """
+    target = tf.cast(target, tf.float32)
+    pointwise = _pointwise((tf.cast(estimate, tf.float32) - target) / 255.0, config)
+    if getattr(config, "normalize", "none") == "noise":
+        if noisy is None:
+            raise ValueError("loss.normalize='noise' needs the noisy input")
+        axes = list(range(1, len(pointwise.shape)))
+        own = tf.reduce_mean(pointwise, axis=axes)
+        reference = tf.reduce_mean(_pointwise((tf.cast(noisy, tf.float32) - target) / 255.0, config), axis=axes)
+        floor = _pointwise(tf.constant(config.noise_floor / 255.0 + config.hinge / 255.0), config)
+        loss = tf.reduce_mean(own / (reference + floor))
     else:
-        raise ValueError(f"loss.type={config.type!r} is not supported; allowed: {', '.join(LOSSES)}")
+        loss = tf.reduce_mean(pointwise)
     terms = {config.type: loss}
     if config.ssim_weight > 0:
         ssim = tf.reduce_mean(tf.image.ssim(tf.cast(target, tf.float32), tf.cast(estimate, tf.float32), 255.0))
