@@ -2,7 +2,7 @@
 
     python scripts/generalization.py --bias-free runs/generalization_bf --with-bias runs/generalization_bias
 
-Mohan et al. (ICLR 2020, section 4, table 1) train DnCNN with and without biases on noise
+Mohan et al. (ICLR 2020) train DnCNN with and without biases on noise
 of std in [0, 55] and test beyond it: at sigma 70 on BSD68 the bias-free network holds
 24.88 dB while the with-bias one drops to 22.12 dB. This script scores two trained runs
 (the twins of `pipelines/generalization_bf.yaml` and `pipelines/generalization_bias.yaml`)
@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 BEGIN, END = "<!-- generalization:begin -->", "<!-- generalization:end -->"
 DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "val" / "Set12"
-# Mohan et al., ICLR 2020, table 1: DnCNN trained on [0, 55], BSD68, sigma 70.
+# Mohan et al., ICLR 2020: DnCNN trained on [0, 55], BSD68, sigma 70.
 PAPER = "BF-DnCNN 24.88 dB vs DnCNN 22.12 dB at sigma 70 on BSD68 (trained on [0, 55])"
 
 

@@ -1,4 +1,4 @@
-"""Adaptive filters of a bias-free denoiser widen as the noise grows (Mohan et al., ICLR 2020, fig. 4).
+"""Adaptive filters of a bias-free denoiser widen as the noise grows (Mohan et al., ICLR 2020).
 
     python scripts/plot_adaptive_filters.py            # writes docs/figures/adaptive_filters.png
 

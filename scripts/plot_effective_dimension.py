@@ -1,4 +1,4 @@
-"""The subspace a bias-free denoiser projects onto shrinks as the noise grows (Mohan et al., ICLR 2020, sec. 5).
+"""The subspace a bias-free denoiser projects onto shrinks as the noise grows (Mohan et al., ICLR 2020).
 
     python scripts/plot_effective_dimension.py         # writes docs/figures/effective_dimension.png
 

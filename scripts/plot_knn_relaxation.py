@@ -22,8 +22,9 @@
    queries in chunks, as N3Block does at inference) and on all pairs (an N x N distance
    matrix and W of N x N x k). All-pairs grows until its predicted memory passes `--memory-gb`
    or its measurements pass `--all-pairs-seconds` of CPU; where it stopped is printed. Each
-   method is measured in its own process (`resource.getrusage` peak RSS minus the RSS after
-   a warm-up), N ascending.
+   measurement runs in a fresh process after a warm-up; memory is the peak RSS during the
+   call minus the RSS before it (the peak is reset through /proc/self/clear_refs), i.e. what
+   the call itself needs beyond TensorFlow and the process.
 
 Needs matplotlib (`pip install 'bfcnn[docs]'`).
 """
@@ -64,6 +65,7 @@ def parse_args(argv=None):
     parser.add_argument("--skip-cost", action="store_true", help="only parts 1 and 2")
     parser.add_argument("--out", default=str(ROOT / "docs" / "figures" / "knn_relaxation.png"))
     parser.add_argument("--measure", choices=("windowed", "all_pairs"), help=argparse.SUPPRESS)
+    parser.add_argument("--n", type=int, default=1000, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -174,8 +176,32 @@ def numerics(x, k, temperatures):
 
 # ---- 3: cost ----------------------------------------------------------------------------
 
-def _rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def _status_mb(field):
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024.0
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def reset_peak():
+    """Resets the peak RSS to the current RSS (Linux >= 4.0); returns the current RSS in MB.
+
+    Falls back to `getrusage`'s lifetime peak (then a run only shows above earlier peaks).
+    """
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return _status_mb("VmRSS")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_mb():
+    try:
+        return _status_mb("VmHWM")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _cpu():
@@ -218,11 +244,10 @@ def all_pairs_neighbours(x, k, log_t):
 
 
 def child(args):
-    """Measures one method for ascending N; prints one JSON line per N."""
+    """Measures one method at one N (`--n`) in this fresh process; prints one JSON line."""
     import tensorflow as tf  # noqa: F401
 
     rng = np.random.default_rng(args.seed)
-    sizes = args.windowed_sizes if args.measure == "windowed" else args.all_pairs_sizes
 
     def run(x):
         if args.measure == "windowed":
@@ -230,45 +255,54 @@ def child(args):
         return all_pairs_neighbours(x, args.k, -5.0).numpy()
 
     run(np.sort(rng.uniform(0, 300, 300)))  # warm-up: kernels and allocator
-    base = _rss_mb()
-    spent, per_n2_mb, per_n2_s = 0.0, None, None
-    for n in sizes:
-        if args.measure == "all_pairs":
-            predicted_gb = (base + per_n2_mb * n * n) / 1024 if per_n2_mb else 0.0
-            predicted_s = per_n2_s * n * n if per_n2_s else 0.0
-            if predicted_gb > args.memory_gb:
-                print(json.dumps({"n": n, "stopped": f"predicted peak {predicted_gb:.1f} GB > {args.memory_gb:g} GB"}))
-                break
-            if spent + predicted_s > args.all_pairs_seconds:
-                print(json.dumps({"n": n, "stopped": f"predicted {predicted_s:.0f} CPU s would pass the "
-                                                     f"{args.all_pairs_seconds:g} s budget ({spent:.0f} s spent)"}))
-                break
-        x = np.sort(rng.uniform(0.0, n, n))
-        start, start_cpu = time.perf_counter(), _cpu()
-        run(x)
-        seconds, cpu = time.perf_counter() - start, _cpu() - start_cpu
-        spent += cpu
-        peak = _rss_mb() - base
-        per_n2_mb = max(per_n2_mb or 0.0, peak / (n * n))
-        per_n2_s = max(per_n2_s or 0.0, cpu / (n * n))
-        print(json.dumps({"n": n, "seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak}), flush=True)
+    x = np.sort(rng.uniform(0.0, args.n, args.n))
+    before = reset_peak()
+    start, start_cpu = time.perf_counter(), _cpu()
+    run(x)
+    seconds, cpu = time.perf_counter() - start, _cpu() - start_cpu
+    print(json.dumps({"n": args.n, "seconds": seconds, "cpu_seconds": cpu, "peak_mb": peak_mb() - before,
+                      "process_mb": before}), flush=True)
     return 0
 
 
+def measure(args, method, n):
+    """Runs `child` in a subprocess; its JSON row, or {"n", "stopped"} when it failed."""
+    command = [sys.executable, __file__, "--measure", method, "--n", str(n), "--k", str(args.k),
+               "--window", str(args.window), "--seed", str(args.seed)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode == 0 and rows:
+        return rows[0]
+    if done.returncode in (-9, 137):
+        return {"n": n, "stopped": "killed (out of memory)"}
+    last = (done.stderr.strip().splitlines() or ["?"])[-1]
+    return {"n": n, "stopped": f"failed: {last}"}
+
+
 def cost(args):
-    results = {}
-    for method in ("windowed", "all_pairs"):
-        command = [sys.executable, __file__, "--measure", method, "--k", str(args.k), "--window", str(args.window),
-                   "--memory-gb", str(args.memory_gb), "--all-pairs-seconds", str(args.all_pairs_seconds),
-                   "--seed", str(args.seed), "--windowed-sizes", *map(str, args.windowed_sizes),
-                   "--all-pairs-sizes", *map(str, args.all_pairs_sizes)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-        if done.returncode != 0:
-            last = done.stderr.strip().splitlines()[-1:] or ["?"]
-            stop = "out of memory (killed)" if done.returncode in (-9, 137) else f"failed: {last[0]}"
-            rows.append({"n": None, "stopped": stop})
-        results[method] = rows
+    """Windowed at every size; all pairs, N ascending, until memory or CPU time would pass the caps."""
+    results = {"windowed": [measure(args, "windowed", n) for n in args.windowed_sizes], "all_pairs": []}
+    spent, per_n2_mb, per_n2_s, process_mb = 0.0, 0.0, 0.0, 0.0
+    for n in args.all_pairs_sizes:
+        predicted_gb = (process_mb + per_n2_mb * n * n) / 1024
+        predicted_s = per_n2_s * n * n
+        if predicted_gb > args.memory_gb:
+            results["all_pairs"].append({"n": n, "stopped": f"predicted peak {predicted_gb:.1f} GB "
+                                                            f"> {args.memory_gb:g} GB"})
+            break
+        if spent + predicted_s > args.all_pairs_seconds:
+            reason = (f"predicted {predicted_s:.0f} CPU s would pass the {args.all_pairs_seconds:g} s budget "
+                      f"({spent:.0f} s spent)")
+            results["all_pairs"].append({"n": n, "stopped": reason})
+            break
+        row = measure(args, "all_pairs", n)
+        results["all_pairs"].append(row)
+        if "stopped" in row:
+            break
+        spent += row["cpu_seconds"]
+        process_mb = row["process_mb"]
+        per_n2_mb = max(per_n2_mb, row["peak_mb"] / (n * n))
+        per_n2_s = max(per_n2_s, row["cpu_seconds"] / (n * n))
     return results
 
 
@@ -398,7 +432,7 @@ def main(argv=None):
             for r in rows:
                 if "seconds" in r:
                     print(f"   {method:>9} N={r['n']:>8}: {r['seconds']:7.2f} s wall, {r['cpu_seconds']:7.2f} s CPU, "
-                          f"peak +{r['peak_mb']:7.0f} MB")
+                          f"peak +{r['peak_mb']:7.0f} MB (process {r['process_mb']:.0f} MB before)")
                 else:
                     print(f"   {method:>9} stopped at N={r['n']}: {r['stopped']}")
     out = Path(args.out)

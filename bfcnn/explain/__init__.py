@@ -259,7 +259,7 @@ def adaptive_filters(model, image, pixels: Iterable, channel: int = 0, allow_bia
 def adaptive_filter(model, image, pixel, channel: int = 0, allow_bias: bool = False) -> np.ndarray:
     """The adaptive filter of one output pixel: its row of the Jacobian A(y), as a weight map.
 
-    For a bias-free network `f(y) = A(y) y` (Mohan et al., ICLR 2020, eq. 3), so the output
+    For a bias-free network `f(y) = A(y) y` (Mohan et al., ICLR 2020), so the output
     at `pixel` is exactly `sum(weights * y)`: the weights the network gives every noisy
     input value, computed with one backward pass (`tf.GradientTape`).
 
@@ -377,7 +377,7 @@ def effective_dimensionality(model, image_crop, allow_bias: bool = False,
                              max_inputs: int = MAX_JACOBIAN_INPUTS) -> EffectiveDimension:
     """Singular values of A(y) on a small crop and the effective dimension of its range.
 
-    Mohan et al. (ICLR 2020, section 5) find A(y) nearly symmetric with singular values
+    Mohan et al. (ICLR 2020) find A(y) nearly symmetric with singular values
     near 0 or 1: the network approximately projects the noisy image onto a subspace that
     adapts to the image, and the subspace shrinks as the noise grows. Its dimension is
     taken as `sum(s_i ** 2)` (the squared Frobenius norm of A, the rank of a projection);
@@ -401,7 +401,7 @@ def filter_spread(weights: np.ndarray, pixel) -> float:
     """The RMS distance in pixels from `pixel` of a filter's weight, `sqrt(sum w^2 d^2 / sum w^2)`.
 
     A one-number width of an adaptive filter: it grows as the filter averages over a
-    larger neighbourhood (as the noise grows, Mohan et al., ICLR 2020, figure 4).
+    larger neighbourhood (as the noise grows, Mohan et al., ICLR 2020).
     """
     w = np.asarray(weights, np.float64)
     if w.ndim == 3:

@@ -83,8 +83,9 @@ def _denoise(model, image: np.ndarray) -> np.ndarray:
 def run(args: argparse.Namespace) -> dict:
     """Computes and writes everything; returns the summary written to summary.json."""
     from bfcnn.evaluate import _load
-    from bfcnn.explain import (adaptive_filters, as_model_input, crop_around, effective_dimensionality,
-                               effective_support, filter_spread, off_centre_limit, require_bias_free)
+    from bfcnn.explain import (adaptive_filters, as_model_input, check_pixel, crop_around,
+                               effective_dimensionality, effective_support, filter_spread, off_centre_limit,
+                               require_bias_free)
     from bfcnn.explain import plots
     from bfcnn.io import read_image
 
@@ -94,9 +95,8 @@ def run(args: argparse.Namespace) -> dict:
     channels = int(model.input_shape[-1])
     clean = as_model_input(read_image(args.image, color="gray" if channels == 1 else "rgb"), channels)
     height, width = clean.shape[:2]
-    from bfcnn.explain import check_pixel
-
-    pixels: List[Tuple[int, int]] = [check_pixel(p, height, width) for p in (args.pixels or [(height // 2, width // 2)])]
+    requested = args.pixels or [(height // 2, width // 2)]
+    pixels: List[Tuple[int, int]] = [check_pixel(p, height, width) for p in requested]
     noise = np.random.default_rng(args.seed).standard_normal(clean.shape).astype(np.float32)
     out = Path(args.output_directory)
     out.mkdir(parents=True, exist_ok=True)
