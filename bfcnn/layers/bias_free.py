@@ -149,6 +149,8 @@ class BiasFreeConvBlock(keras.layers.Layer):
         use_bias: False (default) keeps the block bias-free; True makes the with-bias twin
             (conv bias and standard batch norm) used as a control in experiments.
         kernel_regularizer: optional Keras regularizer for the convolution kernel.
+        gamma_initializer: initializer of the batch norm's scale; `"zeros"` makes the block
+            start at zero (used for the last block of a residual branch).
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class BiasFreeConvBlock(keras.layers.Layer):
         activation="relu",
         use_bias=False,
         kernel_regularizer=None,
+        gamma_initializer="ones",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -181,7 +184,9 @@ class BiasFreeConvBlock(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="conv",
         )
-        self.norm = _normalization(self.batch_norm, self.use_bias, "norm", dtype=self.dtype_policy)
+        self.gamma_initializer = gamma_initializer
+        self.norm = _normalization(self.batch_norm, self.use_bias, "norm", dtype=self.dtype_policy,
+                                   gamma_initializer=gamma_initializer)
         self.act = activation_layer(activation, dtype=self.dtype_policy, name="act")
 
     def build(self, input_shape):
@@ -209,6 +214,7 @@ class BiasFreeConvBlock(keras.layers.Layer):
             activation=self.activation,
             use_bias=self.use_bias,
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            gamma_initializer=self.gamma_initializer,
         )
         return config
 
@@ -278,7 +284,11 @@ class BiasFreeResidualBlock(keras.layers.Layer):
             dtype=self.dtype_policy,
         )
         self.block1 = BiasFreeConvBlock(filters, activation=activation, name="block1", **common)
-        self.block2 = BiasFreeConvBlock(filters, activation="linear", name="block2", **common)
+        # With batch norm, the branch's last scale starts at zero so the block starts as the
+        # identity (Goyal et al., 2017): a unit-variance branch added to small image features
+        # otherwise swamps them, and training a BN model then fails to get near the no-BN one.
+        self.block2 = BiasFreeConvBlock(filters, activation="linear", name="block2", gamma_initializer="zeros",
+                                        **common)
         # Optional parts exist only when switched on, so a default block has the same
         # weights and names as before the options existed (older .keras files load).
         gate_args = dict(reduction=gate_reduction, scale_invariant=scale_invariant_gates, dtype=self.dtype_policy)
