@@ -16,7 +16,6 @@ output clipped and rounded, mean of per-image PSNR.
 """
 
 import argparse
-import datetime
 import json
 import subprocess
 import sys
@@ -26,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 TWINS = (("noisy", ROOT / "pipelines" / "n2n_gray.yaml"), ("clean", ROOT / "pipelines" / "n2n_gray_clean.yaml"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from doc_tables import check_markers, write_measured_table  # noqa: E402  (same folder)
+
 BEGIN, END = "<!-- n2n-table:begin -->", "<!-- n2n-table:end -->"
 
 
@@ -123,15 +125,7 @@ def table(rows, noisy_psnr: float, count: int, args) -> str:
 
 
 def write_docs(path: Path, text: str, command: str) -> None:
-    document = path.read_text()
-    if document.count(BEGIN) != 1 or document.count(END) != 1 or document.index(BEGIN) > document.index(END):
-        raise SystemExit(f"error: {path} needs one '{BEGIN}' line and, after it, one '{END}' line")
-    head, rest = document.split(BEGIN)
-    _, tail = rest.split(END)
-    stamp = datetime.date.today().isoformat()
-    block = f"{BEGIN}\n{text}\n\nMeasured {stamp} with `{command}`.\n{END}"
-    path.write_text(head + block + tail)
-    print(f"wrote the table into {path}")
+    write_measured_table(path, BEGIN, END, text, command)
 
 
 def main(argv=None) -> int:

@@ -16,7 +16,6 @@ start-up, so it compares the options' cost when the machine is otherwise idle.
 """
 
 import argparse
-import datetime
 import json
 import sys
 from pathlib import Path
@@ -35,6 +34,9 @@ VARIANTS = {
     "stochastic_depth": {"stochastic_depth": 0.1},
     "prelu": {"activation": "prelu"},
 }
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from doc_tables import check_markers, write_measured_table  # noqa: E402  (same folder)
+
 BEGIN, END = "<!-- options-table:begin -->", "<!-- options-table:end -->"
 
 
@@ -155,22 +157,11 @@ def table(rows, noisy_psnr: float, count: int, args) -> str:
 
 
 def _check_markers(path: Path) -> str:
-    if not path.is_file():
-        raise SystemExit(f"error: --write {path}: no such file")
-    document = path.read_text()
-    if document.count(BEGIN) != 1 or document.count(END) != 1 or document.index(BEGIN) > document.index(END):
-        raise SystemExit(f"error: {path} needs one '{BEGIN}' line and, after it, one '{END}' line")
-    return document
+    return check_markers(path, BEGIN, END)
 
 
 def write_table(path: Path, text: str, command: str) -> None:
-    document = _check_markers(path)
-    head, rest = document.split(BEGIN)
-    _, tail = rest.split(END)
-    stamp = datetime.date.today().isoformat()
-    block = f"{BEGIN}\n{text}\n\nMeasured {stamp} with `{command}`.\n{END}"
-    path.write_text(head + block + tail)
-    print(f"wrote the table into {path}")
+    write_measured_table(path, BEGIN, END, text, command)
 
 
 def main(argv=None) -> int:

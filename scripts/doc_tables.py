@@ -1,0 +1,27 @@
+"""Measured tables written between a pair of marker lines of a markdown file (used by the compare_* scripts)."""
+
+import datetime
+import os
+from pathlib import Path
+
+
+def check_markers(path: Path, begin: str, end: str) -> str:
+    """The file's text; exits with a message unless it holds one `begin` line followed by one `end` line."""
+    if not path.is_file():
+        raise SystemExit(f"error: --write {path}: no such file")
+    document = path.read_text()
+    if document.count(begin) != 1 or document.count(end) != 1 or document.index(begin) > document.index(end):
+        raise SystemExit(f"error: {path} needs one '{begin}' line and, after it, one '{end}' line")
+    return document
+
+
+def write_measured_table(path: Path, begin: str, end: str, text: str, command: str) -> None:
+    """Replaces what lies between the markers by `text` and the date and command that measured it (atomic)."""
+    document = check_markers(path, begin, end)
+    head, rest = document.split(begin)
+    _, tail = rest.split(end)
+    block = f"{begin}\n{text}\n\nMeasured {datetime.date.today().isoformat()} with `{command}`.\n{end}"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(head + block + tail)
+    os.replace(tmp, path)
+    print(f"wrote the table into {path}")
