@@ -151,3 +151,12 @@ def test_every_pipeline_model_builds_and_runs(path):
     model = bfcnn.build_model(config.model)
     x = random_images((1, 37, 41, config.model.get("channels", 1)))
     assert model(x).shape == x.shape
+
+
+@pytest.mark.parametrize("levels, shared", [(1, False), (2, False), (4, False), (2, True)])
+def test_multiscale_default_filters_follow_the_number_of_levels(levels, shared):
+    model = bfcnn.build_model({"type": "multiscale", "levels": levels, "blocks": 1, "shared": shared})
+    stems = sorted(layer.name for layer in model.layers if layer.name.endswith("_stem"))
+    widths = [model.get_layer(name).filters for name in stems]
+    expected = [32] if shared else [32 * 2**level for level in range(levels)]
+    assert widths == expected, (stems, widths)

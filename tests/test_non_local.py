@@ -214,3 +214,14 @@ def test_backbones_reject_a_bad_non_local_mode():
     for config in ({"type": "resnet", "non_local_after": [0]}, {"type": "multiscale", "non_local_levels": [0]}):
         with pytest.raises(ConfigError, match="mode='softmax' is not supported; allowed"):
             bfcnn.build_model({**config, "non_local_mode": "softmax"})
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"type": "resnet", "blocks": 3, "non_local_after": [3]}, r"non_local_after .*0\.\.2, got \[3\]"),
+    ({"type": "multiscale", "levels": 2, "non_local_levels": [2]}, r"non_local_levels .*0\.\.1, got \[2\]"),
+])
+def test_backbones_reject_a_non_local_position_outside_the_model(config, message):
+    import bfcnn
+
+    with pytest.raises(ValueError, match=message):
+        bfcnn.build_model(config)

@@ -108,7 +108,7 @@ def build_multiscale(
     channels: int = 1,
     pyramid: str = "laplacian",
     levels: int = 3,
-    filters: PerLevel = (32, 64, 128),
+    filters: PerLevel = None,
     blocks: PerLevel = 2,
     kernel_size: int = 3,
     shared: bool = False,
@@ -135,7 +135,8 @@ def build_multiscale(
             coarse to fine) or `gaussian` (each level denoises its blurred copy, given the
             coarser result).
         levels: pyramid levels, >= 1.
-        filters: channels of each level's backbone: an int, or one per level (finest first).
+        filters: channels of each level's backbone: an int, or one per level (finest first);
+            by default 32 at the finest level, doubling at each coarser one (32 for all when shared).
         blocks: residual blocks per level: an int, or one per level.
         kernel_size: odd kernel size.
         shared: one backbone for all levels (needs an int `filters` and `blocks`).
@@ -171,6 +172,8 @@ def build_multiscale(
         raise ValueError(f"predict={predict!r} is not supported; allowed: 'noise', 'image'")
     if not isinstance(levels, int) or levels < 1:
         raise ValueError(f"levels must be an integer >= 1, got {levels!r}")
+    if filters is None:
+        filters = 32 if shared else [32 * 2**level for level in range(levels)]
     if shared and not (isinstance(filters, int) and isinstance(blocks, int)):
         raise ValueError("shared=True needs one backbone for every level: give `filters` and `blocks` as ints")
     level_filters = _per_level("filters", filters, levels)

@@ -77,6 +77,9 @@ def build_resnet(
     x = BiasFreeConvBlock(filters, kernel_size, batch_norm=False, activation=activation, use_bias=use_bias,
                           kernel_regularizer=options["kernel_regularizer"], name="stem")(x)
     non_local_after = set(int(i) for i in non_local_after)
+    if not non_local_after <= set(range(blocks)):
+        raise ValueError(f"non_local_after must be block indices within 0..{blocks - 1}, "
+                         f"got {sorted(non_local_after)}")
     for i in range(blocks):
         x = BiasFreeResidualBlock(filters, kernel_size, batch_norm=batch_norm, activation=activation,
                                   use_bias=use_bias, stochastic_depth=rates[i], name=f"block{i}", **options)(x)
