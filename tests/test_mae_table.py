@@ -1,0 +1,46 @@
+"""scripts/mae_table.py: the starring of failures, the exit status and the marker writing (models from the zoo)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "mae_table.py"
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("mae_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_markdown_stars_every_cell_worse_than_the_noisy_image(script):
+    table = {1.0: {"noisy": 0.80, "a": 0.70, "b": 1.68}, 50.0: {"noisy": 39.9, "a": 5.0, "b": 39.95}}
+    text, worse = script.markdown(table, ["a", "b"], "title")
+    assert worse == 2
+    lines = text.splitlines()
+    assert lines[4] == "| 1 | 0.80 | 0.70 | 1.68 * |"
+    assert lines[5] == "| 50 | 39.90 | 5.00 | 39.95 * |"
+
+
+def test_the_table_goes_between_the_markers_and_a_failure_exits_1(script, tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{script.BEGIN}\nold\n{script.END}\noutro\n")
+    measured = {1.0: {"noisy": 0.8, "resnet_gray_s": 0.9}, 5.0: {"noisy": 4.0, "resnet_gray_s": 2.0}}
+    monkeypatch.setattr(script, "measure", lambda names, channels, dataset, max_images: (measured, 3))
+    status = script.main(["--models", "resnet_gray_s", "--write", str(readme)])
+    assert status == 1
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
+    assert "| 1 | 0.80 | 0.90 * |" in text and "| 5 | 4.00 | 2.00 |" in text
+    assert "scikit-image photographs (3 images)" in text and "Set12 (3 images)" in text
+
+
+def test_a_file_without_markers_stops_before_measuring(script, tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers\n")
+    monkeypatch.setattr(script, "measure", lambda *a: pytest.fail("measured before checking the markers"))
+    with pytest.raises(SystemExit, match="needs one"):
+        script.main(["--models", "resnet_gray_s", "--write", str(readme)])
