@@ -306,6 +306,24 @@ def test_round_trip_multiscale(tmp_path):
         denoiser(np.zeros((8, 8, 1), np.float32))
 
 
+def test_round_trip_unshuffled_resnet(tmp_path):
+    """Pixel (un)shuffle goes to builtin SPACE_TO_DEPTH / DEPTH_TO_SPACE and handles odd sizes."""
+    import bfcnn
+    from bfcnn.export import export_model, tflite_ops
+    from bfcnn.lite import TFLiteDenoiser
+
+    model = fit_a_few_steps(bfcnn.build_model({"type": "resnet", "channels": 1, "filters": 8, "blocks": 1,
+                                               "downsample": 2}))
+    report = export_model(model, tmp_path / "out", log=None)
+    assert report["passed"]
+    ops = tflite_ops((tmp_path / "out" / "model.tflite").read_bytes())
+    assert {"SPACE_TO_DEPTH", "DEPTH_TO_SPACE"} <= set(ops) and not any(op.startswith("Flex") for op in ops), ops
+    denoiser = TFLiteDenoiser(tmp_path / "out" / "model.tflite")
+    for shape in [(1, 1, 1, 1), (1, 3, 200, 1), (1, 33, 17, 1)]:
+        images = noisy_images(shape)
+        np.testing.assert_allclose(denoiser(images), keras_out(model, images), atol=1e-3, rtol=0)
+
+
 @pytest.mark.slow
 def test_int8_within_margin_on_photos(tmp_path):
     """A briefly trained gray denoiser: int8 loses less than its stated margin on scikit-image photos."""

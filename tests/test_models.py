@@ -17,6 +17,7 @@ VARIANTS = {
     "resnet_bn_noise": {"type": "resnet", "channels": 1, "batch_norm": True, **TINY},
     "resnet_image_color": {"type": "resnet", "channels": 3, "batch_norm": False, "predict": "image", **TINY},
     "resnet_leaky": {"type": "resnet", "channels": 1, "activation": "leaky_relu", **TINY},
+    "resnet_unshuffle_color": {"type": "resnet", "channels": 3, "downsample": 2, **TINY},
     "multiscale_laplacian": {"type": "multiscale", "channels": 1, "levels": 3, "filters": [8, 8, 12], "blocks": 1,
                              "batch_norm": True},
     "multiscale_gaussian_shared": {"type": "multiscale", "channels": 3, "pyramid": "gaussian", "shared": True,

@@ -9,6 +9,7 @@ from bfcnn.layers.gates import BlockGate, SqueezeExcite
 from bfcnn.layers.n3 import N3Block
 from bfcnn.layers.non_local import NonLocalBlock
 from bfcnn.layers.pyramids import CropLike, GaussianPyramid, LaplacianPyramid, UpsampleLike
+from bfcnn.layers.shuffle import PixelShuffle, PixelUnshuffle
 from bfcnn.layers.regularizers import CenterAway, RegularizerSum, SoftOrthogonal, SoftOrthonormal
 from bfcnn.layers.sparsity import SoftThreshold
 from bfcnn.layers.stochastic_depth import StochasticDepth
@@ -24,6 +25,8 @@ __all__ = [
     "LaplacianPyramid",
     "N3Block",
     "NonLocalBlock",
+    "PixelShuffle",
+    "PixelUnshuffle",
     "RegularizerSum",
     "SoftOrthogonal",
     "SoftOrthonormal",

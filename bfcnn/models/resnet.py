@@ -10,6 +10,7 @@ from typing import Any
 import keras
 
 from bfcnn.layers.bias_free import BiasFreeConvBlock, BiasFreeResidualBlock
+from bfcnn.layers.shuffle import PixelShuffle, PixelUnshuffle
 from bfcnn.models.common import (
     block_options,
     denoiser_head,
@@ -35,6 +36,7 @@ def build_resnet(
     sparsity: float = 0.0,
     stochastic_depth: float = 0.0,
     kernel_regularizer: Any = None,
+    downsample: int = 1,
     use_bias: bool = False,
     name: str = "resnet",
 ) -> keras.Model:
@@ -64,6 +66,10 @@ def build_resnet(
             `center_away`, `l1`, `l2`), a mapping `{type: ..., <argument>: ...}` or a list of
             them (summed), for every hidden convolution (stem and blocks, not the head); see
             `bfcnn.layers.regularizers.get`.
+        downsample: 1, or a factor f: the blocks run on the f x f sub-images of a pixel
+            unshuffle (FFDNet's reversible down-sampling, Zhang et al., IEEE TIP 2018), at
+            1/f^2 of the pixels with f^2 times the channels in and out, so every layer costs
+            f^2 fewer FLOPs per image pixel and the receptive field grows f times.
         use_bias: True builds the with-bias twin, a control for experiments.
         name: model name.
 
@@ -72,8 +78,12 @@ def build_resnet(
     """
     options = block_options(gate, scale_invariant_gates, sparsity, kernel_regularizer)
     rates = stochastic_depth_rates(stochastic_depth, blocks)
+    if not isinstance(downsample, int) or isinstance(downsample, bool) or downsample < 1:
+        raise ValueError(f"downsample must be an integer >= 1, got {downsample!r}")
     inputs = image_input(channels)
     x = scale_in(inputs)
+    if downsample > 1:
+        x = PixelUnshuffle(downsample, name="unshuffle")(x)
     x = BiasFreeConvBlock(filters, kernel_size, batch_norm=False, activation=activation, use_bias=use_bias,
                           kernel_regularizer=options["kernel_regularizer"], name="stem")(x)
     non_local_after = set(int(i) for i in non_local_after)
@@ -85,7 +95,9 @@ def build_resnet(
                                   use_bias=use_bias, stochastic_depth=rates[i], name=f"block{i}", **options)(x)
         if i in non_local_after:
             x = non_local_block(non_local_mode, use_bias, name=f"non_local{i}")(x)
-    x = keras.layers.Conv2D(channels, kernel_size, padding="same", use_bias=use_bias,
+    x = keras.layers.Conv2D(channels * downsample**2, kernel_size, padding="same", use_bias=use_bias,
                             kernel_initializer="he_normal", name="head")(x)
+    if downsample > 1:
+        x = PixelShuffle(downsample, name="shuffle")([x, inputs])
     outputs = denoiser_head(inputs, x, predict)
     return keras.Model(inputs, outputs, name=name)

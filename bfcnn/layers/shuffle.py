@@ -1,0 +1,94 @@
+"""Reversible down-sampling: pixel unshuffle (space to depth) and pixel shuffle (depth to space).
+
+FFDNet (Zhang, Zuo & Zhang, "FFDNet: Toward a fast and flexible solution for CNN based image
+denoising", IEEE TIP 2018) runs its convolutions on the four sub-images of a 2x2 reversible
+down-sampling: a quarter of the pixels at four times the channels, so the same layers cost a
+quarter of the FLOPs per image pixel and see twice as far. Both operations only move pixels,
+so a model built with them stays bias-free (`f(a*x) = a*f(x)`).
+
+Sizes need not be multiples of the factor: `PixelUnshuffle` repeats the last row and column
+up to the next multiple, and `PixelShuffle` crops back to the size of a reference tensor.
+Both map to the builtin TFLite ops SPACE_TO_DEPTH / DEPTH_TO_SPACE (plus a GATHER for the
+padding), so the stock LiteRT runtime runs them.
+"""
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+
+def _check_factor(factor):
+    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
+        raise ValueError(f"factor must be an integer >= 1, got {factor!r}")
+
+
+def _edge_indices(n, factor):
+    """Indices 0..n-1 followed by copies of n-1 up to the next multiple of `factor`."""
+    padded = (n + factor - 1) // factor * factor
+    return ops.minimum(ops.arange(padded, dtype="int32"), n - 1)
+
+
+@keras.saving.register_keras_serializable(package="bfcnn")
+class PixelUnshuffle(keras.layers.Layer):
+    """[B, H, W, C] -> [B, ceil(H/f), ceil(W/f), f*f*C]; the last row / column is repeated to fill.
+
+    Args:
+        factor: the down-sampling factor f (1 leaves the input as it is).
+    """
+
+    def __init__(self, factor=2, **kwargs):
+        super().__init__(**kwargs)
+        _check_factor(factor)
+        self.factor = factor
+
+    def call(self, x):
+        if self.factor == 1:
+            return x
+        shape = ops.shape(x)
+        x = ops.take(x, _edge_indices(shape[1], self.factor), axis=1)
+        x = ops.take(x, _edge_indices(shape[2], self.factor), axis=2)
+        return tf.nn.space_to_depth(x, self.factor)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        f = self.factor
+
+        def down(n):
+            return None if n is None else -(-n // f)
+
+        return (batch, down(height), down(width), None if channels is None else channels * f * f)
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
+
+
+@keras.saving.register_keras_serializable(package="bfcnn")
+class PixelShuffle(keras.layers.Layer):
+    """Inverse of `PixelUnshuffle`: `call([x, like])` gives [B, H, W, C] with H, W those of `like`.
+
+    `x` has `f*f*C` channels at `ceil(H/f) x ceil(W/f)`; the rows and columns that
+    `PixelUnshuffle` added are cropped away.
+
+    Args:
+        factor: the up-sampling factor f.
+    """
+
+    def __init__(self, factor=2, **kwargs):
+        super().__init__(**kwargs)
+        _check_factor(factor)
+        self.factor = factor
+
+    def call(self, inputs):
+        x, like = inputs
+        if self.factor > 1:
+            x = tf.nn.depth_to_space(x, self.factor)
+        shape = ops.shape(like)
+        return x[:, : shape[1], : shape[2], :]
+
+    def compute_output_shape(self, input_shape):
+        x_shape, like_shape = input_shape
+        channels = x_shape[-1]
+        return (*like_shape[:3], None if channels is None else channels // (self.factor * self.factor))
+
+    def get_config(self):
+        return {**super().get_config(), "factor": self.factor}
