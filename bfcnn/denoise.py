@@ -39,6 +39,8 @@ def parse_args(argv=None):
                              "a .keras file or a model / export folder (default: the color flagship)")
     parser.add_argument("--tile-size", type=_tile_size, default=None,
                         help="tile size in pixels, 0 never tiles (default: 512 for images above 1 MP)")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="average the model over the 8 rotations and flips of each image (8x slower)")
     return parser.parse_args(argv)
 
 
@@ -90,7 +92,7 @@ def main(argv=None) -> int:
             with Image.open(path) as image:
                 image.load()
                 image = ImageOps.exif_transpose(image)
-                result = denoise(image, model=model, tile_size=args.tile_size)
+                result = denoise(image, model=model, tile_size=args.tile_size, ensemble=args.ensemble)
             name = _output_name(path, used)
             write_image(out_dir / name, np.asarray(result))
             status = "ok" if name == f"{path.stem}.png" else f"ok -> {name} (an earlier input had the same name)"

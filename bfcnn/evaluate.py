@@ -43,6 +43,7 @@ PROTOCOL = (
     "image, mean over images; the noisy image's MAE is taken before rounding"
 )
 MODEL_KEY = "model"
+ENSEMBLE_KEY = "model_x8"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -66,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--metric", choices=("psnr", "mae"), default="psnr",
                         help="psnr: PSNR and SSIM (default); mae: the original bfcnn's noise-level table")
     parser.add_argument("--seed", type=int, default=0, help="the noise seed (default 0)")
+    parser.add_argument("--ensemble", action="store_true",
+                        help="also score the model averaged over the 8 rotations and flips (x8, 8x slower)")
     parser.add_argument("--color", choices=("gray", "rgb"), default=None,
                         help="read images as gray or RGB (default: the model's input channels)")
     args = parser.parse_args(argv)
@@ -306,9 +309,16 @@ def main(argv=None) -> int:
     names = [str(f.relative_to(root)) if f.is_relative_to(root) else str(f) for f in files]
     denoise = model_denoiser(model, 1 if color == "gray" else 3)
     denoise(images[0].astype(np.float32), 0.0)  # traces the graph, so that timings exclude it
-    denoisers = {MODEL_KEY: denoise, **baselines}
+    denoisers = {MODEL_KEY: denoise}
     model_label = Path(str(args.model)).stem if str(args.model).endswith(".keras") else str(args.model)
-    labels = {MODEL_KEY: model_label, **{name: name for name in baselines}}
+    labels = {MODEL_KEY: model_label}
+    if args.ensemble:
+        from bfcnn.inference import self_ensemble
+
+        denoisers[ENSEMBLE_KEY] = lambda noisy, sigma: self_ensemble(lambda image: denoise(image, sigma))(noisy)
+        labels[ENSEMBLE_KEY] = f"{model_label} x8"
+    denoisers.update(baselines)
+    labels.update({name: name for name in baselines})
     metrics = ("mae",) if args.metric == "mae" else ("psnr", "ssim")
 
     progress = _Progress(len(args.sigma) * len(images))

@@ -30,6 +30,35 @@ def _runner(model):
     return lambda image: function(image[None])[0].numpy()
 
 
+def _dihedral(image: np.ndarray, k: int) -> np.ndarray:
+    """The k-th of the 8 rotations / flips of an [H, W, C] array (k = 0 is the identity)."""
+    return np.rot90(image if k < 4 else image[:, ::-1], k % 4, axes=(0, 1))
+
+
+def _undo_dihedral(image: np.ndarray, k: int) -> np.ndarray:
+    image = np.rot90(image, -(k % 4), axes=(0, 1))
+    return image if k < 4 else image[:, ::-1]
+
+
+def self_ensemble(function):
+    """`function` averaged over the 8 rotations and flips of its input (the "x8" of Lim et al. 2017).
+
+    Denoises each of the 8 dihedral copies of the image, maps each result back and returns the
+    mean: 8x the time for a typically small PSNR gain (`python -m bfcnn.evaluate --ensemble`
+    measures it). The mean of homogeneous functions is homogeneous, so a bias-free model stays
+    bias-free. `function` maps float32 [H, W, C] to the same.
+    """
+
+    def ensembled(image: np.ndarray) -> np.ndarray:
+        total = None
+        for k in range(8):
+            out = _undo_dihedral(np.asarray(function(np.ascontiguousarray(_dihedral(image, k))), np.float64), k)
+            total = out if total is None else total + out
+        return (total / 8.0).astype(np.float32)
+
+    return ensembled
+
+
 def _as_model(model):
     if isinstance(model, str) or model is None:
         from bfcnn.zoo import load_model
@@ -43,7 +72,8 @@ def _model_channels(model) -> Optional[int]:
     return shape[-1] if shape else None
 
 
-def denoise(image, model="default", tile_size: Optional[int] = None, overlap: int = DEFAULT_OVERLAP):
+def denoise(image, model="default", tile_size: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
+            ensemble: bool = False):
     """Denoises an image with a bfcnn model; returns the same type, dtype and layout.
 
     Args:
@@ -58,6 +88,8 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
             megapixel (tiles of 512 with the overlap below), 0 never tiles.
         overlap: overlap of neighbouring tiles, blended smoothly; keep it above the
             model's receptive field radius for seamless results.
+        ensemble: average the model over the 8 rotations and flips of each tile
+            (`self_ensemble`): 8x slower, usually a little better.
 
     Returns:
         The denoised image, like the input (uint8 rounded and clipped, floats unclipped).
@@ -75,7 +107,7 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
             array = np.asarray(image).astype(np.uint16)
         elif image.mode in ("LA", "La"):  # gray with alpha stays gray with alpha
             array = np.asarray(image.convert("LA"))
-            gray = denoise(array[..., 0], model=model, tile_size=tile_size, overlap=overlap)
+            gray = denoise(array[..., 0], model=model, tile_size=tile_size, overlap=overlap, ensemble=ensemble)
             return Image.fromarray(np.stack([gray, array[..., 1]], axis=-1))  # uint8 HxWx2: LA
         elif "A" in image.mode or (image.mode == "P" and "transparency" in image.info):
             array = np.asarray(image.convert("RGBA"))
@@ -84,7 +116,7 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
 
             array = to_uint8_array(image)
             array = array[..., 0] if array.shape[-1] == 1 else array
-        return Image.fromarray(denoise(array, model=model, tile_size=tile_size, overlap=overlap))
+        return Image.fromarray(denoise(array, model=model, tile_size=tile_size, overlap=overlap, ensemble=ensemble))
     array = np.asarray(image)
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
         raise BfcnnError(f"image must be HxW, HxWx1, HxWx3 or HxWx4, got shape {array.shape}")
@@ -109,6 +141,8 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
 
     model = _as_model(model)
     function = _runner(model) if hasattr(model, "input_shape") else model
+    if ensemble:
+        function = self_ensemble(function)
     wanted = _model_channels(model)
     if wanted is None or wanted == pixels.shape[-1]:
         out = _apply(function, pixels, tile_size, overlap)

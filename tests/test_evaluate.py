@@ -161,3 +161,16 @@ def test_bm3d_beats_noisy_color():
 @pytest.mark.parametrize("name", ["camera", "astronaut"])
 def test_nlm_beats_noisy(name):
     _beats_noisy(baselines.get_baseline("nlm"), crop(name))
+
+
+def test_cli_ensemble_adds_an_x8_row_next_to_the_model(tiny, tmp_path, capsys):
+    model, images = tiny
+    out = tmp_path / "r.json"
+    code = evaluate.main(["--model", str(model), "--dataset", str(images), "--sigma", "25", "--ensemble",
+                          "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "| sigma | noisy PSNR | tiny PSNR | tiny SSIM | tiny x8 PSNR | tiny x8 SSIM |" in captured.out
+    entry = json.loads(out.read_text())["results"]["25"]
+    assert set(entry) == {"noisy", "model", "model_x8"}
+    assert entry["model_x8"]["psnr"] != entry["model"]["psnr"]  # an untrained model is not rotation invariant

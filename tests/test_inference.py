@@ -176,3 +176,52 @@ def test_cli_model_errors_are_named(tmp_path, capsys):
         assert main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", model]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_self_ensemble_maps_every_copy_back():
+    from bfcnn.inference import self_ensemble
+
+    image = np.random.default_rng(0).normal(size=(5, 7, 3)).astype(np.float32)
+    seen = []
+
+    def spy(x):
+        seen.append(x.shape)
+        return x * 2.0  # equivariant: every copy maps back to 2 * image
+
+    np.testing.assert_allclose(self_ensemble(spy)(image), 2.0 * image, rtol=1e-6)
+    assert sorted(seen) == sorted([(5, 7, 3)] * 4 + [(7, 5, 3)] * 4)
+
+    # a function that only sees the top-left pixel: the ensemble averages the 4 corners' values
+    def corner(x):
+        out = np.zeros_like(x)
+        out[0, 0] = x[0, 0]
+        return out
+
+    ensembled = self_ensemble(corner)(image)
+    assert np.count_nonzero(ensembled[..., 0]) == 4
+    for r, c in [(0, 0), (0, 6), (4, 0), (4, 6)]:
+        np.testing.assert_allclose(ensembled[r, c], image[r, c] * 2 / 8, rtol=1e-6)
+
+
+def test_denoise_with_ensemble_keeps_a_bias_free_model_homogeneous():
+    import bfcnn
+
+    model = bfcnn.build_model({"type": "resnet", "channels": 1, "filters": 8, "blocks": 1})
+    image = np.random.default_rng(1).uniform(0, 255, size=(12, 9)).astype(np.float32)
+    once = bfcnn.denoise(image, model=model, ensemble=True)
+    twice = bfcnn.denoise(2.0 * image, model=model, ensemble=True)
+    np.testing.assert_allclose(twice, 2.0 * once, rtol=1e-4, atol=1e-3)
+    assert not np.allclose(once, bfcnn.denoise(image, model=model), atol=1e-3)
+
+
+def test_cli_ensemble_writes_the_x8_result(gray_model, tmp_path):
+    from bfcnn.denoise import main
+
+    model_path = tmp_path / "m.keras"
+    gray_model.save(model_path)
+    image = np.random.default_rng(3).integers(0, 256, size=(13, 10), dtype=np.uint8)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(image).save(tmp_path / "in" / "a.png")
+    assert main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(model_path), "--ensemble"]) == 0
+    written = np.asarray(Image.open(tmp_path / "out" / "a.png"))
+    np.testing.assert_array_equal(written, bfcnn.denoise(image, model=gray_model, ensemble=True))
