@@ -130,3 +130,59 @@ def test_gaussian_pyramid_blurs_and_halves():
 def test_pyramid_levels_are_checked():
     with pytest.raises(ValueError, match="levels"):
         LaplacianPyramid(levels=0)
+
+
+def _numpy_reflect(n, pad):
+    """Reflect-101 indices of an n-pixel axis padded by `pad` (numpy reference)."""
+    idx = np.mod(np.arange(-pad, n + pad), max(2 * (n - 1), 1))
+    return np.where(idx > n - 1, 2 * (n - 1) - idx, idx)
+
+
+@pytest.mark.parametrize("height, width", [(3, 3), (4, 7), (9, 5), (16, 16)])
+def test_reflect_pad_is_numpy_reflect_for_axes_longer_than_the_pad(height, width):
+    from bfcnn.layers.pyramids import reflect_pad
+
+    x = random_images((2, height, width, 3))
+    expected = np.pad(x, [(0, 0), (2, 2), (2, 2), (0, 0)], mode="reflect")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(reflect_pad(x, 2)), expected)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_reflect_pad_of_short_axes_stays_inside_the_image(n):
+    from bfcnn.layers.pyramids import reflect_pad
+
+    x = np.arange(n * 3, dtype=np.float32).reshape(1, n, 3, 1)
+    y = keras.ops.convert_to_numpy(reflect_pad(x, 2))
+    assert y.shape == (1, n + 4, 7, 1)
+    assert set(np.unique(y)) <= set(np.unique(x))
+    np.testing.assert_array_equal(y[:, 2:-2, 2:-2], x)
+
+
+def _numpy_upsample(x, height, width):
+    """Zero insertion, reflect padding and the separable [1, 4, 6, 4, 1] / 8 blur (reference)."""
+    b, h, w, c = x.shape
+    z = np.zeros((b, 2 * h, 2 * w, c), np.float64)
+    z[:, ::2, ::2] = x
+    z = z[:, _numpy_reflect(2 * h, 2)][:, :, _numpy_reflect(2 * w, 2)]
+    taps = np.array([1, 4, 6, 4, 1], np.float64) / 8
+    z = sum(t * z[:, i:i + 2 * h] for i, t in enumerate(taps))
+    z = sum(t * z[:, :, i:i + 2 * w] for i, t in enumerate(taps))
+    return z[:, :height, :width]
+
+
+@pytest.mark.parametrize("height, width", [(1, 1), (1, 5), (2, 3), (3, 3), (5, 8), (17, 9)])
+@pytest.mark.parametrize("odd", [False, True])
+def test_polyphase_upsample_equals_zero_insertion_and_blur(height, width, odd):
+    from bfcnn.layers.pyramids import upsample
+
+    x = random_images((2, height, width, 3))
+    th, tw = 2 * height - int(odd and height > 1), 2 * width - int(odd and width > 1)
+    out = keras.ops.convert_to_numpy(upsample(x, np.zeros((2, th, tw, 3), np.float32)))
+    np.testing.assert_allclose(out, _numpy_upsample(x, th, tw), atol=1e-4)
+
+
+def test_upsample_keeps_a_constant():
+    from bfcnn.layers.pyramids import upsample
+
+    out = keras.ops.convert_to_numpy(upsample(np.full((1, 3, 2, 1), 5.0, np.float32), np.zeros((1, 5, 4, 1))))
+    np.testing.assert_allclose(out, 5.0, atol=1e-5)

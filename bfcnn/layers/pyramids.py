@@ -9,28 +9,42 @@ All of it is linear and has no constant, so pyramids keep a model bias-free.
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
+
+from bfcnn.layers.cropping import crop_to
 
 BINOMIAL_5 = (1.0 / 16, 4.0 / 16, 6.0 / 16, 4.0 / 16, 1.0 / 16)
 
 
-def _reflect_indices(n, pad):
-    """Indices of a reflect-padded axis of length n; valid for any n >= 1 and any pad."""
-    idx = ops.arange(-pad, n + pad, dtype="int32")
-    period = ops.maximum(2 * (n - 1), 1)
-    idx = ops.mod(idx, period)
-    return ops.where(idx > n - 1, period - idx, idx)
+def _slice(x, axis, start, stop):
+    """`x[..., start:stop, ...]` on `axis` of a 4-D tensor (constant bounds: static in TFLite)."""
+    index = [slice(None)] * 4
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]
+
+
+def _reflect_pad_axis(x, pad, axis):
+    """Reflect-pads one axis of `x` by `pad` with constant slices only (see `reflect_pad`)."""
+    # head[i] is pixel i, or the last pixel where the axis is shorter; tail[-1 - i] is
+    # pixel n-1-i, or the first pixel. Both are at least pad + 1 long for any n >= 1.
+    head = ops.concatenate([_slice(x, axis, 0, pad + 1)] + [_slice(x, axis, -1, None)] * pad, axis=axis)
+    tail = ops.concatenate([_slice(x, axis, 0, 1)] * pad + [_slice(x, axis, -pad - 1, None)], axis=axis)
+    left = [_slice(head, axis, i, i + 1) for i in range(pad, 0, -1)]
+    right = [_slice(tail, axis, -2 - i, -1 - i) for i in range(pad)]
+    return ops.concatenate(left + [x] + right, axis=axis)
 
 
 def reflect_pad(x, pad):
     """Reflect-pads the two spatial axes of a [B, H, W, C] tensor by `pad` pixels.
 
-    Unlike `tf.pad(mode="REFLECT")` this works for images smaller than the padding
-    (a 1-pixel axis is repeated), so every model accepts any H, W >= 1.
+    Pixel -i is pixel i and pixel n-1+i is pixel n-1-i (as `tf.pad(mode="REFLECT")`) for
+    axes of at least pad + 1 pixels; shorter axes (a 2-pixel axis with pad 2, a 1-pixel
+    axis) repeat their edge pixel where the reflection would leave the axis, so every model
+    accepts any H, W >= 1. Built from constant slices and concatenations only, so TFLite
+    knows every shape once the input is resized and the XNNPACK delegate keeps the graph.
     """
-    shape = ops.shape(x)
-    x = ops.take(x, _reflect_indices(shape[1], pad), axis=1)
-    return ops.take(x, _reflect_indices(shape[2], pad), axis=2)
+    return _reflect_pad_axis(_reflect_pad_axis(x, pad, 1), pad, 2)
 
 
 def _separable_blur(x, taps, strides=1):
@@ -48,17 +62,37 @@ def downsample(x):
     return _separable_blur(reflect_pad(x, 2), BINOMIAL_5, strides=2)
 
 
+def _pad_for_upsample(x, axis):
+    """One pixel more on each side of `axis`: pixel 1 reflected on the left (pixel 0 when the
+    axis has one pixel), the last pixel repeated on the right; constant slices only."""
+    second_or_first = _slice(_slice(x, axis, 0, 2), axis, -1, None)
+    return ops.concatenate([second_or_first, x, _slice(x, axis, -1, None)], axis=axis)
+
+
 def upsample(x, like):
-    """Expands `x` by two (zero insertion, binomial blur times 2 per axis) to the size of `like`."""
-    shape = ops.shape(x)
-    batch, height, width, channels = shape[0], shape[1], shape[2], x.shape[-1]
-    zeros = ops.zeros_like(x)
-    x = ops.reshape(ops.stack([x, zeros], axis=3), (batch, height, 2 * width, channels))
-    zeros = ops.zeros_like(x)
-    x = ops.reshape(ops.stack([x, zeros], axis=2), (batch, 2 * height, 2 * width, channels))
-    x = _separable_blur(reflect_pad(x, 2), [2.0 * t for t in BINOMIAL_5])
+    """Expands `x` by two to the size of `like`: zero insertion then the binomial blur times 2
+    per axis, computed as its four polyphase components at the coarse size and interleaved by
+    a depth-to-space (no multiplications by inserted zeros, static shapes for TFLite).
+
+    Along an axis, output pixel 2i is (x[i-1] + 6 x[i] + x[i+1]) / 8 and pixel 2i+1 is
+    (x[i] + x[i+1]) / 2, with x[-1] = x[1] (reflection) and x[n] = x[n-1] (the edge), which is
+    what blurring the zero-inserted signal with reflected borders gives.
+    """
+    channels = x.shape[-1]
+    x = _pad_for_upsample(_pad_for_upsample(x, 1), 2)
+    even = ops.convert_to_tensor([1.0 / 8, 6.0 / 8, 1.0 / 8], dtype=x.dtype)
+    odd = ops.convert_to_tensor([0.0, 0.5, 0.5], dtype=x.dtype)
+
+    def along(t, taps, axis):
+        shape = (3, 1, 1, 1) if axis == 1 else (1, 3, 1, 1)
+        kernel = ops.tile(ops.reshape(taps, shape), (1, 1, channels, 1))
+        return ops.depthwise_conv(t, kernel, padding="valid")
+
+    rows = [along(x, even, 1), along(x, odd, 1)]
+    phases = [along(r, taps, 2) for r in rows for taps in (even, odd)]
+    x = tf.nn.depth_to_space(ops.concatenate(phases, axis=-1), 2)
     target = ops.shape(like)
-    return x[:, : target[1], : target[2], :]
+    return crop_to(x, target[1], target[2])
 
 
 def _check_levels(levels):
@@ -184,7 +218,7 @@ class CropLike(keras.layers.Layer):
     def call(self, inputs):
         x, like = inputs
         shape = ops.shape(like)
-        return x[:, : shape[1], : shape[2], :]
+        return crop_to(x, shape[1], shape[2])
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[1][:3], input_shape[0][-1])

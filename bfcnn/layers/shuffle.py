@@ -16,6 +16,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from bfcnn.layers.cropping import crop_to
+
 
 def _check_factor(factor):
     if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
@@ -83,7 +85,7 @@ class PixelShuffle(keras.layers.Layer):
         if self.factor > 1:
             x = tf.nn.depth_to_space(x, self.factor)
         shape = ops.shape(like)
-        return x[:, : shape[1], : shape[2], :]
+        return crop_to(x, shape[1], shape[2])
 
     def compute_output_shape(self, input_shape):
         x_shape, like_shape = input_shape
