@@ -2,6 +2,7 @@
 
     python scripts/make_zoo_entry.py --run runs/pyramid_gray_m --name pyramid_gray_m \
         --description "..." [--baseline bm3d]
+    python scripts/make_zoo_entry.py --refresh pyramid_gray_m [resnet_gray_s ...]
 
 The latest checkpoint of the run (not the best-by-validation one, so the validation set
 does not pick the weights) is loaded into a float32 model and written to
@@ -10,6 +11,11 @@ architecture, the training run (steps and wall time summed over resumed sessions
 validation table measured here with `bfcnn.evaluation` on the full validation images
 (BM3D side by side on the same noisy images), inference speed, and sha256 of each file.
 Every number in the card comes from this script.
+
+`--refresh NAME...` keeps an entry's weights and validation table: it converts the shipped
+`.keras` to TFLite again (after a change to the converter or to a layer's graph), measures
+the speed again (on an idle machine, for figures worth quoting) and updates the sha256 of
+each file. The refreshed TFLite file must agree with the Keras model to 1e-3 on 0-255.
 """
 
 import argparse
@@ -35,16 +41,20 @@ PAPERS = {
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="the training run's model directory")
-    parser.add_argument("--name", required=True, help="the zoo name")
-    parser.add_argument("--description", required=True)
+    parser.add_argument("--run", help="the training run's model directory")
+    parser.add_argument("--name", help="the zoo name")
+    parser.add_argument("--description")
+    parser.add_argument("--refresh", nargs="+", metavar="NAME", help="re-export and re-time these entries only")
     parser.add_argument("--baseline", nargs="*", default=["bm3d"], help="baselines run side by side")
     parser.add_argument("--sigmas", nargs="+", type=float, default=[15.0, 25.0, 50.0])
     parser.add_argument("--max-images", type=int, default=None, help="evaluate on the first N images only")
     parser.add_argument("--zoo", default=str(ROOT / "pretrained"))
     parser.add_argument("--baselines-only", action="store_true", help="only fill the baseline cache")
     parser.add_argument("--machine", default="2-core x86-64 CPU (AVX512_BF16), no GPU, TensorFlow 2.21")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.refresh and not (args.run and args.name and args.description):
+        parser.error("--run, --name and --description are required (or --refresh NAME ...)")
+    return args
 
 
 def restore_latest(run: Path, config):
@@ -139,15 +149,62 @@ def baseline_table(args, config, images) -> dict:
     return tables
 
 
+def file_entries(keras_path: Path, tflite_path: Path) -> dict:
+    from bfcnn.zoo import sha256
+
+    return {kind: {"path": path.name, "sha256": sha256(path), "bytes": path.stat().st_size}
+            for kind, path in (("keras", keras_path), ("tflite", tflite_path))}
+
+
+def write_tflite(model, tflite_path: Path) -> None:
+    from bfcnn.export import to_tflite
+
+    tflite_path.with_suffix(".tmp").write_bytes(to_tflite(model))
+    os.replace(tflite_path.with_suffix(".tmp"), tflite_path)
+
+
+def write_card(card_path: Path, card: dict) -> None:
+    card_path.with_suffix(".tmp").write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(card_path.with_suffix(".tmp"), card_path)
+
+
+def refresh(names, zoo: Path) -> int:
+    """New TFLite file, speed and sha256 for existing entries; weights and validation unchanged."""
+    import bfcnn
+    from bfcnn.lite import TFLiteDenoiser
+
+    for name in names:
+        card_path = zoo / f"{name}.json"
+        if not card_path.exists():
+            raise SystemExit(f"error: no card {card_path}")
+        card = json.loads(card_path.read_text())
+        model = bfcnn.load_model(str(zoo / f"{name}.keras"))
+        channels = card["channels"]
+        tflite_path = zoo / f"{name}.tflite"
+        write_tflite(model, tflite_path)
+        probe = np.random.default_rng(1).uniform(0, 255, (1, 96, 80, channels)).astype(np.float32)
+        difference = float(np.abs(TFLiteDenoiser(str(tflite_path))(probe) - model(probe, training=False).numpy()).max())
+        if difference > 1e-3:
+            raise SystemExit(f"error: {name}: TFLite differs from Keras by {difference:.2e} (limit 1e-3)")
+        card["speed"] = speed(model, channels, tflite_path)
+        card["files"] = file_entries(zoo / f"{name}.keras", tflite_path)
+        write_card(card_path, card)
+        print(f"{name}: TFLite vs Keras max |diff| {difference:.1e}; keras "
+              f"{card['speed']['keras_ms_per_megapixel']:.0f} ms/MP, tflite "
+              f"{card['speed'].get('tflite_fp32_ms_per_megapixel', float('nan')):.0f} ms/MP "
+              f"(load {card['speed']['load_average_1min']})")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.refresh:
+        return refresh(args.refresh, Path(args.zoo))
     from bfcnn.config import config_to_dict, load_config
     from bfcnn.evaluate import model_denoiser
-    from bfcnn.export import to_tflite
     from bfcnn.io import list_images, read_image
     from bfcnn.models.cost import describe
-    from bfcnn.zoo import sha256
 
     run, zoo = Path(args.run), Path(args.zoo)
     config = load_config(run / "config.yaml")
@@ -163,8 +220,7 @@ def main(argv=None) -> int:
     tmp = keras_path.with_name(keras_path.name + ".tmp.keras")
     model.save(tmp)
     os.replace(tmp, keras_path)
-    tflite_path.with_suffix(".tmp").write_bytes(to_tflite(model))
-    os.replace(tflite_path.with_suffix(".tmp"), tflite_path)
+    write_tflite(model, tflite_path)
 
     color = config.dataset.color
     files = list_images(config.validation.directory)[: args.max_images]
@@ -209,15 +265,11 @@ def main(argv=None) -> int:
         "speed": speed(model, channels, tflite_path),
         "paper": PAPERS.get(config.model["type"], ""),
         "license": "MIT",
-        "files": {
-            "keras": {"path": keras_path.name, "sha256": sha256(keras_path), "bytes": keras_path.stat().st_size},
-            "tflite": {"path": tflite_path.name, "sha256": sha256(tflite_path), "bytes": tflite_path.stat().st_size},
-        },
+        "files": file_entries(keras_path, tflite_path),
         "generated_by": "scripts/make_zoo_entry.py",
     }
     card_path = zoo / f"{args.name}.json"
-    card_path.with_suffix(".tmp").write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(card_path.with_suffix(".tmp"), card_path)
+    write_card(card_path, card)
     for sigma, rows in table.items():
         print(f"sigma {sigma}: " + "  ".join(f"{n} {r['psnr']:.2f}" for n, r in rows.items()))
     print(f"wrote {card_path}")

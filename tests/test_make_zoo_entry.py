@@ -1,0 +1,50 @@
+"""scripts/make_zoo_entry.py --refresh: a new TFLite file, speed and checksums; nothing else changes."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+import bfcnn
+from bfcnn.zoo import sha256
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_zoo_entry.py"
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("make_zoo_entry", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def zoo(tmp_path):
+    model = bfcnn.build_model({"type": "multiscale", "channels": 1, "levels": 2, "filters": 4, "blocks": 1})
+    model.save(tmp_path / "tiny.keras")
+    card = {"name": "tiny", "channels": 1, "validation": {"results": {"25": {"tiny": {"psnr": 1.0}}}},
+            "files": {"keras": {"path": "tiny.keras", "sha256": "stale", "bytes": 0}}}
+    (tmp_path / "tiny.json").write_text(json.dumps(card))
+    return tmp_path
+
+
+def test_refresh_writes_tflite_speed_and_checksums_and_keeps_the_rest(zoo):
+    assert load().main(["--refresh", "tiny", "--zoo", str(zoo)]) == 0
+    card = json.loads((zoo / "tiny.json").read_text())
+    assert card["validation"] == {"results": {"25": {"tiny": {"psnr": 1.0}}}}
+    for kind, name in (("keras", "tiny.keras"), ("tflite", "tiny.tflite")):
+        assert card["files"][kind]["sha256"] == sha256(zoo / name)
+    assert card["speed"]["keras_ms_per_megapixel"] > 0
+    assert card["speed"]["tflite_fp32_ms_per_megapixel"] > 0
+    assert not list(zoo.glob("*.tmp"))
+
+
+def test_refresh_of_an_unknown_entry_is_a_clear_error(zoo):
+    with pytest.raises(SystemExit, match="no card"):
+        load().main(["--refresh", "nothing", "--zoo", str(zoo)])
+
+
+def test_a_new_entry_needs_run_name_and_description():
+    with pytest.raises(SystemExit):
+        load().parse_args(["--name", "x"])
