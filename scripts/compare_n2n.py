@@ -155,6 +155,8 @@ def run(argv=None) -> int:
         if args.write_docs:
             print(f"would write the table into {args.write_docs}")
         return 0
+    if args.write_docs:
+        check_markers(Path(args.write_docs), BEGIN, END)  # before the training, not after
     for _, pipeline, directory, _, state in runs:
         if state != "finished":
             train(pipeline, directory, overrides)

@@ -8,6 +8,18 @@ import numpy as np
 import pytest
 
 
+def load_script(relative_path):
+    """A script of this repository (e.g. "scripts/mae_table.py") imported as a module."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / relative_path
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def random_images(shape, seed=0, high=255.0):
     """Float32 images on the 0-255 scale."""
     return np.random.default_rng(seed).uniform(0.0, high, size=shape).astype("float32")

@@ -1,16 +1,10 @@
 """scripts/compare_n3.py: the twins' overrides and the table (the measurement itself is not run here)."""
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_n3.py"
+from conftest import load_script
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("compare_n3", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/compare_n3.py")
 
 
 def test_twins_differ_only_in_the_temperature_and_steps():

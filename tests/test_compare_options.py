@@ -1,21 +1,18 @@
 """scripts/compare_options.py on a tiny synthetic setup (the real measurement is not run here)."""
 
-import importlib.util
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_options.py"
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("compare_options", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/compare_options.py")
 
 
 @pytest.fixture

@@ -8,8 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bfcnn.errors import BfcnnError
-
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RESNET = {"type": "resnet", "channels": 1, "filters": 8, "blocks": 1}
 TINY_MULTISCALE = {"type": "multiscale", "channels": 3, "levels": 2, "filters": 8, "blocks": 1}

@@ -1,6 +1,5 @@
 """The LiteRT runner (`bfcnn.lite.TFLiteDenoiser`) and the app-style example `examples/run_tflite.py`."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from PIL import Image
 
 from bfcnn.errors import BfcnnError
 from bfcnn.evaluation import psnr, to_uint8
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "run_tflite.py"
@@ -47,10 +47,7 @@ def noisy_camera(shape=(150, 230), sigma=25.0):
 
 
 def load_example():
-    spec = importlib.util.spec_from_file_location("run_tflite", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(EXAMPLE)
 
 
 def test_signature(tiny):

@@ -1,19 +1,13 @@
 """scripts/mae_table.py: the starring of failures, the exit status and the marker writing (models from the zoo)."""
 
-import importlib.util
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "mae_table.py"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("mae_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/mae_table.py")
 
 
 def test_markdown_stars_every_cell_worse_than_the_noisy_image(script):

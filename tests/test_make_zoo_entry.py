@@ -1,22 +1,16 @@
 """scripts/make_zoo_entry.py --refresh: a new TFLite file, speed and checksums; nothing else changes."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 import bfcnn
 from bfcnn.zoo import sha256
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "make_zoo_entry.py"
+from conftest import load_script
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("make_zoo_entry", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/make_zoo_entry.py")
 
 
 @pytest.fixture

@@ -163,7 +163,7 @@ def test_sigkill_during_training_then_resume(image_dir, tmp_path):
     done = subprocess.run(_cli(config_path, tmp_path / "run"), cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"resumed from" in done.stderr and f"at step {kept[-1]}" in done.stderr
+    assert "resumed from" in done.stderr and f"at step {kept[-1]}" in done.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 400
 
 

@@ -12,7 +12,7 @@ import pytest
 import bfcnn
 from bfcnn.errors import BfcnnError, UnknownModelError
 from bfcnn.zoo import DEFAULT_MODEL, sha256, zoo_directory
-from conftest import random_images, relative_error
+from conftest import relative_error
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = bfcnn.list_models()

@@ -36,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bfcnn.config import CorruptionConfig, PipelineConfig, config_to_dict, dump_config
+from bfcnn.config import CorruptionConfig, PipelineConfig, dump_config
 from bfcnn.errors import BfcnnError, ConfigError
 from bfcnn.evaluation import center_crop, evaluate_denoiser
 from bfcnn.io import list_images, read_image
