@@ -151,6 +151,8 @@ def test_bad_enum_names_the_allowed_values(section, values, message):
         (with_section("corruption", {"blur": {"probability": -0.1}}), r"'corruption.blur.probability'.*\[0, 1\]"),
         (with_section("corruption", {"additive": {"sigma": [50, 10]}}), r"'corruption.additive.sigma'.*lo <= hi"),
         (with_section("corruption", {"additive": {"sigma": [0, 10], "sigma_values": [5]}}), r"not both"),
+        (with_section("corruption", {"additive": {"log_uniform": 1.5}}), r"'corruption.additive.log_uniform'.*\[0, 1\]"),
+        (with_section("corruption", {"additive": {"sigma_values": [5], "log_uniform": 0.5}}), r"'sigma' range"),
         (with_section("optimizer", {"schedule": {"type": "step", "boundaries": [100]}}), r"len\(boundaries\) \+ 1 = 2"),
         (
             with_section("dataset", {"inputs": [{"directory": "a", "paired": {"noisy_a": "x", "noisy_b": "y"}}]}),

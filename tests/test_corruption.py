@@ -139,6 +139,21 @@ def test_corrupt_pair_shares_levels_and_choices_but_not_noise():
     np.testing.assert_array_equal(noisy_a.numpy(), corrupt(clean, config, SEED).numpy())
 
 
+def test_log_uniform_fraction_shifts_levels_toward_low_noise():
+    from bfcnn.training.corruption import _levels
+
+    config = CorruptionConfig(additive={"sigma": [0, 75], "log_uniform": 0.5}).additive
+    levels = _levels(config, 200_000, SEED).numpy()
+    assert levels.min() >= 0.0 and levels.max() <= 75.0
+    # Half uniform (P(sigma < 3) = 0.04), half log-uniform over [0.5, 75] (P = ln 6 / ln 150).
+    expected = 0.5 * 3 / 75 + 0.5 * math.log(6) / math.log(150)
+    assert abs((levels < 3).mean() - expected) < 0.01
+    # The default draw is untouched: the same levels as before the option existed.
+    plain = CorruptionConfig(additive={"sigma": [0, 75]}).additive
+    np.testing.assert_array_equal(_levels(plain, 64, SEED).numpy(),
+                                  tf.random.stateless_uniform([64], SEED, minval=0.0, maxval=75.0).numpy())
+
+
 def test_sigma_values_draws_only_the_listed_values():
     values = [5.0, 20.0, 40.0]
     noisy = corrupt(tf.zeros([96, 128, 128, 1]), only(additive={"sigma_values": values}), SEED)

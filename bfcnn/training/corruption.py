@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 
 import tensorflow as tf
 
-from bfcnn.config import CorruptionConfig
+from bfcnn.config import LOG_UNIFORM_FLOOR, CorruptionConfig
 
 __all__ = ["corrupt", "corrupt_pair", "step_seed"]
 
@@ -165,7 +165,14 @@ def _levels(noise, batch, seed):
     low, high = noise.sigma
     if high == low:
         return tf.fill([batch], float(low))
-    return tf.random.stateless_uniform([batch], seed, minval=low, maxval=high)
+    levels = tf.random.stateless_uniform([batch], seed, minval=low, maxval=high)
+    if noise.log_uniform > 0.0:
+        floor = max(low, LOG_UNIFORM_FLOOR)
+        log_seed, pick_seed = (tf.random.experimental.stateless_fold_in(seed, k) for k in (1, 2))
+        logs = tf.random.stateless_uniform([batch], log_seed, minval=math.log(floor), maxval=math.log(high))
+        pick = tf.random.stateless_uniform([batch], pick_seed) < noise.log_uniform
+        levels = tf.where(pick, tf.exp(logs), levels)
+    return levels
 
 
 def _gaussian_field(x, per_channel, seed):
