@@ -4,6 +4,7 @@
 only, and imports neither TensorFlow nor Keras, so it works with `pip install ai-edge-litert`.
 """
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,14 @@ import numpy as np
 
 from bfcnn.errors import BfcnnError
 from bfcnn.tiling import TileSize, tiled_apply
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
 
 
 class TFLiteDenoiser:
@@ -21,8 +30,9 @@ class TFLiteDenoiser:
 
     Args:
         path: the `.tflite` file (e.g. `model.tflite` or `model_int8.tflite` of an export).
-        num_threads: CPU threads for LiteRT (and its default XNNPACK delegate); None lets
-            LiteRT choose.
+        num_threads: CPU threads for LiteRT (and its default XNNPACK delegate); None uses
+            every core this process may run on (LiteRT's own default is one thread, 1.6x
+            slower for pyramid_gray_m on a 2-core CPU).
 
     Raises:
         BfcnnError: the file is missing, is not a TFLite model, or does not have one
@@ -44,6 +54,8 @@ class TFLiteDenoiser:
             raise BfcnnError(f"TFLite model not found: {str(self.path)!r}")
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
             raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+        if num_threads is None:
+            num_threads = available_cores()
         try:
             self._interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
         except (ValueError, RuntimeError) as error:

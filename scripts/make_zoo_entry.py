@@ -15,7 +15,9 @@ Every number in the card comes from this script.
 `--refresh NAME...` keeps an entry's weights and validation table: it converts the shipped
 `.keras` to TFLite again (after a change to the converter or to a layer's graph), measures
 the speed again (on an idle machine, for figures worth quoting) and updates the sha256 of
-each file. The refreshed TFLite file must agree with the Keras model to 1e-3 on 0-255.
+each file. The card records how far the refreshed TFLite file is from the Keras model on the noisy
+photograph export verification uses (a warning above `bfcnn.export.FP32_TOLERANCE`, an error
+above `BROKEN_CONVERSION`).
 """
 
 import argparse
@@ -37,6 +39,9 @@ PAPERS = {
     "resnet": "Mohan et al., ICLR 2020; Zhang et al., Beyond a Gaussian denoiser (DnCNN), TIP 2017",
     "n3net": "Ploetz & Roth, Neural Nearest Neighbors Networks, NeurIPS 2018; Mohan et al., ICLR 2020",
 }
+
+
+BROKEN_CONVERSION = 0.1  # max |TFLite - Keras| on 0-255 above which a refresh stops
 
 
 def parse_args(argv=None):
@@ -171,6 +176,7 @@ def write_card(card_path: Path, card: dict) -> None:
 def refresh(names, zoo: Path) -> int:
     """New TFLite file, speed and sha256 for existing entries; weights and validation unchanged."""
     import bfcnn
+    from bfcnn.export import FP32_TOLERANCE, sample_image
     from bfcnn.lite import TFLiteDenoiser
 
     for name in names:
@@ -182,10 +188,17 @@ def refresh(names, zoo: Path) -> int:
         channels = card["channels"]
         tflite_path = zoo / f"{name}.tflite"
         write_tflite(model, tflite_path)
-        probe = np.random.default_rng(1).uniform(0, 255, (1, 96, 80, channels)).astype(np.float32)
+        _, probe = sample_image(channels)  # the photograph export verification uses
+        probe = probe[None]
         difference = float(np.abs(TFLiteDenoiser(str(tflite_path))(probe) - model(probe, training=False).numpy()).max())
-        if difference > 1e-3:
-            raise SystemExit(f"error: {name}: TFLite differs from Keras by {difference:.2e} (limit 1e-3)")
+        if difference > BROKEN_CONVERSION:
+            raise SystemExit(f"error: {name}: TFLite differs from Keras by {difference:.2e} on 0-255: "
+                             "the conversion is broken")
+        if difference > FP32_TOLERANCE:
+            print(f"warning: {name}: TFLite differs from Keras by {difference:.2e} on 0-255, above export "
+                  f"verification's {FP32_TOLERANCE:g} (recorded in the card)")
+        card["tflite_vs_keras"] = {"max_abs_difference": difference, "tolerance": FP32_TOLERANCE,
+                                   "image": "bfcnn.export.sample_image (noisy photograph, sigma 25)"}
         card["speed"] = speed(model, channels, tflite_path)
         card["files"] = file_entries(zoo / f"{name}.keras", tflite_path)
         write_card(card_path, card)

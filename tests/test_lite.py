@@ -172,3 +172,22 @@ def test_example_as_a_script(tiny, tmp_path):
     result = subprocess.run([sys.executable, str(EXAMPLE), str(tiny[1]), str(tmp_path / "missing.png"),
                              str(tmp_path / "o.png")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "cannot read image" in result.stderr
+
+
+def test_default_threads_are_every_available_core(tiny, monkeypatch):
+    import ai_edge_litert.interpreter as litert
+
+    from bfcnn.lite import TFLiteDenoiser, available_cores
+
+    seen = {}
+    real = litert.Interpreter
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(litert, "Interpreter", recording)
+    TFLiteDenoiser(tiny[1])
+    assert seen["num_threads"] == available_cores() >= 1
+    TFLiteDenoiser(tiny[1], num_threads=1)
+    assert seen["num_threads"] == 1
