@@ -210,6 +210,9 @@ def test_scale_equivariant_n3net_is_homogeneous_and_bias_free():
         assert relative_error(model(a * x, training=False), a * y) < 1e-4, a
     assert is_bias_free(model)
     # Negative control: the paper's learned log T does not scale, so the same check bites.
+    # Seeded: with some random initialisations the kNN weights are nearly uniform and the
+    # error falls to ~1e-3 (seen once in 640 tests); seeds 0-5 give 0.06 to 0.34.
+    keras.utils.set_random_seed(0)
     plain = randomize_statistics(build_n3net(**TINY_NET), seed=7)
     assert not is_bias_free(plain)
     assert relative_error(plain(3.0 * x, training=False), 3.0 * np.asarray(plain(x, training=False))) > 1e-2
