@@ -8,6 +8,15 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same random state: initial weights do not depend on test order."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    yield
+
+
 def load_script(relative_path):
     """A script of this repository (e.g. "scripts/mae_table.py") imported as a module."""
     import importlib.util
