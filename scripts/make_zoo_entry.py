@@ -139,6 +139,7 @@ def baseline_table(args, config, images) -> dict:
     and sigma only), so caching them is exact; BM3D takes minutes per dataset.
     """
     from bfcnn.baselines import get_baseline
+    from bfcnn.evaluate import write_json
 
     tables = {}
     for name in args.baseline:
@@ -148,8 +149,7 @@ def baseline_table(args, config, images) -> dict:
         missing = [s for s in args.sigmas if f"{s:g}" not in cached]
         if missing:
             cached.update({k: v[name] for k, v in evaluate({name: get_baseline(name)}, images, missing).items()})
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(cached, indent=2))
+            write_json(cache, cached)
         tables[name] = cached
     return tables
 
@@ -164,13 +164,15 @@ def file_entries(keras_path: Path, tflite_path: Path) -> dict:
 def write_tflite(model, tflite_path: Path) -> None:
     from bfcnn.export import to_tflite
 
-    tflite_path.with_suffix(".tmp").write_bytes(to_tflite(model))
-    os.replace(tflite_path.with_suffix(".tmp"), tflite_path)
+    tmp = tflite_path.with_name(tflite_path.name + ".tmp")
+    tmp.write_bytes(to_tflite(model))
+    os.replace(tmp, tflite_path)
 
 
 def write_card(card_path: Path, card: dict) -> None:
-    card_path.with_suffix(".tmp").write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(card_path.with_suffix(".tmp"), card_path)
+    from bfcnn.evaluate import write_json  # atomic
+
+    write_json(card_path, card)
 
 
 def refresh(names, zoo: Path) -> int:
@@ -218,6 +220,7 @@ def main(argv=None) -> int:
     from bfcnn.evaluate import model_denoiser
     from bfcnn.io import list_images, read_image
     from bfcnn.models.cost import describe
+    from bfcnn.training.loop import atomic_save_model
 
     run, zoo = Path(args.run), Path(args.zoo)
     config = load_config(run / "config.yaml")
@@ -230,9 +233,7 @@ def main(argv=None) -> int:
     before_steps, before_seconds = previous_time(zoo / f"{args.name}.json", config.train.init_from)
 
     keras_path, tflite_path = zoo / f"{args.name}.keras", zoo / f"{args.name}.tflite"
-    tmp = keras_path.with_name(keras_path.name + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, keras_path)
+    atomic_save_model(model, keras_path)
     write_tflite(model, tflite_path)
 
     color = config.dataset.color
