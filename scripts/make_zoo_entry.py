@@ -16,8 +16,8 @@ Every number in the card comes from this script.
 `.keras` to TFLite again (after a change to the converter or to a layer's graph), measures
 the speed again (on an idle machine, for figures worth quoting) and updates the sha256 of
 each file. The card records how far the refreshed TFLite file is from the Keras model on the noisy
-photograph export verification uses (a warning above `bfcnn.export.FP32_TOLERANCE`, an error
-above `BROKEN_CONVERSION`).
+photograph export verification uses (a warning above export's fp32 limit, `bfcnn.export.fp32_tolerance`,
+an error above `BROKEN_CONVERSION`).
 """
 
 import argparse
@@ -178,7 +178,7 @@ def write_card(card_path: Path, card: dict) -> None:
 def refresh(names, zoo: Path) -> int:
     """New TFLite file, speed and sha256 for existing entries; weights and validation unchanged."""
     import bfcnn
-    from bfcnn.export import FP32_TOLERANCE, sample_image
+    from bfcnn.export import fp32_tolerance, sample_image
     from bfcnn.lite import TFLiteDenoiser
 
     for name in names:
@@ -196,10 +196,12 @@ def refresh(names, zoo: Path) -> int:
         if difference > BROKEN_CONVERSION:
             raise SystemExit(f"error: {name}: TFLite differs from Keras by {difference:.2e} on 0-255: "
                              "the conversion is broken")
-        if difference > FP32_TOLERANCE:
+        tolerance, sensitivity = fp32_tolerance(model, probe)
+        if difference > tolerance:
             print(f"warning: {name}: TFLite differs from Keras by {difference:.2e} on 0-255, above export "
-                  f"verification's {FP32_TOLERANCE:g} (recorded in the card)")
-        card["tflite_vs_keras"] = {"max_abs_difference": difference, "tolerance": FP32_TOLERANCE,
+                  f"verification's {tolerance:.2g} (recorded in the card)")
+        card["tflite_vs_keras"] = {"max_abs_difference": difference, "tolerance": tolerance,
+                                   "keras_float32_sensitivity": sensitivity,
                                    "image": "bfcnn.export.sample_image (noisy photograph, sigma 25)"}
         card["speed"] = speed(model, channels, tflite_path)
         card["files"] = file_entries(zoo / f"{name}.keras", tflite_path)

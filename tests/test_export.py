@@ -520,3 +520,33 @@ def test_unknown_model_or_folder_and_damaged_keras_file_are_named(tmp_path, caps
     assert main(["--model-directory", str(tmp_path / "broken.keras"), "--output-directory", str(tmp_path / "o")]) == 2
     assert "not a .keras file" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.keras"]
+
+
+def test_fp32_limit_follows_the_models_own_float32_sensitivity():
+    """A model that amplifies float32 rounding gets a proportionally wider fp32 limit, up to the cap."""
+    import keras
+
+    from bfcnn.export import (FP32_TOLERANCE, FP32_TOLERANCE_CAP, SENSITIVITY_FACTOR, float32_sensitivity,
+                              fp32_tolerance)
+
+    noisy = noisy_images((31, 17, 1))
+    identity = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Rescaling(1.0)])
+    assert 0.0 < float32_sensitivity(identity, noisy) <= 2 * 2 * np.spacing(np.float32(275.0))
+    assert fp32_tolerance(identity, noisy) == (FP32_TOLERANCE, float32_sensitivity(identity, noisy))
+    assert fp32_tolerance(identity, noisy, tolerance=1e-6)[0] < FP32_TOLERANCE  # a given limit is kept
+
+    gain = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Rescaling(500.0)])
+    limit, sensitivity = fp32_tolerance(gain, noisy)
+    assert sensitivity > 100 * float32_sensitivity(identity, noisy)
+    assert limit == pytest.approx(SENSITIVITY_FACTOR * sensitivity) and limit > FP32_TOLERANCE
+    steep = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Rescaling(1e6)])
+    assert fp32_tolerance(steep, noisy)[0] == FP32_TOLERANCE_CAP
+
+
+def test_verification_reports_the_models_float32_sensitivity(resnet_export, tmp_path):
+    from bfcnn.export import FP32_TOLERANCE, export_model, format_verification
+
+    report = export_model(resnet_export[0], tmp_path / "out", to_tflite=False, log=None)["verification"]
+    # (Wider when the untrained model's output runs beyond 255, in proportion.)
+    assert report["fp32_tolerance"] >= max(FP32_TOLERANCE, 2 * report["float32_sensitivity"]) > 0.0
+    assert "float32 ulps" in format_verification(report)

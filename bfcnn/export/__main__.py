@@ -48,7 +48,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--name", help="the model name in model_card.json (default: the folder name)")
     parser.add_argument("--threads", type=_threads, default=None, help="LiteRT threads during verification")
     parser.add_argument("--tolerance", type=float, default=None,
-                        help="the largest max|diff| of a float32 artifact on the 0-255 scale (default 1e-3)")
+                        help="the largest max|diff| of a float32 artifact on the 0-255 scale (default 1e-3, or "
+                             "twice the Keras model's own change under float32 rounding of its input if that "
+                             "is larger, at most 0.1)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip reloading and comparing the artifacts (not recommended)")
     return parser.parse_args(argv)
