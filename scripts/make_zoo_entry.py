@@ -62,8 +62,25 @@ def parse_args(argv=None):
     return args
 
 
+def todays_graph(model, architecture):
+    """`model` as today's builder makes it: a multiscale model saved with transposed-convolution
+    lifts is rebuilt from `architecture` with the same weights (`copy_legacy_weights`)."""
+    import keras
+
+    from bfcnn.models.builder import build_model
+    from bfcnn.models.multiscale import copy_legacy_weights
+
+    if not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in model.layers):
+        return model
+    return copy_legacy_weights(build_model(architecture), model)
+
+
 def restore_latest(run: Path, config):
-    """A float32 model with the run's latest checkpoint, plus its step and elapsed seconds."""
+    """A float32 model with the run's latest checkpoint, plus its step and elapsed seconds.
+
+    A run trained before the multiscale lifts changed form has checkpoints today's graph
+    cannot read: its final `model.keras` (written with the last checkpoint) is converted.
+    """
     import keras
     import tensorflow as tf
 
@@ -76,7 +93,14 @@ def restore_latest(run: Path, config):
     latest = tf.train.latest_checkpoint(str(run / "checkpoints"))
     if latest is None:
         raise SystemExit(f"no checkpoint in {run / 'checkpoints'}")
-    tf.train.Checkpoint(model=model, step=step, elapsed=elapsed).restore(latest).expect_partial()
+    try:
+        tf.train.Checkpoint(model=model, step=step, elapsed=elapsed).restore(latest).expect_partial()
+    except ValueError as error:
+        final = run / "model.keras"
+        if "incompatible" not in str(error) or not final.exists():
+            raise
+        tf.train.Checkpoint(step=step, elapsed=elapsed).restore(latest).expect_partial()
+        model = todays_graph(keras.models.load_model(final), config.model)
     return model, int(step.numpy()), float(elapsed.numpy()), latest
 
 
@@ -179,6 +203,7 @@ def refresh(names, zoo: Path) -> int:
     """New TFLite file, speed and sha256 for existing entries; weights and validation unchanged."""
     import bfcnn
     from bfcnn.export import fp32_tolerance, sample_image
+    from bfcnn.training.loop import atomic_save_model
     from bfcnn.lite import TFLiteDenoiser
 
     for name in names:
@@ -186,12 +211,21 @@ def refresh(names, zoo: Path) -> int:
         if not card_path.exists():
             raise SystemExit(f"error: no card {card_path}")
         card = json.loads(card_path.read_text())
-        model = bfcnn.load_model(str(zoo / f"{name}.keras"))
+        keras_path = zoo / f"{name}.keras"
+        model = bfcnn.load_model(str(keras_path))
         channels = card["channels"]
-        tflite_path = zoo / f"{name}.tflite"
-        write_tflite(model, tflite_path)
         _, probe = sample_image(channels)  # the photograph export verification uses
         probe = probe[None]
+        upgraded = todays_graph(model, card.get("architecture"))
+        if upgraded is not model:
+            change = float(np.abs(upgraded(probe, training=False).numpy() - model(probe, training=False).numpy()).max())
+            if change > 1e-3:
+                raise SystemExit(f"error: {name}: today's graph differs from the saved one by {change:.2e}")
+            print(f"{name}: rebuilt with today's lifts (output change {change:.1e}); weights re-saved")
+            atomic_save_model(upgraded, keras_path)
+            model = upgraded
+        tflite_path = zoo / f"{name}.tflite"
+        write_tflite(model, tflite_path)
         difference = float(np.abs(TFLiteDenoiser(str(tflite_path))(probe) - model(probe, training=False).numpy()).max())
         if difference > BROKEN_CONVERSION:
             raise SystemExit(f"error: {name}: TFLite differs from Keras by {difference:.2e} on 0-255: "
@@ -204,7 +238,7 @@ def refresh(names, zoo: Path) -> int:
                                    "keras_float32_sensitivity": sensitivity,
                                    "image": "bfcnn.export.sample_image (noisy photograph, sigma 25)"}
         card["speed"] = speed(model, channels, tflite_path)
-        card["files"] = file_entries(zoo / f"{name}.keras", tflite_path)
+        card["files"] = file_entries(keras_path, tflite_path)
         write_card(card_path, card)
         print(f"{name}: TFLite vs Keras max |diff| {difference:.1e}; keras "
               f"{card['speed']['keras_ms_per_megapixel']:.0f} ms/MP, tflite "

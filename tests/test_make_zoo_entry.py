@@ -1,6 +1,7 @@
 """scripts/make_zoo_entry.py --refresh: a new TFLite file, speed and checksums; nothing else changes."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +43,25 @@ def test_refresh_of_an_unknown_entry_is_a_clear_error(zoo):
 def test_a_new_entry_needs_run_name_and_description():
     with pytest.raises(SystemExit):
         load().parse_args(["--name", "x"])
+
+
+def test_refresh_rebuilds_a_legacy_multiscale_entry_with_todays_lifts(tmp_path):
+    """An entry saved with transposed-convolution lifts is re-saved in today's graph, same outputs."""
+    import shutil
+
+    import keras
+    import numpy as np
+
+    data = Path(__file__).parent / "data"
+    shutil.copy(data / "legacy_multiscale.keras", tmp_path / "old.keras")
+    card = {"name": "old", "channels": 1,
+            "architecture": {"type": "multiscale", "channels": 1, "levels": 3, "filters": [4, 8, 8], "blocks": 1,
+                             "encoder_blocks": 1},
+            "files": {"keras": {"path": "old.keras", "sha256": "stale", "bytes": 0}}}
+    (tmp_path / "old.json").write_text(json.dumps(card))
+    assert load().main(["--refresh", "old", "--zoo", str(tmp_path)]) == 0
+    model = keras.models.load_model(tmp_path / "old.keras")
+    assert not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in model.layers)
+    saved = np.load(data / "legacy_multiscale.npz")
+    np.testing.assert_allclose(model(saved["noisy"]).numpy(), saved["denoised"], rtol=1e-5, atol=1e-3)
+    assert json.loads((tmp_path / "old.json").read_text())["files"]["keras"]["sha256"] == sha256(tmp_path / "old.keras")

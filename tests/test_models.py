@@ -160,3 +160,41 @@ def test_multiscale_default_filters_follow_the_number_of_levels(levels, shared):
     widths = [model.get_layer(name).filters for name in stems]
     expected = [32] if shared else [32 * 2**level for level in range(levels)]
     assert widths == expected, (stems, widths)
+
+
+def test_lift_is_the_transposed_convolution_it_replaced():
+    """1x1 convolution + depth-to-space with the converted kernel = the 2x2 stride-2 transposed convolution."""
+    import keras
+
+    from bfcnn.models.multiscale import lift_kernel_from_transposed
+
+    x = random_images((2, 5, 7, 6), seed=4)
+    transposed = keras.layers.Conv2DTranspose(3, 2, strides=2, use_bias=False)
+    expected = np.asarray(transposed(x))
+    lift = keras.layers.Conv2D(12, 1, use_bias=False)
+    lift.build((None, None, None, 6))
+    lift.set_weights([lift_kernel_from_transposed(transposed.get_weights()[0])])
+    np.testing.assert_allclose(np.asarray(tf.nn.depth_to_space(lift(x), 2)), expected, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match=r"\[2, 2, F, C\]"):
+        lift_kernel_from_transposed(np.zeros((3, 3, 2, 2)))
+
+
+def test_legacy_multiscale_weights_move_into_todays_graph():
+    """A model saved with Conv2DTranspose lifts (tests/data, made by the previous builder) computes the same."""
+    import keras
+
+    from bfcnn.models import build_model
+    from bfcnn.models.multiscale import copy_legacy_weights
+
+    data = Path(__file__).parent / "data"
+    legacy = keras.models.load_model(data / "legacy_multiscale.keras")
+    saved = np.load(data / "legacy_multiscale.npz")
+    assert any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in legacy.layers)
+    config = {"type": "multiscale", "channels": 1, "levels": 3, "filters": [4, 8, 8], "blocks": 1,
+              "encoder_blocks": 1}
+    model = copy_legacy_weights(build_model(config), legacy)
+    assert not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in model.layers)
+    np.testing.assert_allclose(np.asarray(model(saved["noisy"], training=False)), saved["denoised"],
+                               rtol=1e-5, atol=1e-3)
+    with pytest.raises(ValueError, match="not the same architecture"):
+        copy_legacy_weights(build_model({**config, "filters": [4, 8, 16]}), legacy)

@@ -11,10 +11,12 @@ small cost in FLOPs and memory, which suits phones and CPU training.
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from bfcnn.layers.bias_free import BiasFreeConvBlock, BiasFreeResidualBlock
-from bfcnn.layers.pyramids import CropLike, GaussianPyramid, LaplacianPyramid, UpsampleLike
+from bfcnn.layers.pyramids import GaussianPyramid, LaplacianPyramid, UpsampleLike
+from bfcnn.layers.shuffle import PixelShuffle
 from bfcnn.models.common import (
     PREDICT,
     PerLevel,
@@ -65,13 +67,15 @@ class _Level:
         if skip is not None:
             h = h + skip
         if features is not None:
-            # A learned 2x2 stride-2 transposed convolution carries the coarser features up
-            # (U-Net style); it costs one small matrix product per coarse pixel.
+            # The coarser features are carried up (U-Net style) by a learned 2x2 stride-2
+            # transposed convolution, written as a 1x1 convolution to 4x the channels and a
+            # depth-to-space: the same map (`lift_kernel_from_transposed`), in TFLite builtins
+            # whose shapes follow from the input's (TRANSPOSE_CONV takes a computed output shape).
             if self.lift is None:
-                self.lift = keras.layers.Conv2DTranspose(self.filters, 2, strides=2, use_bias=self.use_bias,
-                                                         kernel_initializer="he_normal",
-                                                         kernel_regularizer=self.regularizer, name=f"{self.tag}_lift")
-            h = h + CropLike(name=f"level{level}_crop")([self.lift(features), h])
+                self.lift = keras.layers.Conv2D(4 * self.filters, 1, use_bias=self.use_bias,
+                                                kernel_initializer="he_normal",
+                                                kernel_regularizer=self.regularizer, name=f"{self.tag}_lift")
+            h = h + PixelShuffle(2, name=f"level{level}_lift_shuffle")([self.lift(features), h])
         for i, block in enumerate(self.blocks):
             h = block(h)
             if i == 0 and self.non_local is not None:
@@ -217,3 +221,45 @@ def build_multiscale(
         features = h
     outputs = denoiser_head(inputs, image, "image")
     return keras.Model(inputs, outputs, name=name)
+
+
+def lift_kernel_from_transposed(kernel) -> np.ndarray:
+    """The [1, 1, C, 4F] kernel of a lift from a 2x2 stride-2 `Conv2DTranspose` kernel [2, 2, F, C].
+
+    Output channel `(a * 2 + b) * F + o` of the 1x1 convolution lands, after depth-to-space,
+    at offset (a, b) of each 2x2 block, where the transposed convolution applies `kernel[a, b, o, :]`.
+    """
+    kernel = np.asarray(kernel)
+    if kernel.ndim != 4 or kernel.shape[:2] != (2, 2):
+        raise ValueError(f"expected a 2x2 transposed-convolution kernel [2, 2, F, C], got shape {kernel.shape}")
+    return np.transpose(kernel, (3, 0, 1, 2)).reshape(1, 1, kernel.shape[3], 4 * kernel.shape[2])
+
+
+def copy_legacy_weights(model: keras.Model, legacy: keras.Model) -> keras.Model:
+    """Copies the weights of a multiscale model whose lifts are `Conv2DTranspose` layers into `model`.
+
+    Multiscale models saved before the lifts became 1x1 convolutions + depth-to-space (same
+    map, faster in TFLite) load as they were saved; this moves their weights, layer by layer
+    and by name, into a model built by today's `build_multiscale` from the same config, so
+    both compute the same function.
+
+    Raises:
+        ValueError: a layer with weights is missing from `legacy` or has other shapes.
+    """
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        try:
+            source = legacy.get_layer(layer.name)
+        except ValueError:
+            raise ValueError(f"layer {layer.name!r} of {model.name!r} is not in {legacy.name!r}: "
+                             "not the same architecture") from None
+        weights = source.get_weights()
+        if isinstance(source, keras.layers.Conv2DTranspose):
+            weights = [lift_kernel_from_transposed(weights[0])] + [np.tile(b, 4) for b in weights[1:]]
+        expected = [tuple(w.shape) for w in layer.weights]
+        if [tuple(np.shape(w)) for w in weights] != expected:
+            raise ValueError(f"layer {layer.name!r}: weights of shapes {[np.shape(w) for w in weights]} "
+                             f"do not fit {expected}: not the same architecture")
+        layer.set_weights(weights)
+    return model
