@@ -251,3 +251,25 @@ def test_noise_normalized_loss_trains(image_dir, tmp_path):
     Trainer(config, tmp_path).run()
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert history[-1]["mean_psnr"] > history[0]["mean_psnr"]
+
+
+def test_init_from_reads_a_model_saved_with_the_older_multiscale_lifts():
+    """`train.init_from` moves the weights of an older multiscale file (transposed-convolution lifts) by name."""
+    import numpy as np
+
+    from bfcnn.errors import ConfigError
+    from bfcnn.models import build_model
+    from bfcnn.training.loop import load_initial_weights
+
+    data = Path(__file__).parent / "data"
+    config = {"type": "multiscale", "channels": 1, "levels": 3, "filters": [4, 8, 8], "blocks": 1,
+              "encoder_blocks": 1}
+    model = build_model(config)
+    load_initial_weights(model, data / "legacy_multiscale.keras")
+    saved = np.load(data / "legacy_multiscale.npz")
+    np.testing.assert_allclose(model(saved["noisy"]).numpy(), saved["denoised"], rtol=1e-5, atol=1e-3)
+    with pytest.raises(ConfigError, match="does not fit the model"):
+        load_initial_weights(build_model({**config, "filters": [4, 8, 16]}), data / "legacy_multiscale.keras")
+    with pytest.raises(ConfigError, match="does not fit the model"):
+        load_initial_weights(build_model({"type": "resnet", "channels": 1, "filters": 4, "blocks": 1}),
+                             data / "legacy_multiscale.keras")

@@ -41,6 +41,7 @@ from bfcnn.errors import BfcnnError, ConfigError
 from bfcnn.evaluation import center_crop, evaluate_denoiser
 from bfcnn.io import list_images, read_image
 from bfcnn.models.builder import build_model, resolve_model_config
+from bfcnn.models.multiscale import copy_legacy_weights
 from bfcnn.training.corruption import corrupt, corrupt_pair
 from bfcnn.training.data import (MAX_CACHE_BYTES, InMemorySampler, load_directory, load_paired_directory,
                                  streaming_dataset)
@@ -130,6 +131,27 @@ def _is_chief(strategy) -> bool:
     if resolver is None or not resolver.task_type:
         return True
     return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def load_initial_weights(model: keras.Model, path) -> None:
+    """`train.init_from`: the weights of a `.keras` file, also one saved before the multiscale
+    lifts became 1x1 convolutions + depth-to-space (moved by name, `copy_legacy_weights`).
+
+    Raises:
+        ConfigError: the file does not hold weights for this architecture.
+    """
+    try:
+        model.load_weights(path)
+        return
+    except ValueError as error:
+        problem = error
+    try:
+        source = keras.models.load_model(path, compile=False)
+        if not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in source.layers):
+            raise ValueError(str(problem).splitlines()[0])
+        copy_legacy_weights(model, source)
+    except (ValueError, OSError) as error:
+        raise ConfigError(f"train.init_from={str(path)!r} does not fit the model in model: {error}") from None
 
 
 def atomic_save_model(model: keras.Model, path: Path) -> None:
@@ -268,7 +290,7 @@ class Trainer:
             checkpoint.restore(manager.latest_checkpoint).expect_partial()
             log.info("resumed from %s at step %d", manager.latest_checkpoint, int(step.numpy()))
         elif cfg.train.init_from:
-            model.load_weights(cfg.train.init_from)
+            load_initial_weights(model, cfg.train.init_from)
             log.info("initialised the weights from %s", cfg.train.init_from)
 
         seed = tf.constant(cfg.train.seed, tf.int64)
