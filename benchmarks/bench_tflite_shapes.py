@@ -1,4 +1,4 @@
-"""Why a crop can slow a whole TFLite model down: Keras against LiteRT on one conv stack, three ways.
+"""Why a crop can slow a whole TFLite model down: Keras against LiteRT on one conv stack, five ways.
 
 Eight 3x3 convolutions (32 channels) on a 1-channel image, converted with `bfcnn.export.to_tflite`
 (dynamic [1, H, W, 1] input, resized to the image), each variant with one operation after the
@@ -7,7 +7,11 @@ second convolution:
 - `plain`: nothing;
 - `slice crop`: `x[:, :h - 1, :w - 1]` with h, w read from the tensor's shape at run time
   (how the pyramids and pixel shuffle cropped before);
-- `gather crop`: the same crop as two gathers (`bfcnn.layers.cropping.crop_to`, what they do now).
+- `gather crop`: the same crop as two gathers (`bfcnn.layers.cropping.crop_to`, what they do now);
+- `transposed up`: a 2x2 stride-2 convolution down and a 2x2 stride-2 `Conv2DTranspose` back up
+  (TRANSPOSE_CONV takes an output shape computed at run time; the multiscale lifts before);
+- `shuffle up`: the same down, and up as a 1x1 convolution to 4x the channels and a
+  depth-to-space (the same map; what the multiscale lifts do now).
 
 Engines run in interleaved rounds; the table gives the median wall time and TFLite / Keras.
 
@@ -29,6 +33,7 @@ import numpy as np  # noqa: E402
 
 def build(variant: str):
     import keras
+    import tensorflow as tf
     from keras import ops
 
     from bfcnn.layers.cropping import crop_to
@@ -43,11 +48,21 @@ def build(variant: str):
             shape = ops.shape(x)
             return crop_to(x, shape[1] - 1, shape[2] - 1)
 
+    class ShuffleUp(keras.layers.Layer):
+        def call(self, x):
+            return tf.nn.depth_to_space(x, 2)
+
     inputs = keras.Input((None, None, 1))
     x = inputs
     for i in range(8):
-        if i == 2 and variant != "plain":
+        if i == 2 and variant in ("slice crop", "gather crop"):
             x = (SliceCrop() if variant == "slice crop" else GatherCrop())(x)
+        if i == 2 and variant.endswith(" up"):
+            x = keras.layers.Conv2D(32, 2, strides=2, use_bias=False)(x)
+            if variant == "transposed up":
+                x = keras.layers.Conv2DTranspose(32, 2, strides=2, use_bias=False)(x)
+            else:
+                x = ShuffleUp()(keras.layers.Conv2D(4 * 32, 1, use_bias=False)(x))
         x = keras.layers.Conv2D(32 if i < 7 else 1, 3, padding="same", use_bias=False,
                                 activation="relu" if 0 < i < 7 else None)(x)
     return keras.Model(inputs, x)
@@ -70,7 +85,7 @@ def main(argv=None) -> int:
           f"1-minute load average {os.getloadavg()[0]:.1f} at the start\n")
     print("| variant | Keras ms | TFLite ms | TFLite / Keras |")
     print("|---|---:|---:|---:|")
-    for variant in ("plain", "slice crop", "gather crop"):
+    for variant in ("plain", "slice crop", "gather crop", "transposed up", "shuffle up"):
         model = build(variant)
         keras_run = tf.function(lambda x: model(x, training=False))
         interpreter = Interpreter(model_content=to_tflite(model), num_threads=args.threads)
