@@ -93,6 +93,19 @@ def test_zoo_tflite_matches_keras(name, sample_gray, sample_rgb):
     assert np.max(np.abs(lite(image) - expected)) < 1e-2
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ZOO)
+def test_zoo_model_exports_and_passes_verification(name, tmp_path):
+    """What a user does with a zoo model: SavedModel + builtin-ops TFLite, every artifact verified."""
+    pytest.importorskip("ai_edge_litert")
+    from bfcnn.export import export_model
+
+    result = export_model(name, tmp_path / "out", to_tflite=True, log=None)
+    assert result["passed"]
+    tflite = [r for r in result["verification"]["results"] if r["artifact"] == "model.tflite"]
+    assert tflite and tflite[0]["max_abs_diff"] <= result["verification"]["fp32_tolerance"]
+
+
 def test_corrupt_zoo_file_is_detected(tmp_path, monkeypatch):
     if not ZOO:
         pytest.skip("the zoo is empty")
