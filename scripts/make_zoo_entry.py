@@ -94,11 +94,14 @@ def restore_latest(run: Path, config):
     if latest is None:
         raise SystemExit(f"no checkpoint in {run / 'checkpoints'}")
     try:
-        tf.train.Checkpoint(model=model, step=step, elapsed=elapsed).restore(latest).expect_partial()
-    except ValueError as error:
+        # (The optimizer's state is in the checkpoint too, and not needed: only the model must match.)
+        status = tf.train.Checkpoint(model=model, step=step, elapsed=elapsed).restore(latest)
+        status.expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError):
         final = run / "model.keras"
-        if "incompatible" not in str(error) or not final.exists():
-            raise
+        if not final.exists():
+            raise SystemExit(f"error: {latest} does not fit today's {config.model['type']} graph, and "
+                             f"{final} (to convert) is missing") from None
         tf.train.Checkpoint(step=step, elapsed=elapsed).restore(latest).expect_partial()
         model = todays_graph(keras.models.load_model(final), config.model)
     return model, int(step.numpy()), float(elapsed.numpy()), latest

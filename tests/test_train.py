@@ -122,6 +122,18 @@ def test_a_different_model_in_the_same_directory_is_refused(image_dir, tmp_path)
         Trainer(other, tmp_path).run()
 
 
+def test_a_checkpoint_that_no_longer_fits_the_graph_is_refused(image_dir, tmp_path, monkeypatch):
+    """Same config, but the code builds other weights (an upgrade changed a layer): no silent fresh weights."""
+    import bfcnn.training.loop as loop
+
+    config = tiny_config(image_dir, train={"steps": 4, "checkpoint_every": 2}, validation={"directory": None})
+    Trainer(config, tmp_path).run(stop_after=2)
+    build = loop.build_model
+    monkeypatch.setattr(loop, "build_model", lambda model_config: build({**model_config, "kernel_size": 5}))
+    with pytest.raises(TrainingError, match="cannot resume from .*ckpt-2.*train.init_from"):
+        Trainer(config, tmp_path).run()
+
+
 def test_channels_must_match_the_color(image_dir):
     with pytest.raises(ConfigError, match="channels"):
         tiny_config(image_dir, model={"channels": 3})

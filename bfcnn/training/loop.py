@@ -287,7 +287,16 @@ class Trainer:
         ckpt_dir = output_dir / "checkpoints"
         manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=cfg.train.keep_checkpoints)
         if manager.latest_checkpoint:
-            checkpoint.restore(manager.latest_checkpoint).expect_partial()
+            try:
+                # Every variable must come from the checkpoint: a model whose graph changed
+                # since (other shapes or layers) would otherwise resume with fresh weights.
+                checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+            except (AssertionError, ValueError) as error:
+                raise TrainingError(
+                    f"cannot resume from {manager.latest_checkpoint}: it does not hold every weight of the model "
+                    f"the config builds (was the architecture or bfcnn changed since?): {str(error)[:300]}. Train "
+                    "into a new model directory, with train.init_from=<the old run>/model.keras to start from "
+                    "its weights") from None
             log.info("resumed from %s at step %d", manager.latest_checkpoint, int(step.numpy()))
         elif cfg.train.init_from:
             load_initial_weights(model, cfg.train.init_from)
