@@ -149,7 +149,8 @@ def build_multiscale(
         activation: `relu`, `leaky_relu`, `prelu` or `linear`.
         predict: `noise` or `image`, per level.
         pass_features: add the coarser level's last features, lifted by a learned 2x2
-            stride-2 transposed convolution, to each finer level's stem.
+            stride-2 transposed convolution (computed as a 1x1 convolution and a
+            depth-to-space), to each finer level's stem.
         encoder_blocks: residual blocks of a fine-to-coarse encoder run before the
             coarse-to-fine pass (an int, or one per level; 0 = no encoder). Each encoder
             level reads its own band, adds the finer level's features brought down by a
