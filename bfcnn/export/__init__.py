@@ -512,30 +512,33 @@ def representative_images(directory, channels: int, count: int = 24, size: int =
 # ----------------------------------------------------------------------------- verification
 
 
-def float32_sensitivity(model, noisy, seed: int = 0) -> float:
+def float32_sensitivity(model, noisy, seed: int = 0, reference=None) -> float:
     """How far the model's output moves when its input moves by float32 rounding.
 
     Each value of `noisy` ([H, W, C] or [1, H, W, C], 0-255) is moved up or down (at random,
     seeded) by `SENSITIVITY_ULPS` units in the last place; the result is the max |change| of
     the output, on the output's scale. A plain convolutional denoiser gives ~1e-5 to 4e-4;
-    a model with a sharp soft selection (an N3 block) gives ~1e-3.
+    a model with a sharp soft selection (an N3 block) gives ~1e-3. `reference`: the model's
+    output on `noisy`, if already computed.
     """
     x = np.asarray(noisy, np.float32)
     x = x[None] if x.ndim == 3 else x
     signs = np.random.default_rng(seed).choice(np.array([-1.0, 1.0], np.float32), x.shape)
     perturbed = (x + signs * SENSITIVITY_ULPS * np.spacing(np.abs(x))).astype(np.float32)
-    reference = np.asarray(model(x, training=False), np.float64)
+    if reference is None:
+        reference = model(x, training=False)
+    reference = np.asarray(reference, np.float64).reshape(x.shape[:-1] + (-1,))
     return float(np.max(np.abs(np.asarray(model(perturbed, training=False), np.float64) - reference)))
 
 
 def fp32_tolerance(model, noisy, tolerance: float = FP32_TOLERANCE,
-                   cap: float = FP32_TOLERANCE_CAP) -> Tuple[float, float]:
+                   cap: float = FP32_TOLERANCE_CAP, reference=None) -> Tuple[float, float]:
     """The limit a float32 artifact must meet on `noisy`, and the model's float32 sensitivity.
 
     The limit is `max(tolerance, min(cap, SENSITIVITY_FACTOR * sensitivity))`: a model
     more sensitive than `cap / SENSITIVITY_FACTOR` gets no more room than `cap`.
     """
-    sensitivity = float32_sensitivity(model, noisy)
+    sensitivity = float32_sensitivity(model, noisy, reference=reference)
     return max(tolerance, min(cap, SENSITIVITY_FACTOR * sensitivity)), sensitivity
 
 
@@ -607,9 +610,10 @@ def verify(output_directory, model=None, image=None, tolerance: Optional[float] 
     peak = float(max(np.max(np.abs(reference)), np.max(np.abs(small_reference))))
     scale = max(1.0, peak / VALUE_RANGE[1])
     if tolerance is None:
-        tolerance, sensitivity = fp32_tolerance(model, noisy, FP32_TOLERANCE * scale, FP32_TOLERANCE_CAP * scale)
+        tolerance, sensitivity = fp32_tolerance(model, noisy, FP32_TOLERANCE * scale, FP32_TOLERANCE_CAP * scale,
+                                                reference=reference)
     else:
-        tolerance, sensitivity = tolerance * scale, float32_sensitivity(model, noisy)
+        tolerance, sensitivity = tolerance * scale, float32_sensitivity(model, noisy, reference=reference)
     results = []
 
     def add(result, small_out=None):

@@ -236,6 +236,11 @@ def lift_kernel_from_transposed(kernel) -> np.ndarray:
     return np.transpose(kernel, (3, 0, 1, 2)).reshape(1, 1, kernel.shape[3], 4 * kernel.shape[2])
 
 
+def has_legacy_lifts(model: keras.Model) -> bool:
+    """Whether `model` was saved with `Conv2DTranspose` lifts (before they became 1x1 + depth-to-space)."""
+    return any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in model.layers)
+
+
 def copy_legacy_weights(model: keras.Model, legacy: keras.Model) -> keras.Model:
     """Copies the weights of a multiscale model whose lifts are `Conv2DTranspose` layers into `model`.
 

@@ -41,7 +41,7 @@ from bfcnn.errors import BfcnnError, ConfigError
 from bfcnn.evaluation import center_crop, evaluate_denoiser
 from bfcnn.io import list_images, read_image
 from bfcnn.models.builder import build_model, resolve_model_config
-from bfcnn.models.multiscale import copy_legacy_weights
+from bfcnn.models.multiscale import copy_legacy_weights, has_legacy_lifts
 from bfcnn.training.corruption import corrupt, corrupt_pair
 from bfcnn.training.data import (MAX_CACHE_BYTES, InMemorySampler, load_directory, load_paired_directory,
                                  streaming_dataset)
@@ -147,7 +147,7 @@ def load_initial_weights(model: keras.Model, path) -> None:
         problem = error
     try:
         source = keras.models.load_model(path, compile=False)
-        if not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in source.layers):
+        if not has_legacy_lifts(source):
             raise ValueError(str(problem).splitlines()[0])
         copy_legacy_weights(model, source)
     except (ValueError, OSError) as error:
