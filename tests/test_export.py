@@ -289,9 +289,13 @@ def test_round_trip_multiscale(tmp_path):
     from bfcnn.export import export_model
     from bfcnn.lite import TFLiteDenoiser
 
+    from bfcnn.export import runtime_sized_tensors
+
     model = fit_a_few_steps(bfcnn.build_model(TINY_MULTISCALE))
     report = export_model(model, tmp_path / "out", log=None)
     assert report["passed"]
+    # pads, crops and lifts are written so LiteRT sizes every tensor ahead (XNNPACK keeps them all)
+    assert runtime_sized_tensors((tmp_path / "out" / "model.tflite").read_bytes()) == []
     denoiser = TFLiteDenoiser(tmp_path / "out" / "model.tflite")
     for shape in [(1, 1, 1, 3), (1, 3, 200, 3), (1, 33, 17, 3)]:
         images = noisy_images(shape)
@@ -307,7 +311,7 @@ def test_round_trip_multiscale(tmp_path):
 def test_round_trip_unshuffled_resnet(tmp_path):
     """Pixel (un)shuffle goes to builtin SPACE_TO_DEPTH / DEPTH_TO_SPACE and handles odd sizes."""
     import bfcnn
-    from bfcnn.export import export_model, tflite_ops
+    from bfcnn.export import export_model, runtime_sized_tensors, tflite_ops
     from bfcnn.lite import TFLiteDenoiser
 
     model = fit_a_few_steps(bfcnn.build_model({"type": "resnet", "channels": 1, "filters": 8, "blocks": 1,
@@ -316,6 +320,8 @@ def test_round_trip_unshuffled_resnet(tmp_path):
     assert report["passed"]
     ops = tflite_ops((tmp_path / "out" / "model.tflite").read_bytes())
     assert {"SPACE_TO_DEPTH", "DEPTH_TO_SPACE"} <= set(ops) and not any(op.startswith("Flex") for op in ops), ops
+    assert runtime_sized_tensors((tmp_path / "out" / "model.tflite").read_bytes()) == []
+    assert [r["runtime_sized_tensors"] for r in report["verification"]["results"] if r["artifact"] == "model.tflite"] == [0]
     denoiser = TFLiteDenoiser(tmp_path / "out" / "model.tflite")
     for shape in [(1, 1, 1, 1), (1, 3, 200, 1), (1, 33, 17, 1)]:
         images = noisy_images(shape)
@@ -550,3 +556,21 @@ def test_verification_reports_the_models_float32_sensitivity(resnet_export, tmp_
     # (Wider when the untrained model's output runs beyond 255, in proportion.)
     assert report["fp32_tolerance"] >= max(FP32_TOLERANCE, 2 * report["float32_sensitivity"]) > 0.0
     assert "float32 ulps" in format_verification(report)
+
+
+def test_runtime_sized_tensors_are_found():
+    """A slice whose end is computed from the input's shape is sized only while LiteRT runs."""
+    import tensorflow as tf
+
+    from bfcnn.export import runtime_sized_tensors
+
+    def convert(fn):
+        f = tf.function(fn, input_signature=[tf.TensorSpec([1, None, None, 1], tf.float32)])
+        return tf.lite.TFLiteConverter.from_concrete_functions([f.get_concrete_function()], f).convert()
+
+    def computed_end(x):
+        half = tf.shape(x)[1] // 2
+        return tf.slice(x, [0, 0, 0, 0], tf.stack([-1, half, -1, -1])) * 2.0
+
+    assert runtime_sized_tensors(convert(lambda x: x[:, 1:] * 2.0)) == []
+    assert len(runtime_sized_tensors(convert(computed_end))) >= 2  # the slice and the product after it

@@ -350,6 +350,31 @@ def tflite_ops(content: bytes) -> List[str]:
     return sorted(set(ops))
 
 
+def runtime_sized_tensors(content: bytes, size: Tuple[int, int] = (37, 29)) -> List[str]:
+    """Names of the tensors of a TFLite model that LiteRT sizes only while it runs.
+
+    LiteRT works out every tensor's shape when the input is resized, except where a shape
+    depends on a value it computes during the run (a FLOOR_DIV on a shape, a WHILE loop, a
+    slice with a computed end): such tensors are dynamic, and the XNNPACK delegate leaves
+    them and every later layer to the slower builtin kernels (docs/inference.md measures
+    it). Zero names means the whole graph is sized ahead. Found by resizing the input to
+    the odd `size`, reading each tensor's shape, running the model, and listing the tensors
+    whose shape changed.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    (inp,) = interpreter.get_input_details()
+    shape = [1, *size, int(inp["shape_signature"][-1])]
+    interpreter.resize_tensor_input(inp["index"], shape)
+    interpreter.allocate_tensors()
+    before = {d["index"]: (d["name"], tuple(d["shape"])) for d in interpreter.get_tensor_details()}
+    interpreter.set_tensor(inp["index"], np.zeros(shape, inp["dtype"]))
+    interpreter.invoke()
+    after = {d["index"]: tuple(d["shape"]) for d in interpreter.get_tensor_details()}
+    return [name for index, (name, dims) in before.items() if after.get(index, dims) != dims]
+
+
 def _check_builtin_only(content: bytes) -> List[str]:
     from ai_edge_litert import schema_py_generated as schema
 
@@ -670,6 +695,7 @@ def verify(output_directory, model=None, image=None, tolerance: Optional[float] 
         result = _compare(filename, kind, runner(noisy), reference, clean, reference_psnr,
                           tolerance if quantize == "none" else margins[quantize])
         result["ops"] = tflite_ops(path.read_bytes())
+        result["runtime_sized_tensors"] = len(runtime_sized_tensors(path.read_bytes()))
         add(result, runner(small))
     if not results:
         raise ExportError(f"nothing to verify in {str(directory)!r}: no model.keras, saved_model or .tflite file")
@@ -695,6 +721,10 @@ def format_verification(report: Mapping[str, Any]) -> str:
     for r in report["results"]:
         lines.append(f"  {r['artifact']:<30} {r['max_abs_diff']:>10.2e} {r['psnr']:>8.2f} {r['psnr_change']:>+8.3f}"
                      f"  {r['limit']:<34} {'yes' if r['passed'] else 'NO'}")
+    dynamic = [r for r in report["results"] if r.get("runtime_sized_tensors")]
+    for r in dynamic:
+        lines.append(f"  note: {r['artifact']} has {r['runtime_sized_tensors']} tensors sized only at run time; "
+                     "XNNPACK leaves them to slower kernels (bfcnn.export.runtime_sized_tensors lists them)")
     return "\n".join(lines)
 
 
@@ -731,6 +761,7 @@ def _tflite_entry(path: Path, quantize: str) -> Dict[str, Any]:
         "output": {"name": out["name"], "signature_name": OUTPUT_NAME, "dtype": np.dtype(out["dtype"]).name,
                    "shape_signature": [int(d) for d in out["shape_signature"]]},
         "ops": tflite_ops(path.read_bytes()),
+        "runtime_sized_tensors": len(runtime_sized_tensors(path.read_bytes())),
         "bytes": path.stat().st_size,
         "sha256": _sha256(path),
     }

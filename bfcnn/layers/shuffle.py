@@ -24,10 +24,20 @@ def _check_factor(factor):
         raise ValueError(f"factor must be an integer >= 1, got {factor!r}")
 
 
-def _edge_indices(n, factor):
-    """Indices 0..n-1 followed by copies of n-1 up to the next multiple of `factor`."""
-    padded = (n + factor - 1) // factor * factor
-    return ops.minimum(ops.arange(padded, dtype="int32"), n - 1)
+def _pad_to_multiple(x, factor, axis):
+    """Repeats the last pixel of `axis` up to the next multiple of `factor`.
+
+    Written so TFLite sizes every tensor when the input is resized (no FLOOR_DIV or MINIMUM on
+    a shape, which LiteRT works out only at run time): the axis is first extended by
+    `factor - 1` copies of its last pixel with constant slices, and the number of blocks,
+    ceil(n / factor), is read off the shape of a strided slice. `scripts/tflite_dynamic.py`
+    checks a converted model for tensors sized at run time.
+    """
+    last = x[:, -1:] if axis == 1 else x[:, :, -1:]
+    extended = ops.concatenate([x] + [last] * (factor - 1), axis=axis)
+    corner = x[:, ::factor, :1, :1] if axis == 1 else x[:, :1, ::factor, :1]
+    blocks = ops.shape(corner)[axis]
+    return ops.take(extended, ops.arange(blocks * factor, dtype="int32"), axis=axis)
 
 
 @keras.saving.register_keras_serializable(package="bfcnn")
@@ -46,9 +56,7 @@ class PixelUnshuffle(keras.layers.Layer):
     def call(self, x):
         if self.factor == 1:
             return x
-        shape = ops.shape(x)
-        x = ops.take(x, _edge_indices(shape[1], self.factor), axis=1)
-        x = ops.take(x, _edge_indices(shape[2], self.factor), axis=2)
+        x = _pad_to_multiple(_pad_to_multiple(x, self.factor, 1), self.factor, 2)
         return tf.nn.space_to_depth(x, self.factor)
 
     def compute_output_shape(self, input_shape):
