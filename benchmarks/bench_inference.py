@@ -67,13 +67,13 @@ def bench_config(path: str, size: int, runs: int, threads: int, quantize, repres
     import tensorflow as tf
 
     from bfcnn.config import load_config
-    from bfcnn.export import (CONTROL_FLOW_OPS, TFLITE_FILES, UnsupportedOpsError, _build_float32,
-                              representative_images, to_tflite)
+    from bfcnn.export import CONTROL_FLOW_OPS, TFLITE_FILES, UnsupportedOpsError, representative_images, to_tflite
+    from bfcnn.export.loading import build_float32
     from bfcnn.lite import TFLiteDenoiser
     from bfcnn.models.cost import count_parameters, flops_per_pixel
 
     config = load_config(path)
-    model = _build_float32(config.model)
+    model = build_float32(config.model)
     channels = int(model.input_shape[-1])
     if any(type(layer).__name__ == "NonLocalBlock" for layer in model._flatten_layers()):
         # Global attention needs (H W)^2 / 4 floats: 69 GB at 512 x 512, 0.27 GB at 128 x 128.

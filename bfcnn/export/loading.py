@@ -1,0 +1,162 @@
+"""Finding the model to export: a `.keras` file, a training run, its checkpoints or a zoo name."""
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping
+
+from bfcnn.errors import allowed
+from bfcnn.export.errors import ExportError
+
+WEIGHTS = ("auto", "final", "best", "checkpoint")
+
+
+def _register_layers() -> None:
+    """Imports every model module so their custom layers deserialize from `.keras` files."""
+    import importlib
+
+    import bfcnn.layers  # noqa: F401
+    from bfcnn.models.builder import MODEL_TYPES
+
+    for target in MODEL_TYPES.values():
+        try:
+            importlib.import_module(target.split(":")[0])
+        except ImportError:  # a model type whose module is not there cannot be in the file either
+            pass
+
+
+def as_float32(model):
+    """The model computing in float32 (a mixed-precision model keeps float32 weights)."""
+    from bfcnn.models.precision import to_float32
+
+    return to_float32(model)
+
+
+def load_keras(path: Path):
+    """A `.keras` file with every bfcnn layer registered; ExportError names a damaged file."""
+    import zipfile
+
+    import keras
+
+    _register_layers()
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        # Keras would report "File not found" for a file that exists but is damaged.
+        raise ExportError(f"cannot load model {str(path)!r}: not a .keras file (a .keras file is a zip "
+                          "archive; this one is corrupt, truncated or of another format)")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (ValueError, OSError, TypeError) as error:
+        raise ExportError(f"cannot load model {str(path)!r}: {error}") from error
+
+
+def build_float32(model_config: Mapping):
+    """The model of a config section built in float32 whatever the global precision policy."""
+    import keras
+
+    from bfcnn.models.builder import build_model
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        return build_model(model_config)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _restore_checkpoint(model_config: Mapping, checkpoint_dir: Path):
+    import tensorflow as tf
+
+    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
+    if latest is None:
+        raise ExportError(f"no tf.train checkpoint in {str(checkpoint_dir)!r}")
+    model = build_float32(model_config)
+    status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as error:
+        raise ExportError(f"checkpoint {latest} does not hold this model's weights ({model_config}): "
+                          f"{str(error).splitlines()[0]}") from error
+    return model, latest
+
+
+def load_for_export(model_directory, pipeline_config=None, weights: str = "auto"):
+    """The model, its training config and a description of where it came from.
+
+    Args:
+        model_directory: a training run folder (`model.keras`, `best.keras`, `checkpoints/`,
+            `config.yaml`), an export folder, or a `.keras` file.
+        pipeline_config: a pipeline YAML; default the run's own `config.yaml`. Needed to
+            restore a tf.train checkpoint when the folder has no `model.keras`.
+        weights: `auto` (`model.keras`, else the latest checkpoint, else `best.keras`),
+            `final` (`model.keras`), `best` (`best.keras`) or `checkpoint` (the latest
+            tf.train checkpoint in `checkpoints/` or the folder itself).
+
+    Returns:
+        (float32 keras.Model, training config dict or None, source string).
+
+    Raises:
+        ExportError: nothing loadable was found; the message lists what was looked for.
+        ConfigError: the pipeline config is invalid.
+    """
+    from bfcnn.config import config_to_dict, load_config
+
+    if weights not in WEIGHTS:
+        raise ExportError(f"weights={weights!r} is not supported; allowed: {allowed(WEIGHTS)}")
+    path = Path(model_directory).expanduser()
+    if not path.exists():
+        raise ExportError(f"model directory not found: {str(path)!r}")
+    config_dict = None
+    config_file = Path(pipeline_config) if pipeline_config else None
+    if config_file is None:
+        for candidate in (path / "config.yaml", path.parent / "config.yaml") if path.is_file() else (
+                path / "config.yaml",):
+            if candidate.exists():
+                config_file = candidate
+                break
+    if config_file is not None:
+        config_dict = config_to_dict(load_config(config_file))
+    elif (path / "model_card.json").exists():
+        config_dict = json.loads((path / "model_card.json").read_text()).get("training_config")
+
+    if path.is_file():
+        if path.suffix != ".keras":
+            raise ExportError(f"{str(path)!r} is not a .keras file or a model directory")
+        return as_float32(load_keras(path)), config_dict, str(path)
+
+    checkpoint_dir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    has_checkpoint = (checkpoint_dir / "checkpoint").exists()
+    order = {"auto": ["final", "checkpoint", "best"], "final": ["final"], "best": ["best"],
+             "checkpoint": ["checkpoint"]}[weights]
+    for kind in order:
+        if kind in ("final", "best"):
+            file = path / ("model.keras" if kind == "final" else "best.keras")
+            if file.exists():
+                return as_float32(load_keras(file)), config_dict, str(file)
+        elif has_checkpoint:
+            if not (config_dict or {}).get("model"):
+                raise ExportError(f"{str(path)!r} has checkpoints but no config.yaml: give --pipeline-config "
+                                  "so the model can be built before its weights are restored")
+            model, latest = _restore_checkpoint(config_dict["model"], checkpoint_dir)
+            return model, config_dict, latest
+    looked = {"final": "model.keras", "best": "best.keras", "checkpoint": "checkpoints/ (tf.train)"}
+    raise ExportError(f"no model in {str(path)!r}: looked for {', '.join(looked[k] for k in order)}")
+
+
+def resolve_model(model_or_path, config, weights, pipeline_config):
+    """(model, training config, source) from a keras.Model, a path or a zoo name."""
+    if not isinstance(model_or_path, (str, os.PathLike)):  # a keras.Model (checked without importing Keras)
+        return as_float32(model_or_path), config, "<in-memory model>"
+    text = os.fspath(model_or_path)
+    if Path(text).expanduser().exists() or text.endswith(".keras") or os.sep in text:
+        model, found_config, source = load_for_export(text, pipeline_config, weights)
+        return model, config if config is not None else found_config, source
+    from bfcnn.errors import UnknownModelError, did_you_mean
+    from bfcnn.zoo import list_models, load_model, model_info
+
+    try:
+        card = model_info(text)
+    except UnknownModelError as error:  # as likely a mistyped folder as a mistyped name: say both
+        names = list_models()
+        raise ExportError(f"{text!r} is neither an existing file or folder nor a zoo model"
+                          f"{did_you_mean(text, names)}; zoo models: {', '.join(names) or '(none)'}") from error
+    return load_model(text), config if config is not None else card.get("training_config"), f"zoo:{text}"

@@ -1,0 +1,208 @@
+"""TFLite conversion with builtin operators only, and what a converted file holds.
+
+Builtin operators only (no Select TF / Flex ops), so the stock LiteRT runtime on Android and
+iOS runs the files; an op without a builtin kernel is named in the error.
+"""
+
+import re
+import tempfile
+from typing import Iterable, List, Optional, Tuple
+
+import numpy as np
+
+from bfcnn.errors import allowed
+from bfcnn.export.errors import ExportError, UnsupportedOpsError
+from bfcnn.export.signature import INPUT_NAME, OUTPUT_NAME, model_channels
+
+QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
+TFLITE_FILES = {
+    "none": "model.tflite",
+    "fp16": "model_fp16.tflite",
+    "dynamic": "model_dynamic.tflite",
+    "int8": "model_int8.tflite",
+}
+CONTROL_FLOW_OPS = {"WHILE", "IF", "CALL_ONCE"}
+
+
+_OP_PATTERNS = (
+    re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op"),
+    re.compile(r"^\s*tf\.(\w+)\(", re.MULTILINE),
+    re.compile(r"'tf\.(\w+)' op is not supported"),
+)
+_OP_LIST = re.compile(r"(?:Custom|Flex|TF Select|Select TF) ops: ([\w, ]+)")
+
+
+def _ops_in_error(message: str) -> List[str]:
+    ops = set()
+    for pattern in _OP_PATTERNS:
+        ops.update(pattern.findall(message))
+    for listed in _OP_LIST.findall(message):
+        ops.update(name.strip().removeprefix("Flex") for name in listed.split(",") if name.strip())
+    if not ops:  # errors without the summary still locate the failing op: loc(fused["Op:", ...
+        ops.update(re.findall(r"error: loc\(callsite\(fused\[\"(\w+):", message))
+    return sorted(ops)
+
+
+def tflite_ops(content: bytes) -> List[str]:
+    """The operator names in a TFLite flatbuffer: builtin names (`CONV_2D`) or custom codes (`FlexFoo`)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAs(content, 0)
+    ops = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())  # small codes are stored twice
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            ops.append((code.CustomCode() or b"CUSTOM").decode())
+        else:
+            ops.append(names.get(builtin, f"BUILTIN_{builtin}"))
+    return sorted(set(ops))
+
+
+def runtime_sized_tensors(content: bytes, size: Tuple[int, int] = (37, 29)) -> List[str]:
+    """Names of the tensors of a TFLite model that LiteRT sizes only while it runs.
+
+    LiteRT works out every tensor's shape when the input is resized, except where a shape
+    depends on a value it computes during the run (a FLOOR_DIV on a shape, a WHILE loop, a
+    slice with a computed end): such tensors are dynamic, and the XNNPACK delegate leaves
+    them and every later layer to the slower builtin kernels (docs/inference.md measures
+    it). Zero names means the whole graph is sized ahead. Found by resizing the input to
+    the odd `size`, reading each tensor's shape, running the model, and listing the tensors
+    whose shape changed.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    (inp,) = interpreter.get_input_details()
+    shape = [1, *size, int(inp["shape_signature"][-1])]
+    interpreter.resize_tensor_input(inp["index"], shape)
+    interpreter.allocate_tensors()
+    before = {d["index"]: (d["name"], tuple(d["shape"])) for d in interpreter.get_tensor_details()}
+    interpreter.set_tensor(inp["index"], np.zeros(shape, inp["dtype"]))
+    interpreter.invoke()
+    after = {d["index"]: tuple(d["shape"]) for d in interpreter.get_tensor_details()}
+    return [name for index, (name, dims) in before.items() if after.get(index, dims) != dims]
+
+
+def _check_builtin_only(content: bytes) -> List[str]:
+    from ai_edge_litert import schema_py_generated as schema
+
+    ops = tflite_ops(content)
+    builtin_names = {k for k in vars(schema.BuiltinOperator) if not k.startswith("_")} - {"CUSTOM"}
+    custom = [op for op in ops if op not in builtin_names]
+    if custom:
+        raise UnsupportedOpsError(
+            f"the TFLite model needs non-builtin ops {', '.join(custom)}; the stock LiteRT runtime cannot run it",
+            custom)
+    return ops
+
+
+def to_tflite(model, quantize: str = "none", representative_images: Optional[Iterable[np.ndarray]] = None) -> bytes:
+    """Converts a denoiser to a builtin-only TFLite flatbuffer with a dynamic [1, H, W, C] input.
+
+    Args:
+        model: a float32 keras.Model (0-255 in and out).
+        quantize: `none` (float32), `fp16` (half-precision weights), `dynamic` (int8 weights,
+            activations quantized at run time) or `int8` (full integer: weights and
+            activations, ranges calibrated on `representative_images`; input and output
+            stay float32 so the signature is the same for every file).
+        representative_images: float32 [H, W, C] or [1, H, W, C] noisy images on the 0-255
+            scale, like those the model will see; required for `int8`.
+
+    Returns:
+        The `.tflite` file's bytes. Signature `serving_default`: input `image`
+        float32 [1, H, W, C], output `denoised`; resize the input with `resize_tensor_input`.
+
+    Raises:
+        UnsupportedOpsError: an operation has no builtin TFLite kernel (named in the message).
+        ExportError: a bad `quantize` value, missing representative images, or another
+            conversion failure.
+    """
+    import keras
+    import tensorflow as tf
+
+    if quantize not in QUANTIZATIONS:
+        raise ExportError(f"quantize={quantize!r} is not supported; allowed: {allowed(QUANTIZATIONS)}")
+    samples = None
+    if quantize == "int8":
+        samples = [np.asarray(x, np.float32) for x in (representative_images or [])]
+        samples = [x[None] if x.ndim == 3 else x for x in samples]
+        if not samples:
+            raise ExportError("int8 quantization needs representative images (--representative-dir DIR: "
+                              "photos like the ones the model will denoise, e.g. its training set)")
+    channels = model_channels(model)
+    with tempfile.TemporaryDirectory(prefix="bfcnn-tflite-") as tmp:
+        # Through a SavedModel written by Keras' ExportArchive, which tracks the Keras 3
+        # variables so the converter freezes them into constants.
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", lambda image: {OUTPUT_NAME: model(image, training=False)},
+                             input_signature=[tf.TensorSpec([1, None, None, channels], tf.float32, INPUT_NAME)])
+        archive.write_out(tmp, verbose=False)
+        if quantize == "int8":
+            # TFLite's calibrator aborts the whole process (SIGABRT, not an exception) on
+            # control flow such as the N3 block's WHILE loop: look at the float graph first.
+            loops = sorted(set(tflite_ops(_convert_saved_model(tmp, "none", None, model.name))) & CONTROL_FLOW_OPS)
+            if loops:
+                raise UnsupportedOpsError(
+                    f"cannot quantize {model.name!r} to int8: its graph has control flow ({', '.join(loops)}), "
+                    "which TFLite's int8 calibrator cannot run; use fp16 or dynamic", loops)
+        content = _convert_saved_model(tmp, quantize, samples, model.name)
+    _check_builtin_only(content)
+    return bytes(content)
+
+
+def _convert_saved_model(directory, quantize: str, samples, name: str) -> bytes:
+    """The TFLite conversion of a SavedModel folder, with the op names in any error."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(directory))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = lambda: ([x] for x in samples)
+    try:
+        return converter.convert()
+    except Exception as error:  # ConverterError and friends; re-raised with the op names
+        message = str(error)
+        ops = _ops_in_error(message)
+        if ops:
+            raise UnsupportedOpsError(
+                f"cannot convert {name!r} to builtin-only TFLite ({quantize}): no builtin kernel for "
+                f"{', '.join(ops)}", ops) from error
+        raise ExportError(f"TFLite conversion ({quantize}) of {name!r} failed: "
+                          f"{message.strip().splitlines()[-1] if message.strip() else type(error).__name__}"
+                          ) from error
+
+
+def representative_images(directory, channels: int, count: int = 24, size: int = 128,
+                          sigma_range=(0.0, 60.0), seed: int = 0) -> List[np.ndarray]:
+    """Noisy float32 crops [size, size, C] (smaller images whole) for int8 calibration.
+
+    Crops come from image files spread evenly over the sorted list (cycling when there are
+    fewer than `count`), each with Gaussian noise of a random sigma in `sigma_range`,
+    because the model's inputs are noisy images.
+
+    Raises:
+        BfcnnError: the directory is missing or holds no image.
+    """
+    from bfcnn.io import list_images, read_image
+
+    files = list_images(directory)
+    rng = np.random.default_rng(seed)
+    color = "gray" if channels == 1 else "rgb"
+    images = []
+    for i in range(count):
+        clean = read_image(files[(i * len(files)) // count if len(files) >= count else i % len(files)],
+                           color).astype(np.float32)
+        h, w = clean.shape[:2]
+        top, left = rng.integers(0, max(h - size, 0) + 1), rng.integers(0, max(w - size, 0) + 1)
+        crop = clean[top : top + size, left : left + size]
+        sigma = rng.uniform(*sigma_range)
+        images.append((crop + sigma * rng.standard_normal(crop.shape)).astype(np.float32))
+    return images
