@@ -6,12 +6,12 @@ only, and imports neither TensorFlow nor Keras, so it works with `pip install ai
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
 from bfcnn.errors import BfcnnError
-from bfcnn.tiling import TileSize, tiled_apply
+from bfcnn.tiling import TileSize, auto_tile_size, tiled_apply
 
 
 def available_cores() -> int:
@@ -110,13 +110,16 @@ class TFLiteDenoiser:
         out = np.stack([self._run(np.ascontiguousarray(image[None]))[0] for image in batch])
         return out.reshape(images.shape[:-1] + out.shape[-1:])
 
-    def denoise(self, image, tile_size: Optional[TileSize] = None, overlap: int = 32,
+    def denoise(self, image, tile_size: Union[TileSize, str, None] = "auto", overlap: int = 32,
                 margin: Optional[int] = None) -> np.ndarray:
         """Denoises one image, optionally tile by tile (see `bfcnn.tiling.tiled_apply`).
 
         Args:
             image: [H, W] or [H, W, C], uint8 or float (0-255 scale).
-            tile_size: tile height and width, or None for the whole image at once.
+            tile_size: tile height and width; None for the whole image at once; "auto"
+                (default) tiles images above one megapixel with tiles of 512, as
+                `bfcnn.denoise` does: with XNNPACK a pyramid needs about 1.9 GB per
+                megapixel it sees at once (docs/inference.md, "Memory").
             overlap: pixels shared by neighbouring tiles.
             margin: see `tiled_apply`; default `overlap // 4`.
 
@@ -133,8 +136,10 @@ class TFLiteDenoiser:
         if x.ndim != 3:
             raise ValueError(f"expected an image [H, W] or [H, W, C], got shape {image.shape}")
         self._check(x)
-        out = tiled_apply(self.__call__, x.astype(np.float32), tile_size, overlap, margin)
-        out = out.reshape(image.shape)
-        if image.dtype == np.uint8:
-            return np.clip(np.round(out), 0, 255).astype(np.uint8)
-        return out.astype(image.dtype, copy=False)
+        if isinstance(tile_size, str):
+            if tile_size != "auto":
+                raise ValueError(f'tile_size must be "auto", None, an int or a pair of ints, got {tile_size!r}')
+            tile_size = auto_tile_size(*x.shape[:2])
+        # tile by tile, band by band: no full-size float32 copy of the input or the output
+        out = tiled_apply(self.__call__, x, tile_size, overlap, margin, dtype=image.dtype)
+        return out.reshape(image.shape)

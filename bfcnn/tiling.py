@@ -20,6 +20,18 @@ import numpy as np
 
 TileSize = Union[int, Sequence[int]]
 
+# `bfcnn.denoise` and `TFLiteDenoiser.denoise` tile images above this many pixels by default.
+# A tile's memory is what the runtime needs for the model at the tile's size: through LiteRT
+# with XNNPACK about 1.9 GB per megapixel for the pyramids (about 0.5 GB for a 512 x 512 tile),
+# docs/inference.md "Memory".
+DEFAULT_MAX_PIXELS = 1024 * 1024
+DEFAULT_TILE = 512
+
+
+def auto_tile_size(height: int, width: int) -> Optional[int]:
+    """`DEFAULT_TILE` for images above `DEFAULT_MAX_PIXELS` pixels, else None (the whole image)."""
+    return DEFAULT_TILE if height * width > DEFAULT_MAX_PIXELS else None
+
 
 def _pair(name: str, value) -> Tuple[int, int]:
     values = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
@@ -80,12 +92,18 @@ def tiled_apply(
     tile_size: Optional[TileSize],
     overlap: int = 32,
     margin: Optional[int] = None,
+    dtype=np.float32,
 ) -> np.ndarray:
     """Applies an image-to-image function tile by tile and blends the tiles smoothly.
 
+    Memory beyond the input and the output is one band of tiles: tiles run row by row, and
+    the rows no later tile reaches are converted to `dtype` and written out as each row of
+    tiles finishes, so a 24-megapixel photograph needs no full-size float32 buffer.
+
     Args:
         fn: maps a float32 [h, w, C] tile to a [h, w, C'] result (any channel count C').
-        image: float32 [H, W, C]; any H, W >= 1 (smaller than a tile is fine).
+        image: [H, W, C] of any real dtype (uint8 stays uint8 in memory: each tile is
+            converted to float32 as it is cut); any H, W >= 1 (smaller than a tile is fine).
         tile_size: tile height and width (an int or a pair); None or a size covering the
             image runs `fn` once on the whole image.
         overlap: pixels shared by neighbouring tiles, 0 <= overlap < tile size.
@@ -93,9 +111,11 @@ def tiled_apply(
             `overlap // 4`, so the blending ramp spans the middle half of the overlap.
             The result is exact (to float rounding) when the receptive radius of `fn` is
             at most `margin`. Must satisfy 0 <= 2 * margin < overlap (or 0 when overlap is 0).
+        dtype: the result's dtype; an integer dtype gets the blended values rounded (half to
+            even) and clipped to its range, e.g. `np.uint8` for a denoised 8-bit photograph.
 
     Returns:
-        float32 [H, W, C']: the blended result.
+        [H, W, C'] of `dtype`: the blended result.
 
     Raises:
         ValueError: a bad image shape or tiling argument, or `fn` changing the tile size.
@@ -106,10 +126,10 @@ def tiled_apply(
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"tiled_apply needs an image [H, W, C] with H, W >= 1, got shape {image.shape}")
-    image = image.astype(np.float32, copy=False)
     height, width = image.shape[:2]
+    dtype = np.dtype(dtype)
     if tile_size is None:
-        return np.asarray(fn(image), np.float32)
+        return _convert(np.asarray(fn(image.astype(np.float32, copy=False)), np.float32), dtype)
     tile_h, tile_w = _pair("tile_size", tile_size)
     if not isinstance(overlap, (int, np.integer)) or isinstance(overlap, bool) or overlap < 0:
         raise ValueError(f"overlap must be an integer >= 0, got {overlap!r}")
@@ -120,21 +140,37 @@ def tiled_apply(
             or (2 * margin >= overlap and not overlap == margin == 0)):
         raise ValueError(f"margin must be an integer with 0 <= 2 * margin < overlap={overlap}, got {margin!r}")
     if height <= tile_h and width <= tile_w:
-        return _checked(fn(image), image.shape, "the image")
+        return _convert(_checked(fn(image.astype(np.float32, copy=False)), image.shape, "the image"), dtype)
 
     ys, xs = tile_starts(height, tile_h, overlap), tile_starts(width, tile_w, overlap)
     wy, wx = axis_weights(height, tile_h, overlap, margin), axis_weights(width, tile_w, overlap, margin)
     th, tw = min(tile_h, height), min(tile_w, width)
-    output = None
-    for y, weight_y in zip(ys, wy):
+    output = band = None
+    for i, (y, weight_y) in enumerate(zip(ys, wy)):
+        carried = band[y - ys[i - 1]:] if band is not None else None  # rows the previous tiles share
+        band = None
         for x, weight_x in zip(xs, wx):
-            tile = image[y : y + th, x : x + tw]
+            tile = image[y : y + th, x : x + tw].astype(np.float32)
             result = _checked(fn(tile), tile.shape, f"the tile at ({y}, {x})")
+            if band is None:
+                band = np.zeros((th, width, result.shape[-1]), np.float32)
+                if carried is not None:
+                    band[: len(carried)] = carried
             if output is None:
-                output = np.zeros((height, width, result.shape[-1]), np.float32)
+                output = np.empty((height, width, result.shape[-1]), dtype)
             weight = (weight_y[:, None] * weight_x[None, :]).astype(np.float32)[..., None]
-            output[y : y + th, x : x + tw] += result * weight
+            band[:, x : x + tw] += result * weight
+        done = (ys[i + 1] if i + 1 < len(ys) else height) - y  # no later tile reaches these rows
+        output[y : y + done] = _convert(band[:done], dtype)
     return output
+
+
+def _convert(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float32 values as `dtype`: rounded half to even and clipped to the range of an integer dtype."""
+    if not np.issubdtype(dtype, np.integer):
+        return values.astype(dtype, copy=False)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(values), info.min, info.max).astype(dtype)
 
 
 def _checked(result, shape, what) -> np.ndarray:

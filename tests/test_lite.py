@@ -100,6 +100,31 @@ def test_tiled_matches_whole(tiny):
     assert abs(psnr(clean, rough) - psnr(clean, whole)) < 0.25
 
 
+def test_denoise_tiles_large_images_by_default(tiny, monkeypatch):
+    """tile_size="auto" tiles above bfcnn.tiling.DEFAULT_MAX_PIXELS, as bfcnn.denoise does; None never tiles."""
+    import bfcnn.tiling
+    from bfcnn.lite import TFLiteDenoiser
+
+    monkeypatch.setattr(bfcnn.tiling, "DEFAULT_MAX_PIXELS", 90 * 90)
+    monkeypatch.setattr(bfcnn.tiling, "DEFAULT_TILE", 64)
+    denoiser = TFLiteDenoiser(tiny[1])
+    sizes = []
+    run = denoiser.__call__
+    denoiser.__call__ = lambda tile: sizes.append(tile.shape[:2]) or run(tile)
+    image = to_uint8(noisy_camera((100, 120))[1])
+    tiled = denoiser.denoise(image)
+    assert sizes and set(sizes) == {(64, 64)}
+    sizes.clear()
+    whole = denoiser.denoise(image, tile_size=None)
+    assert sizes == [(100, 120)]
+    assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 2
+    sizes.clear()
+    denoiser.denoise(image[:90, :90])  # not above the limit: one run
+    assert sizes == [(90, 90)]
+    with pytest.raises(ValueError, match='"auto", None'):
+        denoiser.denoise(image, tile_size="big")
+
+
 def test_wrong_channels_and_shapes(tiny):
     from bfcnn.lite import TFLiteDenoiser
 

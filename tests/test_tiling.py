@@ -110,3 +110,39 @@ def test_bad_image_and_bad_fn():
         tiled_apply(lambda t: t, np.zeros((0, 40, 1), np.float32), tile_size=16)
     with pytest.raises(ValueError, match="tile's size"):
         tiled_apply(lambda t: t[:-1], np.zeros((40, 40, 1), np.float32), tile_size=16, overlap=4)
+
+
+def test_integer_images_are_converted_tile_by_tile():
+    """A uint8 image is cut and converted per tile (no float32 copy of the whole image) with the same result."""
+    image = np.random.default_rng(3).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    dtypes = []
+
+    def blur(tile):
+        dtypes.append(tile.dtype)
+        return (tile + np.roll(tile, 1, axis=0) + np.roll(tile, 1, axis=1)) / 3.0
+
+    from_uint8 = tiled_apply(blur, image, tile_size=32, overlap=8)
+    assert set(dtypes) == {np.dtype(np.float32)} and len(dtypes) > 1
+    np.testing.assert_array_equal(from_uint8, tiled_apply(blur, image.astype(np.float32), tile_size=32, overlap=8))
+
+
+@pytest.mark.parametrize("shape, tile, overlap", [((100, 37, 2), 16, 4), ((33, 120, 1), (20, 50), 8), ((9, 9, 3), 4, 1)])
+def test_band_by_band_output_matches_a_full_size_accumulation(shape, tile, overlap):
+    """Rows are written out as each row of tiles finishes; the sums are those of one full-size buffer."""
+    image = np.random.default_rng(4).uniform(-20, 280, shape).astype(np.float32)
+
+    def fn(t):
+        return np.tanh(t / 100.0) * 120.0 + 100.0 + t[..., :1] * 0.1
+
+    tile_h, tile_w = (tile, tile) if isinstance(tile, int) else tile
+    ys, xs = tile_starts(shape[0], tile_h, overlap), tile_starts(shape[1], tile_w, overlap)
+    wy, wx = axis_weights(shape[0], tile_h, overlap, overlap // 4), axis_weights(shape[1], tile_w, overlap, overlap // 4)
+    expected = np.zeros(shape, np.float32)
+    for y, a in zip(ys, wy):
+        for x, b in zip(xs, wx):
+            piece = image[y : y + len(a), x : x + len(b)]
+            expected[y : y + len(a), x : x + len(b)] += fn(piece) * (a[:, None] * b[None, :]).astype(np.float32)[..., None]
+    np.testing.assert_array_equal(tiled_apply(fn, image, tile, overlap), expected)
+    as_uint8 = tiled_apply(fn, image, tile, overlap, dtype=np.uint8)
+    assert as_uint8.dtype == np.uint8
+    np.testing.assert_array_equal(as_uint8, np.clip(np.round(expected), 0, 255).astype(np.uint8))

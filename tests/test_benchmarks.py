@@ -1,0 +1,25 @@
+"""The benchmark scripts run end to end at a tiny size (their figures are not asserted: docs record them)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_bench_memory_prints_a_row_per_case():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_memory.py"), "--model", "resnet_gray_s",
+                           "--megapixels", "0.05", "--tiles", "128", "--whole-up-to", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| keras") or
+            line.startswith("| tflite")]
+    assert [(r[0].strip(), r[3].strip()) for r in rows] == [
+        ("keras", "whole image"), ("keras", "tiles of 128"), ("tflite", "whole image"), ("tflite", "tiles of 128")]
+    for row in rows:
+        seconds, loaded, image, peak, above = (float(cell) for cell in row[4:9])
+        assert seconds >= 0 and loaded > 0 and peak > 0 and above == pytest.approx(peak - loaded, abs=1)
+        assert image == pytest.approx(258 * 194 / 2**20, abs=0.5)  # 0.05 MP at 4:3, one channel
