@@ -117,7 +117,7 @@ def main() -> None:
         return
 
     load = os.getloadavg()[0]
-    print(f"{args.model}, synthetic uint8 photographs (4:3), tile overlap 48 (Keras) / 32 (LiteRT); "
+    print(f"{args.model}, synthetic uint8 photographs (4:3), tile overlap 48; "
           f"{os.cpu_count()} CPU cores ({platform.machine()}), 1-minute load average {load:.1f} at the start; "
           "peak = the process's peak resident memory while it denoises (reset after making the test image), "
           "loaded = its peak after loading the model and running it once on a small image, "

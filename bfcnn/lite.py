@@ -11,7 +11,15 @@ from typing import Optional, Union
 import numpy as np
 
 from bfcnn.errors import BfcnnError
-from bfcnn.tiling import TileSize, auto_tile_size, tiled_apply
+from bfcnn.tiling import TileSize, tiled_apply
+
+# tile_size="auto": LiteRT with XNNPACK needs about 1.9 GB per megapixel it sees at once for
+# the pyramids (XNNPACK keeps a buffer of input pointers per convolution), and tiles of 256
+# run as fast as tiles of 512 or the whole image: pyramid_color_m on a 24-megapixel photograph
+# peaks at about 0.4 GB with them, 0.8 GB with tiles of 512 (benchmarks/bench_memory.py,
+# docs/inference.md "Memory"). The overlap matches bfcnn.denoise's.
+AUTO_TILE = 256
+DEFAULT_OVERLAP = 48
 
 
 def available_cores() -> int:
@@ -110,16 +118,15 @@ class TFLiteDenoiser:
         out = np.stack([self._run(np.ascontiguousarray(image[None]))[0] for image in batch])
         return out.reshape(images.shape[:-1] + out.shape[-1:])
 
-    def denoise(self, image, tile_size: Union[TileSize, str, None] = "auto", overlap: int = 32,
+    def denoise(self, image, tile_size: Union[TileSize, str, None] = "auto", overlap: int = DEFAULT_OVERLAP,
                 margin: Optional[int] = None) -> np.ndarray:
         """Denoises one image, optionally tile by tile (see `bfcnn.tiling.tiled_apply`).
 
         Args:
             image: [H, W] or [H, W, C], uint8 or float (0-255 scale).
             tile_size: tile height and width; None for the whole image at once; "auto"
-                (default) tiles images above one megapixel with tiles of 512, as
-                `bfcnn.denoise` does: with XNNPACK a pyramid needs about 1.9 GB per
-                megapixel it sees at once (docs/inference.md, "Memory").
+                (default): tiles of `AUTO_TILE` (256) for images larger than that, as fast
+                as the whole image and a fraction of its memory (see `AUTO_TILE`).
             overlap: pixels shared by neighbouring tiles.
             margin: see `tiled_apply`; default `overlap // 4`.
 
@@ -139,7 +146,7 @@ class TFLiteDenoiser:
         if isinstance(tile_size, str):
             if tile_size != "auto":
                 raise ValueError(f'tile_size must be "auto", None, an int or a pair of ints, got {tile_size!r}')
-            tile_size = auto_tile_size(*x.shape[:2])
+            tile_size = AUTO_TILE if max(x.shape[:2]) > AUTO_TILE else None
         # tile by tile, band by band: no full-size float32 copy of the input or the output
         out = tiled_apply(self.__call__, x, tile_size, overlap, margin, dtype=image.dtype)
         return out.reshape(image.shape)

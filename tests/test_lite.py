@@ -101,12 +101,11 @@ def test_tiled_matches_whole(tiny):
 
 
 def test_denoise_tiles_large_images_by_default(tiny, monkeypatch):
-    """tile_size="auto" tiles above bfcnn.tiling.DEFAULT_MAX_PIXELS, as bfcnn.denoise does; None never tiles."""
-    import bfcnn.tiling
+    """tile_size="auto" tiles images larger than AUTO_TILE with tiles of that size; None never tiles."""
+    import bfcnn.lite
     from bfcnn.lite import TFLiteDenoiser
 
-    monkeypatch.setattr(bfcnn.tiling, "DEFAULT_MAX_PIXELS", 90 * 90)
-    monkeypatch.setattr(bfcnn.tiling, "DEFAULT_TILE", 64)
+    monkeypatch.setattr(bfcnn.lite, "AUTO_TILE", 64)
     denoiser = TFLiteDenoiser(tiny[1])
     sizes = []
     run = denoiser.__call__
@@ -119,8 +118,8 @@ def test_denoise_tiles_large_images_by_default(tiny, monkeypatch):
     assert sizes == [(100, 120)]
     assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 2
     sizes.clear()
-    denoiser.denoise(image[:90, :90])  # not above the limit: one run
-    assert sizes == [(90, 90)]
+    denoiser.denoise(image[:64, :50])  # fits one tile: one run
+    assert sizes == [(64, 50)]
     with pytest.raises(ValueError, match='"auto", None'):
         denoiser.denoise(image, tile_size="big")
 
