@@ -63,7 +63,7 @@ def photo(channels: int, size: int, sigma: float = 25.0) -> np.ndarray:
     return sample_image(channels, size=(size, size), sigma=sigma)[1]
 
 
-def bench_config(path: str, size: int, runs: int, threads: int, quantize, representative) -> dict:
+def bench_config(path: str, size: int, runs: int, threads: int, quantize, representative, tiles=()) -> dict:
     import tensorflow as tf
 
     from bfcnn.config import load_config
@@ -105,6 +105,10 @@ def bench_config(path: str, size: int, runs: int, threads: int, quantize, repres
             break
         runner = TFLiteDenoiser(file, num_threads=threads)
         engines[name] = (lambda r=runner: r(image), file.stat().st_size)
+        if mode == "none":
+            for tile in tiles:  # what TFLiteDenoiser.denoise does by default (tiles of 256, overlap 48)
+                if tile < size:
+                    engines[f"{name}, tiles of {tile}"] = (lambda r=runner, t=tile: r.denoise(image, tile_size=t), None)
     for run, _ in engines.values():  # warm-up: tracing, allocation, XNNPACK packing
         run()
         run()
@@ -169,6 +173,9 @@ def main(argv=None) -> int:
                         choices=["none", "fp16", "dynamic", "int8"])
     parser.add_argument("--representative-dir", default="pkg:skimage/data",
                         help="int8 calibration images (content does not change the speed)")
+    parser.add_argument("--tiles", nargs="*", type=int, default=[256],
+                        help="also time TFLite fp32 through TFLiteDenoiser.denoise with these tile sizes "
+                             "(default 256, its default; FLOPs count each image pixel once)")
     parser.add_argument("--json", help="also write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -177,7 +184,7 @@ def main(argv=None) -> int:
     for path in args.configs:
         print(f"benchmarking {os.path.relpath(path, ROOT)} ...", file=sys.stderr, flush=True)
         results.append(bench_config(path, args.size, args.runs, args.threads, args.quantize,
-                                    args.representative_dir))
+                                    args.representative_dir, args.tiles))
     table = markdown(results, peak, args)
     print(table)
     if args.json:
