@@ -7,9 +7,15 @@ one onto the Android (Kotlin) and iOS (Swift) code in docs/mobile.md:
   2. read the photo as 8-bit pixels, gray or RGB as the model's input asks;
   3. resize the input tensor to [1, H, W, C] and allocate the tensors;
   4. copy the pixels in as float32 on the 0-255 scale (no normalization: the model scales);
-  5. invoke; read the float32 output; round (half to even) and clip to 0-255.
+  5. invoke; read the float32 output; round (half to even) and clip to 0-255;
+  6. photographs larger than one tile go through steps 3 to 5 tile by tile: each tile is
+     run with `context` pixels of its surroundings and only its core is kept, so memory
+     stays that of one tile (XNNPACK needs about 1.9 GB per megapixel it sees at once for the
+     zoo's pyramids; a 256 x 256 tile about 0.13 GB). Every window has the same size, so the
+     interpreter is resized once.
 
     python examples/run_tflite.py out/model.tflite noisy.png denoised.png --threads 2
+    python examples/run_tflite.py out/model.tflite big.jpg denoised.png --tile 0   # the whole image at once
 
 Exit status 0 on success, 2 for an unreadable model or image or a channel mismatch.
 """
@@ -51,18 +57,48 @@ def read_pixels(path: str, channels: int) -> np.ndarray:
     return pixels.reshape(pixels.shape[0], pixels.shape[1], channels)
 
 
-def denoise_pixels(interpreter: Interpreter, pixels: np.ndarray) -> np.ndarray:
-    """Steps 3 to 5: uint8 [H, W, C] in, uint8 [H, W, C] out."""
+def run_window(interpreter: Interpreter, window: np.ndarray) -> np.ndarray:
+    """Steps 3 to 5 on one uint8 [h, w, C] window: the float32 output [h, w, C]."""
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    shape = [1, *window.shape]
+    if list(inp["shape"]) != shape:  # resizing and allocating only when the size changes
+        interpreter.resize_tensor_input(inp["index"], shape, strict=True)
+        interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], window[None].astype(np.float32))
+    interpreter.invoke()
+    return interpreter.get_tensor(out["index"])[0]
+
+
+def window_starts(length: int, core: int, window: int):
+    """(core start, core end, window start) along one axis: cores tile the axis, each window of
+    `window` pixels holds its core with as much context around it as the image allows."""
+    spans = []
+    for start in range(0, length, core):
+        end = min(start + core, length)
+        middle = start - (window - (end - start)) // 2
+        spans.append((start, end, max(0, min(middle, length - window))))
+    return spans
+
+
+def denoise_pixels(interpreter: Interpreter, pixels: np.ndarray, tile: int = 0, context: int = 24) -> np.ndarray:
+    """Steps 3 to 6: uint8 [H, W, C] in, uint8 [H, W, C] out; `tile` 0 runs the whole image at once."""
+    inp = interpreter.get_input_details()[0]
     channels = int(inp["shape_signature"][-1])
     if pixels.ndim != 3 or pixels.shape[-1] != channels:
         raise RunError(f"the model takes {channels} channel(s), the image has shape {pixels.shape}")
     height, width = pixels.shape[:2]
-    interpreter.resize_tensor_input(inp["index"], [1, height, width, channels], strict=True)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], pixels[None].astype(np.float32))
-    interpreter.invoke()
-    result = interpreter.get_tensor(out["index"])[0]
+    if tile and tile <= 2 * context:
+        raise RunError(f"--tile must be 0 or larger than twice the context ({2 * context}), got {tile}")
+    if not tile or (height <= tile and width <= tile):
+        result = run_window(interpreter, pixels)
+    else:
+        window_h, window_w = min(tile, height), min(tile, width)
+        result = np.empty(pixels.shape, np.float32)
+        for top, bottom, y in window_starts(height, window_h - 2 * context if window_h < height else height, window_h):
+            for left, right, x in window_starts(width, window_w - 2 * context if window_w < width else width,
+                                                window_w):
+                out = run_window(interpreter, pixels[y : y + window_h, x : x + window_w])
+                result[top:bottom, left:right] = out[top - y : bottom - y, left - x : right - x]
     return np.clip(np.round(result), 0, 255).astype(np.uint8)
 
 
@@ -72,12 +108,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("input", help="the noisy photo (png, jpg, ...)")
     parser.add_argument("output", help="where to write the denoised photo")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: LiteRT's choice)")
+    parser.add_argument("--tile", type=int, default=256,
+                        help="window size for photographs larger than it, 0 for the whole image at once (default 256)")
     args = parser.parse_args(argv)
     try:
         interpreter = load_interpreter(args.model, args.threads)
         channels = int(interpreter.get_input_details()[0]["shape_signature"][-1])
         pixels = read_pixels(args.input, channels)
-        denoised = denoise_pixels(interpreter, pixels)
+        denoised = denoise_pixels(interpreter, pixels, args.tile)
         Image.fromarray(denoised[..., 0] if channels == 1 else denoised).save(args.output)
     except RunError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -169,6 +169,30 @@ def test_example_denoises_like_an_app(tiny, tmp_path, capsys):
     assert np.asarray(Image.open(tmp_path / "out2.png")).shape == (31, 45)
 
 
+def test_example_tiles_large_photos_like_the_whole_image(tiny):
+    """Windows with 24 pixels of context around each core: exact for a receptive radius under 24."""
+    example = load_example()
+    interpreter = example.load_interpreter(str(tiny[1]))
+    noisy_uint8 = to_uint8(noisy_camera((100, 130))[1])
+    whole = example.denoise_pixels(interpreter, noisy_uint8, tile=0)
+    sizes = []
+    run = example.run_window
+    example.run_window = lambda it, window: sizes.append(window.shape[:2]) or run(it, window)
+    try:
+        tiled = example.denoise_pixels(interpreter, noisy_uint8, tile=64)
+    finally:
+        example.run_window = run
+    assert len(sizes) > 4 and set(sizes) == {(64, 64)}  # one size: one resize
+    assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 1  # float ties at .5 only
+    assert np.mean(tiled == whole) > 0.999
+    for length, core, window in [(100, 16, 64), (7, 3, 5), (130, 16, 64)]:
+        spans = example.window_starts(length, core, window)
+        assert [s for s, _, _ in spans] == list(range(0, length, core)) and spans[-1][1] == length
+        assert all(0 <= x <= start and end <= x + window <= length for start, end, x in spans)
+    with pytest.raises(example.RunError, match="twice the context"):
+        example.denoise_pixels(interpreter, noisy_uint8, tile=40)
+
+
 def test_example_errors(tiny, tmp_path, capsys):
     example = load_example()
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
