@@ -14,10 +14,13 @@ from bfcnn.errors import BfcnnError
 from bfcnn.tiling import TileSize, tiled_apply
 
 # tile_size="auto": LiteRT with XNNPACK needs about 1.9 GB per megapixel it sees at once for
-# the pyramids (XNNPACK keeps a buffer of input pointers per convolution), and tiles of 256
-# run as fast as tiles of 512 or the whole image: pyramid_color_m on a 24-megapixel photograph
-# peaks at about 0.4 GB with them, 0.8 GB with tiles of 512 (benchmarks/bench_memory.py,
-# docs/inference.md "Memory"). The overlap matches bfcnn.denoise's.
+# the pyramids (XNNPACK keeps a buffer of input pointers per convolution), and setting it up
+# for a new size costs about 1.5 s per megapixel. Tiles of 256 (overlap 48) bound that at about
+# 0.13 GB (a 24-megapixel photograph peaks at 0.4 GB in all) for about 1.5x the steady
+# whole-image time, as the overlaps are computed twice; tiles of 512 cost about as much time
+# once the last row and column of tiles are counted (1.4x to 2.3x) and four times the memory
+# (benchmarks/bench_memory.py, bench_inference.py --tiles; docs/inference.md "Memory").
+# The overlap matches bfcnn.denoise's.
 AUTO_TILE = 256
 DEFAULT_OVERLAP = 48
 
@@ -125,8 +128,9 @@ class TFLiteDenoiser:
         Args:
             image: [H, W] or [H, W, C], uint8 or float (0-255 scale).
             tile_size: tile height and width; None for the whole image at once; "auto"
-                (default): tiles of `AUTO_TILE` (256) for images larger than that, as fast
-                as the whole image and a fraction of its memory (see `AUTO_TILE`).
+                (default): tiles of `AUTO_TILE` (256) for images larger than that, which
+                bounds memory (about 0.13 GB for the pyramids) for about 1.5x the time of
+                a whole image the interpreter is already sized for (see `AUTO_TILE`).
             overlap: pixels shared by neighbouring tiles.
             margin: see `tiled_apply`; default `overlap // 4`.
 
