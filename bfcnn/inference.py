@@ -6,8 +6,11 @@ from typing import Optional
 import numpy as np
 
 from bfcnn.errors import BfcnnError
-from bfcnn.tiling import DEFAULT_MAX_PIXELS, DEFAULT_TILE, auto_tile_size, tiled_apply  # noqa: F401
+from bfcnn.tiling import tiled_apply, to_dtype
 
+# Images above this many pixels are denoised tile by tile, so memory stays bounded.
+DEFAULT_MAX_PIXELS = 1024 * 1024
+DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 48
 
 _RUNNERS = weakref.WeakKeyDictionary()
@@ -153,10 +156,10 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
         out = _apply(function, np.repeat(pixels, wanted, axis=-1), tile_size, overlap).mean(axis=-1, keepdims=True)
 
     if dtype == np.uint8:
-        out = round_clip(out, 255, np.uint8)
+        out = to_dtype(out, np.uint8)
     elif dtype == np.uint16:
         out /= scale
-        out = round_clip(out, 65535, np.uint16)
+        out = to_dtype(out, np.uint16)
     else:
         out = out.astype(dtype)
     if alpha is not None:
@@ -166,20 +169,10 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
     return out
 
 
-def round_clip(out: np.ndarray, top: int, dtype) -> np.ndarray:
-    """`out` rounded (half to even) and clipped to [0, top] as `dtype`, without float copies."""
-    out = np.asarray(out, np.float32)
-    if not out.flags.writeable:
-        out = out.copy()
-    np.round(out, out=out)
-    np.clip(out, 0, top, out=out)
-    return out.astype(dtype)
-
-
 def _apply(function, pixels: np.ndarray, tile_size, overlap) -> np.ndarray:
     height, width = pixels.shape[:2]
     if tile_size is None:
-        tile_size = auto_tile_size(height, width) or 0
+        tile_size = DEFAULT_TILE if height * width > DEFAULT_MAX_PIXELS else 0
     if not tile_size or (height <= tile_size and width <= tile_size):
-        return np.asarray(function(pixels), np.float32)
+        return np.array(function(pixels), np.float32)  # a copy: the result is rounded in place later
     return tiled_apply(function, pixels, tile_size, overlap)

@@ -20,19 +20,6 @@ import numpy as np
 
 TileSize = Union[int, Sequence[int]]
 
-# `bfcnn.denoise` and `TFLiteDenoiser.denoise` tile images above this many pixels by default.
-# A tile's memory is what the runtime needs for the model at the tile's size: through LiteRT
-# with XNNPACK about 1.9 GB per megapixel for the pyramids (about 0.5 GB for a 512 x 512 tile),
-# docs/inference.md "Memory".
-DEFAULT_MAX_PIXELS = 1024 * 1024
-DEFAULT_TILE = 512
-
-
-def auto_tile_size(height: int, width: int) -> Optional[int]:
-    """`DEFAULT_TILE` for images above `DEFAULT_MAX_PIXELS` pixels, else None (the whole image)."""
-    return DEFAULT_TILE if height * width > DEFAULT_MAX_PIXELS else None
-
-
 def _pair(name: str, value) -> Tuple[int, int]:
     values = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
     if len(values) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
@@ -129,7 +116,7 @@ def tiled_apply(
     height, width = image.shape[:2]
     dtype = np.dtype(dtype)
     if tile_size is None:
-        return _convert(np.asarray(fn(image.astype(np.float32, copy=False)), np.float32), dtype)
+        return to_dtype(np.array(fn(image.astype(np.float32, copy=False)), np.float32), dtype)  # fn's own array kept
     tile_h, tile_w = _pair("tile_size", tile_size)
     if not isinstance(overlap, (int, np.integer)) or isinstance(overlap, bool) or overlap < 0:
         raise ValueError(f"overlap must be an integer >= 0, got {overlap!r}")
@@ -140,7 +127,8 @@ def tiled_apply(
             or (2 * margin >= overlap and not overlap == margin == 0)):
         raise ValueError(f"margin must be an integer with 0 <= 2 * margin < overlap={overlap}, got {margin!r}")
     if height <= tile_h and width <= tile_w:
-        return _convert(_checked(fn(image.astype(np.float32, copy=False)), image.shape, "the image"), dtype)
+        result = _checked(fn(image.astype(np.float32, copy=False)), image.shape, "the image")
+        return to_dtype(result.copy(), dtype)  # fn's own array kept
 
     ys, xs = tile_starts(height, tile_h, overlap), tile_starts(width, tile_w, overlap)
     wy, wx = axis_weights(height, tile_h, overlap, margin), axis_weights(width, tile_w, overlap, margin)
@@ -161,16 +149,23 @@ def tiled_apply(
             weight = (weight_y[:, None] * weight_x[None, :]).astype(np.float32)[..., None]
             band[:, x : x + tw] += result * weight
         done = (ys[i + 1] if i + 1 < len(ys) else height) - y  # no later tile reaches these rows
-        output[y : y + done] = _convert(band[:done], dtype)
+        output[y : y + done] = to_dtype(band[:done], dtype)
     return output
 
 
-def _convert(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """float32 values as `dtype`: rounded half to even and clipped to the range of an integer dtype."""
+def to_dtype(values: np.ndarray, dtype) -> np.ndarray:
+    """float32 `values` as `dtype`; for an integer dtype rounded (half to even) and clipped to its
+    range in place (`values` is overwritten), so a full-size image needs no second float buffer."""
+    dtype = np.dtype(dtype)
     if not np.issubdtype(dtype, np.integer):
         return values.astype(dtype, copy=False)
+    values = np.asarray(values, np.float32)
+    if not values.flags.writeable:
+        values = values.copy()
     info = np.iinfo(dtype)
-    return np.clip(np.round(values), info.min, info.max).astype(dtype)
+    np.round(values, out=values)
+    np.clip(values, info.min, info.max, out=values)
+    return values.astype(dtype)
 
 
 def _checked(result, shape, what) -> np.ndarray:

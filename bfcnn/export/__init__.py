@@ -124,7 +124,6 @@ def _tflite_entry(path: Path, quantize: str) -> Dict[str, Any]:
         "output": {"name": out["name"], "signature_name": OUTPUT_NAME, "dtype": np.dtype(out["dtype"]).name,
                    "shape_signature": [int(d) for d in out["shape_signature"]]},
         "ops": tflite_ops(path.read_bytes()),
-        "runtime_sized_tensors": len(runtime_sized_tensors(path.read_bytes())),
         "bytes": path.stat().st_size,
         "sha256": _sha256(path),
     }

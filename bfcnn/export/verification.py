@@ -229,8 +229,9 @@ def verify(output_directory, model=None, image=None, tolerance: Optional[float] 
         kind = "fp32" if quantize == "none" else quantize
         result = _compare(filename, kind, runner(noisy), reference, clean, reference_psnr,
                           tolerance if quantize == "none" else margins[quantize])
-        result["ops"] = tflite_ops(path.read_bytes())
-        result["runtime_sized_tensors"] = len(runtime_sized_tensors(path.read_bytes()))
+        content = path.read_bytes()
+        result["ops"] = tflite_ops(content)
+        result["runtime_sized_tensors"] = len(runtime_sized_tensors(content))
         add(result, runner(small))
     if not results:
         raise ExportError(f"nothing to verify in {str(directory)!r}: no model.keras, saved_model or .tflite file")
