@@ -14,7 +14,7 @@ from bfcnn.errors import BfcnnError
 from bfcnn.tiling import TileSize, tiled_apply
 
 # tile_size="auto": LiteRT with XNNPACK needs about 1.9 GB per megapixel it sees at once for
-# the pyramids (the figures match a buffer of input pointers per convolution), and setting it up
+# the pyramids (three times Keras), and setting it up
 # for a new size costs about 1.5 s per megapixel. Tiles of 256 (overlap 48) bound that at about
 # 0.13 GB (a 24-megapixel photograph peaks at 0.4 GB in all) for about 1.5x the steady
 # whole-image time, as the overlaps are computed twice; tiles of 512 cost about as much time
