@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(PY) -m bfcnn.demo --output-directory demo_output
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_inference.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo_output
