@@ -4,7 +4,10 @@ For every `pipelines/*.yaml`, the model of its `model:` section (untrained weigh
 not depend on them) runs on one noisy photograph of `--size` x `--size` pixels:
 
 - Keras: `tf.function` with a dynamic [1, H, W, C] signature, traced and warmed up first;
-- LiteRT (`ai_edge_litert`, XNNPACK delegate, `--threads` threads) on each exported TFLite file.
+- LiteRT (`ai_edge_litert`, XNNPACK delegate, `--threads` threads) on each exported TFLite file;
+  with `--tiles N`, also the float32 file run in tiles of N (`TFLiteDenoiser.denoise`); with
+  `--fixed-tiles N`, a float32 file for N x N inputs only (`export --tflite-size N`), run in
+  tiles of N.
 
 Engines are timed in interleaved rounds (one run of each per round), so a change in machine
 load hits all of them alike; the table gives the median wall time as ms per megapixel, the
@@ -63,7 +66,8 @@ def photo(channels: int, size: int, sigma: float = 25.0) -> np.ndarray:
     return sample_image(channels, size=(size, size), sigma=sigma)[1]
 
 
-def bench_config(path: str, size: int, runs: int, threads: int, quantize, representative, tiles=()) -> dict:
+def bench_config(path: str, size: int, runs: int, threads: int, quantize, representative, tiles=(),
+                 fixed_tiles=()) -> dict:
     import tensorflow as tf
 
     from bfcnn.config import load_config
@@ -110,6 +114,12 @@ def bench_config(path: str, size: int, runs: int, threads: int, quantize, repres
                 if tile < size:  # an interpreter of its own: resizing one back and forth reallocates each run
                     tiled = TFLiteDenoiser(file, num_threads=threads)
                     engines[f"{name}, tiles of {tile}"] = (lambda r=tiled, t=tile: r.denoise(image, tile_size=t), None)
+            for tile in fixed_tiles:  # a file for one input size (export --tflite-size), run tile by tile
+                fixed = Path(tmp) / f"model_{tile}.tflite"
+                fixed.write_bytes(to_tflite(model, mode, input_size=(tile, tile)))
+                runner = TFLiteDenoiser(fixed, num_threads=threads)
+                engines[f"{name}, {tile}x{tile} file, tiles of {tile}"] = (lambda r=runner: r.denoise(image),
+                                                                           fixed.stat().st_size)
     for run, _ in engines.values():  # warm-up: tracing, allocation, XNNPACK packing
         run()
         run()
@@ -177,6 +187,9 @@ def main(argv=None) -> int:
     parser.add_argument("--tiles", nargs="*", type=int, default=[256],
                         help="also time TFLite fp32 through TFLiteDenoiser.denoise with these tile sizes "
                              "(default 256, its default; FLOPs count each image pixel once)")
+    parser.add_argument("--fixed-tiles", nargs="*", type=int, default=[], metavar="N",
+                        help="also TFLite fp32 files for one input size N x N (export --tflite-size N), "
+                             "run in tiles of N (overlap 48)")
     parser.add_argument("--json", help="also write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -185,7 +198,7 @@ def main(argv=None) -> int:
     for path in args.configs:
         print(f"benchmarking {os.path.relpath(path, ROOT)} ...", file=sys.stderr, flush=True)
         results.append(bench_config(path, args.size, args.runs, args.threads, args.quantize,
-                                    args.representative_dir, args.tiles))
+                                    args.representative_dir, args.tiles, args.fixed_tiles))
     table = markdown(results, peak, args)
     print(table)
     if args.json:

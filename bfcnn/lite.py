@@ -11,7 +11,7 @@ from typing import Optional, Union
 import numpy as np
 
 from bfcnn.errors import BfcnnError
-from bfcnn.tiling import TileSize, tiled_apply
+from bfcnn.tiling import TileSize, fixed_size_apply, tiled_apply
 
 # tile_size="auto": LiteRT with XNNPACK needs about 1.9 GB per megapixel it sees at once for
 # the pyramids (three times Keras), and setting it up
@@ -34,10 +34,14 @@ def available_cores() -> int:
 
 
 class TFLiteDenoiser:
-    """A bfcnn `.tflite` model with a dynamic input `[1, H, W, C]`, resized to each image.
+    """A bfcnn `.tflite` model: a dynamic input `[1, H, W, C]` resized to each image, or a fixed one.
 
     The model takes and returns float32 images on the 0-255 scale (quantized files too:
-    they quantize inside). Not thread-safe: use one instance per thread.
+    they quantize inside). A file exported for a fixed size (`python -m bfcnn.export
+    --tflite-size`) is given images of any size all the same: larger ones go through in
+    tiles of exactly that size (overlap `DEFAULT_OVERLAP`, at most half the tile), smaller
+    ones and short edge tiles are mirror-padded up to it at the bottom and right and
+    cropped back. Not thread-safe: use one instance per thread.
 
     Args:
         path: the `.tflite` file (e.g. `model.tflite` or `model_int8.tflite` of an export).
@@ -83,6 +87,8 @@ class TFLiteDenoiser:
         self.input_name = inputs[0]["name"]
         self.output_name = outputs[0]["name"]
         self.shape_signature = signature
+        # (H, W) of a file exported for one input size; None when it is resized to each image.
+        self.fixed_size = tuple(signature[1:3]) if min(signature[1:3]) > 0 else None
         self._input, self._output = inputs[0]["index"], outputs[0]["index"]
         self._shape = None
 
@@ -109,6 +115,15 @@ class TFLiteDenoiser:
         self._interpreter.invoke()
         return self._interpreter.get_tensor(self._output)
 
+    def _run_any(self, image: np.ndarray) -> np.ndarray:
+        """One float32 [H, W, C] image of any size (tiled or padded for a file of fixed size)."""
+        def run(x):
+            return self._run(np.ascontiguousarray(x[None]))[0]
+
+        if self.fixed_size is None:
+            return run(image)
+        return fixed_size_apply(run, image, self.fixed_size, DEFAULT_OVERLAP)
+
     def __call__(self, images) -> np.ndarray:
         """Denoises float [H, W, C] or [B, H, W, C] on the 0-255 scale; returns float32 of the same shape.
 
@@ -118,7 +133,7 @@ class TFLiteDenoiser:
         images = np.asarray(images)
         self._check(images)
         batch = images.reshape((-1, *images.shape[-3:])).astype(np.float32, copy=False)
-        out = np.stack([self._run(np.ascontiguousarray(image[None]))[0] for image in batch])
+        out = np.stack([self._run_any(image) for image in batch])
         return out.reshape(images.shape[:-1] + out.shape[-1:])
 
     def denoise(self, image, tile_size: Union[TileSize, str, None] = "auto", overlap: int = DEFAULT_OVERLAP,
@@ -130,7 +145,8 @@ class TFLiteDenoiser:
             tile_size: tile height and width; None for the whole image at once; "auto"
                 (default): tiles of `AUTO_TILE` (256) for images larger than that, which
                 bounds memory (about 0.13 GB for the pyramids) for about 1.5x the time of
-                a whole image the interpreter is already sized for (see `AUTO_TILE`).
+                a whole image the interpreter is already sized for (see `AUTO_TILE`); for
+                a file of fixed size, tiles of that size.
             overlap: pixels shared by neighbouring tiles.
             margin: see `tiled_apply`; default `overlap // 4`.
 
@@ -150,7 +166,11 @@ class TFLiteDenoiser:
         if isinstance(tile_size, str):
             if tile_size != "auto":
                 raise ValueError(f'tile_size must be "auto", None, an int or a pair of ints, got {tile_size!r}')
-            tile_size = AUTO_TILE if max(x.shape[:2]) > AUTO_TILE else None
+            if self.fixed_size is not None:
+                tile_size = self.fixed_size  # the file's own size: each tile runs as it is
+                overlap = min(overlap, min(self.fixed_size) // 2)
+            else:
+                tile_size = AUTO_TILE if max(x.shape[:2]) > AUTO_TILE else None
         # tile by tile, band by band: no full-size float32 copy of the input or the output
         out = tiled_apply(self.__call__, x, tile_size, overlap, margin, dtype=image.dtype)
         return out.reshape(image.shape)

@@ -153,6 +153,35 @@ def tiled_apply(
     return output
 
 
+def fixed_size_apply(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, size: TileSize,
+                     overlap: int = 48) -> np.ndarray:
+    """Runs `fn`, which only takes images of exactly `size`, on an image of any size.
+
+    Larger images go through `tiled_apply` in tiles of `size` (the last tile of a row or
+    column is moved back inside the image, so tiles are never short where the image is
+    large enough); an image, or an axis of it, smaller than `size` is mirror-padded at the
+    bottom and right up to it, and the result is cropped back.
+
+    Args:
+        fn: maps a float32 [size_h, size_w, C] image to a result of the same height and width.
+        image: [H, W, C], any H, W >= 1.
+        size: the one input size of `fn` (an int or a pair).
+        overlap: as in `tiled_apply`; at most half the smaller side of `size`.
+
+    Returns:
+        float32 [H, W, C'].
+    """
+    height, width = _pair("size", size)
+
+    def padded(tile):
+        h, w = tile.shape[:2]
+        if (h, w) != (height, width):
+            tile = np.pad(tile, ((0, height - h), (0, width - w), (0, 0)), mode="symmetric")
+        return np.asarray(fn(tile))[:h, :w]
+
+    return tiled_apply(padded, image, (height, width), min(overlap, min(height, width) // 2))
+
+
 def to_dtype(values: np.ndarray, dtype) -> np.ndarray:
     """float32 `values` as `dtype`; for an integer dtype rounded (half to even) and clipped to its
     range in place (`values` is overwritten), so a full-size image needs no second float buffer."""

@@ -23,3 +23,17 @@ def test_bench_memory_prints_a_row_per_case():
         seconds, loaded, image, peak, above = (float(cell) for cell in row[4:9])
         assert seconds >= 0 and loaded > 0 and peak > 0 and above == pytest.approx(peak - loaded, abs=1)
         assert image == pytest.approx(258 * 194 / 2**20, abs=0.5)  # 0.05 MP at 4:3, one channel
+
+
+@pytest.mark.slow
+def test_bench_inference_prints_a_row_per_engine():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_inference.py"), "--configs",
+                           str(ROOT / "pipelines" / "quickstart.yaml"), "--size", "96", "--runs", "1",
+                           "--quantize", "none", "--tiles", "64", "--fixed-tiles", "64"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ")][1:]
+    assert [r[4].strip() for r in rows] == ["Keras graph", "TFLite fp32", "TFLite fp32, tiles of 64",
+                                           "TFLite fp32, 64x64 file, tiles of 64"]
+    for row in rows:
+        assert float(row[5]) > 0 and float(row[6]) > 0  # ms and CPU ms per megapixel

@@ -454,9 +454,48 @@ def test_n3net_to_builtin_tflite():
             images = noisy_images(shape)
             expected = keras_out(model, images)
             assert np.max(np.abs(denoiser(images) - expected)) <= 1e-5 * max(np.max(np.abs(expected)), 255.0)
-    # TFLite's int8 calibrator aborts the process on the N3 block's WHILE loop: refused up front.
-    with pytest.raises(UnsupportedOpsError, match="WHILE"):
+    # TFLite's int8 calibrator aborts the process on the N3 block's WHILE loop, and LiteRT on the
+    # int8 graph of a block sized ahead (no loop): refused up front.
+    with pytest.raises(UnsupportedOpsError, match="int8 graph of its N3 block"):
         to_tflite(model, "int8", [noisy_images((16, 16, 1))])
+
+
+@pytest.mark.slow
+def test_fixed_size_export_of_an_n3net_is_sized_ahead_and_verified(tmp_path, capsys):
+    """`--tflite-size`: every shape known when converting, so the N3 block's loop and run-time
+    shapes are gone; verification runs the file the way TFLiteDenoiser does (tiled and padded),
+    and so does its reference. int8 stays refused: LiteRT aborts on the block's int8 graph."""
+    import bfcnn
+    from bfcnn.export import main, runtime_sized_tensors, tflite_ops
+
+    model = fit_a_few_steps(bfcnn.build_model(TINY_N3NET))
+    model.save(tmp_path / "n3.keras")
+    out = tmp_path / "out"
+    assert main(["--model-directory", str(tmp_path / "n3.keras"), "--output-directory", str(out),
+                 "--quantize", "none", "fp16", "--tflite-size", "48", "64"]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    for name in ("model.tflite", "model_fp16.tflite"):
+        content = (out / name).read_bytes()
+        assert "WHILE" not in tflite_ops(content) and runtime_sized_tensors(content) == []
+        assert card["tflite"][name]["input"]["shape_signature"] == [1, 48, 64, 1]
+    fp32 = next(r for r in card["verification"]["results"] if r["artifact"] == "model.tflite")
+    assert fp32["passed"] and fp32["input_size"] == [48, 64] and fp32["runtime_sized_tensors"] == 0
+    capsys.readouterr()
+    from PIL import Image
+
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50), dtype=np.uint8)).save(tmp_path / "photos/a.png")
+    assert main(["--model-directory", str(tmp_path / "n3.keras"), "--output-directory", str(tmp_path / "o2"),
+                 "--quantize", "int8", "--representative-dir", str(tmp_path / "photos"), "--tflite-size", "48"]) == 2
+    assert "int8" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model-directory", str(tmp_path / "n3.keras"), "--output-directory", str(tmp_path / "o2"),
+              "--tflite-size", "48", "64", "3"])
+    assert exit_info.value.code == 2 and "N or H W" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--model-directory", str(tmp_path / "n3.keras"), "--output-directory", str(tmp_path / "o2"),
+              "--tflite-size", "0"])
+    assert "must be an integer >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.slow

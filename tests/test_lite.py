@@ -239,3 +239,38 @@ def test_default_threads_are_every_available_core(tiny, monkeypatch):
     assert seen["num_threads"] == available_cores() >= 1
     TFLiteDenoiser(tiny[1], num_threads=1)
     assert seen["num_threads"] == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_fixed(tiny, tmp_path_factory):
+    """(keras model, path of a float32 .tflite that takes [1, 32, 48, 1] only)."""
+    from bfcnn.export import to_tflite
+
+    model, _ = tiny
+    path = tmp_path_factory.mktemp("lite_fixed") / "model_32x48.tflite"
+    path.write_bytes(to_tflite(model, input_size=(32, 48)))
+    return model, path
+
+
+def test_fixed_size_file_takes_any_size_by_tiling_and_padding(tiny_fixed):
+    from bfcnn.export import runtime_sized_tensors
+    from bfcnn.lite import DEFAULT_OVERLAP, TFLiteDenoiser
+    from bfcnn.tiling import fixed_size_apply
+
+    model, path = tiny_fixed
+    denoiser = TFLiteDenoiser(path)
+    assert denoiser.fixed_size == (32, 48) and denoiser.shape_signature == (1, 32, 48, 1)
+    assert runtime_sized_tensors(path.read_bytes()) == []  # sized at its own size
+    clean, noisy = noisy_camera((70, 101))
+    for image in (noisy, noisy[:32, :48], noisy[:5, :7], noisy[:40, :9], noisy[:1, :1]):
+        expected = fixed_size_apply(lambda t: keras_out(model, t), image, (32, 48), DEFAULT_OVERLAP)
+        np.testing.assert_allclose(denoiser(image), expected, atol=1e-3, rtol=0)
+    # Exactly the whole-image result where the file's size holds the image, and within the
+    # tiling contract (overlap 16 > 4 x the receptive radius) on a larger one.
+    np.testing.assert_allclose(denoiser(noisy[:32, :48]), keras_out(model, noisy[:32, :48]), atol=1e-3, rtol=0)
+    whole = keras_out(model, noisy)
+    out = denoiser.denoise(noisy)
+    assert out.shape == noisy.shape
+    assert abs(psnr(clean, out) - psnr(clean, whole)) < 0.05
+    with pytest.raises(ValueError, match="1 channel"):
+        denoiser(np.zeros((32, 48, 3), np.float32))

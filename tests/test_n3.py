@@ -177,6 +177,25 @@ def test_training_and_chunked_inference_paths_agree(size):
                                atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("chunk", [179, 180])
+def test_a_static_size_that_fits_one_chunk_leaves_the_loop_out(chunk):
+    """21 x 27 pixels: a 10 x 13 patch grid in 4 x 5 tiles of 3 x 3 queries, 45 queries per row of
+    tiles, so 180 queries make one chunk. A graph traced for that size has no While then, and
+    gives what the chunked loop of a graph for any size gives."""
+    block = N3Block(**SMALL_BLOCK, batch_norm=False, query_tile=3, inference_chunk=chunk)
+    assert block._one_chunk(21, 27) == (chunk >= 180)
+    assert not block._one_chunk(None, 27)
+    x = uniform((1, 21, 27, 1), seed=13)
+    fn = tf.function(lambda images: block(images, training=False))
+    outputs, loops = [], []
+    for spec in ((1, 21, 27, 1), (1, None, None, 1)):
+        concrete = fn.get_concrete_function(tf.TensorSpec(spec, tf.float32))
+        loops.append(any("While" in op.type for op in concrete.graph.get_operations()))
+        outputs.append(np.asarray(concrete(tf.constant(x))))
+    assert loops == [chunk < 180, True]
+    np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5, rtol=0)
+
+
 def test_hard_limit_equals_the_brute_force_neighbour_patches():
     block = N3Block(**SMALL_BLOCK, query_tile=4, use_bias=True)
     x = uniform((1, 18, 22, 1), seed=4)

@@ -146,3 +146,24 @@ def test_band_by_band_output_matches_a_full_size_accumulation(shape, tile, overl
     as_uint8 = tiled_apply(fn, image, tile, overlap, dtype=np.uint8)
     assert as_uint8.dtype == np.uint8
     np.testing.assert_array_equal(as_uint8, np.clip(np.round(expected), 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("shape", [(20, 30, 2), (8, 12, 2), (5, 30, 1), (1, 1, 1), (9, 13, 1)])
+def test_fixed_size_apply_only_calls_fn_at_its_size(shape):
+    from bfcnn.tiling import fixed_size_apply
+
+    seen = []
+
+    def fn(tile):
+        seen.append(tile.shape[:2])
+        return 2 * tile + tile[::-1]  # not pointwise: padding rows come back as values
+
+    image = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+    out = fixed_size_apply(fn, image, (8, 12), overlap=4)
+    assert out.shape == shape and set(seen) == {(8, 12)}
+    if shape[:2] == (8, 12):
+        np.testing.assert_allclose(out, fn(image))
+    # A pointwise map comes back exactly, whatever the tiling and padding.
+    np.testing.assert_allclose(fixed_size_apply(lambda t: 3 * t, image, (8, 12), overlap=4), 3 * image, rtol=1e-6)
+    with pytest.raises(ValueError, match="size"):
+        fixed_size_apply(fn, image, (8, 12, 3))

@@ -211,6 +211,7 @@ def export_model(
     tolerance: Optional[float] = None,
     image=None,
     num_threads: Optional[int] = None,
+    tflite_size=None,
     log=print,
 ) -> Dict[str, Any]:
     """Exports a denoiser to SavedModel, `.keras` and TFLite, verifies it, then moves it into place.
@@ -232,6 +233,9 @@ def export_model(
         tolerance: the largest max|diff| of a float32 artifact, 0-255 scale; None: as `verify`.
         image: (clean uint8, noisy float32) for verification; default `sample_image`.
         num_threads: LiteRT threads for verification.
+        tflite_size: None (TFLite files take any size), or an int or (height, width): every
+            TFLite file takes only that size, sized ahead for speed (see `to_tflite`);
+            `bfcnn.lite.TFLiteDenoiser` tiles and pads other sizes.
         log: where progress lines go (None for silence).
 
     Returns:
@@ -280,7 +284,7 @@ def export_model(
         for mode in modes:
             log(f"converting to TFLite ({mode})")
             path = tmp / TFLITE_FILES[mode]
-            path.write_bytes(_convert(model, mode, samples))
+            path.write_bytes(_convert(model, mode, samples, input_size=tflite_size))
             tflite[TFLITE_FILES[mode]] = _tflite_entry(path, mode)
         card = _model_card(model, name, config, source, tflite)
         report = None

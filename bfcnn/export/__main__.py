@@ -15,10 +15,13 @@ from typing import Optional, Sequence
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")  # bfcnn.export.QUANTIZATIONS, without importing TF
 
 
-def _threads(text: str) -> int:
-    value = int(text)
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
     return value
 
 
@@ -37,6 +40,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--quantize", nargs="+", choices=QUANTIZATIONS, metavar="MODE",
                         help="TFLite variants: none (float32, model.tflite), fp16, dynamic, int8 "
                              "(default: none)")
+    parser.add_argument("--tflite-size", type=_positive_int, nargs="+", metavar="N",
+                        help="TFLite files for one input size, N (square) or H W: sized ahead, which "
+                             "makes graphs with shape arithmetic (N3 blocks) faster; bfcnn.lite tiles and "
+                             "pads other sizes (default: any size)")
     parser.add_argument("--representative-dir", metavar="DIR",
                         help="images for int8 calibration (e.g. the training set)")
     parser.add_argument("--pipeline-config", metavar="P",
@@ -46,14 +53,19 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="which weights of a run folder: model.keras (final), best.keras (best), the "
                              "latest checkpoint, or auto: final, else checkpoint, else best")
     parser.add_argument("--name", help="the model name in model_card.json (default: the folder name)")
-    parser.add_argument("--threads", type=_threads, default=None, help="LiteRT threads during verification")
+    parser.add_argument("--threads", type=_positive_int, default=None, help="LiteRT threads during verification")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="the largest max|diff| of a float32 artifact on the 0-255 scale (default 1e-3, or "
                              "twice the Keras model's own change under float32 rounding of its input if that "
                              "is larger, at most 0.1)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip reloading and comparing the artifacts (not recommended)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.tflite_size is not None:
+        if len(args.tflite_size) > 2:
+            parser.error(f"--tflite-size takes N or H W, got {len(args.tflite_size)} numbers")
+        args.tflite_size = (args.tflite_size[0], args.tflite_size[-1])
+    return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -76,6 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             weights=args.weights,
             verify_artifacts=not args.no_verify,
             num_threads=args.threads,
+            tflite_size=args.tflite_size,
             **({"tolerance": args.tolerance} if args.tolerance is not None else {}),
         )
     except VerificationError as error:

@@ -60,7 +60,7 @@ def tflite_ops(content: bytes) -> List[str]:
     return sorted(set(ops))
 
 
-def runtime_sized_tensors(content: bytes, size: Tuple[int, int] = (37, 29)) -> List[str]:
+def runtime_sized_tensors(content: bytes, size: Optional[Tuple[int, int]] = None) -> List[str]:
     """Names of the tensors of a TFLite model that LiteRT sizes only while it runs.
 
     LiteRT works out every tensor's shape when the input is resized, except where a shape
@@ -68,14 +68,17 @@ def runtime_sized_tensors(content: bytes, size: Tuple[int, int] = (37, 29)) -> L
     slice with a computed end): such tensors are dynamic, and the XNNPACK delegate leaves
     them and every later layer to the slower builtin kernels (docs/inference.md measures
     it). Zero names means the whole graph is sized ahead. Found by resizing the input to
-    the odd `size`, reading each tensor's shape, running the model, and listing the tensors
-    whose shape changed.
+    `size` (default: an odd 37 x 29, or the file's own size if it has a fixed one), reading
+    each tensor's shape, running the model, and listing the tensors whose shape changed.
     """
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_content=content)
     (inp,) = interpreter.get_input_details()
-    shape = [1, *size, int(inp["shape_signature"][-1])]
+    signature = [int(d) for d in inp["shape_signature"]]
+    if size is None:
+        size = signature[1:3] if min(signature[1:3]) > 0 else (37, 29)
+    shape = [1, *size, signature[-1]]
     interpreter.resize_tensor_input(inp["index"], shape)
     interpreter.allocate_tensors()
     before = {d["index"]: (d["name"], tuple(d["shape"])) for d in interpreter.get_tensor_details()}
@@ -98,7 +101,8 @@ def _check_builtin_only(content: bytes) -> List[str]:
     return ops
 
 
-def to_tflite(model, quantize: str = "none", representative_images: Optional[Iterable[np.ndarray]] = None) -> bytes:
+def to_tflite(model, quantize: str = "none", representative_images: Optional[Iterable[np.ndarray]] = None,
+              input_size: Optional[Tuple[int, int]] = None) -> bytes:
     """Converts a denoiser to a builtin-only TFLite flatbuffer with a dynamic [1, H, W, C] input.
 
     Args:
@@ -109,10 +113,15 @@ def to_tflite(model, quantize: str = "none", representative_images: Optional[Ite
             stay float32 so the signature is the same for every file).
         representative_images: float32 [H, W, C] or [1, H, W, C] noisy images on the 0-255
             scale, like those the model will see; required for `int8`.
+        input_size: (H, W) for a file that takes only images of that size (tiles of one
+            size, camera frames): every shape is then known when converting, so LiteRT sizes
+            the whole graph ahead and XNNPACK can take all of it (an N3 block's loop over
+            chunks of queries is left out when the size fits in one chunk). None: any size.
 
     Returns:
         The `.tflite` file's bytes. Signature `serving_default`: input `image`
-        float32 [1, H, W, C], output `denoised`; resize the input with `resize_tensor_input`.
+        float32 [1, H, W, C], output `denoised`; resize the input with `resize_tensor_input`
+        (not for a file of fixed `input_size`).
 
     Raises:
         UnsupportedOpsError: an operation has no builtin TFLite kernel (named in the message).
@@ -132,15 +141,24 @@ def to_tflite(model, quantize: str = "none", representative_images: Optional[Ite
             raise ExportError("int8 quantization needs representative images (--representative-dir DIR: "
                               "photos like the ones the model will denoise, e.g. its training set)")
     channels = model_channels(model)
+    height, width = (None, None) if input_size is None else _fixed_size(input_size)
+    if samples and input_size is not None:
+        samples = [_fit(x, height, width) for x in samples]
     with tempfile.TemporaryDirectory(prefix="bfcnn-tflite-") as tmp:
         # Through a SavedModel written by Keras' ExportArchive, which tracks the Keras 3
         # variables so the converter freezes them into constants.
         archive = keras.export.ExportArchive()
         archive.track(model)
         archive.add_endpoint("serving_default", lambda image: {OUTPUT_NAME: model(image, training=False)},
-                             input_signature=[tf.TensorSpec([1, None, None, channels], tf.float32, INPUT_NAME)])
+                             input_signature=[tf.TensorSpec([1, height, width, channels], tf.float32, INPUT_NAME)])
         archive.write_out(tmp, verbose=False)
         if quantize == "int8":
+            if any(type(layer).__name__ == "N3Block" for layer in model._flatten_layers()):
+                # Sized ahead (input_size), the block has no loop and calibrates, but LiteRT
+                # then aborts the process (SIGABRT) allocating its int8 graph.
+                raise UnsupportedOpsError(
+                    f"cannot quantize {model.name!r} to int8: LiteRT cannot run the int8 graph of its N3 "
+                    "block (it aborts allocating it); use fp16 or dynamic", ["N3Block"])
             # TFLite's calibrator aborts the whole process (SIGABRT, not an exception) on
             # control flow such as the N3 block's WHILE loop: look at the float graph first.
             loops = sorted(set(tflite_ops(_convert_saved_model(tmp, "none", None, model.name))) & CONTROL_FLOW_OPS)
@@ -151,6 +169,22 @@ def to_tflite(model, quantize: str = "none", representative_images: Optional[Ite
         content = _convert_saved_model(tmp, quantize, samples, model.name)
     _check_builtin_only(content)
     return bytes(content)
+
+
+def _fixed_size(input_size) -> Tuple[int, int]:
+    values = (input_size, input_size) if isinstance(input_size, (int, np.integer)) else tuple(input_size)
+    if len(values) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+                                   for v in values):
+        raise ExportError(f"input_size must be None, an int or a pair of ints >= 1 (height, width), "
+                          f"got {input_size!r}")
+    return int(values[0]), int(values[1])
+
+
+def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """[1, h, w, C] cropped or mirror-padded (bottom, right) to [1, height, width, C]."""
+    image = image[:, :height, :width]
+    pad = ((0, 0), (0, height - image.shape[1]), (0, width - image.shape[2]), (0, 0))
+    return np.pad(image, pad, mode="symmetric")
 
 
 def _convert_saved_model(directory, quantize: str, samples, name: str) -> bytes:

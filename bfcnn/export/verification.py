@@ -144,7 +144,8 @@ def verify(output_directory, model=None, image=None, tolerance: Optional[float] 
     """
     import tensorflow as tf
 
-    from bfcnn.lite import TFLiteDenoiser
+    from bfcnn.lite import DEFAULT_OVERLAP, TFLiteDenoiser
+    from bfcnn.tiling import fixed_size_apply
 
     directory = Path(output_directory)
     margins = {**PSNR_MARGINS_DB, **(psnr_margins or {})}
@@ -176,10 +177,10 @@ def verify(output_directory, model=None, image=None, tolerance: Optional[float] 
         tolerance, sensitivity = tolerance * scale, float32_sensitivity(model, noisy, reference=reference)
     results = []
 
-    def add(result, small_out=None):
+    def add(result, small_out=None, small_expected=small_reference):
         if small_out is not None and result["kind"] == "fp32":
-            diff = float(np.max(np.abs(np.asarray(small_out, np.float64).reshape(small_reference.shape)
-                                       - small_reference)))
+            diff = float(np.max(np.abs(np.asarray(small_out, np.float64).reshape(small_expected.shape)
+                                       - small_expected)))
             result["max_abs_diff_13x7"] = diff
             result["passed"] = result["passed"] and diff <= tolerance
         results.append(result)
@@ -226,13 +227,24 @@ def verify(output_directory, model=None, image=None, tolerance: Optional[float] 
         if not path.exists():
             continue
         runner = TFLiteDenoiser(path, num_threads=num_threads)
+        expected, expected_psnr, small_expected = reference, reference_psnr, small_reference
+        if runner.fixed_size is not None:
+            # A file of one input size pads and tiles other sizes: so does the reference.
+            def keras_fn(x):
+                return np.asarray(model(x[None], training=False), np.float64)[0]
+
+            expected = fixed_size_apply(keras_fn, noisy, runner.fixed_size, DEFAULT_OVERLAP)
+            expected_psnr = psnr(clean, expected)
+            small_expected = fixed_size_apply(keras_fn, small, runner.fixed_size, DEFAULT_OVERLAP)
         kind = "fp32" if quantize == "none" else quantize
-        result = _compare(filename, kind, runner(noisy), reference, clean, reference_psnr,
+        result = _compare(filename, kind, runner(noisy), expected, clean, expected_psnr,
                           tolerance if quantize == "none" else margins[quantize])
         content = path.read_bytes()
         result["ops"] = tflite_ops(content)
         result["runtime_sized_tensors"] = len(runtime_sized_tensors(content))
-        add(result, runner(small))
+        if runner.fixed_size is not None:
+            result["input_size"] = list(runner.fixed_size)
+        add(result, runner(small), small_expected)
     if not results:
         raise ExportError(f"nothing to verify in {str(directory)!r}: no model.keras, saved_model or .tflite file")
     return {

@@ -18,8 +18,9 @@ over cells (not patches, which overlap), and its k averaged patches come from on
 product of dense region weights with the region's patches. Time grows linearly with the
 number of pixels; nothing is ever computed for all pairs of patches of a large image. In
 training mode all tiles are processed at once (training patches are small); in inference
-mode a `tf.while_loop` processes about `inference_chunk` queries at a time, so beyond the
-two small CNNs, the input and the output, memory does not grow with the image
+mode a `tf.while_loop` processes about `inference_chunk` queries at a time (no loop when a
+static image size fits in one chunk), so beyond the two small CNNs, the input and the
+output, memory does not grow with the image
 (benchmarks/bench_n3.py, docs/n3.md).
 
 TFLite. Everything maps to builtin TFLite ops (WHILE, DYNAMIC_UPDATE_SLICE, GATHER,
@@ -434,7 +435,7 @@ class N3Block(keras.layers.Layer):
         grid = (n_h, n_w, cells, squares, log_temperature, energy, patches)
         queries = plan_w.tiles * plan_h.tile * plan_w.tile  # per row of tiles
 
-        if training:
+        if training or self._one_chunk(inputs.shape[1], inputs.shape[2]):
             z = self._tile_rows(ops.arange(plan_h.tiles, dtype="int32"), *grid)
         else:
             # Inference: about `inference_chunk` queries at a time, so memory stays bounded.
@@ -464,6 +465,27 @@ class N3Block(keras.layers.Layer):
         for j in range(k):
             out.append(_fold(z[..., j * depth : (j + 1) * depth], height, width, p, s) - x)
         return ops.cast(ops.concatenate(out, axis=-1), self.compute_dtype)
+
+    def _one_chunk(self, height, width):
+        """True when an image of this static size fits in one inference chunk (False if unknown).
+
+        The loop over chunks is then left out of the graph: a graph traced for a fixed size
+        (a TFLite file for tiles of one size) has no WHILE, so LiteRT sizes every tensor ahead.
+        The arithmetic mirrors `patch_grid_size` and `_AxisPlan` on Python ints.
+        """
+        if height is None or width is None:
+            return False
+        p, s = self.patch_size, self.stride
+        n_h, n_w = (max((n - p + s - 1) // s, 0) + 1 for n in (height, width))
+        n_w += int(n_h * n_w < 2)
+
+        def tiling(grid):
+            window = min(self.window, grid)
+            tile = grid if grid <= self.query_tile + window - 1 else min(self.query_tile, grid)
+            return tile, -(-grid // tile)
+
+        (tile_h, tiles_h), (tile_w, tiles_w) = tiling(n_h), tiling(n_w)
+        return self.inference_chunk // (tiles_w * tile_h * tile_w) >= tiles_h
 
     def _tile_rows(self, rows, n_h, n_w, cells, squares, log_temperature, energy, patches):
         """The k averaged patches of every query in the given rows of tiles.
