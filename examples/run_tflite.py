@@ -42,6 +42,7 @@ def load_interpreter(model_path: str, num_threads: Optional[int] = None) -> Inte
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
     if inp["dtype"] != np.float32 or len(inp["shape_signature"]) != 4:
         raise RunError(f"{model_path!r} is not a bfcnn denoiser: input {inp['dtype']} {inp['shape_signature']}")
+    interpreter.allocate_tensors()  # at its stored input size; a file of one size is never resized
     return interpreter
 
 
@@ -57,16 +58,26 @@ def read_pixels(path: str, channels: int) -> np.ndarray:
     return pixels.reshape(pixels.shape[0], pixels.shape[1], channels)
 
 
+def fixed_size(interpreter: Interpreter):
+    """(H, W) of a file exported for one input size (`--tflite-size`), else None."""
+    height, width = (int(d) for d in interpreter.get_input_details()[0]["shape_signature"][1:3])
+    return (height, width) if min(height, width) > 0 else None
+
+
 def run_window(interpreter: Interpreter, window: np.ndarray) -> np.ndarray:
     """Steps 3 to 5 on one uint8 [h, w, C] window: the float32 output [h, w, C]."""
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    h, w = window.shape[:2]
+    size = fixed_size(interpreter)
+    if size:  # a file of one size: mirror-pad the window up to it (bottom, right), crop back below
+        window = np.pad(window, ((0, size[0] - h), (0, size[1] - w), (0, 0)), mode="symmetric")
     shape = [1, *window.shape]
     if list(inp["shape"]) != shape:  # resizing and allocating only when the size changes
         interpreter.resize_tensor_input(inp["index"], shape, strict=True)
         interpreter.allocate_tensors()
     interpreter.set_tensor(inp["index"], window[None].astype(np.float32))
     interpreter.invoke()
-    return interpreter.get_tensor(out["index"])[0]
+    return interpreter.get_tensor(out["index"])[0, :h, :w]
 
 
 def window_starts(length: int, core: int, window: int):
@@ -81,18 +92,25 @@ def window_starts(length: int, core: int, window: int):
 
 
 def denoise_pixels(interpreter: Interpreter, pixels: np.ndarray, tile: int = 0, context: int = 24) -> np.ndarray:
-    """Steps 3 to 6: uint8 [H, W, C] in, uint8 [H, W, C] out; `tile` 0 runs the whole image at once."""
+    """Steps 3 to 6: uint8 [H, W, C] in, uint8 [H, W, C] out; `tile` 0 runs the whole image at once.
+
+    A file of one input size (`--tflite-size`) sets the window size itself (`tile` is ignored).
+    """
     inp = interpreter.get_input_details()[0]
     channels = int(inp["shape_signature"][-1])
     if pixels.ndim != 3 or pixels.shape[-1] != channels:
         raise RunError(f"the model takes {channels} channel(s), the image has shape {pixels.shape}")
     height, width = pixels.shape[:2]
-    if tile and tile <= 2 * context:
+    tile_h = tile_w = tile
+    size = fixed_size(interpreter)
+    if size:
+        (tile_h, tile_w), context = size, min(context, (min(size) - 1) // 2)
+    if tile_h and min(tile_h, tile_w) <= 2 * context:
         raise RunError(f"--tile must be 0 or larger than twice the context ({2 * context}), got {tile}")
-    if not tile or (height <= tile and width <= tile):
+    if not tile_h or (height <= tile_h and width <= tile_w):
         result = run_window(interpreter, pixels)
     else:
-        window_h, window_w = min(tile, height), min(tile, width)
+        window_h, window_w = min(tile_h, height), min(tile_w, width)
         result = np.empty(pixels.shape, np.float32)
         for top, bottom, y in window_starts(height, window_h - 2 * context if window_h < height else height, window_h):
             for left, right, x in window_starts(width, window_w - 2 * context if window_w < width else width,

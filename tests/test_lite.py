@@ -193,6 +193,22 @@ def test_example_tiles_large_photos_like_the_whole_image(tiny):
         example.denoise_pixels(interpreter, noisy_uint8, tile=40)
 
 
+def test_example_runs_a_file_of_one_size_in_windows_of_that_size(tiny, tiny_fixed):
+    """A 32 x 48 file: windows of 32 x 48 (context 15), smaller images mirror-padded; the result
+    matches the dynamic file's whole-image output (receptive radius 4 < context)."""
+    example = load_example()
+    fixed = example.load_interpreter(str(tiny_fixed[1]))
+    dynamic = example.load_interpreter(str(tiny[1]))
+    assert example.fixed_size(fixed) == (32, 48) and example.fixed_size(dynamic) is None
+    for shape in ((100, 130), (20, 30), (32, 48), (70, 9)):
+        noisy_uint8 = to_uint8(noisy_camera(shape)[1])
+        whole = example.denoise_pixels(dynamic, noisy_uint8, tile=0)
+        out = example.denoise_pixels(fixed, noisy_uint8, tile=0)  # the file's size wins over tile=0
+        assert out.shape == noisy_uint8.shape
+        inner = (slice(0, shape[0] - RADIUS), slice(0, shape[1] - RADIUS))  # mirror padding moves the far edges
+        assert np.abs(out[inner].astype(int) - whole[inner].astype(int)).max() <= 1
+
+
 def test_example_errors(tiny, tmp_path, capsys):
     example = load_example()
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
