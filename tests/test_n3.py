@@ -185,6 +185,8 @@ def test_a_static_size_that_fits_one_chunk_leaves_the_loop_out(chunk):
     block = N3Block(**SMALL_BLOCK, batch_norm=False, query_tile=3, inference_chunk=chunk)
     assert block._one_chunk(21, 27) == (chunk >= 180)
     assert not block._one_chunk(None, 27)
+    # 6 x 30: one row of tiles, which is always one chunk, however small the chunk.
+    assert N3Block(**SMALL_BLOCK, query_tile=3, inference_chunk=1)._one_chunk(6, 30)
     x = uniform((1, 21, 27, 1), seed=13)
     fn = tf.function(lambda images: block(images, training=False))
     outputs, loops = [], []

@@ -485,7 +485,7 @@ class N3Block(keras.layers.Layer):
             return tile, -(-grid // tile)
 
         (tile_h, tiles_h), (tile_w, tiles_w) = tiling(n_h), tiling(n_w)
-        return self.inference_chunk // (tiles_w * tile_h * tile_w) >= tiles_h
+        return max(self.inference_chunk // (tiles_w * tile_h * tile_w), 1) >= tiles_h
 
     def _tile_rows(self, rows, n_h, n_w, cells, squares, log_temperature, energy, patches):
         """The k averaged patches of every query in the given rows of tiles.
