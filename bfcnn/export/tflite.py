@@ -172,12 +172,15 @@ def to_tflite(model, quantize: str = "none", representative_images: Optional[Ite
 
 
 def _fixed_size(input_size) -> Tuple[int, int]:
-    values = (input_size, input_size) if isinstance(input_size, (int, np.integer)) else tuple(input_size)
-    if len(values) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
-                                   for v in values):
-        raise ExportError(f"input_size must be None, an int or a pair of ints >= 1 (height, width), "
-                          f"got {input_size!r}")
-    return int(values[0]), int(values[1])
+    from bfcnn.tiling import _pair
+
+    try:
+        height, width = _pair("input_size", input_size)
+    except (TypeError, ValueError) as error:
+        raise ExportError(f"{error}, or None") from error
+    if min(height, width) < 1:
+        raise ExportError(f"input_size must be >= 1 in both directions, got {input_size!r}")
+    return height, width
 
 
 def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
