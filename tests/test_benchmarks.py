@@ -37,3 +37,16 @@ def test_bench_inference_prints_a_row_per_engine():
                                            "TFLite fp32, 64x64 file, tiles of 64"]
     for row in rows:
         assert float(row[5]) > 0 and float(row[6]) > 0  # ms and CPU ms per megapixel
+
+
+@pytest.mark.slow
+def test_bench_training_prints_a_row_per_precision():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_training.py"), "--configs",
+                           "pipelines/quickstart.yaml", "--steps", "1", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| quickstart")]
+    assert [r[2].strip() for r in rows] == ["float32", "mixed_bfloat16"]
+    for row in rows:
+        assert float(row[3]) > 0 and float(row[5]) > 0  # steps/s and GFLOP/s
+    assert rows[0][6].strip() == "1.00x"
