@@ -11,6 +11,8 @@ CONFIGS = {
     "resnet_bn": {"type": "resnet", "channels": 1, "filters": 8, "blocks": 2, "batch_norm": True},
     "multiscale_bn": {"type": "multiscale", "channels": 3, "levels": 2, "filters": 8, "blocks": 1,
                       "batch_norm": True, "encoder_blocks": 1},
+    "opponent": {"type": "opponent", "channels": 3,
+                 "inner": {"type": "resnet", "channels": 1, "filters": 8, "blocks": 2, "batch_norm": True}},
     "n3net": {"type": "n3net", "channels": 1, "stages": 2, "depth": 3, "filters": 8, "k": 2,
               "patch_size": 4, "stride": 2, "window": 3, "embedding_depth": 3, "embedding_filters": 8},
 }

@@ -19,6 +19,7 @@ MODEL_TYPES = {
     "resnet": "bfcnn.models.resnet:build_resnet",
     "multiscale": "bfcnn.models.multiscale:build_multiscale",
     "n3net": "bfcnn.models.n3net:build_n3net",
+    "opponent": "bfcnn.models.opponent:build_opponent",
 }
 
 
@@ -110,7 +111,7 @@ def build_model(config: Mapping[str, Any]) -> keras.Model:
     """Builds a denoiser from the `model:` section of a pipeline config.
 
     Args:
-        config: a mapping with `type` (one of `resnet`, `multiscale`, `n3net`) and any of
+        config: a mapping with `type` (one of `resnet`, `multiscale`, `n3net`, `opponent`) and any of
             that type's keyword arguments (see `bfcnn.models.resnet.build_resnet` etc.);
             `channels` (1 or 3) is accepted by every type.
 

@@ -135,7 +135,8 @@ def _is_chief(strategy) -> bool:
 
 def load_initial_weights(model: keras.Model, path) -> None:
     """`train.init_from`: the weights of a `.keras` file, also one saved before the multiscale
-    lifts became 1x1 convolutions + depth-to-space (moved by name, `copy_legacy_weights`).
+    lifts became 1x1 convolutions + depth-to-space (moved by name, `copy_legacy_weights`), and
+    for an `opponent` color model those of its gray network alone (a gray model's file).
 
     Raises:
         ConfigError: the file does not hold weights for this architecture.
@@ -145,6 +146,13 @@ def load_initial_weights(model: keras.Model, path) -> None:
         return
     except ValueError as error:
         problem = error
+    inner = next((layer for layer in model.layers if isinstance(layer, keras.Model)), None)
+    if inner is not None:
+        try:
+            inner.load_weights(path)
+            return
+        except ValueError:
+            pass
     try:
         source = keras.models.load_model(path, compile=False)
         if not has_legacy_lifts(source):
