@@ -127,3 +127,25 @@ def test_a_gray_models_weights_start_an_opponent_model(tmp_path):
 def test_bad_opponent_configs_are_named(config, match):
     with pytest.raises(ConfigError, match=match):
         bfcnn.build_model(config)
+
+
+def test_color_from_gray_script_prints_a_row_per_denoiser(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location(
+        "color_from_gray", Path(__file__).resolve().parents[1] / "scripts" / "color_from_gray.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    for i in range(2):
+        Image.fromarray(rgb((24, 20, 3), seed=i).astype(np.uint8)).save(tmp_path / f"{i}.png")
+    trained_a_little(bfcnn.build_model(TINY_GRAY)).save(tmp_path / "gray.keras")
+    assert script.main(["--gray", str(tmp_path / "gray.keras"), "--dataset", str(tmp_path), "--sigmas", "25",
+                        "--offsets", "1", "2", "--models"]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][2:]
+    assert [r[0].strip() for r in rows] == ["noisy", "gray.keras on R, G, B",
+                                           "gray.keras in opponent space, chroma lift 1",
+                                           "gray.keras in opponent space, chroma lift 2"]
+    assert all(0 < float(r[1]) < 100 for r in rows)

@@ -56,6 +56,19 @@ def build_opponent(
                          f"got {inner['channels']!r}")
     resolved = resolve_model_config(inner, where="model.inner")
     gray = model_builder(resolved.pop("type"))(**resolved, name="gray")
+    return wrap_gray(gray, chroma_offset, name=name)
+
+
+def wrap_gray(gray: keras.Model, chroma_offset: float = 1.0, name: str = "opponent") -> keras.Model:
+    """The opponent color model around an existing gray network (its weights shared, not copied).
+
+    Args:
+        gray: a denoiser of [B, H, W, 1] images, e.g. `bfcnn.load_model("pyramid_gray_m")`.
+        chroma_offset: as in `build_opponent`.
+        name: model name.
+    """
+    if gray.input_shape[-1] != 1:
+        raise ValueError(f"the network must take 1 channel, it takes {gray.input_shape[-1]}")
     inputs = image_input(3)
     opponent = OpponentTransform(name="to_opponent")(inputs)
     offset = ChromaOffset(chroma_offset, name="chroma_offset")(opponent)
