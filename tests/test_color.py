@@ -144,7 +144,7 @@ def test_color_from_gray_script_prints_a_row_per_denoiser(tmp_path, capsys):
     trained_a_little(bfcnn.build_model(TINY_GRAY)).save(tmp_path / "gray.keras")
     assert script.main(["--gray", str(tmp_path / "gray.keras"), "--dataset", str(tmp_path), "--sigmas", "25",
                         "--offsets", "1", "2", "--models"]) == 0
-    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][2:]
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
     assert [r[0].strip() for r in rows] == ["noisy", "gray.keras on R, G, B",
                                            "gray.keras in opponent space, chroma lift 1",
                                            "gray.keras in opponent space, chroma lift 2"]
