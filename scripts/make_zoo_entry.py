@@ -38,7 +38,18 @@ PAPERS = {
                   "Burt & Adelson, The Laplacian pyramid as a compact image code, 1983",
     "resnet": "Mohan et al., ICLR 2020; Zhang et al., Beyond a Gaussian denoiser (DnCNN), TIP 2017",
     "n3net": "Ploetz & Roth, Neural Nearest Neighbors Networks, NeurIPS 2018; Mohan et al., ICLR 2020",
+    "opponent": "Dabov et al., Color image denoising via sparse 3D collaborative filtering with grouping "
+                "constraint in luminance-chrominance space, ICIP 2007",
 }
+
+
+def paper_of(model_config: dict) -> str:
+    """The papers behind a model config; an opponent model's also those of its gray network."""
+    paper = PAPERS.get(model_config["type"], "")
+    inner = model_config.get("inner")
+    if model_config["type"] == "opponent" and isinstance(inner, dict):
+        paper = "; ".join(p for p in (paper, PAPERS.get(inner.get("type", "multiscale"), "")) if p)
+    return paper
 
 
 BROKEN_CONVERSION = 0.1  # max |TFLite - Keras| on 0-255 above which a refresh stops
@@ -105,9 +116,17 @@ def restore_latest(run: Path, config):
     return model, int(step.numpy()), float(elapsed.numpy()), latest
 
 
-def previous_time(card_path: Path, init_from) -> tuple:
-    """Steps and seconds of the run this one was warm-started from (its card), if any."""
-    if not init_from or not card_path.exists():
+def previous_time(zoo: Path, init_from) -> tuple:
+    """Steps and seconds of the zoo entry this run was warm-started from (`train.init_from`
+    = `<zoo>/<entry>.keras`, read off `<entry>.json`), or (0, 0.0) for any other start.
+
+    An entry started from another one (the opponent color model from the gray flagship)
+    counts that one's training too; its description says which.
+    """
+    if not init_from:
+        return 0, 0.0
+    card_path = zoo / f"{Path(init_from).stem}.json"
+    if Path(init_from).resolve().parent != zoo.resolve() or not card_path.exists():
         return 0, 0.0
     card = json.loads(card_path.read_text())
     return card["training"]["steps"], card["training"]["wall_time_seconds"]
@@ -268,7 +287,7 @@ def main(argv=None) -> int:
         return 0
     model, steps, seconds, checkpoint = restore_latest(run, config)
     channels = config.model.get("channels", 1)
-    before_steps, before_seconds = previous_time(zoo / f"{args.name}.json", config.train.init_from)
+    before_steps, before_seconds = previous_time(zoo, config.train.init_from)
 
     keras_path, tflite_path = zoo / f"{args.name}.keras", zoo / f"{args.name}.tflite"
     atomic_save_model(model, keras_path)
@@ -315,7 +334,7 @@ def main(argv=None) -> int:
             "results": table,
         },
         "speed": speed(model, channels, tflite_path),
-        "paper": PAPERS.get(config.model["type"], ""),
+        "paper": paper_of(config.model),
         "license": "MIT",
         "files": file_entries(keras_path, tflite_path),
         "generated_by": "scripts/make_zoo_entry.py",

@@ -130,15 +130,11 @@ def test_bad_opponent_configs_are_named(config, match):
 
 
 def test_color_from_gray_script_prints_a_row_per_denoiser(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
     from PIL import Image
 
-    spec = importlib.util.spec_from_file_location(
-        "color_from_gray", Path(__file__).resolve().parents[1] / "scripts" / "color_from_gray.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from conftest import load_script
+
+    script = load_script("scripts/color_from_gray.py")
     for i in range(2):
         Image.fromarray(rgb((24, 20, 3), seed=i).astype(np.uint8)).save(tmp_path / f"{i}.png")
     trained_a_little(bfcnn.build_model(TINY_GRAY)).save(tmp_path / "gray.keras")

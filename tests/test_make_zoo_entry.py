@@ -65,3 +65,21 @@ def test_refresh_rebuilds_a_legacy_multiscale_entry_with_todays_lifts(tmp_path):
     saved = np.load(data / "legacy_multiscale.npz")
     np.testing.assert_allclose(model(saved["noisy"]).numpy(), saved["denoised"], rtol=1e-5, atol=1e-3)
     assert json.loads((tmp_path / "old.json").read_text())["files"]["keras"]["sha256"] == sha256(tmp_path / "old.keras")
+
+
+def test_previous_time_counts_the_zoo_entry_a_run_started_from(tmp_path):
+    script = load()
+    (tmp_path / "gray.json").write_text(json.dumps({"training": {"steps": 1000, "wall_time_seconds": 60.0}}))
+    assert script.previous_time(tmp_path, str(tmp_path / "gray.keras")) == (1000, 60.0)
+    assert script.previous_time(tmp_path, None) == (0, 0.0)
+    assert script.previous_time(tmp_path, str(tmp_path / "other.keras")) == (0, 0.0)  # no card
+    elsewhere = tmp_path / "runs"
+    elsewhere.mkdir()
+    assert script.previous_time(tmp_path, str(elsewhere / "gray.keras")) == (0, 0.0)  # not a zoo file
+
+
+def test_an_opponent_models_papers_include_its_gray_networks():
+    script = load()
+    paper = script.paper_of({"type": "opponent", "inner": {"type": "multiscale", "channels": 1}})
+    assert "Dabov" in paper and "Burt & Adelson" in paper
+    assert script.paper_of({"type": "resnet"}) == script.PAPERS["resnet"]
