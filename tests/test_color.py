@@ -145,3 +145,21 @@ def test_color_from_gray_script_prints_a_row_per_denoiser(tmp_path, capsys):
                                            "gray.keras in opponent space, chroma lift 1",
                                            "gray.keras in opponent space, chroma lift 2"]
     assert all(0 < float(r[1]) < 100 for r in rows)
+
+
+def test_a_mixed_precision_opponent_model_runs_in_float32_after_to_float32():
+    from bfcnn.models.precision import to_float32
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = trained_a_little(bfcnn.build_model(TINY_OPPONENT))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert mixed.get_layer("gray").layers[-2].compute_dtype == "bfloat16"
+    assert mixed.get_layer("to_opponent").compute_dtype == "float32"  # the transforms never round to bf16
+    clean = to_float32(mixed)
+    assert {layer.compute_dtype for layer in clean._flatten_layers()} == {"float32"}
+    x = rgb((1, 16, 16, 3), seed=6)
+    out, reference = clean(x, training=False).numpy(), mixed(x, training=False).numpy()
+    # the same weights: apart by bfloat16 rounding only (8 significant bits, a few layers deep)
+    assert out.dtype == np.float32 and np.abs(out - reference).max() < 0.02 * np.abs(reference).max()
