@@ -329,3 +329,58 @@ def test_n3net_defaults_follow_the_paper():
     # The second stage sees the estimate and its 7 neighbour images.
     assert model.get_layer("stage1_conv0").input.shape[-1] == 8
     assert model.get_layer("stage1_conv0").conv.filters == 64
+
+
+GRAFT_BASE = dict(type="multiscale", channels=1, levels=3, filters=[8, 16, 16], blocks=1, encoder_blocks=1)
+GRAFT_N3 = dict(channels=4, k=2, patch_size=4, stride=2, window=5, embedding_depth=2, embedding_filters=8)
+
+
+def _activate_branches(model, seed=0):
+    """Moves every N3Branch's zero-initialized output convolution off zero (small)."""
+    rng = np.random.default_rng(seed)
+    branches = [layer for layer in model.layers if type(layer).__name__ == "N3Branch"]
+    assert branches
+    for branch in branches:
+        branch.expand.kernel.assign(rng.normal(0.0, 1e-3, branch.expand.kernel.shape).astype("float32"))
+    return branches
+
+
+def test_n3_branch_starts_as_the_identity_and_grafts_onto_a_plain_multiscale_model():
+    """A plain model's weights, grafted by name, give a model with N3 branches the same function."""
+    from bfcnn.models import build_model
+    from bfcnn.models.transfer import graft_weights
+
+    plain = build_model(GRAFT_BASE)
+    grown = build_model({**GRAFT_BASE, "n3_levels": [1, 2], "n3": GRAFT_N3})
+    x = random_images((2, 40, 36, 1), seed=3)
+    assert graft_weights(grown, plain) == ["level2_n3", "level1_n3"]
+    np.testing.assert_array_equal(grown(x).numpy(), plain(x).numpy())
+    _activate_branches(grown)
+    assert np.abs(grown(x).numpy() - plain(x).numpy()).max() > 1e-3  # the branches do reach the output
+    with pytest.raises(ValueError, match="is not in"):
+        graft_weights(plain, grown)  # the other way round would drop the branches' weights
+
+
+def test_multiscale_with_n3_branches_is_homogeneous_and_saves(tmp_path):
+    from bfcnn.models import build_model
+
+    model = build_model({**GRAFT_BASE, "n3_levels": [1], "n3": GRAFT_N3})
+    _activate_branches(model)
+    assert is_bias_free(model)
+    x = random_images((1, 33, 47, 1), seed=4)
+    y = model(x).numpy()
+    assert relative_error(model(2.5 * x).numpy(), 2.5 * y) < 1e-4
+    assert_saving_round_trip(model, x, tmp_path)
+
+
+@pytest.mark.parametrize("config, match", [
+    ({"n3_levels": [3]}, r"n3_levels must be within 0\.\.2, got \[3\]"),
+    ({"n3_levels": [1], "n3": {"chanels": 4}}, r"unknown key\(s\) 'chanels' in n3; allowed: channels, k"),
+    ({"n3_levels": [1], "n3": 4}, "n3 must be a mapping"),
+])
+def test_bad_n3_branch_options_are_named(config, match):
+    from bfcnn.errors import ConfigError
+    from bfcnn.models import build_model
+
+    with pytest.raises(ConfigError, match=match):
+        build_model({**GRAFT_BASE, **config})

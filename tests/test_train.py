@@ -290,3 +290,28 @@ def test_init_from_reads_a_model_saved_with_the_older_multiscale_lifts():
     with pytest.raises(ConfigError, match="does not fit the model"):
         load_initial_weights(build_model({"type": "resnet", "channels": 1, "filters": 4, "blocks": 1}),
                              data / "legacy_multiscale.keras")
+
+
+def test_init_from_grafts_a_plain_model_onto_one_grown_with_n3_branches(tmp_path, caplog):
+    """`train.init_from` with a smaller model's file: its layers by name, the new ones logged."""
+    import logging
+
+    import numpy as np
+
+    from bfcnn.errors import ConfigError
+    from bfcnn.models import build_model
+    from bfcnn.training.loop import load_initial_weights
+
+    base = {"type": "multiscale", "channels": 1, "levels": 2, "filters": [4, 8], "blocks": 1}
+    plain = build_model(base)
+    plain.save(tmp_path / "plain.keras")
+    grown = build_model({**base, "n3_levels": [1], "n3": {"channels": 2, "k": 1, "patch_size": 4, "stride": 2,
+                                                          "window": 3, "embedding_depth": 1}})
+    with caplog.at_level(logging.INFO, logger="bfcnn.train"):
+        load_initial_weights(grown, tmp_path / "plain.keras")
+    assert "new layers keep their initial values: level1_n3" in caplog.text
+    x = np.random.default_rng(0).uniform(0, 255, (1, 24, 20, 1)).astype("float32")
+    np.testing.assert_array_equal(grown(x).numpy(), plain(x).numpy())
+    grown.save(tmp_path / "grown.keras")
+    with pytest.raises(ConfigError, match="does not fit the model"):
+        load_initial_weights(build_model(base), tmp_path / "grown.keras")  # would drop the N3 weights

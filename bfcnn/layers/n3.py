@@ -609,3 +609,63 @@ class N3Block(keras.layers.Layer):
             inference_chunk=self.inference_chunk,
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="bfcnn")
+class N3Branch(keras.layers.Layer):
+    """A residual N3 branch for a feature map: `h + W_out N3(W_in h)`.
+
+    `W_in` (1x1) reduces the `filters` feature channels to `channels`, an `N3Block` in its
+    scale-equivariant mode (Ploetz & Roth, NeurIPS 2018) appends k nearest-neighbour
+    aggregates of them, and `W_out` (1x1, initialized to zero) maps the result back to
+    `filters` channels, added to h. With `W_out = 0` the branch is the identity, so adding
+    it to a trained network leaves that network's function unchanged until training moves
+    `W_out`; every part is linear or homogeneous, so a bias-free model stays bias-free.
+
+    Args:
+        filters: channels of the feature map (input and output).
+        channels: channels the N3 block works on, >= 1.
+        k, patch_size, stride, window, embedding_depth, embedding_filters, epsilon,
+            query_tile, inference_chunk: as in `N3Block`.
+        use_bias: give the convolutions biases (the with-bias twin of a bias-free model).
+
+    Example:
+        >>> branch = N3Branch(64)
+        >>> y = branch(keras.ops.ones((1, 32, 32, 64)))   # (1, 32, 32, 64), equal to the input
+    """
+
+    def __init__(self, filters, channels=16, k=4, patch_size=10, stride=5, window=15, embedding_depth=3,
+                 embedding_filters=32, epsilon=1e-3, query_tile=8, inference_chunk=4096, use_bias=False,
+                 **kwargs):
+        super().__init__(**kwargs)
+        _check_int("filters", filters, 1)
+        _check_int("channels", channels, 1)
+        self.filters, self.channels, self.use_bias = filters, channels, bool(use_bias)
+        self.n3_config = dict(k=k, patch_size=patch_size, stride=stride, window=window,
+                              embedding_depth=embedding_depth, embedding_filters=embedding_filters,
+                              epsilon=epsilon, query_tile=query_tile, inference_chunk=inference_chunk)
+        self.reduce = keras.layers.Conv2D(channels, 1, use_bias=self.use_bias, kernel_initializer="he_normal",
+                                          dtype=self.dtype_policy, name="reduce")
+        self.n3 = N3Block(scale_equivariant=True, use_bias=self.use_bias, dtype=self.dtype_policy, name="n3",
+                          **self.n3_config)
+        self.expand = keras.layers.Conv2D(filters, 1, use_bias=self.use_bias, kernel_initializer="zeros",
+                                          dtype=self.dtype_policy, name="expand")
+        self.homogeneous = not self.use_bias
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.filters:
+            raise ValueError(f"N3Branch({self.filters}) got {input_shape[-1]} channels")
+        self.reduce.build(input_shape)
+        reduced = (*input_shape[:-1], self.channels)
+        self.n3.build(reduced)
+        self.expand.build(self.n3.compute_output_shape(reduced))
+
+    def call(self, inputs, training=False):
+        return inputs + self.expand(self.n3(self.reduce(inputs), training=training))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "channels": self.channels,
+                "use_bias": self.use_bias, **self.n3_config}

@@ -8,13 +8,15 @@ convolutions at level i cover 2^i times more image: a large receptive field for 
 small cost in FLOPs and memory, which suits phones and CPU training.
 """
 
-from typing import Any
+import inspect
+from typing import Any, Optional
 
 import keras
 import numpy as np
 from keras import ops
 
 from bfcnn.layers.bias_free import BiasFreeConvBlock, BiasFreeResidualBlock
+from bfcnn.layers.n3 import N3Branch
 from bfcnn.layers.pyramids import GaussianPyramid, LaplacianPyramid, UpsampleLike
 from bfcnn.layers.shuffle import PixelShuffle
 from bfcnn.models.common import (
@@ -43,7 +45,7 @@ class _Level:
     """The layers of one level's backbone (shared between levels when `shared=True`)."""
 
     def __init__(self, tag, channels, filters, blocks, kernel_size, batch_norm, activation, use_bias,
-                 non_local, non_local_mode, options, stochastic_depth):
+                 non_local, non_local_mode, options, stochastic_depth, n3=None):
         common = dict(kernel_size=kernel_size, activation=activation, use_bias=use_bias)
         self.regularizer = options["kernel_regularizer"]
         self.stem = BiasFreeConvBlock(filters, batch_norm=False, kernel_regularizer=self.regularizer,
@@ -56,6 +58,7 @@ class _Level:
             for i in range(blocks)
         ]
         self.non_local = non_local_block(non_local_mode, use_bias, f"{tag}_non_local") if non_local else None
+        self.n3 = None if n3 is None else N3Branch(filters, use_bias=use_bias, name=f"{tag}_n3", **n3)
         self.head = keras.layers.Conv2D(channels, kernel_size, padding="same", use_bias=use_bias,
                                         kernel_initializer="he_normal", name=f"{tag}_head")
         self.tag = tag
@@ -80,6 +83,8 @@ class _Level:
             h = block(h)
             if i == 0 and self.non_local is not None:
                 h = self.non_local(h)
+            if i == 0 and self.n3 is not None:
+                h = self.n3(h)
         return h, self.head(h)
 
 
@@ -123,6 +128,8 @@ def build_multiscale(
     encoder_blocks: PerLevel = 0,
     non_local_levels: tuple = (),
     non_local_mode: str = "dot_product",
+    n3_levels: tuple = (),
+    n3: Optional[dict] = None,
     gate: str = "none",
     scale_invariant_gates: bool = True,
     sparsity: float = 0.0,
@@ -159,6 +166,12 @@ def build_multiscale(
             are fed the pyramid's bands.
         non_local_levels: levels whose backbone has a NonLocalBlock after its first block.
         non_local_mode: `dot_product` or `embedded_gaussian`.
+        n3_levels: levels whose backbone has an `N3Branch` after its first block (neural
+            nearest neighbours on the level's features, Ploetz & Roth, NeurIPS 2018). It
+            starts as the identity, so a plain model's weights give a model that computes
+            the same function (`train.init_from`), and it keeps the model homogeneous.
+        n3: keyword arguments of the `N3Branch`es (`channels`, `k`, `patch_size`, `stride`,
+            `window`, ...); None takes its defaults.
         gate, scale_invariant_gates, sparsity: residual-block options, as in
             `bfcnn.models.resnet.build_resnet` (every residual block, encoder included).
         stochastic_depth: drop rate of the deepest block of each stack of residual blocks (each
@@ -191,10 +204,23 @@ def build_multiscale(
     non_local_levels = set(int(i) for i in non_local_levels)
     if not non_local_levels <= set(range(levels)):
         raise ValueError(f"non_local_levels must be within 0..{levels - 1}, got {sorted(non_local_levels)}")
+    n3_levels = set(int(i) for i in n3_levels)
+    if not n3_levels <= set(range(levels)):
+        raise ValueError(f"n3_levels must be within 0..{levels - 1}, got {sorted(n3_levels)}")
+    if n3_levels and shared:
+        raise ValueError("n3_levels needs shared=False (one backbone per level)")
+    if n3 is not None and not isinstance(n3, dict):
+        raise ValueError(f"n3 must be a mapping of N3Branch arguments or None, got {n3!r}")
+    n3_keys = [k for k in inspect.signature(N3Branch.__init__).parameters if k not in ("self", "filters", "use_bias",
+                                                                                         "kwargs")]
+    unknown = sorted(set(n3 or {}) - set(n3_keys))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))} in n3; allowed: {', '.join(n3_keys)}")
 
     def make_level(tag, level):
         return _Level(tag, channels, level_filters[level], level_blocks[level], kernel_size, batch_norm,
-                      activation, use_bias, level in non_local_levels, non_local_mode, options, stochastic_depth)
+                      activation, use_bias, level in non_local_levels, non_local_mode, options, stochastic_depth,
+                      n3=dict(n3 or {}) if level in n3_levels else None)
 
     shared_level = make_level("shared", 0) if shared else None
     inputs = image_input(channels)

@@ -42,6 +42,7 @@ from bfcnn.evaluation import center_crop, evaluate_denoiser
 from bfcnn.io import list_images, read_image
 from bfcnn.models.builder import build_model, resolve_model_config
 from bfcnn.models.multiscale import copy_legacy_weights, has_legacy_lifts
+from bfcnn.models.transfer import graft_weights
 from bfcnn.training.corruption import corrupt, corrupt_pair
 from bfcnn.training.data import (MAX_CACHE_BYTES, InMemorySampler, load_directory, load_paired_directory,
                                  streaming_dataset)
@@ -136,11 +137,21 @@ def _is_chief(strategy) -> bool:
 def load_initial_weights(model: keras.Model, path) -> None:
     """`train.init_from`: the weights of a `.keras` file, also one saved before the multiscale
     lifts became 1x1 convolutions + depth-to-space (moved by name, `copy_legacy_weights`), and
-    for an `opponent` color model those of its gray network alone (a gray model's file).
+    for an `opponent` color model those of its gray network alone (a gray model's file), and
+    for a model grown from the file's by layers it lacks (e.g. `n3_levels`), its layers by
+    name (`bfcnn.models.transfer.graft_weights`).
 
     Raises:
         ConfigError: the file does not hold weights for this architecture.
     """
+    try:
+        source = keras.models.load_model(path, compile=False)
+    except (ValueError, OSError, TypeError) as error:
+        raise ConfigError(f"train.init_from={str(path)!r} is not a readable .keras model: {error}") from None
+    if len(source.weights) > len(model.weights):
+        # Keras would load the weights it finds a place for and silently drop the rest.
+        raise ConfigError(f"train.init_from={str(path)!r} does not fit the model in model: the file holds "
+                          f"{len(source.weights)} weights, the model {len(model.weights)}")
     try:
         model.load_weights(path)
         return
@@ -154,10 +165,15 @@ def load_initial_weights(model: keras.Model, path) -> None:
         except ValueError:
             pass
     try:
-        source = keras.models.load_model(path, compile=False)
-        if not has_legacy_lifts(source):
-            raise ValueError(str(problem).splitlines()[0])
-        copy_legacy_weights(model, source)
+        if has_legacy_lifts(source):
+            copy_legacy_weights(model, source)
+            return
+        try:
+            new = graft_weights(model, source)
+        except ValueError:
+            raise ValueError(str(problem).splitlines()[0]) from None
+        log.info("train.init_from: every layer of %s copied by name; new layers keep their initial values: %s",
+                 path, ", ".join(new) or "none")
     except (ValueError, OSError) as error:
         raise ConfigError(f"train.init_from={str(path)!r} does not fit the model in model: {error}") from None
 
