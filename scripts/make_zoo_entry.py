@@ -116,20 +116,32 @@ def restore_latest(run: Path, config):
     return model, int(step.numpy()), float(elapsed.numpy()), latest
 
 
-def previous_time(zoo: Path, init_from) -> tuple:
-    """Steps and seconds of the zoo entry this run was warm-started from (`train.init_from`
-    = `<zoo>/<entry>.keras`, read off `<entry>.json`), or (0, 0.0) for any other start.
+def previous_time(zoo: Path, init_from, _seen=()) -> tuple:
+    """Steps and seconds of the training this run was warm-started from (`train.init_from`).
 
-    An entry started from another one (the opponent color model from the gray flagship)
-    counts that one's training too; its description says which.
+    Either a zoo entry, `<zoo>/<entry>.keras` (read off `<entry>.json`; an entry started from
+    another one, such as the opponent color model from the gray flagship, counts that one's
+    training too, and its description says which), or the `model.keras` of another run
+    directory (its `summary.json`, plus whatever that run started from in turn). Any other
+    start counts (0, 0.0).
     """
     if not init_from:
         return 0, 0.0
-    card_path = zoo / f"{Path(init_from).stem}.json"
-    if Path(init_from).resolve().parent != zoo.resolve() or not card_path.exists():
-        return 0, 0.0
-    card = json.loads(card_path.read_text())
-    return card["training"]["steps"], card["training"]["wall_time_seconds"]
+    path = Path(init_from)
+    card_path = zoo / f"{path.stem}.json"
+    if path.resolve().parent == zoo.resolve() and card_path.exists():
+        card = json.loads(card_path.read_text())
+        return card["training"]["steps"], card["training"]["wall_time_seconds"]
+    run = path.resolve().parent
+    if path.name == "model.keras" and (run / "summary.json").exists() and (run / "config.yaml").exists():
+        if run in _seen:
+            raise SystemExit(f"error: train.init_from loops back to {run}")
+        from bfcnn.config import load_config
+
+        summary = json.loads((run / "summary.json").read_text())
+        steps, seconds = previous_time(zoo, load_config(run / "config.yaml").train.init_from, (*_seen, run))
+        return steps + int(summary["steps"]), seconds + float(summary["elapsed_seconds"])
+    return 0, 0.0
 
 
 def speed(model, channels: int, tflite_path: Path) -> dict:

@@ -83,3 +83,28 @@ def test_an_opponent_models_papers_include_its_gray_networks():
     paper = script.paper_of({"type": "opponent", "inner": {"type": "multiscale", "channels": 1}})
     assert "Dabov" in paper and "Burt & Adelson" in paper
     assert script.paper_of({"type": "resnet"}) == script.PAPERS["resnet"]
+
+
+def test_previous_time_follows_runs_started_from_other_runs(tmp_path):
+    """zoo entry -> run a (init_from the entry) -> run b (init_from a's model.keras): all counted."""
+    import yaml
+
+    script = load()
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "gray.json").write_text(json.dumps({"training": {"steps": 1000, "wall_time_seconds": 60.0}}))
+
+    def run(name, init_from, steps, seconds):
+        directory = tmp_path / name
+        directory.mkdir()
+        config = {"model": {"type": "resnet", "channels": 1},
+                  "dataset": {"inputs": [{"directory": str(tmp_path)}]},
+                  "train": {"init_from": init_from}}
+        (directory / "config.yaml").write_text(yaml.safe_dump(config))
+        (directory / "summary.json").write_text(json.dumps({"steps": steps, "elapsed_seconds": seconds}))
+        return directory / "model.keras"
+
+    a = run("a", str(zoo / "gray.keras"), 300, 30.0)
+    b = run("b", str(a), 20, 2.0)
+    assert script.previous_time(zoo, str(a)) == (1300, 90.0)
+    assert script.previous_time(zoo, str(b)) == (1320, 92.0)
