@@ -8,7 +8,7 @@ from bfcnn.layers.bias_free import (
 )
 from bfcnn.layers.color import BatchToChannels, ChannelsToBatch, ChromaOffset, OpponentTransform
 from bfcnn.layers.gates import BlockGate, SqueezeExcite
-from bfcnn.layers.n3 import N3Block
+from bfcnn.layers.n3 import N3Block, N3Branch
 from bfcnn.layers.non_local import NonLocalBlock
 from bfcnn.layers.pyramids import CropLike, GaussianPyramid, LaplacianPyramid, UpsampleLike
 from bfcnn.layers.shuffle import PixelShuffle, PixelUnshuffle
@@ -29,6 +29,7 @@ __all__ = [
     "GaussianPyramid",
     "LaplacianPyramid",
     "N3Block",
+    "N3Branch",
     "NonLocalBlock",
     "OpponentTransform",
     "PixelShuffle",
