@@ -315,3 +315,14 @@ def test_init_from_grafts_a_plain_model_onto_one_grown_with_n3_branches(tmp_path
     grown.save(tmp_path / "grown.keras")
     with pytest.raises(ConfigError, match="does not fit the model"):
         load_initial_weights(build_model(base), tmp_path / "grown.keras")  # would drop the N3 weights
+
+
+def test_resumed_run_with_stochastic_depth_draws_the_same_masks(image_dir, tmp_path):
+    """The drop masks' random state is checkpointed: a resumed run ends where a straight one does."""
+    config = tiny_config(image_dir, model={"blocks": 2, "stochastic_depth": 0.5},
+                         train={"steps": 12, "checkpoint_every": 4}, validation={"directory": None})
+    Trainer(config, tmp_path / "straight").run()
+    Trainer(config, tmp_path / "resumed").run(stop_after=4)
+    Trainer(config, tmp_path / "resumed").run()
+    for a, b in zip(_weights(tmp_path / "straight"), _weights(tmp_path / "resumed")):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)

@@ -305,7 +305,11 @@ class Trainer:
             elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds")
             best = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name="best_psnr")
 
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, elapsed=elapsed, best=best)
+        # The random state of layers that draw in training (stochastic depth) is not part of
+        # the model's checkpoint; saved beside it, a resumed run draws what an uninterrupted one would.
+        rng = [v for v in model.variables if v.path.endswith("seed_generator_state")]
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, elapsed=elapsed, best=best,
+                                         **({"rng": rng} if rng else {}))
         # Every worker must save (the save may run collectives); only the chief's copy is used.
         output_dir = self.directory if chief else self.directory / f".worker{strategy.cluster_resolver.task_id}"
         ckpt_dir = output_dir / "checkpoints"
