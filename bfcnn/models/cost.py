@@ -28,8 +28,15 @@ def flops_per_pixel(model: keras.Model, size: int = 64) -> float:
     options = tf.compat.v1.profiler.ProfileOptionBuilder(
         tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     ).with_empty_output().build()
-    profile = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(),
-                                            cmd="op", options=options)
+    # The v1 profiler (TensorFlow's only FLOP counter) warns about its own deprecated internals.
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        profile = tf.compat.v1.profiler.profile(graph=graph, run_meta=tf.compat.v1.RunMetadata(),
+                                                cmd="op", options=options)
+    finally:
+        logger.setLevel(level)
     return float(profile.total_float_ops) / float(size * size)
 
 
