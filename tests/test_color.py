@@ -12,6 +12,8 @@ from bfcnn.models.cost import is_bias_free
 
 TINY_GRAY = {"type": "resnet", "channels": 1, "filters": 8, "blocks": 1}
 TINY_OPPONENT = {"type": "opponent", "inner": TINY_GRAY}
+TINY_PYRAMID = {"type": "multiscale", "channels": 1, "levels": 2, "filters": 4, "blocks": 1, "encoder_blocks": 1}
+TINY_GUIDED = {"type": "opponent", "chroma": "guided", "inner": TINY_PYRAMID}
 
 
 def rgb(shape=(2, 9, 7, 3), seed=0):
@@ -123,10 +125,59 @@ def test_a_gray_models_weights_start_an_opponent_model(tmp_path):
     ({"type": "opponent", "inner": TINY_OPPONENT}, "not opponent"),
     ({"type": "opponent", "inner": {"type": "resnet", "filterz": 8}}, "model.inner.filterz"),
     ({"type": "opponent", "inner": "resnet"}, "inner must be the model config"),
+    ({"type": "opponent", "chroma": "separate", "inner": TINY_PYRAMID}, "allowed: 'shared', 'guided'"),
+    ({"type": "opponent", "chroma": "guided", "inner": TINY_GRAY}, "needs a multiscale inner"),
 ])
 def test_bad_opponent_configs_are_named(config, match):
     with pytest.raises(ConfigError, match=match):
         bfcnn.build_model(config)
+
+
+def test_guided_model_denoises_chrominance_with_the_denoised_luminance_as_guide():
+    model = trained_a_little(bfcnn.build_model({**TINY_GUIDED, "chroma_offset": 2.0}))
+    gray, chroma = model.get_layer("gray"), model.get_layer("chroma")
+    assert chroma.input_shape[-1] == 2 and chroma.output_shape[-1] == 1
+    x = rgb((1, 12, 10, 3), seed=3)
+    matrix = np.array(OPPONENT, np.float32)
+    opponent = x @ matrix.T
+    lift = 2.0 * x.mean()
+    luminance = gray(opponent[..., :1], training=False).numpy()
+    chrominance = [chroma(np.concatenate([opponent[..., c:c + 1] + lift, luminance], -1), training=False).numpy()
+                   - lift for c in (1, 2)]
+    expected = np.concatenate([luminance] + chrominance, axis=-1) @ matrix
+    np.testing.assert_allclose(model(x, training=False).numpy(), expected, atol=2e-3)
+
+
+def test_guided_model_is_bias_free_homogeneous_and_saves(tmp_path):
+    model = trained_a_little(bfcnn.build_model(TINY_GUIDED))
+    assert is_bias_free(model)
+    x = rgb((2, 16, 12, 3), seed=4)
+    for a in (0.25, 3.0):
+        np.testing.assert_allclose(model(a * x, training=False).numpy(), a * model(x, training=False).numpy(),
+                                   rtol=1e-4, atol=1e-3 * a)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    np.testing.assert_allclose(loaded(x, training=False).numpy(), model(x, training=False).numpy(), atol=1e-4)
+
+
+def test_a_shared_color_models_weights_start_a_guided_one_that_computes_the_same(tmp_path):
+    from bfcnn.training.loop import load_initial_weights
+
+    shared = trained_a_little(bfcnn.build_model({**TINY_GUIDED, "chroma": "shared"}))
+    shared.save(tmp_path / "shared.keras")
+    guided = bfcnn.build_model(TINY_GUIDED)
+    x = rgb((1, 16, 20, 3), seed=6)
+    assert np.abs(guided(x, training=False).numpy() - shared(x, training=False).numpy()).max() > 1e-2
+    load_initial_weights(guided, tmp_path / "shared.keras")
+    np.testing.assert_allclose(guided(x, training=False).numpy(), shared(x, training=False).numpy(), atol=1e-3)
+    stems = [w for w in guided.get_layer("chroma").weights if "stem" in w.path and w.shape[2] > 1]
+    assert stems and all(np.all(np.array(w)[:, :, -1, :] == 0) for w in stems)  # the guide starts ignored
+    # once trained, a guided model's file starts a guided model as it is (no reseeding)
+    trained = trained_a_little(guided, seed=2)
+    trained.save(tmp_path / "guided.keras")
+    again = bfcnn.build_model(TINY_GUIDED)
+    load_initial_weights(again, tmp_path / "guided.keras")
+    np.testing.assert_allclose(again(x, training=False).numpy(), trained(x, training=False).numpy(), atol=1e-4)
 
 
 def test_color_from_gray_script_prints_a_row_per_denoiser(tmp_path, capsys):

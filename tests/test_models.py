@@ -198,3 +198,30 @@ def test_legacy_multiscale_weights_move_into_todays_graph():
                                rtol=1e-5, atol=1e-3)
     with pytest.raises(ValueError, match="not the same architecture"):
         copy_legacy_weights(build_model({**config, "filters": [4, 8, 16]}), legacy)
+
+
+@pytest.mark.parametrize("pyramid", ["laplacian", "gaussian"])
+def test_a_guided_multiscale_model_reads_its_guide_and_grafts_from_an_unguided_one(pyramid):
+    """`guide_channels`: one more input channel, the same output channels; zero guide kernels = the plain model."""
+    from bfcnn.models.transfer import graft_weights
+
+    config = {"type": "multiscale", "channels": 1, "pyramid": pyramid, "levels": 3, "filters": [4, 6, 8],
+              "blocks": 1, "encoder_blocks": 1}
+    plain = _trained_like(bfcnn.build_model(config))
+    guided = bfcnn.build_model({**config, "guide_channels": 1})
+    assert guided.input_shape[-1] == 2 and guided.output_shape[-1] == 1
+    assert graft_weights(guided, plain) == []
+    x = random_images((2, 20, 24, 1), seed=1)
+    guide = random_images((2, 20, 24, 1), seed=2)
+    both = np.concatenate([x, guide], -1)
+    assert relative_error(np.asarray(guided(both, training=False)), np.asarray(plain(x, training=False))) < 1e-5
+    for w in guided.weights:  # once the guide's kernels are not zero, the guide changes the output
+        if "stem" in w.path and w.shape[2] > 1:
+            w.assign(np.asarray(w) + 0.1)
+    changed = np.concatenate([x, guide[::-1]], -1)
+    assert relative_error(np.asarray(guided(changed, training=False)), np.asarray(guided(both, training=False))) > 1e-3
+    assert is_bias_free(guided)
+    assert relative_error(np.asarray(guided(3 * both, training=False)),
+                          3 * np.asarray(guided(both, training=False))) < 1e-5
+    with pytest.raises(ValueError, match="do not fit"):
+        graft_weights(plain, guided)  # a plain model cannot hold the guide's weights

@@ -16,11 +16,16 @@ PREDICT = ("noise", "image")
 PerLevel = Union[int, Sequence[int]]
 
 
-def image_input(channels: int) -> keras.KerasTensor:
-    """The model input: float32 [B, H, W, channels] on the 0-255 scale, any H, W >= 1."""
+def image_input(channels: int, guide_channels: int = 0) -> keras.KerasTensor:
+    """The model input: float32 [B, H, W, channels + guide_channels] on the 0-255 scale, any H, W >= 1.
+
+    The last `guide_channels` channels, if any, are a guide the model reads but does not denoise.
+    """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (gray) or 3 (RGB), got {channels!r}")
-    return keras.Input(shape=(None, None, channels), dtype="float32", name="image")
+    if isinstance(guide_channels, bool) or not isinstance(guide_channels, int) or guide_channels < 0:
+        raise ValueError(f"guide_channels must be an integer >= 0, got {guide_channels!r}")
+    return keras.Input(shape=(None, None, channels + guide_channels), dtype="float32", name="image")
 
 
 def scale_in(inputs):
@@ -50,7 +55,7 @@ class DenoiserOutput(keras.layers.Layer):
         return image - net if self.predict == "noise" else net
 
     def compute_output_shape(self, input_shape):
-        return input_shape[0]
+        return input_shape[1]
 
     def get_config(self):
         return {**super().get_config(), "predict": self.predict}

@@ -65,8 +65,8 @@ class _Level:
         self.filters = filters
         self.use_bias = use_bias
 
-    def __call__(self, band, context, features, skip=None, level=0):
-        h = self.stem(keras.layers.Concatenate()([band, context]))
+    def __call__(self, band, context, features, skip=None, level=0, guide=None):
+        h = self.stem(keras.layers.Concatenate()([band, context] + ([] if guide is None else [guide])))
         if skip is not None:
             h = h + skip
         if features is not None:
@@ -135,6 +135,7 @@ def build_multiscale(
     sparsity: float = 0.0,
     stochastic_depth: float = 0.0,
     kernel_regularizer: Any = None,
+    guide_channels: int = 0,
     use_bias: bool = False,
     name: str = "multiscale",
 ) -> keras.Model:
@@ -178,11 +179,17 @@ def build_multiscale(
             level's backbone and each encoder level); linear in depth within a stack.
         kernel_regularizer: as in `build_resnet`, for every hidden convolution (stems,
             blocks, the lifts and the encoder's down-sampling), not the heads.
+        guide_channels: channels appended to the input that the model reads but does not
+            denoise (e.g. a denoised luminance guiding a chrominance channel, as in
+            `bfcnn.models.opponent`). They go through the same pyramid, and each level's stem
+            (and encoder stem) reads the guide's band after its own inputs, so a model's
+            weights fit the guided model with zeros for the guide (`graft_weights`). The output
+            has `channels` channels. Guides that scale with the input keep the model homogeneous.
         use_bias: True builds the with-bias twin, a control for experiments.
         name: model name.
 
     Returns:
-        A keras.Model, float32 [B, H, W, channels] 0-255 in and out.
+        A keras.Model, float32 [B, H, W, channels + guide_channels] 0-255 in, [B, H, W, channels] out.
     """
     if pyramid not in PYRAMIDS:
         raise ValueError(f"pyramid={pyramid!r} is not supported; allowed: 'laplacian', 'gaussian'")
@@ -223,7 +230,7 @@ def build_multiscale(
                       n3=dict(n3 or {}) if level in n3_levels else None)
 
     shared_level = make_level("shared", 0) if shared else None
-    inputs = image_input(channels)
+    inputs = image_input(channels, guide_channels)
     x = scale_in(inputs)
     split = (LaplacianPyramid if pyramid == "laplacian" else GaussianPyramid)(levels, dtype="float32",
                                                                               name="pyramid")
@@ -234,19 +241,21 @@ def build_multiscale(
                      stochastic_depth) if any(level_encoder) else [None] * levels
     image, features = None, None
     for level in reversed(range(levels)):
-        band = bands[level]
+        band, guide = bands[level], None
+        if guide_channels:
+            band, guide = band[..., :channels], band[..., channels:]
         if image is None:
             context = ops.zeros_like(band)
         else:
             context = UpsampleLike(dtype="float32", name=f"level{level}_context")([image, band])
         backbone = shared_level or make_level(f"level{level}", level)
         h, out = backbone(band, context, features if pass_features and image is not None else None,
-                          skips[level], level)
+                          skips[level], level, guide)
         out = ops.cast(out, "float32")
         estimate = band - out if predict == "noise" else out
         image = estimate + context if pyramid == "laplacian" else estimate
         features = h
-    outputs = denoiser_head(inputs, image, "image")
+    outputs = denoiser_head(inputs[..., :channels] if guide_channels else inputs, image, "image")
     return keras.Model(inputs, outputs, name=name)
 
 

@@ -8,27 +8,36 @@ every opponent channel, so a blind gray denoiser works unchanged: a gray flagshi
 give a color model before any color training (`train.init_from` accepts a gray `.keras`
 file for this model type), and color training then fine-tunes the shared network.
 
-The channels share no features: what CBM3D takes from the luminance to group the chrominance
-patches, this model does not. It costs three gray passes per pixel.
+With `chroma: shared` the channels share no features: what CBM3D takes from the luminance to
+group the chrominance patches, this model does not. With `chroma: guided` the luminance is
+denoised first, by the gray network, and a second network of the same architecture denoises
+each chrominance channel reading the denoised luminance as a guide (`guide_channels` of
+`build_multiscale`): the edges and textures of the luminance, which has the most signal,
+tell the chrominance where to smooth. It starts as a copy of the gray network that ignores
+its guide (`seed_chroma_from_gray`). Either way it costs three gray passes per pixel.
 """
 
 from typing import Optional
 
 import keras
+from keras import ops
 
 from bfcnn.layers.color import BatchToChannels, ChannelsToBatch, ChromaOffset, OpponentTransform
 from bfcnn.models.common import image_input
+from bfcnn.models.transfer import graft_weights
 
 DEFAULT_INNER = {"type": "multiscale", "channels": 1}
+CHROMA = ("shared", "guided")
 
 
 def build_opponent(
     channels: int = 3,
     inner: Optional[dict] = None,
     chroma_offset: float = 1.0,
+    chroma: str = "shared",
     name: str = "opponent",
 ) -> keras.Model:
-    """Builds a color denoiser that shares one gray network over the opponent channels.
+    """Builds a color denoiser from a gray network run on the opponent channels.
 
     Args:
         channels: 3 (the model is for RGB images).
@@ -36,11 +45,13 @@ def build_opponent(
             default is a default `multiscale` model.
         chroma_offset: the lift of the two chrominance channels, in units of the image's
             mean gray level (it scales with the input, so the model stays homogeneous).
+        chroma: `shared` (one network for the three channels) or `guided` (a second network,
+            guided by the denoised luminance, for the chrominance; needs a `multiscale` inner).
         name: model name.
 
     Returns:
         A keras.Model, float32 [B, H, W, 3] 0-255 in and out, whose layer `gray` is the
-        inner network.
+        inner network (and `chroma` the chrominance network when guided).
     """
     from bfcnn.models.builder import model_builder, resolve_model_config
 
@@ -54,26 +65,60 @@ def build_opponent(
     if inner["channels"] != 1:
         raise ValueError(f"inner.channels must be 1 (the network denoises one channel at a time), "
                          f"got {inner['channels']!r}")
+    if chroma not in CHROMA:
+        raise ValueError(f"chroma={chroma!r} is not supported; allowed: 'shared', 'guided'")
+    if chroma == "guided" and inner.get("type") != "multiscale":
+        raise ValueError(f"chroma='guided' needs a multiscale inner network (it reads a guide), "
+                         f"got type {inner.get('type')!r}")
     resolved = resolve_model_config(inner, where="model.inner")
-    gray = model_builder(resolved.pop("type"))(**resolved, name="gray")
-    return wrap_gray(gray, chroma_offset, name=name)
+    build = model_builder(resolved.pop("type"))
+    gray = build(**resolved, name="gray")
+    chroma_net = build(**{**resolved, "guide_channels": 1}, name="chroma") if chroma == "guided" else None
+    return wrap_gray(gray, chroma_offset, name=name, chroma=chroma_net)
 
 
-def wrap_gray(gray: keras.Model, chroma_offset: float = 1.0, name: str = "opponent") -> keras.Model:
+def wrap_gray(gray: keras.Model, chroma_offset: float = 1.0, name: str = "opponent",
+              chroma: Optional[keras.Model] = None) -> keras.Model:
     """The opponent color model around an existing gray network (its weights shared, not copied).
 
     Args:
         gray: a denoiser of [B, H, W, 1] images, e.g. `bfcnn.load_model("pyramid_gray_m")`.
         chroma_offset: as in `build_opponent`.
         name: model name.
+        chroma: None (`gray` denoises all three channels), or a network of [B, H, W, 2]
+            images (a chrominance channel and the denoised luminance as its guide) to 1 channel.
     """
     if gray.input_shape[-1] != 1:
         raise ValueError(f"the network must take 1 channel, it takes {gray.input_shape[-1]}")
+    if chroma is not None and chroma.input_shape[-1] != 2:
+        raise ValueError(f"the chrominance network must take 2 channels (a channel and its guide), "
+                         f"it takes {chroma.input_shape[-1]}")
     inputs = image_input(3)
     opponent = OpponentTransform(name="to_opponent")(inputs)
     offset = ChromaOffset(chroma_offset, name="chroma_offset")(opponent)
     lifted = keras.layers.Add(dtype="float32", name="lift")([opponent, offset])
-    denoised = BatchToChannels(3, name="unfold")(gray(ChannelsToBatch(name="fold")(lifted)))
+    if chroma is None:
+        denoised = BatchToChannels(3, name="unfold")(gray(ChannelsToBatch(name="fold")(lifted)))
+    else:
+        luminance = ops.cast(gray(lifted[..., :1]), "float32")
+        guide = ChannelsToBatch(name="fold_guide")(keras.layers.Concatenate(name="repeat_guide")([luminance] * 2))
+        folded = ChannelsToBatch(name="fold")(lifted[..., 1:])
+        chrominance = BatchToChannels(2, name="unfold")(chroma(keras.layers.Concatenate(name="guide")([folded, guide])))
+        denoised = keras.layers.Concatenate(name="merge")([luminance, chrominance])
     lowered = keras.layers.Subtract(dtype="float32", name="lower")([denoised, offset])
     outputs = OpponentTransform(inverse=True, name="to_rgb")(lowered)
     return keras.Model(inputs, outputs, name=name)
+
+
+def has_guided_chroma(model: keras.Model) -> bool:
+    """Whether `model` is an opponent model with a guided chrominance network."""
+    return any(layer.name == "chroma" and isinstance(layer, keras.Model) for layer in model.layers)
+
+
+def seed_chroma_from_gray(model: keras.Model) -> None:
+    """Copies the gray network's weights into the chrominance network, with zeros for its guide.
+
+    The chrominance network then denoises as the gray one did, ignoring the luminance, and
+    training teaches it to read the guide (`bfcnn.models.transfer.graft_weights`).
+    """
+    graft_weights(model.get_layer("chroma"), model.get_layer("gray"))

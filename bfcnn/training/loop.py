@@ -42,6 +42,7 @@ from bfcnn.evaluation import center_crop, evaluate_denoiser
 from bfcnn.io import list_images, read_image
 from bfcnn.models.builder import build_model, resolve_model_config
 from bfcnn.models.multiscale import copy_legacy_weights, has_legacy_lifts
+from bfcnn.models.opponent import has_guided_chroma, seed_chroma_from_gray
 from bfcnn.models.transfer import graft_weights
 from bfcnn.training.corruption import corrupt, corrupt_pair
 from bfcnn.training.data import (MAX_CACHE_BYTES, InMemorySampler, load_directory, load_paired_directory,
@@ -152,6 +153,15 @@ def load_initial_weights(model: keras.Model, path) -> None:
         # Keras would load the weights it finds a place for and silently drop the rest.
         raise ConfigError(f"train.init_from={str(path)!r} does not fit the model in model: the file holds "
                           f"{len(source.weights)} weights, the model {len(model.weights)}")
+    _load_weights(model, source, path)
+    if has_guided_chroma(model) and not has_guided_chroma(source):
+        seed_chroma_from_gray(model)
+        log.info("train.init_from: the chrominance network starts from the luminance network's weights, "
+                 "with zeros for its guide")
+
+
+def _load_weights(model: keras.Model, source: keras.Model, path) -> None:
+    """The weights of `source` (read from `path`) into `model`, by whichever rule fits."""
     try:
         model.load_weights(path)
         return
