@@ -74,6 +74,12 @@ def test_chroma_offset_lifts_chrominance_by_the_mean_gray_level_and_scales_with_
     np.testing.assert_allclose(ChromaOffset(1.5)(opponent * 3.0).numpy(), 3 * offset, rtol=1e-5)
 
 
+def assert_homogeneous(model, x):
+    for a in (0.25, 3.0):
+        np.testing.assert_allclose(model(a * x, training=False).numpy(), a * model(x, training=False).numpy(),
+                                   rtol=1e-4, atol=1e-3 * a)
+
+
 def test_opponent_model_is_the_gray_network_on_each_lifted_opponent_channel():
     model = trained_a_little(bfcnn.build_model({**TINY_OPPONENT, "chroma_offset": 2.0}))
     gray = model.get_layer("gray")
@@ -90,9 +96,7 @@ def test_opponent_model_is_bias_free_and_homogeneous():
     model = trained_a_little(bfcnn.build_model(TINY_OPPONENT))
     assert is_bias_free(model)
     x = rgb((2, 16, 12, 3), seed=4)
-    for a in (0.25, 3.0):
-        np.testing.assert_allclose(model(a * x, training=False).numpy(), a * model(x, training=False).numpy(),
-                                   rtol=1e-4, atol=1e-3 * a)
+    assert_homogeneous(model, x)
 
 
 def test_opponent_model_saves_and_loads(tmp_path):
@@ -152,9 +156,7 @@ def test_guided_model_is_bias_free_homogeneous_and_saves(tmp_path):
     model = trained_a_little(bfcnn.build_model(TINY_GUIDED))
     assert is_bias_free(model)
     x = rgb((2, 16, 12, 3), seed=4)
-    for a in (0.25, 3.0):
-        np.testing.assert_allclose(model(a * x, training=False).numpy(), a * model(x, training=False).numpy(),
-                                   rtol=1e-4, atol=1e-3 * a)
+    assert_homogeneous(model, x)
     model.save(tmp_path / "m.keras")
     loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
     np.testing.assert_allclose(loaded(x, training=False).numpy(), model(x, training=False).numpy(), atol=1e-4)
