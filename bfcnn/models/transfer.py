@@ -36,7 +36,7 @@ def graft_weights(model: keras.Model, source: keras.Model) -> List[str]:
             raise ValueError(f"layer {layer.name!r} of {source.name!r} is not in {model.name!r}")
         shapes = [tuple(w.shape) for w in layer.weights]
         expected = [tuple(w.shape) for w in target.weights]
-        if not all(map(_fits, shapes, expected)) or len(shapes) != len(expected):
+        if len(shapes) != len(expected) or not all(map(_fits, shapes, expected)):
             raise ValueError(f"layer {layer.name!r}: weights of shapes {shapes} do not fit {expected}")
         target.set_weights([_grow(np.asarray(w), shape) for w, shape in zip(layer.get_weights(), expected)])
         copied += 1
