@@ -8,6 +8,10 @@ scored on scikit-image's sample photographs (as gray) and on Set12; color models
 sample photographs and McMaster18. A cell is starred where the denoised MAE is above the
 noisy one, which the zoo's models must never do.
 
+A first row, std 0, gives each model's MAE on the clean image itself: how far it moves a
+reference that it reads as noisy (film grain, fine texture). It is not starred (any change
+is above 0), but it is the part of the std-1 error that no noise caused.
+
     python scripts/mae_table.py [--write README.md] [--models NAME ...] [--max-images N]
 
 `--write` replaces the text between the `<!-- mae-table:begin/end -->` markers of the file. The exit
@@ -23,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATASETS = {1: ("skimage", str(ROOT.parent / "shared/datasets/val/Set12")),
             3: ("skimage", str(ROOT.parent / "shared/datasets/val/McMaster18"))}
+CLEAN_ROW = 0.0  # the clean image itself: reported, never starred
 BEGIN, END = "<!-- mae-table:begin -->", "<!-- mae-table:end -->"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc_tables import check_markers, write_measured_table  # noqa: E402  (same folder)
@@ -51,7 +56,7 @@ def measure(names, channels, dataset, max_images):
     files = files[:max_images]
     images = [read_image(f, "gray" if channels == 1 else "rgb") for f in files]
     denoisers = {name: model_denoiser(bfcnn.load_model(name), channels) for name in names}
-    results = evaluate_denoisers(denoisers, images, MAE_SIGMAS, seed=0, metrics=("mae",))
+    results = evaluate_denoisers(denoisers, images, (CLEAN_ROW,) + tuple(MAE_SIGMAS), seed=0, metrics=("mae",))
     table = {sigma: {key: row["mae"] for key, row in rows.items()} for sigma, rows in results.items()}
     return table, len(images)
 
@@ -64,10 +69,11 @@ def markdown(table, names, title) -> tuple:
     for sigma, row in table.items():
         cells = []
         for name in names:
-            bad = row[name] > row["noisy"]
+            bad = sigma != CLEAN_ROW and row[name] > row["noisy"]
             worse += bad
             cells.append(f"{row[name]:.2f}" + (" *" if bad else ""))
-        lines.append(f"| {sigma:g} | {row['noisy']:.2f} | " + " | ".join(cells) + " |")
+        label = "0 (clean input)" if sigma == CLEAN_ROW else f"{sigma:g}"
+        lines.append(f"| {label} | {row['noisy']:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines), worse
 
 
@@ -96,7 +102,9 @@ def main(argv=None) -> int:
         print(f"{worse} cell(s) where a model's MAE is above the noisy image's (starred)", file=sys.stderr)
     if args.write:
         note = ("Noise not clipped, seed 0; denoised images clipped and rounded to uint8, the noisy one "
-                "not rounded; mean over images. A star marks a model worse than its input.")
+                "not rounded; mean over images. A star marks a model worse than its input. The "
+                "std-0 row is each model run on the clean image: what it changes in a reference "
+                "it reads as noisy.")
         command = "python scripts/mae_table.py --write " + args.write
         write_measured_table(Path(args.write), BEGIN, END, "\n\n".join(sections + [note]), command)
     return 1 if worse else 0

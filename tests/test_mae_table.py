@@ -38,3 +38,27 @@ def test_a_file_without_markers_stops_before_measuring(script, tmp_path, monkeyp
     monkeypatch.setattr(script, "measure", lambda *a: pytest.fail("measured before checking the markers"))
     with pytest.raises(SystemExit, match="needs one"):
         script.main(["--models", "resnet_gray_s", "--write", str(readme)])
+
+
+def test_the_clean_input_row_is_labelled_and_never_starred(script):
+    table = {0.0: {"noisy": 0.0, "a": 0.79}, 1.0: {"noisy": 0.80, "a": 1.14}}
+    text, worse = script.markdown(table, ["a"], "title")
+    assert worse == 1
+    lines = text.splitlines()
+    assert lines[4] == "| 0 (clean input) | 0.00 | 0.79 |"
+    assert lines[5] == "| 1 | 0.80 | 1.14 * |"
+
+
+def test_measure_scores_the_clean_image_first(script, monkeypatch):
+    import bfcnn.evaluation
+
+    seen = {}
+
+    def fake(denoisers, images, sigmas, seed, metrics):
+        seen["sigmas"] = tuple(sigmas)
+        return {s: {"noisy": {"mae": s}, **{n: {"mae": s} for n in denoisers}} for s in sigmas}
+
+    monkeypatch.setattr(bfcnn.evaluation, "evaluate_denoisers", fake)
+    table, count = script.measure(["resnet_gray_s"], 1, "skimage", 1)
+    assert seen["sigmas"][0] == script.CLEAN_ROW and seen["sigmas"][1:] == (1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0)
+    assert count == 1 and list(table)[0] == 0.0
