@@ -116,6 +116,17 @@ def restore_latest(run: Path, config):
     return model, int(step.numpy()), float(elapsed.numpy()), latest
 
 
+def evaluate_command(name, directory, sigmas, baselines, max_images=None) -> str:
+    """The `bfcnn.evaluate` command that measures the card's validation table again."""
+    command = (f"python -m bfcnn.evaluate --model {name} --dataset {directory} "
+               f"--sigma {' '.join(f'{s:g}' for s in sigmas)}")
+    if baselines:
+        command += f" --baseline {' '.join(baselines)}"
+    if max_images:
+        command += f" --max-images {max_images}"
+    return command
+
+
 def previous_time(zoo: Path, init_from, _seen=()) -> tuple:
     """Steps and seconds of the training this run was warm-started from (`train.init_from`).
 
@@ -340,9 +351,8 @@ def main(argv=None) -> int:
             "images": len(images),
             "protocol": "datasets/README.md: noise not clipped or rounded, output clipped and rounded, "
                         "PSNR on uint8, mean over images, seed 0",
-            "command": f"python -m bfcnn.evaluate --model {args.name} --dataset "
-                       f"{config.validation.directory} --sigma {' '.join(f'{s:g}' for s in args.sigmas)} "
-                       f"--baseline {' '.join(args.baseline)}",
+            "command": evaluate_command(args.name, config.validation.directory, args.sigmas, args.baseline,
+                                        args.max_images),
             "results": table,
         },
         "speed": speed(model, channels, tflite_path),

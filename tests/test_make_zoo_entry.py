@@ -108,3 +108,11 @@ def test_previous_time_follows_runs_started_from_other_runs(tmp_path):
     b = run("b", str(a), 20, 2.0)
     assert script.previous_time(zoo, str(a)) == (1300, 90.0)
     assert script.previous_time(zoo, str(b)) == (1320, 92.0)
+
+
+def test_the_cards_command_repeats_the_image_count_it_was_measured_on():
+    command = load().evaluate_command("m", "../shared/datasets/val/McMaster18", [15.0, 25.0, 50.0], ["bm3d"], 6)
+    assert command == ("python -m bfcnn.evaluate --model m --dataset ../shared/datasets/val/McMaster18 "
+                       "--sigma 15 25 50 --baseline bm3d --max-images 6")
+    assert "--max-images" not in load().evaluate_command("m", "d", [25.0], ["bm3d"])
+    assert "--baseline" not in load().evaluate_command("m", "d", [25.0], [])
