@@ -39,6 +39,7 @@ setup(
             "bfcnn-export=bfcnn.export:main",
             "bfcnn-denoise=bfcnn.denoise:main",
             "bfcnn-evaluate=bfcnn.evaluate:main",
+            "bfcnn-average=bfcnn.average:main",
         ]
     },
 )
