@@ -63,6 +63,12 @@ def test_card_is_complete_and_checksums_match(name):
     assert card["parameters"] > 0 and card["flops_per_pixel"] > 0
 
 
+@pytest.mark.parametrize("name", [n for n in ZOO if n.endswith("_s")])
+def test_small_models_stay_under_100k_parameters(name):
+    """The `_s` entries are the phone models: at most 100,000 parameters, counted on the loaded model."""
+    assert bfcnn.load_model(name).count_params() <= 100_000
+
+
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_model_meets_the_contract_and_denoises(name, sample_gray, sample_rgb):
     model = bfcnn.load_model(name)
