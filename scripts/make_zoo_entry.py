@@ -5,7 +5,8 @@
     python scripts/make_zoo_entry.py --refresh pyramid_gray_m [resnet_gray_s ...]
 
 The latest checkpoint of the run (not the best-by-validation one, so the validation set
-does not pick the weights) is loaded into a float32 model and written to
+does not pick the weights), or with `--average N` the mean of its last N checkpoints
+(`bfcnn.training.averaging`), is loaded into a float32 model and written to
 `pretrained/<name>.keras` and `pretrained/<name>.tflite`. The card records the
 architecture, the training run (steps and wall time summed over resumed sessions), the
 validation table measured here with `bfcnn.evaluation` on the full validation images
@@ -64,6 +65,8 @@ def parse_args(argv=None):
     parser.add_argument("--baseline", nargs="*", default=["bm3d"], help="baselines run side by side")
     parser.add_argument("--sigmas", nargs="+", type=float, default=[15.0, 25.0, 50.0])
     parser.add_argument("--max-images", type=int, default=None, help="evaluate on the first N images only")
+    parser.add_argument("--average", type=int, default=None, metavar="N",
+                        help="ship the mean weights of the run's last N checkpoints instead of the latest")
     parser.add_argument("--zoo", default=str(ROOT / "pretrained"))
     parser.add_argument("--baselines-only", action="store_true", help="only fill the baseline cache")
     parser.add_argument("--machine", default="2-core x86-64 CPU (AVX512_BF16), no GPU, TensorFlow 2.21")
@@ -114,6 +117,26 @@ def restore_latest(run: Path, config):
         tf.train.Checkpoint(step=step, elapsed=elapsed).restore(latest).expect_partial()
         model = todays_graph(keras.models.load_model(final), config.model)
     return model, int(step.numpy()), float(elapsed.numpy()), latest
+
+
+def restore(run: Path, config, average=None):
+    """`restore_latest`, or with `average` the mean weights of the run's last `average`
+    checkpoints (`bfcnn.training.averaging`); steps and time are the latest checkpoint's either way.
+
+    Returns:
+        (model, steps, seconds, what the card's `checkpoint` says the weights are)
+    """
+    model, steps, seconds, latest = restore_latest(run, config)
+    if not average:
+        return model, steps, seconds, Path(latest).name
+    from bfcnn.errors import ConfigError
+    from bfcnn.training.averaging import average_checkpoints
+
+    try:
+        model, averaged = average_checkpoints(run, average)
+    except ConfigError as error:
+        raise SystemExit(f"error: --average: {error}") from None
+    return model, steps, seconds, f"mean of {len(averaged)} checkpoints, ckpt-{averaged[0]} to ckpt-{averaged[-1]}"
 
 
 def evaluate_command(name, directory, sigmas, baselines, max_images=None) -> str:
@@ -308,7 +331,7 @@ def main(argv=None) -> int:
         baseline_table(args, config, [read_image(f, config.dataset.color) for f in
                                       list_images(config.validation.directory)[: args.max_images]])
         return 0
-    model, steps, seconds, checkpoint = restore_latest(run, config)
+    model, steps, seconds, checkpoint = restore(run, config, args.average)
     channels = config.model.get("channels", 1)
     before_steps, before_seconds = previous_time(zoo, config.train.init_from)
 
@@ -341,7 +364,7 @@ def main(argv=None) -> int:
             "noise": config_to_dict(config)["corruption"],
             "steps": before_steps + steps,
             "wall_time_seconds": round(before_seconds + seconds, 1),
-            "checkpoint": Path(checkpoint).name,
+            "checkpoint": checkpoint,
             "machine": args.machine,
             "precision": config.train.precision,
             "config": config_to_dict(config),

@@ -116,3 +116,35 @@ def test_the_cards_command_repeats_the_image_count_it_was_measured_on():
                        "--sigma 15 25 50 --baseline bm3d --max-images 6")
     assert "--max-images" not in load().evaluate_command("m", "d", [25.0], ["bm3d"])
     assert "--baseline" not in load().evaluate_command("m", "d", [25.0], [])
+
+
+def test_average_ships_the_mean_of_the_last_checkpoints_and_says_so(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from bfcnn.config import config_from_dict
+    from bfcnn.training.averaging import average_checkpoints
+    from bfcnn.training.loop import Trainer
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, size=(32, 32), dtype=np.uint8)).save(images / f"{i}.png")
+    config = config_from_dict({
+        "model": {"type": "resnet", "channels": 1, "filters": 4, "blocks": 1, "batch_norm": False},
+        "dataset": {"inputs": [str(images)], "patch_size": 16, "batch_size": 2},
+        "train": {"steps": 6, "checkpoint_every": 2, "tensorboard": False, "image_summaries_every": 0},
+    }, require_inputs=True)
+    run = tmp_path / "run"
+    Trainer(config, run).run()
+    script = load()
+    _, steps, _, label = script.restore(run, config)
+    assert (steps, label) == (6, "ckpt-6")
+    model, steps, _, label = script.restore(run, config, average=2)
+    assert (steps, label) == (6, "mean of 2 checkpoints, ckpt-4 to ckpt-6")
+    expected, _ = average_checkpoints(run, 2)
+    for a, b in zip(model.get_weights(), expected.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(SystemExit, match="--average: last=5: .* keeps 3 checkpoint"):
+        script.restore(run, config, average=5)
