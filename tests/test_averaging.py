@@ -50,8 +50,10 @@ def _stored_trainable_weights(path):
     return weights
 
 
-def test_list_checkpoints_gives_steps_oldest_first(run_dir):
+def test_list_checkpoints_gives_steps_oldest_first(run_dir, monkeypatch):
     assert [step for step, _ in list_checkpoints(run_dir)] == [4, 8, 12]
+    monkeypatch.chdir(run_dir.parent)  # a directory named relative to the working directory
+    assert [step for step, _ in list_checkpoints(run_dir.name)] == [4, 8, 12]
 
 
 def test_the_newest_checkpoint_alone_is_the_final_model(run_dir):

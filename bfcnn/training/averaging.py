@@ -37,8 +37,9 @@ def list_checkpoints(model_directory) -> List[Tuple[int, str]]:
     paths = list(state.all_model_checkpoint_paths) if state is not None else []
     found = []
     for path in paths:
-        if not Path(path).is_absolute():
-            path = str(ckpt_dir / path)
+        # The trainer's checkpoints all live in ckpt_dir; the state file may name them relative
+        # to it, to the working directory or absolutely.
+        path = str(ckpt_dir / Path(path).name)
         match = _STEP.search(path)
         if match and Path(path + ".index").exists():
             found.append((int(match.group(1)), path))
