@@ -170,12 +170,27 @@ def previous_time(zoo: Path, init_from, _seen=()) -> tuple:
     if path.name == "model.keras" and (run / "summary.json").exists() and (run / "config.yaml").exists():
         if run in _seen:
             raise SystemExit(f"error: train.init_from loops back to {run}")
-        from bfcnn.config import load_config
+        from bfcnn.config import config_to_dict, load_config
 
+        config = load_config(run / "config.yaml")
+        shipped = card_of_run(zoo, config_to_dict(config))
+        if shipped is not None:
+            # That run is a zoo entry already, whose card counts it and all it started from;
+            # going on down the chain would meet that entry's file, rewritten since, and count twice.
+            return shipped["training"]["steps"], shipped["training"]["wall_time_seconds"]
         summary = json.loads((run / "summary.json").read_text())
-        steps, seconds = previous_time(zoo, load_config(run / "config.yaml").train.init_from, (*_seen, run))
+        steps, seconds = previous_time(zoo, config.train.init_from, (*_seen, run))
         return steps + int(summary["steps"]), seconds + float(summary["elapsed_seconds"])
     return 0, 0.0
+
+
+def card_of_run(zoo: Path, config: dict):
+    """The zoo card made from a run of this exact resolved config (`training.config`), if any."""
+    for card_path in sorted(zoo.glob("*.json")):
+        card = json.loads(card_path.read_text())
+        if card.get("training", {}).get("config") == config:
+            return card
+    return None
 
 
 def speed(model, channels: int, tflite_path: Path) -> dict:

@@ -110,6 +110,38 @@ def test_previous_time_follows_runs_started_from_other_runs(tmp_path):
     assert script.previous_time(zoo, str(b)) == (1320, 92.0)
 
 
+def test_previous_time_stops_at_a_run_that_is_the_zoo_entry_now(tmp_path):
+    """entry (1000 steps) -> run a -> run b, b shipped as the entry (1320 steps) -> run c from b:
+    the entry's card already counts a and b, so c starts from 1320, not 1320 + 320."""
+    import yaml
+
+    from bfcnn.config import config_to_dict, load_config
+
+    script = load()
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "color.json").write_text(json.dumps({"training": {"steps": 1000, "wall_time_seconds": 60.0}}))
+
+    def run(name, init_from, steps, seconds):
+        directory = tmp_path / name
+        directory.mkdir()
+        config = {"model": {"type": "resnet", "channels": 1},
+                  "dataset": {"inputs": [{"directory": str(tmp_path)}]},
+                  "train": {"init_from": init_from}}
+        (directory / "config.yaml").write_text(yaml.safe_dump(config))
+        (directory / "summary.json").write_text(json.dumps({"steps": steps, "elapsed_seconds": seconds}))
+        return directory / "model.keras"
+
+    a = run("a", str(zoo / "color.keras"), 300, 30.0)
+    b = run("b", str(a), 20, 2.0)
+    assert script.previous_time(zoo, str(b)) == (1320, 92.0)
+    # b is shipped: the entry's card is rewritten with b's config and the totals above.
+    config_b = config_to_dict(load_config(b.parent / "config.yaml"))
+    (zoo / "color.json").write_text(json.dumps({"training": {"steps": 1320, "wall_time_seconds": 92.0,
+                                                             "config": config_b}}))
+    assert script.previous_time(zoo, str(b)) == (1320, 92.0)
+
+
 def test_the_cards_command_repeats_the_image_count_it_was_measured_on():
     command = load().evaluate_command("m", "../shared/datasets/val/McMaster18", [15.0, 25.0, 50.0], ["bm3d"], 6)
     assert command == ("python -m bfcnn.evaluate --model m --dataset ../shared/datasets/val/McMaster18 "
