@@ -85,27 +85,29 @@ def test_an_opponent_models_papers_include_its_gray_networks():
     assert script.paper_of({"type": "resnet"}) == script.PAPERS["resnet"]
 
 
-def test_previous_time_follows_runs_started_from_other_runs(tmp_path):
-    """zoo entry -> run a (init_from the entry) -> run b (init_from a's model.keras): all counted."""
+def fake_run(tmp_path, name, init_from, steps, seconds):
+    """A run directory with a config and a summary only: `previous_time` reads no weights."""
     import yaml
 
+    directory = tmp_path / name
+    directory.mkdir()
+    config = {"model": {"type": "resnet", "channels": 1},
+              "dataset": {"inputs": [{"directory": str(tmp_path)}]},
+              "train": {"init_from": init_from}}
+    (directory / "config.yaml").write_text(yaml.safe_dump(config))
+    (directory / "summary.json").write_text(json.dumps({"steps": steps, "elapsed_seconds": seconds}))
+    return directory / "model.keras"
+
+
+def test_previous_time_follows_runs_started_from_other_runs(tmp_path):
+    """zoo entry -> run a (init_from the entry) -> run b (init_from a's model.keras): all counted."""
     script = load()
     zoo = tmp_path / "zoo"
     zoo.mkdir()
     (zoo / "gray.json").write_text(json.dumps({"training": {"steps": 1000, "wall_time_seconds": 60.0}}))
 
-    def run(name, init_from, steps, seconds):
-        directory = tmp_path / name
-        directory.mkdir()
-        config = {"model": {"type": "resnet", "channels": 1},
-                  "dataset": {"inputs": [{"directory": str(tmp_path)}]},
-                  "train": {"init_from": init_from}}
-        (directory / "config.yaml").write_text(yaml.safe_dump(config))
-        (directory / "summary.json").write_text(json.dumps({"steps": steps, "elapsed_seconds": seconds}))
-        return directory / "model.keras"
-
-    a = run("a", str(zoo / "gray.keras"), 300, 30.0)
-    b = run("b", str(a), 20, 2.0)
+    a = fake_run(tmp_path, "a", str(zoo / "gray.keras"), 300, 30.0)
+    b = fake_run(tmp_path, "b", str(a), 20, 2.0)
     assert script.previous_time(zoo, str(a)) == (1300, 90.0)
     assert script.previous_time(zoo, str(b)) == (1320, 92.0)
 
@@ -113,8 +115,6 @@ def test_previous_time_follows_runs_started_from_other_runs(tmp_path):
 def test_previous_time_stops_at_a_run_that_is_the_zoo_entry_now(tmp_path):
     """entry (1000 steps) -> run a -> run b, b shipped as the entry (1320 steps) -> run c from b:
     the entry's card already counts a and b, so c starts from 1320, not 1320 + 320."""
-    import yaml
-
     from bfcnn.config import config_to_dict, load_config
 
     script = load()
@@ -122,18 +122,8 @@ def test_previous_time_stops_at_a_run_that_is_the_zoo_entry_now(tmp_path):
     zoo.mkdir()
     (zoo / "color.json").write_text(json.dumps({"training": {"steps": 1000, "wall_time_seconds": 60.0}}))
 
-    def run(name, init_from, steps, seconds):
-        directory = tmp_path / name
-        directory.mkdir()
-        config = {"model": {"type": "resnet", "channels": 1},
-                  "dataset": {"inputs": [{"directory": str(tmp_path)}]},
-                  "train": {"init_from": init_from}}
-        (directory / "config.yaml").write_text(yaml.safe_dump(config))
-        (directory / "summary.json").write_text(json.dumps({"steps": steps, "elapsed_seconds": seconds}))
-        return directory / "model.keras"
-
-    a = run("a", str(zoo / "color.keras"), 300, 30.0)
-    b = run("b", str(a), 20, 2.0)
+    a = fake_run(tmp_path, "a", str(zoo / "color.keras"), 300, 30.0)
+    b = fake_run(tmp_path, "b", str(a), 20, 2.0)
     assert script.previous_time(zoo, str(b)) == (1320, 92.0)
     # b is shipped: the entry's card is rewritten with b's config and the totals above.
     config_b = config_to_dict(load_config(b.parent / "config.yaml"))
