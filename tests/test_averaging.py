@@ -87,6 +87,20 @@ def test_a_count_outside_the_kept_checkpoints_names_the_allowed_range(run_dir, l
         average_checkpoints(run_dir, last=last)
 
 
+def test_checkpoints_of_another_architecture_are_refused(run_dir, tmp_path):
+    import shutil
+
+    import yaml
+
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    config["model"]["filters"] = 12
+    (other / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="does not hold every weight of the model"):
+        average_checkpoints(other)
+
+
 def test_a_directory_without_checkpoints_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="holds no training checkpoints"):
         average_checkpoints(tmp_path)

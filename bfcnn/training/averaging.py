@@ -89,7 +89,11 @@ def average_checkpoints(model_directory, last: Optional[int] = None) -> Tuple[ke
     total = None
     for _, path in chosen:
         # Every weight of the model must come from the checkpoint (the optimizer's state is left out).
-        tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+        try:
+            tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+        except (AssertionError, ValueError) as error:
+            raise ConfigError(f"{path} does not hold every weight of the model {config_path} builds (was the "
+                              f"architecture or bfcnn changed since?): {str(error)[:300]}") from None
         values = [np.asarray(v, dtype=np.float64) if f else None for v, f in zip(model.get_weights(), floating)]
         total = values if total is None else [t + v if f else None for t, v, f in zip(total, values, floating)]
     newest = model.get_weights()
