@@ -87,6 +87,16 @@ def todays_graph(model, architecture):
     return copy_legacy_weights(build_model(architecture), model)
 
 
+def checkpoint_clock(checkpoint) -> tuple:
+    """The step and elapsed seconds a training checkpoint stores (nothing else is read)."""
+    import tensorflow as tf
+
+    step = tf.Variable(0, dtype=tf.int64)
+    elapsed = tf.Variable(0.0, dtype=tf.float64)
+    tf.train.Checkpoint(step=step, elapsed=elapsed).restore(str(checkpoint)).expect_partial()
+    return int(step.numpy()), float(elapsed.numpy())
+
+
 def restore_latest(run: Path, config):
     """A float32 model with the run's latest checkpoint, plus its step and elapsed seconds.
 
@@ -100,23 +110,19 @@ def restore_latest(run: Path, config):
 
     keras.mixed_precision.set_global_policy("float32")
     model = build_model(config.model)
-    step = tf.Variable(0, dtype=tf.int64)
-    elapsed = tf.Variable(0.0, dtype=tf.float64)
     latest = tf.train.latest_checkpoint(str(run / "checkpoints"))
     if latest is None:
         raise SystemExit(f"no checkpoint in {run / 'checkpoints'}")
     try:
         # (The optimizer's state is in the checkpoint too, and not needed: only the model must match.)
-        status = tf.train.Checkpoint(model=model, step=step, elapsed=elapsed).restore(latest)
-        status.expect_partial().assert_existing_objects_matched()
+        tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError):
         final = run / "model.keras"
         if not final.exists():
             raise SystemExit(f"error: {latest} does not fit today's {config.model['type']} graph, and "
                              f"{final} (to convert) is missing") from None
-        tf.train.Checkpoint(step=step, elapsed=elapsed).restore(latest).expect_partial()
         model = todays_graph(keras.models.load_model(final), config.model)
-    return model, int(step.numpy()), float(elapsed.numpy()), latest
+    return (model, *checkpoint_clock(latest), latest)
 
 
 def restore(run: Path, config, average=None):
@@ -126,16 +132,17 @@ def restore(run: Path, config, average=None):
     Returns:
         (model, steps, seconds, what the card's `checkpoint` says the weights are)
     """
-    model, steps, seconds, latest = restore_latest(run, config)
     if not average:
+        model, steps, seconds, latest = restore_latest(run, config)
         return model, steps, seconds, Path(latest).name
     from bfcnn.errors import ConfigError
-    from bfcnn.training.averaging import average_checkpoints
+    from bfcnn.training.averaging import average_checkpoints, list_checkpoints
 
     try:
         model, averaged = average_checkpoints(run, average)
     except ConfigError as error:
         raise SystemExit(f"error: --average: {error}") from None
+    steps, seconds = checkpoint_clock(list_checkpoints(run)[-1][1])
     return model, steps, seconds, f"mean of {len(averaged)} checkpoints, ckpt-{averaged[0]} to ckpt-{averaged[-1]}"
 
 
