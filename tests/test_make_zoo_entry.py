@@ -99,15 +99,20 @@ def fake_run(tmp_path, name, init_from, steps, seconds):
     return directory / "model.keras"
 
 
+def entry_and_two_runs(tmp_path, name):
+    """A zoo entry `name` (1000 steps, 60 s), run a from it (300, 30 s), run b from a (20, 2 s)."""
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / f"{name}.json").write_text(json.dumps({"training": {"steps": 1000, "wall_time_seconds": 60.0}}))
+    a = fake_run(tmp_path, "a", str(zoo / f"{name}.keras"), 300, 30.0)
+    b = fake_run(tmp_path, "b", str(a), 20, 2.0)
+    return zoo, a, b
+
+
 def test_previous_time_follows_runs_started_from_other_runs(tmp_path):
     """zoo entry -> run a (init_from the entry) -> run b (init_from a's model.keras): all counted."""
     script = load()
-    zoo = tmp_path / "zoo"
-    zoo.mkdir()
-    (zoo / "gray.json").write_text(json.dumps({"training": {"steps": 1000, "wall_time_seconds": 60.0}}))
-
-    a = fake_run(tmp_path, "a", str(zoo / "gray.keras"), 300, 30.0)
-    b = fake_run(tmp_path, "b", str(a), 20, 2.0)
+    zoo, a, b = entry_and_two_runs(tmp_path, "gray")
     assert script.previous_time(zoo, str(a)) == (1300, 90.0)
     assert script.previous_time(zoo, str(b)) == (1320, 92.0)
 
@@ -118,12 +123,7 @@ def test_previous_time_stops_at_a_run_that_is_the_zoo_entry_now(tmp_path):
     from bfcnn.config import config_to_dict, load_config
 
     script = load()
-    zoo = tmp_path / "zoo"
-    zoo.mkdir()
-    (zoo / "color.json").write_text(json.dumps({"training": {"steps": 1000, "wall_time_seconds": 60.0}}))
-
-    a = fake_run(tmp_path, "a", str(zoo / "color.keras"), 300, 30.0)
-    b = fake_run(tmp_path, "b", str(a), 20, 2.0)
+    zoo, a, b = entry_and_two_runs(tmp_path, "color")
     assert script.previous_time(zoo, str(b)) == (1320, 92.0)
     # b is shipped: the entry's card is rewritten with b's config and the totals above.
     config_b = config_to_dict(load_config(b.parent / "config.yaml"))
