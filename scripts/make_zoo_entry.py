@@ -191,6 +191,28 @@ def previous_time(zoo: Path, init_from, _seen=()) -> tuple:
     return 0, 0.0
 
 
+def training_totals(zoo: Path, name: str, config: dict, init_from, steps: int, seconds: float,
+                    checkpoint: str) -> tuple:
+    """Total steps and seconds of a run shipped as `name`: what it started from, plus its own.
+
+    Shipping again the run that entry `name` holds (a new card for the same training) keeps
+    the card's count of what came before: the run's chain of starts would otherwise reach the
+    entry's own file, whose card counts this run already. `config` is the run's resolved
+    config (`config_to_dict`), `checkpoint` the checkpoint shipped.
+    """
+    card_path = zoo / f"{name}.json"
+    old = json.loads(card_path.read_text()).get("training", {}) if card_path.exists() else {}
+    if old and old.get("config") == config:
+        if "run_steps" in old:
+            return old["steps"] - old["run_steps"] + steps, old["wall_time_seconds"] - old["run_seconds"] + seconds
+        if old.get("checkpoint") == checkpoint:  # a card from before run_steps: the same weights
+            return old["steps"], old["wall_time_seconds"]
+        raise SystemExit(f"error: {card_path} holds this run at {old.get('checkpoint')}, now {checkpoint}, and "
+                         "does not say how many of its steps were this run's; edit its training.steps by hand")
+    before_steps, before_seconds = previous_time(zoo, init_from)
+    return before_steps + steps, before_seconds + seconds
+
+
 def card_of_run(zoo: Path, config: dict):
     """The zoo card made from a run of this exact resolved config (`training.config`), if any."""
     for card_path in sorted(zoo.glob("*.json")):
@@ -271,6 +293,31 @@ def file_entries(keras_path: Path, tflite_path: Path) -> dict:
 
     return {kind: {"path": path.name, "sha256": sha256(path), "bytes": path.stat().st_size}
             for kind, path in (("keras", keras_path), ("tflite", tflite_path))}
+
+
+def same_model_file(model, keras_path: Path) -> bool:
+    """Whether `keras_path` already holds `model`: the same config and bit-identical weights.
+
+    Saving writes a new file each time (the archive records object ids), so a card written
+    again for the same weights keeps the old file rather than adding a copy to the history.
+    """
+    import keras
+    import numpy as np
+
+    import bfcnn.models  # noqa: F401  (registers the layers the file names)
+
+    if not keras_path.exists():
+        return False
+    try:
+        existing = keras.models.load_model(keras_path, compile=False)
+    except Exception:  # an unreadable file is replaced
+        return False
+    old, new = existing.get_weights(), model.get_weights()
+    def plain(config):  # tuples and lists alike, as in the file
+        return json.loads(json.dumps(config, default=str))
+
+    return (plain(existing.get_config()) == plain(model.get_config()) and len(old) == len(new)
+            and all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(old, new)))
 
 
 def write_tflite(model, tflite_path: Path) -> None:
@@ -355,10 +402,14 @@ def main(argv=None) -> int:
         return 0
     model, steps, seconds, checkpoint = restore(run, config, args.average)
     channels = config.model.get("channels", 1)
-    before_steps, before_seconds = previous_time(zoo, config.train.init_from)
+    total_steps, total_seconds = training_totals(zoo, args.name, config_to_dict(config), config.train.init_from,
+                                                 steps, seconds, checkpoint)
 
     keras_path, tflite_path = zoo / f"{args.name}.keras", zoo / f"{args.name}.tflite"
-    atomic_save_model(model, keras_path)
+    if same_model_file(model, keras_path):
+        print(f"{keras_path} already holds these weights; kept")
+    else:
+        atomic_save_model(model, keras_path)
     write_tflite(model, tflite_path)
 
     color = config.dataset.color
@@ -384,8 +435,10 @@ def main(argv=None) -> int:
         "training": {
             "data": [s.directory or str(s) for s in config.dataset.inputs],
             "noise": config_to_dict(config)["corruption"],
-            "steps": before_steps + steps,
-            "wall_time_seconds": round(before_seconds + seconds, 1),
+            "steps": total_steps,
+            "wall_time_seconds": round(total_seconds, 1),
+            "run_steps": steps,
+            "run_seconds": round(seconds, 1),
             "checkpoint": checkpoint,
             "machine": args.machine,
             "precision": config.train.precision,

@@ -132,6 +132,32 @@ def test_previous_time_stops_at_a_run_that_is_the_zoo_entry_now(tmp_path):
     assert script.previous_time(zoo, str(b)) == (1320, 92.0)
 
 
+def test_shipping_the_entrys_own_run_again_keeps_its_totals(tmp_path):
+    """entry (1000 steps) -> run a -> run b, b shipped as the entry: a new card for b (say on more
+    images) keeps 1320 steps; b resumed to 50 steps of its own counts 1350; the card of b is not
+    taken for another run's."""
+    from bfcnn.config import config_to_dict, load_config
+
+    script = load()
+    zoo, a, b = entry_and_two_runs(tmp_path, "color")
+    config_b = config_to_dict(load_config(b.parent / "config.yaml"))
+    card = {"training": {"steps": 1320, "wall_time_seconds": 92.0, "run_steps": 20, "run_seconds": 2.0,
+                         "checkpoint": "ckpt-1", "config": config_b}}
+    (zoo / "color.json").write_text(json.dumps(card))
+    init_from = str(a)
+    assert script.training_totals(zoo, "color", config_b, init_from, 20, 2.0, "ckpt-1") == (1320, 92.0)
+    assert script.training_totals(zoo, "color", config_b, init_from, 50, 5.0, "ckpt-2") == (1350, 95.0)
+    # A card written before run_steps existed: the same checkpoint keeps its totals; another is an error.
+    del card["training"]["run_steps"], card["training"]["run_seconds"]
+    (zoo / "color.json").write_text(json.dumps(card))
+    assert script.training_totals(zoo, "color", config_b, init_from, 20, 2.0, "ckpt-1") == (1320, 92.0)
+    with pytest.raises(SystemExit, match="ckpt-1, now ckpt-2"):
+        script.training_totals(zoo, "color", config_b, init_from, 50, 5.0, "ckpt-2")
+    # Another run shipped as the entry counts what it started from, not the card's totals.
+    config_a = config_to_dict(load_config(a.parent / "config.yaml"))
+    assert script.training_totals(zoo, "color", config_a, str(zoo / "gray.keras"), 300, 30.0, "ckpt-1") == (300, 30.0)
+
+
 def test_the_cards_command_repeats_the_image_count_it_was_measured_on():
     command = load().evaluate_command("m", "../shared/datasets/val/McMaster18", [15.0, 25.0, 50.0], ["bm3d"], 6)
     assert command == ("python -m bfcnn.evaluate --model m --dataset ../shared/datasets/val/McMaster18 "
@@ -170,3 +196,23 @@ def test_average_ships_the_mean_of_the_last_checkpoints_and_says_so(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(SystemExit, match="--average: last=5: .* keeps 3 checkpoint"):
         script.restore(run, config, average=5)
+
+
+def test_a_file_with_the_same_weights_is_kept_and_any_change_is_not(tmp_path):
+    import keras
+
+    script = load()
+    model = bfcnn.build_model({"type": "multiscale", "channels": 1, "levels": 2, "filters": 4, "blocks": 1})
+    path = tmp_path / "m.keras"
+    assert not script.same_model_file(model, path)  # no file yet
+    model.save(path)
+    reloaded = keras.models.load_model(path, compile=False)
+    assert script.same_model_file(reloaded, path)
+    weights = reloaded.get_weights()
+    weights[0] = weights[0] + 1e-7
+    reloaded.set_weights(weights)
+    assert not script.same_model_file(reloaded, path)
+    other = bfcnn.build_model({"type": "multiscale", "channels": 1, "levels": 2, "filters": 8, "blocks": 1})
+    assert not script.same_model_file(other, path)
+    path.write_bytes(b"not a keras file")
+    assert not script.same_model_file(model, path)
