@@ -240,6 +240,27 @@ def format_table(results: Dict[float, Dict[str, dict]], labels: Dict[str, str], 
     return "\n".join(lines)
 
 
+def format_paired(results: Dict[float, Dict[str, dict]], labels: Dict[str, str], reference: str) -> str:
+    """Lines 'model - other' per sigma: mean PSNR difference, its standard error, images won.
+
+    Args:
+        results: `bfcnn.evaluation.evaluate_denoisers` output with per-image PSNR.
+        labels: method key -> label; every method but `reference` is compared with it.
+        reference: the key the others are compared with (the model).
+    """
+    from bfcnn.evaluation import paired_difference
+
+    lines = []
+    for key, label in labels.items():
+        if key == reference:
+            continue
+        for sigma, entry in results.items():
+            d = paired_difference(entry[reference]["per_image"]["psnr"], entry[key]["per_image"]["psnr"])
+            lines.append(f"{labels[reference]} - {label} at sigma {sigma:g}: {d['mean']:+.3f} dB PSNR "
+                         f"(standard error {d['standard_error']:.3f}; better on {d['better']} of {d['images']} images)")
+    return "\n".join(lines)
+
+
 def _json_safe(value):
     """Non-finite floats (an exact estimate's PSNR is inf) become None: strict JSON has no inf."""
     if isinstance(value, float):
@@ -337,6 +358,8 @@ def main(argv=None) -> int:
     print(f"{args.dataset}: {len(images)} images ({color}), model {model_label}, seed {args.seed}; "
           f"{what}, mean over images; s/img = seconds per image")
     print(format_table(results, labels, args.metric))
+    if args.metric == "psnr" and len(labels) > 1:
+        print(format_paired(results, labels, MODEL_KEY))
     if args.out:
         write_json(args.out, {
             "model": str(args.model), "dataset": str(args.dataset), "color": color, "metric": args.metric,

@@ -50,6 +50,7 @@ def test_cli_prints_the_table_writes_json_and_images(tiny, tmp_path, capsys):
     rows = [line for line in captured.out.splitlines() if line.startswith("|") and line[2:].lstrip()[:1].isdigit()]
     assert [row.split("|")[1].strip() for row in rows] == ["15", "25"]
     assert "2/2" not in captured.out and "4/4" in captured.err  # the progress bar goes to stderr
+    assert "tiny - nlm at sigma 25: " in captured.out and "of 2 images)" in captured.out
 
     result = json.loads(out.read_text())
     assert result["images"] == ["a.png", "sub/b.png"] and result["color"] == "gray"
@@ -174,3 +175,42 @@ def test_cli_ensemble_adds_an_x8_row_next_to_the_model(tiny, tmp_path, capsys):
     entry = json.loads(out.read_text())["results"]["25"]
     assert set(entry) == {"noisy", "model", "model_x8"}
     assert entry["model_x8"]["psnr"] != entry["model"]["psnr"]  # an untrained model is not rotation invariant
+
+
+def test_paired_difference_mean_standard_error_and_wins():
+    from bfcnn.evaluation import paired_difference
+
+    d = paired_difference([30.0, 31.0, 29.0, 33.0], [29.5, 31.5, 28.0, 32.0])  # differences .5 -.5 1 1
+    assert d["mean"] == pytest.approx(0.5) and d["better"] == 3 and d["images"] == 4
+    assert d["standard_error"] == pytest.approx(np.std([0.5, -0.5, 1, 1], ddof=1) / 2)
+    assert paired_difference([1.0], [2.0]) == {"mean": -1.0, "standard_error": 0.0, "better": 0, "images": 1}
+    with pytest.raises(ValueError, match="equally long"):
+        paired_difference([1.0, 2.0], [1.0])
+
+
+def test_results_table_merges_one_file_per_sigma_and_refuses_mixed_ones(tiny, tmp_path, capsys):
+    from conftest import load_script
+
+    model, images = tiny
+    outs = []
+    for sigma in ("15", "25"):
+        outs.append(tmp_path / f"r{sigma}.json")
+        assert evaluate.main(["--model", str(model), "--dataset", str(images), "--sigma", sigma,
+                              "--baseline", "nlm", "--out", str(outs[-1])]) == 0
+    capsys.readouterr()
+    script = load_script("scripts/results_table.py")
+    assert script.main([str(o) for o in outs]) == 0
+    printed = capsys.readouterr().out
+    rows = [line.split("|")[1].strip() for line in printed.splitlines() if line.startswith("|") and line[2:].lstrip()[:1].isdigit()]
+    assert rows == ["15", "25"]
+    single = json.loads(outs[1].read_text())["results"]["25"]
+    assert f"{single['model']['psnr']:.2f}" in [c.strip() for c in printed.splitlines()[-3].split("|")]
+    assert "tiny - nlm at sigma 15: " in printed and "tiny - nlm at sigma 25: " in printed
+
+    other = json.loads(outs[1].read_text())
+    other["seed"] = 1
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert script.main([str(outs[0]), str(tmp_path / "other.json")]) == 2
+    assert "differ in 'seed'" in capsys.readouterr().err
+    assert script.main([str(outs[0]), str(outs[0])]) == 2
+    assert "more than one file" in capsys.readouterr().err
