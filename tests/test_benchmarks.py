@@ -50,3 +50,26 @@ def test_bench_training_prints_a_row_per_precision():
     for row in rows:
         assert float(row[3]) > 0 and float(row[5]) > 0  # steps/s and GFLOP/s
     assert rows[0][6].strip() == "1.00x"
+
+
+@pytest.mark.slow
+def test_bench_opponent_fold_times_both_graphs_in_both_engines():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_opponent_fold.py"), "--model",
+                           "resnet_color_s", "--size", "48", "--runs", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ") and "ms / MP" not in line]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [
+        ("batch of 3 (as shipped)", "Keras graph"), ("batch of 3 (as shipped)", "TFLite fp32"),
+        ("3 passes of batch 1", "Keras graph"), ("3 passes of batch 1", "TFLite fp32")]
+    assert all(float(r[2]) > 0 for r in rows)
+    # The two graphs are the same map: every output within float rounding of the first.
+    differences = [float(line.rsplit(" ", 1)[1]) for line in done.stderr.splitlines() if "max |difference|" in line]
+    assert len(differences) == 4 and max(differences) < 1e-2
+
+
+def test_bench_opponent_fold_refuses_a_gray_model():
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_opponent_fold.py"), "--model",
+                           "resnet_gray_s", "--size", "16", "--runs", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 2 and "not an opponent model" in done.stderr

@@ -1,0 +1,102 @@
+"""Does the opponent color model's batch fold slow its TFLite file down? Keras against LiteRT, two graphs.
+
+An opponent model (`bfcnn.models.opponent`) folds its three channels into the batch and runs
+its gray network once on a batch of three. This times that graph against one with the same
+weights that runs the gray network three times on batches of one, each in Keras (graph mode)
+and in LiteRT (XNNPACK, converted with `bfcnn.export.to_tflite`), in interleaved rounds on one
+noisy image, and prints the median ms per megapixel and TFLite / Keras for each graph.
+
+    python benchmarks/bench_opponent_fold.py --model pyramid_color_m --size 512 --runs 7
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+
+def three_passes(folded):
+    """The opponent model `folded` with its gray network called once per channel (same weights)."""
+    import keras
+
+    from bfcnn.layers.color import ChromaOffset, OpponentTransform
+    from bfcnn.models.common import image_input
+
+    gray = folded.get_layer("gray")
+    offset_layer = folded.get_layer("chroma_offset")
+    inputs = image_input(3)
+    opponent = OpponentTransform(name="to_opponent")(inputs)
+    offset = ChromaOffset(offset_layer.scale, name="chroma_offset")(opponent)
+    lifted = keras.layers.Add(dtype="float32", name="lift")([opponent, offset])
+    passes = [keras.ops.cast(gray(lifted[..., c:c + 1]), "float32") for c in range(3)]
+    denoised = keras.layers.Concatenate(name="merge")(passes)
+    lowered = keras.layers.Subtract(dtype="float32", name="lower")([denoised, offset])
+    return keras.Model(inputs, OpponentTransform(inverse=True, name="to_rgb")(lowered), name="three_passes")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="pyramid_color_m", help="an opponent zoo model or .keras file")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=None, help="LiteRT threads (default: the cores)")
+    args = parser.parse_args(argv)
+
+    import tensorflow as tf
+
+    import bfcnn
+    from bfcnn.export import to_tflite
+    from bfcnn.lite import TFLiteDenoiser
+
+    folded = bfcnn.load_model(args.model)
+    if not any(layer.name == "gray" for layer in folded.layers):
+        print(f"error: {args.model!r} is not an opponent model (no layer 'gray')", file=sys.stderr)
+        return 2
+    graphs = {"batch of 3 (as shipped)": folded, "3 passes of batch 1": three_passes(folded)}
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.uniform(0, 255, (1, args.size, args.size, 3)) + 25 * rng.standard_normal(
+        (1, args.size, args.size, 3)), 0, 255).astype(np.float32)
+    engines, reference = {}, None
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, model in graphs.items():
+            infer = tf.function(lambda x, m=model: m(x, training=False),
+                                input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+            path = Path(tmp) / f"{len(engines)}.tflite"
+            path.write_bytes(to_tflite(model))
+            lite = TFLiteDenoiser(path, num_threads=args.threads)
+            engines[(label, "Keras graph")] = lambda f=infer: f(image).numpy()
+            engines[(label, "TFLite fp32")] = lambda lite=lite: lite(image)
+        for key, run in engines.items():
+            out = run()
+            reference = out if reference is None else reference
+            print(f"{key[0]}, {key[1]}: max |difference| to the first {float(np.abs(out - reference).max()):.1e}",
+                  file=sys.stderr)
+        times = {key: [] for key in engines}
+        load = os.getloadavg()[0]
+        for _ in range(args.runs):
+            for key, run in engines.items():
+                start = time.perf_counter()
+                run()
+                times[key].append(time.perf_counter() - start)
+    megapixels = args.size * args.size / 1e6
+    ms = {key: 1000 * statistics.median(t) / megapixels for key, t in times.items()}
+    print(f"{args.model}, {args.size}x{args.size} image, median of {args.runs} interleaved runs, "
+          f"LiteRT {args.threads or 'default'} threads, 1-minute load average {load:.1f} at the start\n")
+    print("| graph | engine | ms / MP | TFLite / Keras |")
+    print("|---|---|---:|---:|")
+    for (label, engine), value in ms.items():
+        ratio = f"{value / ms[(label, 'Keras graph')]:.2f}" if engine != "Keras graph" else "-"
+        print(f"| {label} | {engine} | {value:.0f} | {ratio} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
