@@ -9,11 +9,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def bench(script, *args):
+    """Runs benchmarks/<script> with `args` from the repository root; the finished process."""
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
 @pytest.mark.slow
 def test_bench_memory_prints_a_row_per_case():
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_memory.py"), "--model", "resnet_gray_s",
-                           "--megapixels", "0.05", "--tiles", "128", "--whole-up-to", "1"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = bench("bench_memory.py", "--model", "resnet_gray_s",
+                 "--megapixels", "0.05", "--tiles", "128", "--whole-up-to", "1")
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| keras") or
             line.startswith("| tflite")]
@@ -27,10 +32,8 @@ def test_bench_memory_prints_a_row_per_case():
 
 @pytest.mark.slow
 def test_bench_inference_prints_a_row_per_engine():
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_inference.py"), "--configs",
-                           str(ROOT / "pipelines" / "quickstart.yaml"), "--size", "96", "--runs", "1",
-                           "--quantize", "none", "--tiles", "64", "--fixed-tiles", "64"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = bench("bench_inference.py", "--configs", str(ROOT / "pipelines" / "quickstart.yaml"),
+                 "--size", "96", "--runs", "1", "--quantize", "none", "--tiles", "64", "--fixed-tiles", "64")
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ")][1:]
     assert [r[4].strip() for r in rows] == ["Keras graph", "TFLite fp32", "TFLite fp32, tiles of 64",
@@ -41,9 +44,7 @@ def test_bench_inference_prints_a_row_per_engine():
 
 @pytest.mark.slow
 def test_bench_training_prints_a_row_per_precision():
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_training.py"), "--configs",
-                           "pipelines/quickstart.yaml", "--steps", "1", "--rounds", "1"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = bench("bench_training.py", "--configs", "pipelines/quickstart.yaml", "--steps", "1", "--rounds", "1")
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| quickstart")]
     assert [r[2].strip() for r in rows] == ["float32", "mixed_bfloat16"]
@@ -54,9 +55,7 @@ def test_bench_training_prints_a_row_per_precision():
 
 @pytest.mark.slow
 def test_bench_opponent_fold_times_both_graphs_in_both_engines():
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_opponent_fold.py"), "--model",
-                           "resnet_color_s", "--size", "48", "--runs", "1"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = bench("bench_opponent_fold.py", "--model", "resnet_color_s", "--size", "48", "--runs", "1")
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ") and "ms / MP" not in line]
     assert [(r[0].strip(), r[1].strip()) for r in rows] == [
@@ -69,7 +68,5 @@ def test_bench_opponent_fold_times_both_graphs_in_both_engines():
 
 
 def test_bench_opponent_fold_refuses_a_gray_model():
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_opponent_fold.py"), "--model",
-                           "resnet_gray_s", "--size", "16", "--runs", "1"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    done = bench("bench_opponent_fold.py", "--model", "resnet_gray_s", "--size", "16", "--runs", "1")
     assert done.returncode == 2 and "not an opponent model" in done.stderr
