@@ -312,10 +312,10 @@ def same_model_file(model, keras_path: Path) -> bool:
         existing = keras.models.load_model(keras_path, compile=False)
     except Exception:  # an unreadable file is replaced
         return False
-    old, new = existing.get_weights(), model.get_weights()
     def plain(config):  # tuples and lists alike, as in the file
         return json.loads(json.dumps(config, default=str))
 
+    old, new = existing.get_weights(), model.get_weights()
     return (plain(existing.get_config()) == plain(model.get_config()) and len(old) == len(new)
             and all(a.dtype == b.dtype and np.array_equal(a, b) for a, b in zip(old, new)))
 
