@@ -261,6 +261,19 @@ def format_paired(results: Dict[float, Dict[str, dict]], labels: Dict[str, str],
     return "\n".join(lines)
 
 
+def format_report(results: Dict[float, Dict[str, dict]], labels: Dict[str, str], metric: str) -> str:
+    """`format_table`, then for PSNR each other method's paired lines against the model (`MODEL_KEY`)."""
+    report = format_table(results, labels, metric)
+    if metric == "psnr" and len(labels) > 1:
+        report += "\n" + format_paired(results, labels, MODEL_KEY)
+    return report
+
+
+def label_of(model) -> str:
+    """The column label of a `--model` argument: a .keras file's stem, else the name or path as given."""
+    return Path(str(model)).stem if str(model).endswith(".keras") else str(model)
+
+
 def _json_safe(value):
     """Non-finite floats (an exact estimate's PSNR is inf) become None: strict JSON has no inf."""
     if isinstance(value, float):
@@ -331,7 +344,7 @@ def main(argv=None) -> int:
     denoise = model_denoiser(model, 1 if color == "gray" else 3)
     denoise(images[0].astype(np.float32), 0.0)  # traces the graph, so that timings exclude it
     denoisers = {MODEL_KEY: denoise}
-    model_label = Path(str(args.model)).stem if str(args.model).endswith(".keras") else str(args.model)
+    model_label = label_of(args.model)
     labels = {MODEL_KEY: model_label}
     if args.ensemble:
         from bfcnn.inference import self_ensemble
@@ -357,9 +370,7 @@ def main(argv=None) -> int:
     what = "MAE on the 0-255 scale" if args.metric == "mae" else "PSNR dB and SSIM"
     print(f"{args.dataset}: {len(images)} images ({color}), model {model_label}, seed {args.seed}; "
           f"{what}, mean over images; s/img = seconds per image")
-    print(format_table(results, labels, args.metric))
-    if args.metric == "psnr" and len(labels) > 1:
-        print(format_paired(results, labels, MODEL_KEY))
+    print(format_report(results, labels, args.metric))
     if args.out:
         write_json(args.out, {
             "model": str(args.model), "dataset": str(args.dataset), "color": color, "metric": args.metric,

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bfcnn.evaluate import MODEL_KEY, format_paired, format_table  # noqa: E402
+from bfcnn.evaluate import MODEL_KEY, format_report, label_of  # noqa: E402
 
 SAME = ("model", "dataset", "color", "metric", "seed", "images")
 
@@ -50,13 +50,11 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     first = documents[0]
-    label = Path(first["model"]).stem if first["model"].endswith(".keras") else first["model"]
+    label = label_of(first["model"])
     keys = [k for k in next(iter(results.values())) if k != "noisy"]
     labels = {k: (label if k == MODEL_KEY else k) for k in keys}
     print(f"{first['dataset']}: {len(first['images'])} images ({first['color']}), model {label}, seed {first['seed']}")
-    print(format_table(results, labels, first["metric"]))
-    if first["metric"] == "psnr" and len(labels) > 1:
-        print(format_paired(results, labels, MODEL_KEY))
+    print(format_report(results, labels, first["metric"]))
     return 0
 
 
