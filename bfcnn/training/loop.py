@@ -161,14 +161,20 @@ def load_initial_weights(model: keras.Model, path) -> None:
 
 
 def _load_weights(model: keras.Model, source: keras.Model, path) -> None:
-    """The weights of `source` (read from `path`) into `model`, by whichever rule fits."""
-    try:
-        model.load_weights(path)
-        return
-    except ValueError as error:
-        problem = error
+    """The weights of `source` (read from `path`) into `model`, by whichever rule fits.
+
+    Keras's own loader is tried only on a model whose weight shapes are the file's: on any
+    other it fails anyway, after warning about containers it cannot match.
+    """
+    problem = ValueError(_shape_mismatch(source, model))
+    if _shapes(model) == _shapes(source):
+        try:
+            model.load_weights(path)
+            return
+        except ValueError as error:
+            problem = error
     inner = next((layer for layer in model.layers if isinstance(layer, keras.Model)), None)
-    if inner is not None:
+    if inner is not None and _shapes(inner) == _shapes(source):
         try:
             inner.load_weights(path)
             return
@@ -186,6 +192,20 @@ def _load_weights(model: keras.Model, source: keras.Model, path) -> None:
                  path, ", ".join(new) or "none")
     except (ValueError, OSError) as error:
         raise ConfigError(f"train.init_from={str(path)!r} does not fit the model in model: {error}") from None
+
+
+def _shapes(model: keras.Model) -> list:
+    return [tuple(weight.shape) for weight in model.weights]
+
+
+def _shape_mismatch(source: keras.Model, model: keras.Model) -> str:
+    """Where the file's weights first differ from the model's, in words."""
+    theirs, ours = _shapes(source), _shapes(model)
+    for index, (a, b) in enumerate(zip(theirs, ours)):
+        if a != b:
+            return (f"weight {index} ({model.weights[index].path}) has shape {b}, the file's "
+                    f"({source.weights[index].path}) {a}")
+    return f"the file holds {len(theirs)} weights, the model {len(ours)}"
 
 
 def atomic_save_model(model: keras.Model, path: Path) -> None:
