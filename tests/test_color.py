@@ -108,6 +108,7 @@ def test_opponent_model_saves_and_loads(tmp_path):
     np.testing.assert_allclose(loaded(x, training=False).numpy(), model(x, training=False).numpy(), atol=1e-4)
 
 
+@pytest.mark.filterwarnings("error:Skipping nested container")  # see tests/test_train.py
 def test_a_gray_models_weights_start_an_opponent_model(tmp_path):
     from bfcnn.training.loop import load_initial_weights
 
@@ -162,6 +163,7 @@ def test_guided_model_is_bias_free_homogeneous_and_saves(tmp_path):
     np.testing.assert_allclose(loaded(x, training=False).numpy(), model(x, training=False).numpy(), atol=1e-4)
 
 
+@pytest.mark.filterwarnings("error:Skipping nested container")  # see tests/test_train.py
 def test_a_shared_color_models_weights_start_a_guided_one_that_computes_the_same(tmp_path):
     from bfcnn.training.loop import load_initial_weights
 

@@ -163,18 +163,19 @@ def load_initial_weights(model: keras.Model, path) -> None:
 def _load_weights(model: keras.Model, source: keras.Model, path) -> None:
     """The weights of `source` (read from `path`) into `model`, by whichever rule fits.
 
-    Keras's own loader is tried only on a model whose weight shapes are the file's: on any
-    other it fails anyway, after warning about containers it cannot match.
+    Keras's own loader is tried only on a model built like the file's (the same kinds of
+    layers, the same weight shapes): on any other it fails anyway, after warning about
+    containers it cannot match.
     """
     problem = ValueError(_shape_mismatch(source, model))
-    if _shapes(model) == _shapes(source):
+    if _same_build(model, source):
         try:
             model.load_weights(path)
             return
         except ValueError as error:
             problem = error
     inner = next((layer for layer in model.layers if isinstance(layer, keras.Model)), None)
-    if inner is not None and _shapes(inner) == _shapes(source):
+    if inner is not None and _same_build(inner, source):
         try:
             inner.load_weights(path)
             return
@@ -198,6 +199,11 @@ def _shapes(model: keras.Model) -> list:
     return [tuple(weight.shape) for weight in model.weights]
 
 
+def _same_build(model: keras.Model, source: keras.Model) -> bool:
+    kinds = [type(layer).__name__ for layer in model.layers]
+    return kinds == [type(layer).__name__ for layer in source.layers] and _shapes(model) == _shapes(source)
+
+
 def _shape_mismatch(source: keras.Model, model: keras.Model) -> str:
     """Where the file's weights first differ from the model's, in words."""
     theirs, ours = _shapes(source), _shapes(model)
@@ -205,7 +211,9 @@ def _shape_mismatch(source: keras.Model, model: keras.Model) -> str:
         if a != b:
             return (f"weight {index} ({model.weights[index].path}) has shape {b}, the file's "
                     f"({source.weights[index].path}) {a}")
-    return f"the file holds {len(theirs)} weights, the model {len(ours)}"
+    if len(theirs) != len(ours):
+        return f"the file holds {len(theirs)} weights, the model {len(ours)}"
+    return "the file's model has the same weight shapes but other layers"
 
 
 def atomic_save_model(model: keras.Model, path: Path) -> None:
