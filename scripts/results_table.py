@@ -8,6 +8,15 @@ sigma only, so the split changes nothing); this merges their results into one ta
         --dataset ../shared/datasets/val/McMaster18 --sigma $s --baseline bm3d --out r$s.json & done; wait
     python scripts/results_table.py r15.json r25.json r50.json
 
+BM3D's output depends only on the noisy image and sigma, so its scores from an earlier
+evaluation of the same images, seed and sigmas serve for a new model: `--baselines-from` takes
+the baseline rows of other `--out` files (checking, image by image, that their noisy input
+scored the same, i.e. that the noisy images are the same) and pairs the new model against them:
+
+    python -m bfcnn.evaluate --model runs/R/model.keras --dataset ../shared/datasets/val/McMaster18 \
+        --sigma 15 25 50 --out new.json
+    python scripts/results_table.py new.json --baselines-from r15.json r25.json r50.json
+
 Exit codes: 0 printed, 2 files that do not belong together (other images, model or seed).
 """
 
@@ -19,7 +28,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bfcnn.evaluate import MODEL_KEY, format_report, label_of  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bfcnn.evaluate import ENSEMBLE_KEY, MODEL_KEY, format_report, label_of  # noqa: E402
+from bfcnn.evaluation import NOISY  # noqa: E402
 
 SAME = ("model", "dataset", "color", "metric", "seed", "images")
 
@@ -39,13 +51,44 @@ def merge(documents):
     return dict(sorted(results.items()))
 
 
+def add_baselines(results, documents, first) -> None:
+    """Copies into `results` the baseline rows of other evaluations of the same noisy images.
+
+    Raises:
+        ValueError: the documents are not of the same images, color, metric and seed, a sigma
+            of `results` is missing from them, or an image's noisy score differs (other noise).
+    """
+    if not documents:
+        return
+    borrowed = merge(documents)
+    for key in SAME:
+        if key != "model" and documents[0].get(key) != first.get(key):
+            raise ValueError(f"--baselines-from differs in {key!r}: {first.get(key)!r} and "
+                             f"{documents[0].get(key)!r}")
+    for sigma, entry in results.items():
+        if sigma not in borrowed:
+            raise ValueError(f"--baselines-from has no sigma {sigma:g}")
+        other = borrowed[sigma]
+        ours, theirs = entry[NOISY]["per_image"], other[NOISY]["per_image"]
+        for metric in set(ours) & set(theirs):
+            if not np.allclose(ours[metric], theirs[metric], rtol=0, atol=1e-9):
+                raise ValueError(f"--baselines-from: the noisy images at sigma {sigma:g} differ from these "
+                                 f"({metric} per image), so their baselines saw other noise")
+        for name, row in other.items():
+            if name not in (MODEL_KEY, ENSEMBLE_KEY, NOISY) and name not in entry:
+                entry[name] = row
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", help="bfcnn.evaluate --out JSON files")
+    parser.add_argument("--baselines-from", nargs="+", default=[], metavar="FILE",
+                        help="--out files of the same images and seed whose baseline rows to pair against")
     args = parser.parse_args(argv)
     try:
         documents = [json.loads(Path(f).read_text()) for f in args.files]
         results = merge(documents)
+        add_baselines(results, [json.loads(Path(f).read_text()) for f in args.baselines_from], documents[0])
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -214,3 +214,34 @@ def test_results_table_merges_one_file_per_sigma_and_refuses_mixed_ones(tiny, tm
     assert "differ in 'seed'" in capsys.readouterr().err
     assert script.main([str(outs[0]), str(outs[0])]) == 2
     assert "more than one file" in capsys.readouterr().err
+
+
+def test_results_table_pairs_a_model_against_the_baselines_of_an_earlier_evaluation(tiny, tmp_path, capsys):
+    """--baselines-from gives the paired lines a side-by-side run gives, and refuses other noise."""
+    from conftest import load_script
+
+    model, images = tiny
+    both, alone = tmp_path / "both.json", tmp_path / "alone.json"
+    assert evaluate.main(["--model", str(model), "--dataset", str(images), "--sigma", "15", "25",
+                          "--baseline", "nlm", "--out", str(both)]) == 0
+    assert evaluate.main(["--model", str(model), "--dataset", str(images), "--sigma", "15", "25",
+                          "--out", str(alone)]) == 0
+    capsys.readouterr()
+    script = load_script("scripts/results_table.py")
+    assert script.main([str(both)]) == 0
+    side_by_side = [line for line in capsys.readouterr().out.splitlines() if " - nlm at sigma " in line]
+    assert script.main([str(alone), "--baselines-from", str(both)]) == 0
+    borrowed = [line for line in capsys.readouterr().out.splitlines() if " - nlm at sigma " in line]
+    assert len(side_by_side) == 2 and borrowed == side_by_side
+
+    other = json.loads(both.read_text())
+    other["results"]["25"]["noisy"]["per_image"]["psnr"][0] += 0.5  # as if drawn with other noise
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert script.main([str(alone), "--baselines-from", str(tmp_path / "other.json")]) == 2
+    assert "noisy images at sigma 25 differ" in capsys.readouterr().err
+    assert script.main([str(alone), "--baselines-from", str(tmp_path / "r15.json")]) == 2  # no such file
+    one_sigma = json.loads(both.read_text())
+    del one_sigma["results"]["25"]
+    (tmp_path / "one.json").write_text(json.dumps(one_sigma))
+    assert script.main([str(alone), "--baselines-from", str(tmp_path / "one.json")]) == 2
+    assert "has no sigma 25" in capsys.readouterr().err
