@@ -36,14 +36,19 @@ from bfcnn.evaluation import NOISY  # noqa: E402
 SAME = ("model", "dataset", "color", "metric", "seed", "images")
 
 
+def first_difference(first, other, keys):
+    """The first of `keys` whose value differs between two --out documents, else None."""
+    return next((key for key in keys if first.get(key) != other.get(key)), None)
+
+
 def merge(documents):
     """One results dict {sigma: entry} from several --out documents of the same evaluation."""
     first = documents[0]
     results = {}
     for document in documents:
-        for key in SAME:
-            if document.get(key) != first.get(key):
-                raise ValueError(f"the files differ in {key!r}: {first.get(key)!r} and {document.get(key)!r}")
+        key = first_difference(first, document, SAME)
+        if key is not None:
+            raise ValueError(f"the files differ in {key!r}: {first.get(key)!r} and {document.get(key)!r}")
         for sigma, entry in document["results"].items():
             if float(sigma) in results:
                 raise ValueError(f"sigma {sigma} is in more than one file")
@@ -61,10 +66,9 @@ def add_baselines(results, documents, first) -> None:
     if not documents:
         return
     borrowed = merge(documents)
-    for key in SAME:
-        if key != "model" and documents[0].get(key) != first.get(key):
-            raise ValueError(f"--baselines-from differs in {key!r}: {first.get(key)!r} and "
-                             f"{documents[0].get(key)!r}")
+    key = first_difference(first, documents[0], [k for k in SAME if k != "model"])
+    if key is not None:
+        raise ValueError(f"--baselines-from differs in {key!r}: {first.get(key)!r} and {documents[0].get(key)!r}")
     for sigma, entry in results.items():
         if sigma not in borrowed:
             raise ValueError(f"--baselines-from has no sigma {sigma:g}")

@@ -167,7 +167,7 @@ def _load_weights(model: keras.Model, source: keras.Model, path) -> None:
     layers, the same weight shapes): on any other it fails anyway, after warning about
     containers it cannot match.
     """
-    problem = ValueError(_shape_mismatch(source, model))
+    problem = None
     if _same_build(model, source):
         try:
             model.load_weights(path)
@@ -188,7 +188,7 @@ def _load_weights(model: keras.Model, source: keras.Model, path) -> None:
         try:
             new = graft_weights(model, source)
         except ValueError:
-            raise ValueError(str(problem).splitlines()[0]) from None
+            raise ValueError(str(problem).splitlines()[0] if problem else _shape_mismatch(source, model)) from None
         log.info("train.init_from: every layer of %s copied by name; new layers keep their initial values: %s",
                  path, ", ".join(new) or "none")
     except (ValueError, OSError) as error:
