@@ -186,19 +186,34 @@ def previous_time(zoo: Path, init_from, _seen=()) -> tuple:
             # going on down the chain would meet that entry's file, rewritten since, and count twice.
             return shipped["training"]["steps"], shipped["training"]["wall_time_seconds"]
         summary = json.loads((run / "summary.json").read_text())
-        steps, seconds = previous_time(zoo, config.train.init_from, (*_seen, run))
+        steps, seconds = start_time(run, zoo, config.train.init_from, (*_seen, run))
         return steps + int(summary["steps"]), seconds + float(summary["elapsed_seconds"])
     return 0, 0.0
 
 
+def start_time(run, zoo: Path, init_from, _seen=()) -> tuple:
+    """What run directory `run` started from, in steps and seconds: the card figures the trainer
+    recorded in `<run>/init_from.json` when it started from a file with a model card (a zoo
+    entry, perhaps shipped again since, so its card counts other training now), otherwise
+    `previous_time` of its `train.init_from`.
+    """
+    record_path = Path(run) / "init_from.json" if run is not None else None
+    if record_path is not None and record_path.exists():
+        card = json.loads(record_path.read_text()).get("card")
+        if card is not None:
+            return int(card["steps"]), float(card["wall_time_seconds"])
+    return previous_time(zoo, init_from, _seen)
+
+
 def training_totals(zoo: Path, name: str, config: dict, init_from, steps: int, seconds: float,
-                    checkpoint: str) -> tuple:
+                    checkpoint: str, run=None) -> tuple:
     """Total steps and seconds of a run shipped as `name`: what it started from, plus its own.
 
     Shipping again the run that entry `name` holds (a new card for the same training) keeps
     the card's count of what came before: the run's chain of starts would otherwise reach the
     entry's own file, whose card counts this run already. `config` is the run's resolved
-    config (`config_to_dict`), `checkpoint` the checkpoint shipped.
+    config (`config_to_dict`), `checkpoint` the checkpoint shipped, `run` its directory (for
+    its `init_from.json`, `start_time`).
     """
     card_path = zoo / f"{name}.json"
     old = json.loads(card_path.read_text()).get("training", {}) if card_path.exists() else {}
@@ -209,7 +224,7 @@ def training_totals(zoo: Path, name: str, config: dict, init_from, steps: int, s
             return old["steps"], old["wall_time_seconds"]
         raise SystemExit(f"error: {card_path} holds this run at {old.get('checkpoint')}, now {checkpoint}, and "
                          "does not say how many of its steps were this run's; edit its training.steps by hand")
-    before_steps, before_seconds = previous_time(zoo, init_from)
+    before_steps, before_seconds = start_time(run, zoo, init_from)
     return before_steps + steps, before_seconds + seconds
 
 
@@ -403,7 +418,7 @@ def main(argv=None) -> int:
     model, steps, seconds, checkpoint = restore(run, config, args.average)
     channels = config.model.get("channels", 1)
     total_steps, total_seconds = training_totals(zoo, args.name, config_to_dict(config), config.train.init_from,
-                                                 steps, seconds, checkpoint)
+                                                 steps, seconds, checkpoint, run=args.run)
 
     keras_path, tflite_path = zoo / f"{args.name}.keras", zoo / f"{args.name}.tflite"
     if same_model_file(model, keras_path):

@@ -132,6 +132,21 @@ def test_previous_time_stops_at_a_run_that_is_the_zoo_entry_now(tmp_path):
     assert script.previous_time(zoo, str(b)) == (1320, 92.0)
 
 
+def test_a_runs_record_of_its_start_outlives_the_entry_shipped_again(tmp_path):
+    """entry (1000 steps) -> run a, which recorded the card at its start; the entry is then
+    shipped again with 5000 steps: a still counts the 1000 it began from, not the 5000."""
+    script = load()
+    zoo, a, b = entry_and_two_runs(tmp_path, "gray")
+    (a.parent / "init_from.json").write_text(json.dumps({"path": str(zoo / "gray.keras"), "sha256": "x",
+                                                         "card": {"steps": 1000, "wall_time_seconds": 60.0}}))
+    (zoo / "gray.json").write_text(json.dumps({"training": {"steps": 5000, "wall_time_seconds": 300.0}}))
+    assert script.previous_time(zoo, str(b)) == (1320, 92.0)
+    assert script.start_time(a.parent, zoo, str(zoo / "gray.keras")) == (1000, 60.0)
+    assert script.start_time(None, zoo, str(zoo / "gray.keras")) == (5000, 300.0)  # no record: the card now
+    (a.parent / "init_from.json").unlink()
+    assert script.previous_time(zoo, str(b)) == (5320, 332.0)
+
+
 def test_shipping_the_entrys_own_run_again_keeps_its_totals(tmp_path):
     """entry (1000 steps) -> run a -> run b, b shipped as the entry: a new card for b (say on more
     images) keeps 1320 steps; b resumed to 50 steps of its own counts 1350; the card of b is not

@@ -323,6 +323,29 @@ def test_init_from_grafts_a_plain_model_onto_one_grown_with_n3_branches(tmp_path
         load_initial_weights(build_model(base), tmp_path / "grown.keras")  # would drop the N3 weights
 
 
+def test_a_run_records_the_weights_it_started_from_and_their_card(image_dir, tmp_path):
+    """`init_from.json`: the start's sha256 and, from the card beside it, the steps it counted then."""
+    import hashlib
+    import shutil
+
+    first = tiny_config(image_dir, train={"steps": 2, "checkpoint_every": 2}, validation={"directory": None})
+    Trainer(first, tmp_path / "a").run()
+    assert not (tmp_path / "a" / "init_from.json").exists()  # a run from scratch records nothing
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    shutil.copy(tmp_path / "a" / "model.keras", zoo / "gray.keras")
+    (zoo / "gray.json").write_text(json.dumps({"training": {"steps": 1000, "wall_time_seconds": 60.0}}))
+    second = tiny_config(image_dir, train={"steps": 2, "checkpoint_every": 2, "init_from": str(zoo / "gray.keras")},
+                         validation={"directory": None})
+    Trainer(second, tmp_path / "b").run()
+    record = json.loads((tmp_path / "b" / "init_from.json").read_text())
+    assert record["sha256"] == hashlib.sha256((zoo / "gray.keras").read_bytes()).hexdigest()
+    assert record["card"] == {"steps": 1000, "wall_time_seconds": 60.0}
+    (zoo / "gray.json").write_text(json.dumps({"training": {"steps": 5000, "wall_time_seconds": 99.0}}))
+    Trainer(second, tmp_path / "b").run()  # resuming keeps the record of the start
+    assert json.loads((tmp_path / "b" / "init_from.json").read_text())["card"]["steps"] == 1000
+
+
 def test_init_from_names_the_first_weight_that_does_not_fit(tmp_path):
     """A file of other shapes: the error names the weight and both shapes, not a Keras traceback."""
     from bfcnn.errors import ConfigError

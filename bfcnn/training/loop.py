@@ -24,6 +24,7 @@ of the patches, so neither copy is always the target; with `target: clean` never
 sources only; both kinds may be mixed in one run.
 """
 
+import hashlib
 import json
 import logging
 import math
@@ -216,6 +217,28 @@ def _shape_mismatch(source: keras.Model, model: keras.Model) -> str:
     return "the file's model has the same weight shapes but other layers"
 
 
+def record_start(directory: Path, init_from) -> dict:
+    """Writes `<directory>/init_from.json`: the weights a run started from (path and sha256) and,
+    when a model card lies beside them (`<name>.json`, as for a zoo entry), the training steps and
+    seconds it counted then. The file may be replaced later (a zoo entry shipped again) and its
+    card with it; `scripts/make_zoo_entry.py` reads this record to count what the run began with.
+    """
+    path = Path(init_from)
+    record = {"path": str(init_from), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    card_path = path.with_suffix(".json")
+    if card_path.exists():
+        try:
+            training = json.loads(card_path.read_text()).get("training", {})
+            record["card"] = {"steps": int(training["steps"]),
+                              "wall_time_seconds": float(training["wall_time_seconds"])}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            pass  # a .json beside the weights that is not a model card
+    tmp = directory / "init_from.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, directory / "init_from.json")
+    return record
+
+
 def atomic_save_model(model: keras.Model, path: Path) -> None:
     """Saves a .keras file under a temporary name, then renames it into place."""
     tmp = path.with_name(path.name + ".tmp.keras")
@@ -367,6 +390,8 @@ class Trainer:
         elif cfg.train.init_from:
             load_initial_weights(model, cfg.train.init_from)
             log.info("initialised the weights from %s", cfg.train.init_from)
+            if chief:
+                record_start(self.directory, cfg.train.init_from)
 
         seed = tf.constant(cfg.train.seed, tf.int64)
         corruption = cfg.corruption
