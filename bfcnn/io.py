@@ -3,6 +3,7 @@
 Imports only numpy and Pillow, so data loading code stays light.
 """
 
+import hashlib
 import importlib.util
 import os
 import tempfile
@@ -20,6 +21,15 @@ COLORS = ("gray", "rgb")
 
 class ImageReadError(BfcnnError):
     """A file that is missing, unreadable or not an image."""
+
+
+def sha256(path) -> str:
+    """The sha256 of a file, read in blocks of 1 MiB."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def resolve_directory(directory) -> Path:

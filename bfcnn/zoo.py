@@ -7,7 +7,6 @@ Cards are written by `benchmarks/make_zoo_entry.py` from a training run, never b
 """
 
 import fnmatch
-import hashlib
 import json
 import re
 import zipfile
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from bfcnn.errors import BfcnnError, UnknownModelError, did_you_mean
+from bfcnn.io import sha256
 
 # The model `load_model()` and `load_model("default")` return: the color flagship.
 DEFAULT_MODEL = "pyramid_color_m"
@@ -76,14 +76,6 @@ def model_info(name: str) -> dict:
         UnknownModelError: the name is not in the zoo; lists the available ones.
     """
     return json.loads(json.dumps(_cards()[_resolve_name(name)]))
-
-
-def sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_file(name: str, kind: str = "keras", verify: bool = True) -> Path:

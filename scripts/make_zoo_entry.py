@@ -197,11 +197,10 @@ def start_time(run, zoo: Path, init_from, _seen=()) -> tuple:
     entry, perhaps shipped again since, so its card counts other training now), otherwise
     `previous_time` of its `train.init_from`.
     """
-    record_path = Path(run) / "init_from.json" if run is not None else None
-    if record_path is not None and record_path.exists():
-        card = json.loads(record_path.read_text()).get("card")
-        if card is not None:
-            return int(card["steps"]), float(card["wall_time_seconds"])
+    record = Path(run) / "init_from.json" if run is not None else None
+    card = json.loads(record.read_text()).get("card") if record is not None and record.exists() else None
+    if card is not None:
+        return int(card["steps"]), float(card["wall_time_seconds"])
     return previous_time(zoo, init_from, _seen)
 
 

@@ -37,7 +37,6 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from bfcnn.errors import allowed
-
 from bfcnn.export.errors import ExportError, UnsupportedOpsError, VerificationError
 from bfcnn.export.loading import WEIGHTS, load_for_export, resolve_model
 from bfcnn.export.saved_model import write_saved_model
@@ -48,6 +47,7 @@ from bfcnn.export.verification import (FP32_TOLERANCE, FP32_TOLERANCE_CAP, PSNR_
                                        SENSITIVITY_ULPS, SMALL_TEST_SIZE, TEST_SIGMA, TEST_SIZE,
                                        float32_sensitivity, format_verification, fp32_tolerance, sample_image,
                                        verify)
+from bfcnn.io import sha256
 
 __all__ = [
     "CONTROL_FLOW_OPS",
@@ -104,12 +104,6 @@ def _file_sizes(directory: Path) -> Dict[str, int]:
     return sizes
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _tflite_entry(path: Path, quantize: str) -> Dict[str, Any]:
     from ai_edge_litert.interpreter import Interpreter
 
@@ -125,7 +119,7 @@ def _tflite_entry(path: Path, quantize: str) -> Dict[str, Any]:
                    "shape_signature": [int(d) for d in out["shape_signature"]]},
         "ops": tflite_ops(path.read_bytes()),
         "bytes": path.stat().st_size,
-        "sha256": _sha256(path),
+        "sha256": sha256(path),
     }
 
 

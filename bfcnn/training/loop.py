@@ -24,7 +24,6 @@ of the patches, so neither copy is always the target; with `target: clean` never
 sources only; both kinds may be mixed in one run.
 """
 
-import hashlib
 import json
 import logging
 import math
@@ -40,7 +39,7 @@ import tensorflow as tf
 from bfcnn.config import CorruptionConfig, PipelineConfig, dump_config
 from bfcnn.errors import BfcnnError, ConfigError
 from bfcnn.evaluation import center_crop, evaluate_denoiser
-from bfcnn.io import list_images, read_image
+from bfcnn.io import list_images, read_image, sha256
 from bfcnn.models.builder import build_model, resolve_model_config
 from bfcnn.models.multiscale import copy_legacy_weights, has_legacy_lifts
 from bfcnn.models.opponent import has_guided_chroma, seed_chroma_from_gray
@@ -224,7 +223,7 @@ def record_start(directory: Path, init_from) -> dict:
     card with it; `scripts/make_zoo_entry.py` reads this record to count what the run began with.
     """
     path = Path(init_from)
-    record = {"path": str(init_from), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    record = {"path": str(init_from), "sha256": sha256(path)}
     card_path = path.with_suffix(".json")
     if card_path.exists():
         try:
