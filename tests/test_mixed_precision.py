@@ -43,3 +43,15 @@ def test_train_step_under_mixed_bfloat16(name, mixed_bfloat16):
     if CONFIGS[name].get("batch_norm", name == "n3net"):
         assert moved and all(v.dtype == "float32" for v in moved)
     assert model(x, training=False).dtype == tf.float32
+
+
+def test_batch_norm_moving_std_reaches_the_batch_std_under_mixed_bfloat16(mixed_bfloat16):
+    # Read in bfloat16 (8 significant bits), a moving average with momentum 0.99 stops
+    # moving once its 1% steps fall under the rounding: tens of percent short of the target.
+    layer = bfcnn.layers.BiasFreeBatchNorm(momentum=0.99)
+    x = tf.constant(np.random.default_rng(0).standard_normal((4, 16, 16, 2)) * 0.3, tf.float32)
+    target = np.std(x.numpy(), axis=(0, 1, 2))
+    step = tf.function(lambda: layer(x, training=True))
+    for _ in range(1500):
+        step()
+    np.testing.assert_allclose(layer.moving_std.numpy(), target, rtol=0.01)

@@ -94,13 +94,16 @@ class BiasFreeBatchNorm(keras.layers.Layer):
             if self.scale
             else None
         )
+        # Not autocast: under a mixed policy Keras would read it in bfloat16 inside `call`,
+        # and a moving average updated from a value rounded to 8 bits stops short of the
+        # batch statistic (its steps fall under the rounding); it is read in float32.
         self.moving_std = self.add_weight(
-            name="moving_std", shape=(channels,), initializer="ones", trainable=False
+            name="moving_std", shape=(channels,), initializer="ones", trainable=False, autocast=False
         )
 
     def call(self, inputs, training=False):
-        # Statistics in float32 whatever the compute dtype: under a mixed policy Keras reads
-        # variables in the compute dtype (bfloat16) inside `call`, so cast them back.
+        # Statistics in float32 whatever the compute dtype; gamma is read in the compute
+        # dtype under a mixed policy, and cast back.
         x = ops.cast(inputs, "float32")
         moving_std = ops.cast(self.moving_std, "float32")
         if training:
