@@ -120,6 +120,21 @@ def test_nan_loss_can_skip_the_batch(image_dir, tmp_path, monkeypatch):
     assert all(np.all(np.isfinite(w)) for w in _weights(tmp_path))
 
 
+def test_skipping_non_finite_steps_does_not_change_the_finite_ones(image_dir, tmp_path, monkeypatch):
+    """`on_nan: skip` wraps the optimizer in a loss scaler, which divides the gradients by its
+    scale: the step must multiply the loss by it, or every update shrinks (with a scale of
+    1024 here, Adam's epsilon would then dominate)."""
+    import bfcnn.training.loop as loop
+
+    monkeypatch.setattr(loop, "SKIP_LOSS_SCALE", 1024.0)
+    config = tiny_config(image_dir, train={"steps": 6}, validation={"directory": None})
+    Trainer(config, tmp_path / "stop").run()
+    skip = tiny_config(image_dir, train={"steps": 6, "on_nan": "skip"}, validation={"directory": None})
+    Trainer(skip, tmp_path / "skip").run()
+    for plain, scaled in zip(_weights(tmp_path / "stop"), _weights(tmp_path / "skip")):
+        np.testing.assert_allclose(scaled, plain, rtol=1e-4, atol=1e-6)
+
+
 def test_a_different_model_in_the_same_directory_is_refused(image_dir, tmp_path):
     Trainer(tiny_config(image_dir, train={"steps": 2}, validation={"directory": None}), tmp_path).run()
     other = tiny_config(image_dir, model={"filters": 16}, train={"steps": 2}, validation={"directory": None})

@@ -52,6 +52,11 @@ from bfcnn.training.optim import build_optimizer, current_learning_rate
 
 log = logging.getLogger("bfcnn.train")
 
+# The loss scales of `keras.optimizers.LossScaleOptimizer`: float16 training starts at 2**15
+# and adapts; `train.on_nan: skip` in other precisions keeps 1 (the wrapper only skips steps).
+FLOAT16_LOSS_SCALE = 2.0**15
+SKIP_LOSS_SCALE = 1.0
+
 
 class TrainingError(BfcnnError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
@@ -356,10 +361,14 @@ class Trainer:
         with strategy.scope():
             model = build_model(cfg.model)
             optimizer = build_optimizer(cfg.optimizer, cfg.train.steps)
-            if cfg.train.precision == "mixed_float16" or cfg.train.on_nan == "skip":
-                # Skips any step whose gradients are not finite (and scales fp16 losses).
+            if cfg.train.precision == "mixed_float16":
+                # Scales the loss so float16 gradients do not underflow (the step scales the
+                # loss, the optimizer divides the gradients back); skips non-finite steps.
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=FLOAT16_LOSS_SCALE)
+            elif cfg.train.on_nan == "skip":
+                # Only to skip steps whose gradients are not finite: a fixed scale of 1.
                 optimizer = keras.optimizers.LossScaleOptimizer(
-                    optimizer, initial_scale=2.0**15 if cfg.train.precision == "mixed_float16" else 1.0)
+                    optimizer, initial_scale=SKIP_LOSS_SCALE, dynamic_growth_steps=2**31 - 1)
             optimizer.build(model.trainable_variables)
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds")
@@ -420,7 +429,9 @@ class Trainer:
                 estimate = model(noisy, training=True)
                 loss, terms = pixel_loss(target, estimate, loss_config, noisy=noisy)
                 total = loss + tf.add_n(model.losses) if model.losses else loss
-                scaled = total / replicas
+                # A LossScaleOptimizer divides the gradients by its scale: the loss is multiplied
+                # by it here (other optimizers return the loss as it is).
+                scaled = optimizer.scale_loss(total) / replicas
             grads = tape.gradient(scaled, model.trainable_variables)
             optimizer.apply(grads, model.trainable_variables)
             return {"loss": total, **terms}, (clean, noisy, estimate)
