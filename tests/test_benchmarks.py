@@ -70,3 +70,21 @@ def test_bench_opponent_fold_times_both_graphs_in_both_engines():
 def test_bench_opponent_fold_refuses_a_gray_model():
     done = bench("bench_opponent_fold.py", "--model", "resnet_gray_s", "--size", "16", "--runs", "1")
     assert done.returncode == 2 and "not an opponent model" in done.stderr
+
+
+@pytest.mark.slow
+def test_bench_tiling_prints_a_row_per_case():
+    done = bench("bench_tiling.py", "--model", "resnet_gray_s", "--size", "64", "--cases", "32,8", "40,16,4")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ") and "tile" not in line]
+    assert [tuple(int(c) for c in r[:3]) for r in rows] == [(32, 8, 2), (40, 16, 4)]
+    for row in rows:
+        changes = [float(v) for v in row[3].split("/")]
+        differences = [float(v) for v in row[4].split("/")]
+        assert len(changes) == len(differences) == 2  # camera and moon
+        assert all(abs(c) < 1 for c in changes) and all(0 <= d < 50 for d in differences)
+
+
+def test_bench_tiling_refuses_a_malformed_case():
+    done = bench("bench_tiling.py", "--cases", "128")
+    assert done.returncode == 2 and "TILE,OVERLAP" in done.stderr
