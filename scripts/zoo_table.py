@@ -38,8 +38,8 @@ def table() -> str:
                  "is one model per sigma, FFDNet is given the sigma): DnCNN 32.86 / 30.44 / 27.18 on Set12 at sigma 15 / 25 / 50 (Zhang et al., "
                  "TIP 2017); FFDNet 34.66 / 32.35 / 29.18 on McMaster (Zhang et al., TIP 2018). Speed: median "
                  "of 5 runs on a 512x512 image on the 2-core CPU, 1-minute load average "
-                 f"{loads[0]:.1f} to {loads[-1]:.1f} when timed (from the cards; above 2 means another job "
-                 "shared the cores; the timing itself adds about 1). Generated from the model cards by `python scripts/zoo_table.py --write`; "
+                 f"{loads[0]:.1f} to {loads[-1]:.1f} when timed (from the cards; the timing itself accounts for "
+                 "about 1 of it, so above 2 means another job shared the cores). Generated from the model cards by `python scripts/zoo_table.py --write`; "
                  "the cards by `scripts/make_zoo_entry.py`.")
     return "\n".join(lines) + "\n"
 
