@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -44,6 +43,23 @@ PROTOCOL = (
 )
 MODEL_KEY = "model"
 ENSEMBLE_KEY = "model_x8"
+
+
+def output_problem(path: Path, folder: bool) -> Optional[str]:
+    """Why `path` cannot be written as a file (or created as a folder), or None if it can."""
+    if path.exists():
+        if folder and not path.is_dir():
+            return "is a file, not a folder"
+        if not folder and path.is_dir():
+            return "is a folder; give a file name"
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, not a folder"
+    if not os.access(ancestor, os.W_OK):
+        return f"{ancestor} is not writable"
+    return None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -79,6 +95,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--sigma needs finite values >= 0 on the 0-255 scale, got {bad}")
     if args.max_images is not None and args.max_images < 1:
         parser.error(f"--max-images needs a number >= 1, got {args.max_images}")
+    if args.seed < 0:
+        parser.error(f"--seed needs an integer >= 0, got {args.seed}")
+    # Checked before any work: a path that cannot be written would otherwise fail at the end.
+    for flag, path, folder in (("--out", args.out, False), ("--save-images", args.save_images, True)):
+        problem = path and output_problem(Path(path), folder)
+        if problem:
+            parser.error(f"{flag} {path}: {problem}")
     return args
 
 
@@ -287,17 +310,11 @@ def _json_safe(value):
 
 def write_json(path, data) -> None:
     """Writes `data` as JSON atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(_json_safe(data), handle, indent=2, allow_nan=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from bfcnn.io import atomic_path
+
+    text = json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _machine() -> dict:

@@ -8,7 +8,8 @@ import importlib.util
 import os
 import tempfile
 from pathlib import Path
-from typing import List, Optional
+from contextlib import contextmanager
+from typing import Iterator, List, Optional
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -30,6 +31,36 @@ def sha256(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextmanager
+def atomic_path(path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; moved onto `path` if the block succeeds.
+
+    A crash or an error mid-write leaves any previous file at `path` intact and no temporary
+    file behind. Missing parent folders are created. The file gets the usual permissions
+    (0666 less the umask), not the private ones of a temporary file, and is flushed to disk
+    before the rename.
+
+    Example:
+        >>> with atomic_path("out/r.json") as tmp:
+        ...     tmp.write_text("{}")
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def resolve_directory(directory) -> Path:
@@ -155,13 +186,5 @@ def write_image(path, array: np.ndarray) -> None:
                          f"{array.shape} {array.dtype}")
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -99,6 +99,42 @@ def test_cli_bad_baseline_model_and_color_exit_2(tiny, tmp_path, capsys):
     assert "--color rgb" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, where, problem", [
+    ("--out", "folder", "is a folder"), ("--out", "under_file", "is a file"),
+    ("--save-images", "file", "is a file"), ("--save-images", "under_file", "is a file")])
+def test_cli_refuses_an_output_it_cannot_write_before_any_work(tiny, tmp_path, capsys, monkeypatch, flag, where,
+                                                                problem):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("not a folder")
+    target = {"folder": tmp_path / "folder", "file": tmp_path / "file",
+              "under_file": tmp_path / "file" / "sub" / "r.json"}[where]
+    monkeypatch.setattr(evaluate, "dataset_files", lambda _: pytest.fail("the evaluation started"))
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main(["--model", str(tiny[0]), "--dataset", str(tiny[1]), flag, str(target)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and problem in err and "Traceback" not in err
+
+
+def test_cli_refuses_a_negative_seed(tiny, capsys):
+    with pytest.raises(SystemExit) as stop:
+        evaluate.main(["--model", str(tiny[0]), "--dataset", str(tiny[1]), "--seed", "-1"])
+    assert stop.value.code == 2 and "--seed" in capsys.readouterr().err
+
+
+def test_written_json_has_the_usual_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        evaluate.write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
 def test_cli_skimage_dataset(tiny, capsys):
     files = evaluate.dataset_files("skimage")[1]
     assert {"camera.png", "astronaut.png", "coffee.png"} <= {f.name for f in files}
