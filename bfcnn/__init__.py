@@ -16,7 +16,10 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("layers", "models", "ops", "zoo", "config", "errors", "explain", "lite", "export_lib")
+# Subpackages and modules reachable as attributes (`bfcnn.layers.BiasFreeBatchNorm`), imported on
+# first use. `bfcnn.denoise` is the function; the command line is `python -m bfcnn.denoise`.
+_SUBMODULES = ("layers", "models", "ops", "zoo", "config", "errors", "explain", "lite", "export", "training",
+               "io", "inference", "evaluation", "tiling", "baselines")
 
 
 def build_model(config):

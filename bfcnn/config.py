@@ -505,6 +505,8 @@ class LossConfig(_Section):
 
     def _check(self) -> None:
         _check_at_least(self, "hinge", 0.0)
+        _check(self.hinge == 0.0 or self.type == "mae", "hinge",
+               f"applies to type: mae only (type is {self.type!r}); set it to 0 or use type: mae")
         _check(self.noise_floor > 0.0, "noise_floor", f"must be > 0, got {self.noise_floor!r}")
         _check(self.charbonnier_epsilon > 0.0, "charbonnier_epsilon", f"must be > 0, got {self.charbonnier_epsilon!r}")
         _check_at_least(self, "ssim_weight", 0.0)

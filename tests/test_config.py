@@ -180,7 +180,7 @@ def test_scientific_notation_loads_as_float(tmp_path):
         tmp_path / "x.yaml",
         "model: {type: resnet, epsilon: 1e-4}\n"
         "optimizer: {learning_rate: 1e-4, weight_decay: 5E-5}\n"
-        "loss: {charbonnier_epsilon: 1.0e-6, hinge: .5e1}\n"
+        "loss: {type: mae, charbonnier_epsilon: 1.0e-6, hinge: .5e1}\n"
         "train: {steps: 1e3}\n",
     )
     config = load_config(path)
@@ -329,3 +329,8 @@ def test_sections_can_be_built_directly_in_python():
 def test_every_pipeline_loads_through_the_schema(path):
     config = load_config(path, require_inputs=True)
     assert config_from_dict(config_to_dict(config)) == config
+
+
+def test_a_hinge_is_refused_for_a_loss_it_does_not_apply_to():
+    with pytest.raises(ConfigError, match=r"loss.hinge.*type: mae only.*'mse'"):
+        config_from_dict({"model": {"type": "resnet"}, "loss": {"hinge": 0.5}})

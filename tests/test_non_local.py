@@ -225,3 +225,16 @@ def test_backbones_reject_a_non_local_position_outside_the_model(config, message
 
     with pytest.raises(ValueError, match=message):
         bfcnn.build_model(config)
+
+
+def test_one_non_local_position_may_be_given_alone_and_a_wrong_type_is_named():
+    import bfcnn
+    from bfcnn.errors import ConfigError
+    from bfcnn.models.builder import resolve_model_config
+
+    assert resolve_model_config({"type": "resnet", "non_local_after": 1})["non_local_after"] == [1]
+    assert resolve_model_config({"type": "multiscale", "n3_levels": 0})["n3_levels"] == [0]
+    with pytest.raises(ConfigError, match=r"model.non_local_after must be a list of integers .*got 'x'"):
+        bfcnn.build_model({"type": "resnet", "non_local_after": "x"})
+    with pytest.raises(ConfigError, match=r"must be a list of integers .*got \[1.5\]"):
+        bfcnn.build_model({"type": "resnet", "non_local_after": [1.5]})

@@ -228,7 +228,8 @@ class BiasFreeResidualBlock(keras.layers.Layer):
 
     The second convolution is followed by BiasFreeBatchNorm when `batch_norm` is on;
     there is no activation after the sum, so the block is the identity plus a
-    homogeneous branch (He et al., CVPR 2016, pre-activation style).
+    homogeneous branch: the residual block of He et al. (CVPR 2016) without the activation
+    after the addition, as in EDSR (Lim et al., CVPRW 2017).
 
     Options (all off by default; each keeps the block bias-free and, with scale-invariant
     gates, positively homogeneous; see docs/options.md):

@@ -30,8 +30,8 @@ def _pad_to_multiple(x, factor, axis):
     Written so TFLite sizes every tensor when the input is resized (no FLOOR_DIV or MINIMUM on
     a shape, which LiteRT works out only at run time): the axis is first extended by
     `factor - 1` copies of its last pixel with constant slices, and the number of blocks,
-    ceil(n / factor), is read off the shape of a strided slice. `scripts/tflite_dynamic.py`
-    checks a converted model for tensors sized at run time.
+    ceil(n / factor), is read off the shape of a strided slice. `bfcnn.export.tflite.runtime_sized_tensors`
+    lists a converted model's tensors sized at run time.
     """
     last = x[:, -1:] if axis == 1 else x[:, :, -1:]
     extended = ops.concatenate([x] + [last] * (factor - 1), axis=axis)

@@ -98,8 +98,11 @@ def _check_type(key: str, value, default, per_level: bool = False):
         ok = isinstance(value, str)
         expected = "a string"
     elif isinstance(default, (tuple, list)):
-        ok = isinstance(value, (list, tuple, int)) and not isinstance(value, bool)
-        expected = "a list (or an int for every level)"
+        # Lists of block or level indices; one index may be given alone.
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        expected = "a list of integers (or one integer)"
     else:
         return value
     if not ok:
@@ -131,7 +134,9 @@ def build_model(config: Mapping[str, Any]) -> keras.Model:
     kwargs = {k: v for k, v in resolved.items() if k != "type"}
     try:
         return model_builder(resolved["type"])(**kwargs)
-    except ValueError as error:
+    except (ValueError, TypeError) as error:
+        # A builder's own argument checks raise ValueError; a value of a shape the schema
+        # lets through (an int where a list of block indices is meant) can end in a TypeError.
         if isinstance(error, ConfigError):
             raise
         raise ConfigError(f"model ({resolved['type']}): {error}") from error
