@@ -3,10 +3,13 @@
 Adds Gaussian noise (sigma 25 on the 0-255 scale, fixed seed, not clipped) to
 scikit-image's bundled photographs, denoises them with the zoo's gray and color
 flagships, prints PSNR noisy -> denoised per image, and writes clean | noisy |
-denoised side-by-side PNGs.
+denoised side-by-side PNGs. Exit codes: 0 done, 2 bad arguments (an unknown model, a
+negative or non-finite --sigma).
 """
 
 import argparse
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,10 +19,21 @@ import numpy as np
 PHOTOS = {"camera": "gray", "astronaut": "rgb", "coffee": "rgb"}
 
 
+def _sigma(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (0-255 scale), got {text!r}")
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bfcnn.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--output-directory", default="demo_output", help="where the PNGs go")
-    parser.add_argument("--sigma", type=float, default=25.0, help="noise level on the 0-255 scale")
+    parser.add_argument("--sigma", type=_sigma, default=25.0,
+                        help="noise level on the 0-255 scale, >= 0 (default: 25)")
     parser.add_argument("--gray-model", default=None, help="zoo name or path (default: the gray flagship)")
     parser.add_argument("--color-model", default=None, help="zoo name or path (default: the color flagship)")
     return parser.parse_args(argv)
@@ -27,15 +41,21 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: no log lines
     from skimage import data
 
     import bfcnn
+    from bfcnn.errors import BfcnnError
     from bfcnn.evaluation import add_noise, noise_seed, psnr, to_uint8
     from bfcnn.io import write_image
     from bfcnn.zoo import DEFAULT_GRAY_MODEL, DEFAULT_MODEL
 
     names = {"gray": args.gray_model or DEFAULT_GRAY_MODEL, "rgb": args.color_model or DEFAULT_MODEL}
-    models = {color: bfcnn.load_model(name) for color, name in names.items()}
+    try:
+        models = {color: bfcnn.load_model(name) for color, name in names.items()}
+    except BfcnnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     out_dir = Path(args.output_directory)
     print(f"sigma {args.sigma:g}; models: gray {names['gray']}, color {names['rgb']}")
     print(f"{'image':<10} {'size':>9} {'noisy PSNR':>11} {'denoised':>9} {'seconds':>8}")

@@ -5,11 +5,17 @@ with the same name (`name-2.png`, ... when two inputs share a name; 16-bit gray 
 16-bit, alpha is kept). A text progress bar goes to stderr. An unreadable file is
 reported and skipped; the exit code is non-zero at the end if any file failed.
 
+Inputs are never overwritten: a run whose output would replace one of its input files is
+refused, and images already inside OUT_DIR are skipped when an input folder is scanned, so
+running twice does not denoise the first run's outputs. Exit codes: 0 done, 1 some files
+failed, 2 bad arguments (checked before the model is loaded).
+
 This module is also callable, so `bfcnn.denoise(image, ...)` keeps working even after
 `import bfcnn.denoise` has put the module in the function's place.
 """
 
 import argparse
+import os
 import sys
 import types
 from pathlib import Path
@@ -50,14 +56,59 @@ def _progress(done: int, total: int, width: int = 20) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
 
 
-def _expand(inputs):
+def _check_output_folder(out_dir: Path) -> None:
+    """Raises BfcnnError when `out_dir` is, or lies under, an existing file (it could not be made)."""
+    from bfcnn.errors import BfcnnError
+
+    for folder in (out_dir, *out_dir.absolute().parents):
+        if folder.exists():
+            if folder.is_dir():
+                return
+            if folder == out_dir:
+                raise BfcnnError(f"output folder {out_dir} is a file; -o needs a folder")
+            raise BfcnnError(f"output folder {out_dir} cannot be made: {folder} is a file")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _expand(inputs, out_dir: Path):
+    """The input files: files as given, folders scanned for images (skipping `out_dir` inside them)."""
+    from bfcnn.errors import BfcnnError
     from bfcnn.io import list_images
 
+    out = out_dir.resolve()
     files = []
     for item in inputs:
         path = Path(item)
-        files += list_images(path) if path.is_dir() else [path]
+        if not path.is_dir():
+            files.append(path)
+            continue
+        folder = path.resolve()
+        if folder == out:
+            raise BfcnnError(f"input folder {item} is the output folder: the outputs would overwrite or mix "
+                             "with its images; choose another output folder")
+        images = list_images(path)
+        if _inside(out, folder):  # the output folder's images are earlier outputs, not inputs
+            images = [f for f in images if not _inside(f.resolve(), out)]
+            if not images:
+                raise BfcnnError(f"no images in {item} outside the output folder {out_dir}")
+        files += images
     return files
+
+
+def _plan(files, out_dir: Path):
+    """The output path of each input; BfcnnError if one would overwrite an input file."""
+    from bfcnn.errors import BfcnnError
+
+    used, inputs = set(), {f.resolve(): f for f in files}
+    outputs = [out_dir / _output_name(f, used) for f in files]
+    for output in outputs:
+        if output.resolve() in inputs:
+            raise BfcnnError(f"{output} would overwrite the input {inputs[output.resolve()]}: "
+                             "choose another output folder")
+    return outputs
 
 
 def _output_name(path: Path, used: set) -> str:
@@ -72,6 +123,7 @@ def _output_name(path: Path, used: set) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: no log lines
     import numpy as np
     from PIL import Image, ImageOps
 
@@ -79,22 +131,24 @@ def main(argv=None) -> int:
     from bfcnn.io import write_image
     from bfcnn.zoo import load_model
 
-    try:
+    out_dir = Path(args.output_directory).expanduser()
+    try:  # every argument is checked before the model is loaded (a zoo name before Keras is imported)
+        _check_output_folder(out_dir)
+        files = _expand(args.inputs, out_dir)
+        outputs = _plan(files, out_dir)
         model = load_model(args.model)
-        files = _expand(args.inputs)
     except BfcnnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out_dir = Path(args.output_directory)
-    failed, used = 0, set()
-    for index, path in enumerate(files, 1):
+    failed = 0
+    for index, (path, output) in enumerate(zip(files, outputs), 1):
         try:
             with Image.open(path) as image:
                 image.load()
                 image = ImageOps.exif_transpose(image)
                 result = denoise(image, model=model, tile_size=args.tile_size, ensemble=args.ensemble)
-            name = _output_name(path, used)
-            write_image(out_dir / name, np.asarray(result))
+            write_image(output, np.asarray(result))
+            name = output.name
             status = "ok" if name == f"{path.stem}.png" else f"ok -> {name} (an earlier input had the same name)"
         except Exception as error:  # Pillow's decoders raise OSError, EOFError, SyntaxError, ...: keep going
             failed += 1

@@ -1,20 +1,24 @@
 """`bfcnn.denoise`: denoise numpy arrays and PIL images with any bfcnn model, tiled when large."""
 
+import os
 import weakref
 from typing import Optional
 
 import numpy as np
 
 from bfcnn.errors import BfcnnError
-from bfcnn.tiling import tiled_apply, to_dtype
+from bfcnn.tiling import _is_int, tiled_apply, to_dtype
 
 # Images above this many pixels are denoised tile by tile, so memory stays bounded.
 DEFAULT_MAX_PIXELS = 1024 * 1024
 DEFAULT_TILE = 512
 DEFAULT_OVERLAP = 48
 
+# model -> its traced function; the function reaches the model through a weak reference only,
+# so the cache never keeps a model alive.
 _RUNNERS = weakref.WeakKeyDictionary()
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B")
+_ALPHA_MODES = ("RGBA", "RGBa", "PA")  # LA and La are handled on their own
 
 
 def _runner(model):
@@ -23,12 +27,30 @@ def _runner(model):
 
     if model not in _RUNNERS:
         channels = model.input_shape[-1]
+        model_ref = weakref.ref(model)  # a strong reference here would keep the key alive forever
         _RUNNERS[model] = tf.function(
-            lambda x: model(x, training=False),
+            lambda x: model_ref()(x, training=False),
             input_signature=[tf.TensorSpec([1, None, None, channels], tf.float32)],
         )
     function = _RUNNERS[model]
     return lambda image: function(image[None])[0].numpy()
+
+
+def _same_shape(function):
+    """`function`, checked to return an array of its input's shape (a model must not resize)."""
+
+    def checked(pixels: np.ndarray) -> np.ndarray:
+        result = function(pixels)
+        try:
+            result = np.asarray(result, np.float32)
+        except (TypeError, ValueError) as error:
+            raise BfcnnError(f"the model returned a {type(result).__name__}, not an image array") from error
+        if result.shape != pixels.shape:
+            raise BfcnnError(f"the model must return an array of its input's shape {pixels.shape}, "
+                             f"got shape {result.shape}")
+        return result
+
+    return checked
 
 
 def _dihedral(image: np.ndarray, k: int) -> np.ndarray:
@@ -61,11 +83,37 @@ def self_ensemble(function):
 
 
 def _as_model(model):
-    if isinstance(model, str) or model is None:
+    if model is None or isinstance(model, (str, os.PathLike)):
         from bfcnn.zoo import load_model
 
         return load_model(model or "default")
+    if not callable(model):
+        raise BfcnnError("model must be a zoo name, a path to a .keras file or model folder, a keras.Model "
+                         f"or a callable, got {type(model).__name__}")
     return model
+
+
+def _check_tiling(tile_size, overlap) -> None:
+    if not _is_int(overlap) or overlap < 0:
+        raise BfcnnError(f"overlap must be an integer >= 0, got {overlap!r}")
+    if tile_size is not None and (not _is_int(tile_size) or (tile_size != 0 and tile_size <= overlap)):
+        raise BfcnnError(f"tile_size must be None (tile only images above one megapixel), 0 (never tile) "
+                         f"or an integer larger than overlap={overlap}, got {tile_size!r}")
+
+
+def _as_array(image) -> np.ndarray:
+    """`image` (not a PIL image) as a numpy array, or a BfcnnError saying what is expected."""
+    expected = "image must be a numpy array or a PIL image"
+    if image is None or isinstance(image, (str, bytes, os.PathLike)):
+        hint = " (to denoise a file, open it first: PIL.Image.open(path))" if image is not None else ""
+        raise BfcnnError(f"{expected}, got {type(image).__name__}{hint}")
+    try:
+        array = np.asarray(image)
+    except (TypeError, ValueError) as error:  # e.g. a ragged list
+        raise BfcnnError(f"{expected}, got a {type(image).__name__} numpy cannot convert: {error}") from error
+    if array.dtype == object:
+        raise BfcnnError(f"{expected}, got {type(image).__name__}")
+    return array
 
 
 def _model_channels(model) -> Optional[int]:
@@ -79,16 +127,18 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
 
     Args:
         image: a numpy array `HxW`, `HxWx1`, `HxWx3` or `HxWx4` (alpha is kept as it is),
-            uint8, uint16 (16-bit PNG) or float (on the 0-255 scale), or a PIL image
-            (16-bit gray and gray-with-alpha images keep their mode; other modes come
-            back as L, RGB or RGBA).
-        model: a zoo name, a path, a keras.Model, or any callable taking float32
-            [H, W, C] (0-255) and returning the same. A gray image through a color model
-            is denoised as gray RGB; a color image through a gray model channel by channel.
-        tile_size: denoise in tiles of this size; `None` tiles only images above one
-            megapixel (tiles of 512 with the overlap below), 0 never tiles.
-        overlap: overlap of neighbouring tiles, blended smoothly; keep it above the
-            model's receptive field radius for seamless results.
+            uint8, uint16 (16-bit PNG) or float (on the 0-255 scale, all values finite),
+            or a PIL image (16-bit gray and gray-with-alpha images keep their mode; other
+            modes come back as L, RGB or RGBA).
+        model: a zoo name, a path to a `.keras` file or model folder, a keras.Model, or any
+            callable taking float32 [H, W, C] (0-255) and returning the same shape. A gray
+            image through a color model is denoised as gray RGB; a color image through a
+            gray model channel by channel.
+        tile_size: denoise in tiles of this size, an integer larger than `overlap`; `None`
+            tiles only images above one megapixel (tiles of 512 with the overlap below),
+            0 never tiles.
+        overlap: overlap of neighbouring tiles (an integer >= 0), blended smoothly; keep it
+            above the model's receptive field radius for seamless results.
         ensemble: average the model over the 8 rotations and flips of each tile
             (`self_ensemble`): 8x slower, usually a little better.
 
@@ -96,13 +146,16 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
         The denoised image, like the input (uint8 rounded and clipped, floats unclipped).
 
     Raises:
-        BfcnnError: an unsupported shape or dtype, naming what is allowed.
+        BfcnnError: an unsupported image type, shape or dtype, NaN or infinite values, a bad
+            model, tile_size or overlap, or a model returning another shape; names what is
+            allowed.
 
     Example:
         >>> clean = bfcnn.denoise(noisy_uint8, model="pyramid_gray_m")
     """
     from PIL import Image
 
+    _check_tiling(tile_size, overlap)
     if isinstance(image, Image.Image):
         if image.mode in _SIXTEEN_BIT_MODES:  # 16-bit gray stays 16-bit
             array = np.asarray(image).astype(np.uint16)
@@ -110,7 +163,7 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
             array = np.asarray(image.convert("LA"))
             gray = denoise(array[..., 0], model=model, tile_size=tile_size, overlap=overlap, ensemble=ensemble)
             return Image.fromarray(np.stack([gray, array[..., 1]], axis=-1))  # uint8 HxWx2: LA
-        elif "A" in image.mode or (image.mode == "P" and "transparency" in image.info):
+        elif image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
             array = np.asarray(image.convert("RGBA"))
         else:
             from bfcnn.io import to_uint8_array
@@ -118,7 +171,7 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
             array = to_uint8_array(image)
             array = array[..., 0] if array.shape[-1] == 1 else array
         return Image.fromarray(denoise(array, model=model, tile_size=tile_size, overlap=overlap, ensemble=ensemble))
-    array = np.asarray(image)
+    array = _as_array(image)
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
         raise BfcnnError(f"image must be HxW, HxWx1, HxWx3 or HxWx4, got shape {array.shape}")
     if array.shape[0] < 1 or array.shape[1] < 1:
@@ -131,7 +184,15 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
     elif np.issubdtype(dtype, np.floating):
         scale = 1.0
     else:
-        raise BfcnnError(f"image dtype must be uint8, uint16 or float, got {dtype}")
+        source = "" if isinstance(image, np.ndarray) else (
+            f" (the dtype numpy gave the array built from the {type(image).__name__}: pass "
+            "np.asarray(image, np.uint8) for 0-255 integers)")
+        raise BfcnnError(f"image dtype must be uint8, uint16 or float, got {dtype}{source}")
+    # min and max are NaN or infinite exactly when some value is, and need no full-size copy
+    if np.issubdtype(dtype, np.floating) and not (np.isfinite(array.min()) and np.isfinite(array.max())):
+        bad = array.size - np.count_nonzero(np.isfinite(array))
+        raise BfcnnError(f"{bad} of the image's {array.size} values are not finite (NaN or inf); the model would "
+                         "spread each over its neighbours: replace them first, e.g. with np.nan_to_num")
 
     alpha = None
     pixels = array.astype(np.float32)
@@ -143,7 +204,7 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
         pixels, alpha = pixels[..., :3], array[..., 3:]
 
     model = _as_model(model)
-    function = _runner(model) if hasattr(model, "input_shape") else model
+    function = _same_shape(_runner(model) if hasattr(model, "input_shape") else model)
     if ensemble:
         function = self_ensemble(function)
     wanted = _model_channels(model)

@@ -51,7 +51,7 @@ class TFLiteDenoiser:
 
     Raises:
         BfcnnError: the file is missing, is not a TFLite model, or does not have one
-            4-D float32 image input and one output.
+            4-D float32 image input and one output; num_threads is not None or >= 1.
         ImportError: `ai_edge_litert` is not installed.
 
     Example:
@@ -68,7 +68,7 @@ class TFLiteDenoiser:
         if not self.path.is_file():
             raise BfcnnError(f"TFLite model not found: {str(self.path)!r}")
         if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
-            raise ValueError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
+            raise BfcnnError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
         if num_threads is None:
             num_threads = available_cores()
         try:
@@ -97,13 +97,13 @@ class TFLiteDenoiser:
 
     def _check(self, images: np.ndarray) -> None:
         if images.ndim not in (3, 4):
-            raise ValueError(f"expected an image [H, W, C] or a batch [B, H, W, C], got shape {images.shape}")
+            raise BfcnnError(f"expected an image [H, W, C] or a batch [B, H, W, C], got shape {images.shape}")
         if images.shape[-1] != self.channels:
             kind = "gray, 1 channel" if self.channels == 1 else f"{self.channels} channels"
-            raise ValueError(f"{self.path.name} expects images with {kind} ([..., H, W, {self.channels}]), "
+            raise BfcnnError(f"{self.path.name} expects images with {kind} ([..., H, W, {self.channels}]), "
                              f"got shape {images.shape}")
         if min(images.shape[-3:-1]) < 1:
-            raise ValueError(f"image height and width must be >= 1, got shape {images.shape}")
+            raise BfcnnError(f"image height and width must be >= 1, got shape {images.shape}")
 
     def _run(self, image: np.ndarray) -> np.ndarray:
         """One [1, H, W, C] float32 image through the interpreter (resized when its size changes)."""
@@ -128,7 +128,7 @@ class TFLiteDenoiser:
         """Denoises float [H, W, C] or [B, H, W, C] on the 0-255 scale; returns float32 of the same shape.
 
         Raises:
-            ValueError: wrong rank, channel count or an empty image.
+            BfcnnError: (a ValueError) wrong rank, channel count or an empty image.
         """
         images = np.asarray(images)
         self._check(images)
@@ -154,18 +154,19 @@ class TFLiteDenoiser:
             The same shape and dtype: uint8 rounded and clipped, float unclipped.
 
         Raises:
-            ValueError: an unsupported dtype or shape, or a wrong channel count.
+            BfcnnError: (a ValueError) an unsupported dtype, shape or tiling argument, or a
+                wrong channel count.
         """
         image = np.asarray(image)
         if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
-            raise ValueError(f"image dtype must be uint8 or float (0-255 scale), got {image.dtype}")
+            raise BfcnnError(f"image dtype must be uint8 or float (0-255 scale), got {image.dtype}")
         x = image[..., None] if image.ndim == 2 else image
         if x.ndim != 3:
-            raise ValueError(f"expected an image [H, W] or [H, W, C], got shape {image.shape}")
+            raise BfcnnError(f"expected an image [H, W] or [H, W, C], got shape {image.shape}")
         self._check(x)
         if isinstance(tile_size, str):
             if tile_size != "auto":
-                raise ValueError(f'tile_size must be "auto", None, an int or a pair of ints, got {tile_size!r}')
+                raise BfcnnError(f'tile_size must be "auto", None, an int or a pair of ints, got {tile_size!r}')
             if self.fixed_size is not None:
                 tile_size = self.fixed_size  # the file's own size: each tile runs as it is
                 overlap = min(overlap, min(self.fixed_size) // 2)

@@ -11,19 +11,37 @@ When a model's receptive radius (the pixels of context one output pixel needs, o
 is at most `margin`, every weighted tile output equals the whole-image output and the blend
 is exact up to float rounding; otherwise the smooth window hides the seams.
 
-Imports only numpy.
+Imports only numpy (and bfcnn.errors, which imports nothing heavy).
 """
 
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from bfcnn.errors import BfcnnError
+
 TileSize = Union[int, Sequence[int]]
 
+
+class TilingError(BfcnnError):
+    """A bad tiling argument or image, or a function that changes the tile's size (a ValueError)."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _pair(name: str, value) -> Tuple[int, int]:
-    values = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(values) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"{name} must be an int or a pair of ints (height, width), got {value!r}")
+    values = ()
+    if _is_int(value):
+        values = (value, value)
+    elif not isinstance(value, (str, bytes)):
+        try:
+            values = tuple(value)
+        except TypeError:  # a float or another non-sequence
+            pass
+    if len(values) != 2 or not all(_is_int(v) for v in values):
+        raise TilingError(f"{name} must be an int or a pair of ints (height, width), got {value!r}")
     return int(values[0]), int(values[1])
 
 
@@ -69,7 +87,7 @@ def axis_weights(length: int, tile: int, overlap: int, margin: int) -> List[np.n
     for start, w in zip(starts, weights):
         total[start : start + tile] += w
     if np.any(total <= 0.0):  # cannot happen when 2 * margin < overlap < tile; kept as a guard
-        raise ValueError(f"tiling leaves pixels without weight (tile={tile}, overlap={overlap}, margin={margin})")
+        raise TilingError(f"tiling leaves pixels without weight (tile={tile}, overlap={overlap}, margin={margin})")
     return [w / total[start : start + tile] for start, w in zip(starts, weights)]
 
 
@@ -105,27 +123,28 @@ def tiled_apply(
         [H, W, C'] of `dtype`: the blended result.
 
     Raises:
-        ValueError: a bad image shape or tiling argument, or `fn` changing the tile size.
+        TilingError: (a ValueError) a bad image shape or tiling argument, or `fn` changing the
+            tile size.
 
     Example:
         >>> out = tiled_apply(lambda t: model(t[None])[0].numpy(), noisy, tile_size=256, overlap=32)
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"tiled_apply needs an image [H, W, C] with H, W >= 1, got shape {image.shape}")
+        raise TilingError(f"tiled_apply needs an image [H, W, C] with H, W >= 1, got shape {image.shape}")
     height, width = image.shape[:2]
     dtype = np.dtype(dtype)
     if tile_size is None:
         return to_dtype(np.array(fn(image.astype(np.float32, copy=False)), np.float32), dtype)  # fn's own array kept
     tile_h, tile_w = _pair("tile_size", tile_size)
-    if not isinstance(overlap, (int, np.integer)) or isinstance(overlap, bool) or overlap < 0:
-        raise ValueError(f"overlap must be an integer >= 0, got {overlap!r}")
+    if not _is_int(overlap) or overlap < 0:
+        raise TilingError(f"overlap must be an integer >= 0, got {overlap!r}")
     if min(tile_h, tile_w) <= overlap:
-        raise ValueError(f"tile_size {tile_size!r} must be larger than overlap={overlap} in both directions")
+        raise TilingError(f"tile_size {tile_size!r} must be larger than overlap={overlap} in both directions "
+                          "(or None for the whole image at once)")
     margin = overlap // 4 if margin is None else margin
-    if (not isinstance(margin, (int, np.integer)) or margin < 0
-            or (2 * margin >= overlap and not overlap == margin == 0)):
-        raise ValueError(f"margin must be an integer with 0 <= 2 * margin < overlap={overlap}, got {margin!r}")
+    if not _is_int(margin) or margin < 0 or (2 * margin >= overlap and not overlap == margin == 0):
+        raise TilingError(f"margin must be an integer with 0 <= 2 * margin < overlap={overlap}, got {margin!r}")
     if height <= tile_h and width <= tile_w:
         result = _checked(fn(image.astype(np.float32, copy=False)), image.shape, "the image")
         return to_dtype(result.copy(), dtype)  # fn's own array kept
@@ -200,6 +219,6 @@ def to_dtype(values: np.ndarray, dtype) -> np.ndarray:
 def _checked(result, shape, what) -> np.ndarray:
     result = np.asarray(result, np.float32)
     if result.ndim != 3 or result.shape[:2] != tuple(shape[:2]):
-        raise ValueError(f"fn must return [h, w, C] of the tile's size {tuple(shape[:2])} for {what}, "
+        raise TilingError(f"fn must return [h, w, C] of the tile's size {tuple(shape[:2])} for {what}, "
                          f"got shape {result.shape}")
     return result

@@ -8,6 +8,7 @@ Cards are written by `benchmarks/make_zoo_entry.py` from a training run, never b
 
 import fnmatch
 import json
+import os
 import re
 import zipfile
 from functools import lru_cache
@@ -96,13 +97,49 @@ def model_file(name: str, kind: str = "keras", verify: bool = True) -> Path:
     return path
 
 
+def _looks_like_path(text: str) -> bool:
+    """A path rather than a zoo name: a folder separator, a model file suffix, or a leading . or ~."""
+    separators = {"/", os.sep, os.altsep} - {None}
+    return (any(sep in text for sep in separators) or text.startswith((".", "~"))
+            or text.lower().endswith((".keras", ".tflite", ".h5")))
+
+
+def _not_a_model(path: Path) -> BfcnnError:
+    return BfcnnError(f"cannot load model {str(path)!r}: not a .keras file or model folder (a .keras file "
+                      "is a zip archive holding a Keras model; this one is corrupt, truncated or of another format)")
+
+
+def _model_path(name_or_path: str, verify: bool) -> Path:
+    """The `.keras` file `load_model` would load, checked as far as possible without Keras."""
+    path = Path(name_or_path).expanduser()
+    is_name = name_or_path == "default" or name_or_path in _cards()
+    if not (path.is_dir() or _looks_like_path(name_or_path) or (path.exists() and not is_name)):
+        return model_file(name_or_path, "keras", verify=verify)  # UnknownModelError lists the zoo
+    if path.is_dir():
+        found = [c for c in (path / "model.keras", path / "best.keras") if c.exists()]
+        if not found:
+            raise BfcnnError(f"no model.keras or best.keras in folder {name_or_path!r}")
+        path = found[0]
+    elif not path.exists():
+        raise BfcnnError(f"no such file or folder: {name_or_path!r} (zoo models: {', '.join(list_models())})")
+    if path.suffix.lower() == ".tflite":
+        raise BfcnnError(f"{name_or_path!r} is a TFLite file; load_model loads .keras files: "
+                         f"run it with bfcnn.lite.TFLiteDenoiser({name_or_path!r})")
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a damaged file
+        raise _not_a_model(path)
+    return path
+
+
 def load_model(name_or_path: str = "default", verify: bool = True, float32: bool = True):
     """A pretrained zoo model by name, or a model from a `.keras` file or a model / export folder.
 
     Args:
         name_or_path: a zoo name (`bfcnn.list_models()`), `"default"` (the color flagship,
-            `pyramid_color_m`), a `.keras` file, or a folder holding `model.keras` (an export
-            or training directory; `best.keras` is used when there is no `model.keras`).
+            `pyramid_color_m`), a path (str or `os.PathLike`, `~` expanded) to a `.keras` file,
+            or a folder holding `model.keras` (an export or training directory; `best.keras`
+            is used when there is no `model.keras`). A name that is not in the zoo but is an
+            existing file or folder is taken as a path. `.tflite` files are run by
+            `bfcnn.lite.TFLiteDenoiser` instead.
         verify: check the zoo file's sha256 against its model card.
         float32: run in float32 even if the model was saved with a mixed-precision policy.
 
@@ -111,35 +148,23 @@ def load_model(name_or_path: str = "default", verify: bool = True, float32: bool
 
     Raises:
         UnknownModelError: an unknown name; the message lists the available ones.
-        BfcnnError: a missing or corrupt file.
+        BfcnnError: a missing path, a file that is not a Keras model (or a `.tflite` file),
+            or a corrupt zoo file. These are raised before Keras is imported.
 
     Example:
         >>> model = bfcnn.load_model("pyramid_gray_m")
         >>> clean = model(noisy[None, ..., None])[0, ..., 0]
     """
+    path = _model_path("default" if name_or_path is None else os.fspath(name_or_path), verify)
     import keras
 
     import bfcnn.layers  # noqa: F401  (registers the custom layers for deserialization)
     import bfcnn.models  # noqa: F401
 
-    name_or_path = "default" if name_or_path is None else str(name_or_path)
-    path = Path(name_or_path)
-    if name_or_path.endswith(".keras") or path.is_dir() or ("/" in name_or_path and path.exists()):
-        if path.is_dir():
-            candidates = [path / "model.keras", path / "best.keras"]
-            found = [c for c in candidates if c.exists()]
-            if not found:
-                raise BfcnnError(f"no model.keras or best.keras in folder {str(path)!r}")
-            path = found[0]
-        if not path.exists():
-            raise BfcnnError(f"model file not found: {str(path)!r}")
-    else:
-        path = model_file(name_or_path, "keras", verify=verify)
-    if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a damaged file
-        raise BfcnnError(f"cannot load model {str(path)!r}: not a .keras file (a .keras file is a zip archive; "
-                         "this one is corrupt, truncated or of another format)")
     try:
         model = keras.models.load_model(path, compile=False)
+    except (KeyError, zipfile.BadZipFile) as error:  # a zip archive without a Keras model in it
+        raise _not_a_model(path) from error
     except (ValueError, OSError, TypeError) as error:  # TypeError: a layer class Keras cannot find
         raise BfcnnError(f"cannot load model {str(path)!r}: {error}") from error
     if float32:

@@ -171,7 +171,7 @@ def test_cli_model_errors_are_named(tmp_path, capsys):
     (tmp_path / "broken.keras").write_bytes(b"not a zip archive")
     cases = [("pyramid_gray_mm", "did you mean 'pyramid_gray_m'"),
              (str(tmp_path / "broken.keras"), "not a .keras file"),
-             (str(tmp_path / "missing.keras"), "model file not found")]
+             (str(tmp_path / "missing.keras"), "no such file or folder")]
     for model, message in cases:
         assert main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", model]) == 2
         assert message in capsys.readouterr().err
@@ -225,3 +225,75 @@ def test_cli_ensemble_writes_the_x8_result(gray_model, tmp_path):
     assert main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(model_path), "--ensemble"]) == 0
     written = np.asarray(Image.open(tmp_path / "out" / "a.png"))
     np.testing.assert_array_equal(written, bfcnn.denoise(image, model=gray_model, ensemble=True))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_are_refused(gray_model, bad):
+    """A NaN would come back spread over the model's receptive field: refused, with a count."""
+    image = np.full((30, 30), 100.0, np.float32)
+    image[3, 4] = image[20, 7] = bad
+    with pytest.raises(BfcnnError, match=r"2 of the image's 900 values are not finite"):
+        bfcnn.denoise(image, model=gray_model)
+    with pytest.raises(BfcnnError, match="not finite"):
+        bfcnn.denoise(np.full((30, 30, 3), bad), model=lambda t: t)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(model=123), r"model must be a zoo name, a path .* or a callable, got int"),
+    (dict(tile_size=-5), r"tile_size must be None .*, 0 \(never tile\) or an integer larger than overlap=48, got -5"),
+    (dict(tile_size=8), r"larger than overlap=48, got 8"),
+    (dict(tile_size="abc"), r"tile_size must be None .* got 'abc'"),
+    (dict(tile_size=64.5), r"tile_size must be None .* got 64.5"),
+    (dict(tile_size=64, overlap=-3), r"overlap must be an integer >= 0, got -3"),
+    (dict(image="photo.png"), r"numpy array or a PIL image, got str \(to denoise a file, open it first"),
+    (dict(image=None), r"numpy array or a PIL image, got NoneType"),
+    (dict(image=[[1, 2], [3, 4]]), r"got int64 \(the dtype numpy gave the array built from the list"),
+    (dict(image=[[1.0, 2.0], [3.0]]), r"numpy array or a PIL image, got a list numpy cannot convert"),
+])
+def test_bad_arguments_name_what_is_allowed(gray_model, kwargs, match):
+    kwargs = {"image": np.zeros((60, 60), np.uint8), "model": gray_model, **kwargs}
+    with pytest.raises(BfcnnError, match=match):
+        bfcnn.denoise(**kwargs)
+
+
+def test_python_lists_of_floats_and_paths_to_models_work(gray_model, tmp_path):
+    image = [[10.0, 20.0, 30.0], [40.0, 50.0, 60.0]]
+    np.testing.assert_allclose(bfcnn.denoise(image, model=lambda t: t), image)
+    gray_model.save(tmp_path / "m.keras")
+    pixels = np.full((6, 6), 100, np.uint8)
+    np.testing.assert_array_equal(bfcnn.denoise(pixels, model=tmp_path / "m.keras"),
+                                  bfcnn.denoise(pixels, model=gray_model))
+
+
+@pytest.mark.parametrize("tile_size", [0, 16])
+def test_a_model_returning_another_shape_is_named(tile_size):
+    with pytest.raises(BfcnnError, match=r"input's shape \((40|16), (40|16), 1\), got shape \((20|8), (40|16), 1\)"):
+        bfcnn.denoise(np.zeros((40, 40), np.uint8), model=lambda t: t[::2], tile_size=tile_size, overlap=4)
+    with pytest.raises(BfcnnError, match=r"input's shape \(40, 40, 1\), got shape \(40, 40, 3\)"):
+        bfcnn.denoise(np.zeros((40, 40), np.uint8), model=lambda t: np.repeat(t, 3, -1), tile_size=0)
+    with pytest.raises(BfcnnError, match="returned a str, not an image array"):
+        bfcnn.denoise(np.zeros((40, 40), np.uint8), model=lambda t: "oops")
+
+
+@pytest.mark.parametrize("mode, expected", [("LAB", "RGB"), ("HSV", "RGB"), ("RGBA", "RGBA"), ("RGBa", "RGBA"),
+                                            ("PA", "RGBA"), ("L", "L"), ("LA", "LA")])
+def test_pil_modes_keep_alpha_only_when_they_have_it(mode, expected):
+    """"LAB" has an "A" in its name but no alpha channel: it comes back RGB."""
+    image = Image.new(mode, (6, 5))
+    assert bfcnn.denoise(image, model=lambda t: t).mode == expected
+
+
+def test_models_are_freed_after_use():
+    """The traced-function cache must not keep a model (and its weights) alive."""
+    import gc
+    import weakref
+
+    from bfcnn.inference import _RUNNERS
+
+    model = bfcnn.build_model({"type": "resnet", "channels": 1, "filters": 8, "blocks": 1})
+    bfcnn.denoise(np.zeros((8, 8), np.uint8), model=model)
+    assert model in _RUNNERS
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None

@@ -120,23 +120,25 @@ def test_denoise_tiles_large_images_by_default(tiny, monkeypatch):
     sizes.clear()
     denoiser.denoise(image[:64, :50])  # fits one tile: one run
     assert sizes == [(64, 50)]
-    with pytest.raises(ValueError, match='"auto", None'):
+    with pytest.raises(BfcnnError, match='"auto", None'):
         denoiser.denoise(image, tile_size="big")
+    with pytest.raises(BfcnnError, match="tile_size must be an int or a pair"):
+        denoiser.denoise(image, tile_size=64.5)
 
 
 def test_wrong_channels_and_shapes(tiny):
     from bfcnn.lite import TFLiteDenoiser
 
     denoiser = TFLiteDenoiser(tiny[1])
-    with pytest.raises(ValueError, match="1 channel"):
+    with pytest.raises(BfcnnError, match="1 channel"):
         denoiser(np.zeros((8, 8, 3), np.float32))
-    with pytest.raises(ValueError, match="1 channel"):
+    with pytest.raises(BfcnnError, match="1 channel"):
         denoiser.denoise(np.zeros((8, 8, 4), np.uint8))
-    with pytest.raises(ValueError, match=r"\[H, W, C\]"):
+    with pytest.raises(BfcnnError, match=r"\[H, W, C\]"):
         denoiser(np.zeros((8,), np.float32))
-    with pytest.raises(ValueError, match=">= 1"):
+    with pytest.raises(BfcnnError, match=">= 1"):
         denoiser(np.zeros((0, 8, 1), np.float32))
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(BfcnnError, match="dtype"):
         denoiser.denoise(np.zeros((8, 8), np.int32))
 
 
@@ -149,7 +151,7 @@ def test_missing_and_corrupt_model_files(tmp_path):
     corrupt.write_bytes(b"not a flatbuffer" * 10)
     with pytest.raises(BfcnnError, match="corrupt.tflite"):
         TFLiteDenoiser(corrupt)
-    with pytest.raises(ValueError, match="num_threads"):
+    with pytest.raises(BfcnnError, match="num_threads"):
         TFLiteDenoiser(corrupt, num_threads=0)
 
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from bfcnn.tiling import axis_weights, tile_starts, tiled_apply
+from bfcnn.errors import BfcnnError
+from bfcnn.tiling import TilingError, axis_weights, tile_starts, tiled_apply
 
 
 def box_filter(image, radius):
@@ -97,10 +98,15 @@ def test_output_channels_may_differ():
     (dict(tile_size=16, overlap=0, margin=1), "margin"),
     (dict(tile_size=(8, 8, 8), overlap=2), "tile_size"),
     (dict(tile_size="big", overlap=2), "tile_size"),
+    (dict(tile_size=16.5, overlap=2), "tile_size must be an int or a pair"),
+    (dict(tile_size=True, overlap=2), "tile_size must be an int or a pair"),
+    (dict(tile_size=(16, 16.0), overlap=2), "tile_size must be an int or a pair"),
 ])
 def test_bad_arguments(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    """A bfcnn error that old `except ValueError` code still catches."""
+    with pytest.raises(TilingError, match=match) as caught:
         tiled_apply(lambda t: t, np.zeros((40, 40, 1), np.float32), **kwargs)
+    assert isinstance(caught.value, BfcnnError) and isinstance(caught.value, ValueError)
 
 
 def test_bad_image_and_bad_fn():
@@ -108,7 +114,7 @@ def test_bad_image_and_bad_fn():
         tiled_apply(lambda t: t, np.zeros((40, 40), np.float32), tile_size=16)
     with pytest.raises(ValueError, match=r"\[H, W, C\]"):
         tiled_apply(lambda t: t, np.zeros((0, 40, 1), np.float32), tile_size=16)
-    with pytest.raises(ValueError, match="tile's size"):
+    with pytest.raises(TilingError, match=r"tile's size \(16, 16\).*got shape \(15, 16, 1\)"):
         tiled_apply(lambda t: t[:-1], np.zeros((40, 40, 1), np.float32), tile_size=16, overlap=4)
 
 
@@ -165,5 +171,5 @@ def test_fixed_size_apply_only_calls_fn_at_its_size(shape):
         np.testing.assert_allclose(out, fn(image))
     # A pointwise map comes back exactly, whatever the tiling and padding.
     np.testing.assert_allclose(fixed_size_apply(lambda t: 3 * t, image, (8, 12), overlap=4), 3 * image, rtol=1e-6)
-    with pytest.raises(ValueError, match="size"):
+    with pytest.raises(TilingError, match="size"):
         fixed_size_apply(fn, image, (8, 12, 3))

@@ -41,10 +41,39 @@ def test_list_models_filters_by_wildcard():
 
 
 def test_missing_path_is_a_clear_error(tmp_path):
-    with pytest.raises(BfcnnError, match="not found"):
+    with pytest.raises(BfcnnError, match="no such file or folder"):
         bfcnn.load_model(str(tmp_path / "missing.keras"))
     with pytest.raises(BfcnnError, match="no model.keras"):
         bfcnn.load_model(str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["/tmp/no_such_bfcnn_model", "./x.keras", "~/no_such_bfcnn.keras", "x.tflite",
+                                  "models/x", "x.h5", ".hidden"])
+def test_path_like_names_are_reported_as_missing_paths(name):
+    """Not "unknown model": a name that looks like a path is one; the zoo names follow as a hint."""
+    with pytest.raises(BfcnnError, match=r"no such file or folder: '.*'") as caught:
+        bfcnn.load_model(name)
+    assert not isinstance(caught.value, UnknownModelError)
+    assert name in str(caught.value) and all(n in str(caught.value) for n in ZOO)
+
+
+def test_files_that_are_not_keras_models_are_named(tmp_path, monkeypatch):
+    import zipfile
+
+    from PIL import Image
+
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "gray.png")
+    monkeypatch.chdir(tmp_path)
+    for name in ("gray.png", str(tmp_path / "gray.png")):  # a bare existing file name is a path too
+        with pytest.raises(BfcnnError, match="not a .keras file or model folder"):
+            bfcnn.load_model(name)
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:  # a zip, but no config.json in it
+        archive.writestr("readme.txt", "not a model")
+    with pytest.raises(BfcnnError, match="not a .keras file or model folder"):
+        bfcnn.load_model(tmp_path / "other.keras")
+    (tmp_path / "m.tflite").write_bytes(b"TFL3")
+    with pytest.raises(BfcnnError, match=r"TFLite file.*bfcnn\.lite\.TFLiteDenoiser"):
+        bfcnn.load_model(str(tmp_path / "m.tflite"))
 
 
 def test_default_is_the_color_flagship():

@@ -1,0 +1,134 @@
+"""Bad arguments to `python -m bfcnn.denoise` and `python -m bfcnn.demo`: one line, exit code 2, no data lost."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import bfcnn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _digests(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """A folder with a PNG and a JPEG, and a saved tiny gray model beside it."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (12, 10), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 256, (12, 10), dtype=np.uint8)).save(folder / "b.jpg")
+    model = tmp_path / "m.keras"
+    bfcnn.build_model({"type": "resnet", "channels": 1, "filters": 8, "blocks": 1}).save(model)
+    return folder, str(model)
+
+
+def test_outputs_never_overwrite_inputs(photos, capsys):
+    """Refused before the model is loaded (a missing model would be reported otherwise)."""
+    from bfcnn.denoise import main
+
+    folder, _ = photos
+    before = _digests(folder)
+    for argv, message in [([str(folder), "-o", str(folder)], "is the output folder"),
+                          ([str(folder / "a.png"), "-o", str(folder)], "would overwrite the input"),
+                          ([str(folder / "b.jpg"), str(folder / "a.png"), "-o", str(folder / ".")],
+                           "would overwrite the input")]:
+        assert main([*argv, "--model", "no_such_model"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "no_such_model" not in err and len(err.strip().splitlines()) == 1
+    assert _digests(folder) == before
+    only_outputs = folder.parent / "only_outputs"
+    (only_outputs / "den").mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(only_outputs / "den" / "old.png")
+    assert main([str(only_outputs), "-o", str(only_outputs / "den"), "--model", "x"]) == 2
+    assert f"no images in {only_outputs} outside the output folder" in capsys.readouterr().err
+
+
+def test_an_input_in_the_output_folder_with_another_output_name_is_fine(photos):
+    from bfcnn.denoise import main
+
+    folder, model = photos
+    before = _digests(folder)
+    assert main([str(folder / "b.jpg"), "-o", str(folder), "--model", model]) == 0
+    assert sorted(_digests(folder)) == ["a.png", "b.jpg", "b.png"]
+    assert {k: v for k, v in _digests(folder).items() if k != "b.png"} == before
+
+
+def test_a_second_run_does_not_denoise_the_first_runs_outputs(photos, capsys):
+    from bfcnn.denoise import main
+
+    folder, model = photos
+    # an output folder around the input folder gets flat outputs beside it: no input is skipped
+    assert main([str(folder), "-o", str(folder.parent), "--model", model]) == 0
+    assert "] 2/2 " in capsys.readouterr().err
+    for _ in range(2):
+        assert main([str(folder), "-o", str(folder / "denoised"), "--model", model]) == 0
+        err = capsys.readouterr().err
+        assert "] 2/2 " in err and "3/" not in err and "-2.png" not in err
+    assert sorted(_digests(folder)) == ["a.png", "b.jpg", "denoised/a.png", "denoised/b.png"]
+
+
+def test_an_output_folder_that_is_a_file_is_named_once(photos, capsys):
+    from bfcnn.denoise import main
+
+    folder, _ = photos
+    taken = folder.parent / "taken.txt"
+    taken.write_text("keep me")
+    for out, message in [(taken, f"output folder {taken} is a file; -o needs a folder"),
+                         (taken / "sub", f"output folder {taken / 'sub'} cannot be made: {taken} is a file")]:
+        assert main([str(folder), "-o", str(out), "--model", "no_such_model"]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == f"error: {message}"
+    assert taken.read_text() == "keep me"
+
+
+def test_cli_errors_are_one_line_without_tensorflow_logs(photos, tmp_path):
+    """An unknown model is found before TensorFlow is imported: no log lines, no traceback."""
+    folder, _ = photos
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    code = "import sys; from bfcnn.denoise import main; c = main(sys.argv[1:]); print('keras' in sys.modules); sys.exit(c)"
+    result = subprocess.run([sys.executable, "-c", code, str(folder), "-o", str(tmp_path / "out"), "--model",
+                             "pyramid_gray_mm"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unknown model 'pyramid_gray_mm', did you mean")
+    assert result.stdout.strip() == "False"  # Keras (and TensorFlow) never imported
+
+
+def test_cli_quiets_tensorflow_before_importing_it(photos, tmp_path, monkeypatch):
+    from bfcnn.denoise import main
+
+    folder, model = photos
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    assert main([str(folder), "-o", str(tmp_path / "out"), "--model", model]) == 0
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+
+
+def test_demo_names_an_unknown_model_in_one_line(tmp_path, capsys):
+    from bfcnn.demo import main
+
+    assert main(["--gray-model", "no_such_model", "--output-directory", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown model 'no_such_model'") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("sigma", ["-1", "nan", "inf", "abc"])
+def test_demo_rejects_a_bad_sigma(sigma, capsys):
+    from bfcnn.demo import parse_args
+
+    with pytest.raises(SystemExit) as caught:
+        parse_args(["--sigma", sigma])
+    assert caught.value.code == 2 and "argument --sigma: must be a" in capsys.readouterr().err
+    assert parse_args(["--sigma", "0"]).sigma == 0.0
