@@ -3,7 +3,7 @@
 Every entry is a model card, `pretrained/<name>.json`, next to its files (`<name>.keras`,
 `<name>.tflite`). The card is plain data: the architecture config, the training run,
 the measured validation table and the sha256 of each file, which `load_model` checks.
-Cards are written by `benchmarks/make_zoo_entry.py` from a training run, never by hand.
+Cards are written by `scripts/make_zoo_entry.py` from a training run, never by hand.
 """
 
 import fnmatch
