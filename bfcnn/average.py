@@ -4,7 +4,7 @@ Writes the model of a training run with the mean weights of its last N checkpoin
 (`bfcnn.training.averaging`; default: every checkpoint the run kept) to PATH, by default
 D/averaged.keras, which `bfcnn.evaluate --model` and `bfcnn.export` take like any .keras
 file. Train with `--set train.keep_checkpoints=K` to keep more than the default 3.
-Exit codes: 0 written, 2 bad input (no such run, too few checkpoints).
+Exit codes: 0 written, 2 bad input (no such run, too few or damaged checkpoints).
 """
 
 import argparse

@@ -2,6 +2,11 @@
 
 Trains the denoiser a pipeline config describes; running the same command again
 resumes from the latest checkpoint in D. A thin wrapper over `bfcnn.training.loop`.
+
+Exit codes: 0 trained, 1 training failed (the loss became NaN, the checkpoints in D
+cannot be resumed from), 2 bad input (the config file, a --set override, the model
+section, a missing image directory or train.init_from, an unusable --model-directory);
+nothing is written to D on bad input.
 """
 
 import argparse
@@ -33,15 +38,18 @@ def main(argv=None) -> int:
     except (BfcnnError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from bfcnn.training.loop import Trainer, configure_logical_cpus
+    from bfcnn.training.loop import Trainer, TrainingError, configure_logical_cpus
 
     try:
         if config.distribution.strategy == "mirrored":
             configure_logical_cpus(config.distribution.devices)
         Trainer(config, args.model_directory, source=args.pipeline_config).run()
-    except BfcnnError as error:
+    except TrainingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except BfcnnError as error:  # the model section, the data, train.init_from, the model directory
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

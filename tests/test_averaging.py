@@ -116,3 +116,28 @@ def test_command_line_writes_a_loadable_model(run_dir, tmp_path, capsys):
     assert average_main(["--model-directory", str(run_dir), "--last", "9"]) == 2
     assert "allowed: 1 to 3" in capsys.readouterr().err
     assert average_main(["--model-directory", str(run_dir), "--output", str(tmp_path / "x.h5")]) == 2
+
+
+def test_a_missing_directory_is_named_as_missing(tmp_path, capsys):
+    assert average_main(["--model-directory", str(tmp_path / "nosuchrun")]) == 2
+    err = capsys.readouterr().err
+    assert "'" + str(tmp_path / "nosuchrun") + "' does not exist" in err and "checkpoints" not in err
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        average_checkpoints(tmp_path / "file")
+
+
+@pytest.mark.parametrize("damage", ["truncated index", "missing data"])
+def test_a_damaged_checkpoint_is_named_without_a_traceback(run_dir, tmp_path, capsys, damage):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    if damage == "truncated index":
+        (copy / "checkpoints" / "ckpt-12.index").write_bytes(b"cut")
+    else:
+        (copy / "checkpoints" / "ckpt-12.data-00000-of-00001").unlink()
+    assert average_main(["--model-directory", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint " + str(copy / "checkpoints" / "ckpt-12") + " is damaged" in err and "Traceback" not in err
+    assert not (copy / "averaged.keras").exists()

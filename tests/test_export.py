@@ -635,3 +635,65 @@ def test_runtime_sized_tensors_are_found():
 
     assert runtime_sized_tensors(convert(lambda x: x[:, 1:] * 2.0)) == []
     assert len(runtime_sized_tensors(convert(computed_end))) >= 2  # the slice and the product after it
+
+
+def test_a_zip_that_is_not_a_keras_archive_is_named(tmp_path, capsys):
+    import zipfile
+
+    from bfcnn.export import main
+
+    with zipfile.ZipFile(tmp_path / "hello.keras", "w") as archive:
+        archive.writestr("hello.txt", "hi")
+    assert main(["--model-directory", str(tmp_path / "hello.keras"), "--output-directory", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "not a .keras file" in err and "config.json' in the archive" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hello.keras"]
+
+
+@pytest.mark.parametrize("damage", ["truncated index", "missing data"])
+def test_a_damaged_checkpoint_is_named(resnet_export, tmp_path, capsys, damage):
+    from bfcnn.export import main
+
+    run = make_checkpoint_run(tmp_path / "run", resnet_export[0])
+    if damage == "truncated index":
+        (run / "checkpoints" / "ckpt-2.index").write_bytes(b"cut")
+    else:
+        (run / "checkpoints" / "ckpt-2.data-00000-of-00001").unlink()
+    args = ["--model-directory", str(run), "--weights", "checkpoint", "--output-directory", str(tmp_path / "o")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"checkpoint {run / 'checkpoints' / 'ckpt-2'} is damaged" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unusable_output_directories_are_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    """A file in the output path, or a folder of other files: refused before the model is even loaded."""
+    import bfcnn.export
+    from bfcnn.export import ExportError, export_model, main
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the export started")
+
+    monkeypatch.setattr(bfcnn.export, "resolve_model", no_work)
+    (tmp_path / "file").write_text("")
+    assert main(["--model-directory", "anything.keras", "--output-directory", str(tmp_path / "file" / "sub")]) == 2
+    assert f"lies under {str(tmp_path / 'file')!r}, which exists and is not a directory" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "precious.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="not empty and holds no bfcnn export"):
+        export_model("anything.keras", tmp_path / "run", log=None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "run"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tolerance", "-1"], "--tolerance needs a finite number > 0"),
+    (["--tolerance", "nan"], "--tolerance needs a finite number > 0"),
+    (["--pipeline-config", "nowhere.yaml"], "--pipeline-config nowhere.yaml: no such file"),
+])
+def test_cli_refuses_bad_arguments_before_any_work(tmp_path, capsys, flags, message):
+    from bfcnn.export.__main__ import parse_args
+
+    with pytest.raises(SystemExit) as stop:
+        parse_args(["--model-directory", "resnet_gray_s", "--output-directory", str(tmp_path / "o"), *flags])
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

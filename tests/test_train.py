@@ -383,3 +383,204 @@ def test_resumed_run_with_stochastic_depth_draws_the_same_masks(image_dir, tmp_p
     Trainer(config, tmp_path / "resumed").run()
     for a, b in zip(_weights(tmp_path / "straight"), _weights(tmp_path / "resumed")):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def _history_steps(model_dir):
+    return [json.loads(line)["step"] for line in (Path(model_dir) / "history.jsonl").read_text().splitlines()]
+
+
+def test_resume_skips_a_damaged_checkpoint_and_validates_each_step_once(image_dir, tmp_path, caplog):
+    """A truncated latest checkpoint: a warning names it, the run resumes from the one before, and
+    the validations it repeats replace the lines written after that checkpoint."""
+    import logging
+
+    config = tiny_config(image_dir, train={"steps": 6, "checkpoint_every": 4, "log_every": 2},
+                         validation={"every": 2, "max_images": 1})
+    Trainer(config, tmp_path).run()
+    (tmp_path / "checkpoints" / "ckpt-6.index").write_bytes(b"cut")
+    with caplog.at_level(logging.WARNING, logger="bfcnn.train"):
+        Trainer(config, tmp_path).run()
+    assert "ckpt-6 is damaged" in caplog.text
+    assert _history_steps(tmp_path) == [2, 4, 6]
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 6
+
+
+def test_trim_history_drops_lines_after_the_restored_step_and_cut_lines(tmp_path):
+    from bfcnn.training.loop import trim_history
+
+    path = tmp_path / "history.jsonl"
+    path.write_text('{"step": 2}\n{"step": 4}\n{"step": 6}\n{"st')
+    trim_history(path, 4)
+    assert path.read_text() == '{"step": 2}\n{"step": 4}\n'
+
+
+def test_every_checkpoint_damaged_is_a_clean_error(image_dir, tmp_path, capsys):
+    config_path = tmp_path / "run.yaml"
+    _write_config(config_path, image_dir, steps=4, checkpoint_every=2)
+    run = tmp_path / "run"
+    assert train_main(["--pipeline-config", str(config_path), "--model-directory", str(run)]) == 0
+    (run / "checkpoints" / "ckpt-4.index").write_bytes(b"cut")
+    (run / "checkpoints" / "ckpt-2.data-00000-of-00001").unlink()
+    capsys.readouterr()
+    args = ["--pipeline-config", str(config_path), "--model-directory", str(run), "--set", "train.steps=6"]
+    assert train_main(args) == 1
+    err = capsys.readouterr().err
+    assert "every checkpoint is damaged" in err and "ckpt-4" in err and "ckpt-2" in err
+    assert "new --model-directory" in err and "train.init_from" in err and "Traceback" not in err
+
+
+def test_bad_inputs_are_named_and_leave_no_model_directory(image_dir, tmp_path):
+    """Missing paths are found before the run writes anything, so a corrected rerun is not refused."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "hello.keras", "w") as archive:
+        archive.writestr("hello.txt", "hi")
+    run = tmp_path / "run"
+    cases = [
+        ({"dataset": {"inputs": [str(tmp_path / "nope")]}},
+         r"dataset.inputs\[0\]: image directory not found: '.*nope'"),
+        ({"validation": {"directory": str(tmp_path / "nope")}}, "validation.directory: image directory not found"),
+        ({"train": {"init_from": str(tmp_path / "nope.keras")}}, "train.init_from: no such file '.*nope.keras'"),
+        ({"train": {"init_from": str(tmp_path / "hello.keras")}}, "train.init_from: .*not a .keras file"),
+    ]
+    for sections, message in cases:
+        config = tiny_config(image_dir, **{"train": {"steps": 2}, **sections})
+        with pytest.raises(ConfigError, match=message):
+            Trainer(config, run).run()
+        assert not run.exists()
+
+
+def test_init_from_that_is_missing_or_not_a_keras_archive_is_named(tmp_path):
+    import zipfile
+
+    from bfcnn.models import build_model
+    from bfcnn.training.loop import load_initial_weights
+
+    model = build_model({"type": "resnet", "channels": 1, "filters": 4, "blocks": 1})
+    with pytest.raises(ConfigError, match=r"^train.init_from: no such file '.*missing.keras'$"):
+        load_initial_weights(model, tmp_path / "missing.keras")
+    with zipfile.ZipFile(tmp_path / "hello.keras", "w") as archive:
+        archive.writestr("hello.txt", "hi")
+    (tmp_path / "text.keras").write_text("not a zip")
+    for name in ("hello.keras", "text.keras"):
+        with pytest.raises(ConfigError, match=f"train.init_from: '.*{name}' is not a readable .keras model: not a "
+                                              r"\.keras file"):
+            load_initial_weights(model, tmp_path / name)
+
+
+def test_a_model_directory_that_is_a_file_is_refused(image_dir, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    config = tiny_config(image_dir, train={"steps": 2}, validation={"directory": None})
+    with pytest.raises(ConfigError, match="model directory '.*file' is a file, not a directory"):
+        Trainer(config, tmp_path / "file").run()
+    with pytest.raises(ConfigError, match="model directory '.*sub' cannot be made: '.*file' is a file"):
+        Trainer(config, tmp_path / "file" / "sub").run()
+
+
+def test_cli_exit_codes_input_errors_2_training_failures_1(image_dir, tmp_path, capsys, monkeypatch):
+    config_path = tmp_path / "run.yaml"
+    _write_config(config_path, image_dir, steps=2)
+    (tmp_path / "file").write_text("")
+    cases = [
+        (["--set", "model.type=resnett"], "invalid value for 'model.type': unknown model type 'resnett', did you "
+                                          "mean 'resnet'?"),
+        (["--set", f"validation.directory={tmp_path / 'nope'}"], "validation.directory: image directory not found"),
+        (["--set", f"train.init_from={tmp_path / 'nope.keras'}"], "train.init_from: no such file"),
+    ]
+    for extra, message in cases:
+        assert train_main(["--pipeline-config", str(config_path), "--model-directory", str(tmp_path / "r"),
+                           *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert train_main(["--pipeline-config", str(config_path), "--model-directory", str(tmp_path / "file" / "r")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+    import bfcnn.training.loop as loop
+
+    real = loop.pixel_loss
+
+    def poisoned(*args, **kwargs):
+        loss, terms = real(*args, **kwargs)
+        return loss * np.float32("nan"), terms
+
+    monkeypatch.setattr(loop, "pixel_loss", poisoned)
+    assert train_main(["--pipeline-config", str(config_path), "--model-directory", str(tmp_path / "r")]) == 1
+    assert "loss became nan" in capsys.readouterr().err
+
+
+def test_run_files_survive_a_crash_mid_write(image_dir, tmp_path, monkeypatch):
+    """summary.json and init_from.json go through a temporary file: a write cut short leaves the
+    previous file whole and no temporary file behind."""
+    from bfcnn.training.loop import record_start
+
+    config = tiny_config(image_dir, train={"steps": 2, "checkpoint_every": 2}, validation={"directory": None})
+    Trainer(config, tmp_path / "run").run()
+    real = Path.write_text
+
+    def cut_short(self, data, *args, **kwargs):
+        if "summary.json" in self.name or "init_from.json" in self.name:
+            real(self, data[: len(data) // 2], *args, **kwargs)
+            raise OSError(28, "No space left on device")
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", cut_short)
+    longer = tiny_config(image_dir, train={"steps": 3, "checkpoint_every": 2}, validation={"directory": None})
+    with pytest.raises(OSError, match="No space"):
+        Trainer(longer, tmp_path / "run").run()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 2
+    with pytest.raises(OSError, match="No space"):
+        record_start(tmp_path / "run", tmp_path / "run" / "model.keras")
+    leftovers = [p.name for p in (tmp_path / "run").iterdir() if "summary" in p.name or "init_from" in p.name]
+    assert leftovers == ["summary.json"]
+
+
+def test_a_resumed_run_never_replaces_best_keras_with_a_worse_model(image_dir, tmp_path, monkeypatch):
+    """best.keras is written between checkpoints; a crash before the next checkpoint must not let a
+    resumed run, which restores an older best PSNR, overwrite it with a model that scores lower."""
+    import tensorflow as tf
+
+    import bfcnn.training.loop as loop
+
+    config = tiny_config(image_dir, train={"steps": 4, "checkpoint_every": 2, "log_every": 2},
+                         validation={"every": 2, "max_images": 1})
+    real_save = tf.train.CheckpointManager.save
+
+    def crash_at_4(self, *args, checkpoint_number=None, **kwargs):
+        if checkpoint_number == 4:
+            raise RuntimeError("killed")
+        return real_save(self, *args, checkpoint_number=checkpoint_number, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tf.train.CheckpointManager, "save", crash_at_4)
+        with pytest.raises(RuntimeError, match="killed"):
+            Trainer(config, tmp_path).run()
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    psnr_2, psnr_4 = history[0]["mean_psnr"], history[1]["mean_psnr"]
+    assert psnr_4 > psnr_2  # best.keras is the step-4 model; ckpt-2 recorded psnr_2 as the best
+    best_inode = (tmp_path / "best.keras").stat().st_ino
+    real_evaluate = loop.evaluate_denoiser
+
+    def worse(*args, **kwargs):  # the resumed step 4 scores between the two
+        results = real_evaluate(*args, **kwargs)
+        return {s: {**r, "psnr": r["psnr"] - (psnr_4 - psnr_2) / 2} for s, r in results.items()}
+
+    monkeypatch.setattr(loop, "evaluate_denoiser", worse)
+    Trainer(config, tmp_path).run()
+    assert (tmp_path / "best.keras").stat().st_ino == best_inode
+    assert json.loads((tmp_path / "summary.json").read_text())["best_psnr"] == pytest.approx(psnr_4)
+
+
+def test_run_restores_the_global_precision_policy(image_dir, tmp_path):
+    from bfcnn.models import build_model
+
+    assert keras.mixed_precision.global_policy().name == "float32"
+    config = tiny_config(image_dir, train={"steps": 1, "precision": "mixed_bfloat16"}, validation={"directory": None})
+    Trainer(config, tmp_path / "run").run()
+    assert keras.mixed_precision.global_policy().name == "float32"
+    broken = tiny_config(image_dir, train={"steps": 1, "precision": "mixed_bfloat16", "init_from": "nope.keras"})
+    with pytest.raises(ConfigError):
+        Trainer(broken, tmp_path / "other").run()
+    assert keras.mixed_precision.global_policy().name == "float32"
+    model = build_model({"type": "resnet", "channels": 1, "filters": 4, "blocks": 1})
+    assert model.compute_dtype == "float32"

@@ -166,17 +166,25 @@ def _model_card(model, name, config, source, tflite: Dict[str, dict]) -> Dict[st
     }
 
 
+def _check_output(out: Path) -> None:
+    """Refuses an output path that is a file, lies under a file, or is a folder holding other files
+    than a previous export (checked before the export work, and again before the move)."""
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    if not existing.is_dir():
+        where = "exists" if existing == out else f"lies under {str(existing)!r}, which exists"
+        raise ExportError(f"output path {str(out)!r} {where} and is not a directory")
+    if existing == out and any(out.iterdir()) and not (out / "model_card.json").exists():
+        raise ExportError(f"output directory {str(out)!r} is not empty and holds no bfcnn export; "
+                          "choose a new or empty folder")
+
+
 def _place(tmp: Path, out: Path) -> None:
     """Moves the finished temporary folder to `out`, replacing a previous export there."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private
+    _check_output(out)
     if out.exists():
-        if not out.is_dir():
-            raise ExportError(f"output path {str(out)!r} exists and is not a directory")
-        if any(out.iterdir()) and not (out / "model_card.json").exists():
-            raise ExportError(f"output directory {str(out)!r} is not empty and holds no bfcnn export; "
-                              "choose a new or empty folder")
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.replace(out, old / out.name)
         try:
@@ -257,8 +265,7 @@ def export_model(
         raise ExportError("int8 quantization needs --representative-dir DIR (representative_dir): photos like "
                           "the ones the model will denoise, e.g. its training set")
     out = Path(output_directory).expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"output path {str(out)!r} exists and is not a directory")
+    _check_output(out)
 
     model, config, source = resolve_model(model_or_path, config, weights, pipeline_config)
     if name is None:

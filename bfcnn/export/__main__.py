@@ -65,6 +65,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         if len(args.tflite_size) > 2:
             parser.error(f"--tflite-size takes N or H W, got {len(args.tflite_size)} numbers")
         args.tflite_size = (args.tflite_size[0], args.tflite_size[-1])
+    if args.tolerance is not None and not 0 < args.tolerance < float("inf"):
+        parser.error(f"--tolerance needs a finite number > 0 (the 0-255 scale), got {args.tolerance}")
+    if args.pipeline_config is not None and not os.path.isfile(args.pipeline_config):
+        parser.error(f"--pipeline-config {args.pipeline_config}: no such file")
     return args
 
 

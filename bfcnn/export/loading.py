@@ -39,12 +39,16 @@ def load_keras(path: Path):
     import keras
 
     _register_layers()
+    not_keras = ExportError(f"cannot load model {str(path)!r}: not a .keras file (a .keras file is a zip "
+                            "archive holding Keras's config.json and weights; this one is corrupt, truncated or "
+                            "of another format)")
     if Path(path).is_file() and not zipfile.is_zipfile(path):
         # Keras would report "File not found" for a file that exists but is damaged.
-        raise ExportError(f"cannot load model {str(path)!r}: not a .keras file (a .keras file is a zip "
-                          "archive; this one is corrupt, truncated or of another format)")
+        raise not_keras
     try:
         return keras.models.load_model(path, compile=False)
+    except (KeyError, zipfile.BadZipFile):  # a zip without config.json, or with a damaged member
+        raise not_keras from None
     except (ValueError, OSError, TypeError) as error:
         raise ExportError(f"cannot load model {str(path)!r}: {error}") from error
 
@@ -70,10 +74,12 @@ def _restore_checkpoint(model_config: Mapping, checkpoint_dir: Path):
     if latest is None:
         raise ExportError(f"no tf.train checkpoint in {str(checkpoint_dir)!r}")
     model = build_float32(model_config)
-    status = tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     try:
-        status.assert_existing_objects_matched()
-    except AssertionError as error:
+        tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
+    except tf.errors.OpError as error:  # a truncated index, a missing data file
+        raise ExportError(f"checkpoint {latest} is damaged ({str(error).splitlines()[0][:200]}); export the run's "
+                          "model.keras or best.keras instead (--weights final or best)") from None
+    except (AssertionError, ValueError) as error:  # ValueError: a weight of another shape
         raise ExportError(f"checkpoint {latest} does not hold this model's weights ({model_config}): "
                           f"{str(error).splitlines()[0]}") from error
     return model, latest

@@ -30,8 +30,11 @@ def list_checkpoints(model_directory) -> List[Tuple[int, str]]:
     """The (step, path prefix) of every checkpoint the run in `model_directory` keeps, oldest first.
 
     Raises:
-        ConfigError: the directory holds no checkpoints.
+        ConfigError: the directory does not exist or holds no checkpoints.
     """
+    if not Path(model_directory).is_dir():
+        what = "is a file, not a directory" if Path(model_directory).exists() else "does not exist"
+        raise ConfigError(f"model directory {str(model_directory)!r} {what}: give a bfcnn.train model directory")
     ckpt_dir = Path(model_directory) / "checkpoints"
     state = tf.train.get_checkpoint_state(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     paths = list(state.all_model_checkpoint_paths) if state is not None else []
@@ -60,7 +63,8 @@ def average_checkpoints(model_directory, last: Optional[int] = None) -> Tuple[ke
         The model (float32) and the steps of the checkpoints averaged.
 
     Raises:
-        ConfigError: no config or checkpoints, or `last` is not in 1..(checkpoints kept).
+        ConfigError: no config or checkpoints, a damaged checkpoint (named), or `last` is not in
+            1..(checkpoints kept).
     """
     from bfcnn.config import load_config
     from bfcnn.models.builder import build_model
@@ -91,6 +95,9 @@ def average_checkpoints(model_directory, last: Optional[int] = None) -> Tuple[ke
         # Every weight of the model must come from the checkpoint (the optimizer's state is left out).
         try:
             tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+        except tf.errors.OpError as error:  # a truncated index, a missing data file
+            raise ConfigError(f"checkpoint {path} is damaged ({str(error).splitlines()[0][:200]}) and cannot be "
+                              "averaged; --last N averages only the newest N checkpoints") from None
         except (AssertionError, ValueError) as error:
             raise ConfigError(f"{path} does not hold every weight of the model {config_path} builds (was the "
                               f"architecture or bfcnn changed since?): {str(error)[:300]}") from None

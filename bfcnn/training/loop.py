@@ -5,12 +5,17 @@ One `Trainer` runs a `PipelineConfig` into a model directory:
     D/config.yaml        the resolved config (every default filled in)
     D/checkpoints/       tf.train checkpoints (model, optimizer, step, wall time), last K kept
     D/model.keras        the final model;   D/best.keras   the best one by validation PSNR
+    D/best_validation.json   the step and mean PSNR of best.keras
     D/history.jsonl      one line per validation;   D/logs/   TensorBoard events
+
+The paths a run reads (image directories, `train.init_from`) are checked, the data and
+weights loaded, before anything is written to D, so a bad input leaves no half-made run.
 
 Checkpoints are written by TensorFlow's CheckpointManager, which writes the data under a
 temporary name and then renames it and the index atomically, so a crash mid-write leaves
 the previous checkpoint intact. Running the same command again resumes from the latest
-one: model, optimizer state, step counter, best PSNR and elapsed time. Batches and noise
+one: model, optimizer state, step counter, best PSNR and elapsed time (a damaged latest
+checkpoint is logged and the one before it used). Batches and noise
 are functions of (seed, step) when images are cached, so a resumed run follows the same
 path as an uninterrupted one.
 
@@ -29,6 +34,7 @@ import logging
 import math
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -39,8 +45,8 @@ import tensorflow as tf
 from bfcnn.config import CorruptionConfig, PipelineConfig, dump_config
 from bfcnn.errors import BfcnnError, ConfigError
 from bfcnn.evaluation import center_crop, evaluate_denoiser
-from bfcnn.io import list_images, read_image, sha256
-from bfcnn.models.builder import build_model, resolve_model_config
+from bfcnn.io import atomic_path, list_images, read_image, resolve_directory, sha256
+from bfcnn.models.builder import build_model, model_builder, resolve_model_config
 from bfcnn.models.multiscale import copy_legacy_weights, has_legacy_lifts
 from bfcnn.models.opponent import has_guided_chroma, seed_chroma_from_gray
 from bfcnn.models.transfer import graft_weights
@@ -56,6 +62,9 @@ log = logging.getLogger("bfcnn.train")
 # and adapts; `train.on_nan: skip` in other precisions keeps 1 (the wrapper only skips steps).
 FLOAT16_LOSS_SCALE = 2.0**15
 SKIP_LOSS_SCALE = 1.0
+BEST_RECORD = "best_validation.json"  # the step and mean PSNR of best.keras, written right after it
+NOT_KERAS = ("not a .keras file (a .keras file is a zip archive holding Keras's config.json and weights; "
+             "this one is corrupt, truncated or of another format)")
 
 
 class TrainingError(BfcnnError):
@@ -148,12 +157,21 @@ def load_initial_weights(model: keras.Model, path) -> None:
     name (`bfcnn.models.transfer.graft_weights`).
 
     Raises:
-        ConfigError: the file does not hold weights for this architecture.
+        ConfigError: the file is missing, is not a .keras file, or does not hold weights for
+            this architecture; the message names `train.init_from`.
     """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"train.init_from: no such file {str(path)!r}" if not path.exists() else
+                          f"train.init_from: {str(path)!r} is a directory, not a .keras file")
     try:
+        if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a file that exists
+            raise zipfile.BadZipFile(path)
         source = keras.models.load_model(path, compile=False)
+    except (KeyError, zipfile.BadZipFile):  # not a zip, or a zip without Keras's config.json
+        raise ConfigError(f"train.init_from: {str(path)!r} is not a readable .keras model: {NOT_KERAS}") from None
     except (ValueError, OSError, TypeError) as error:
-        raise ConfigError(f"train.init_from={str(path)!r} is not a readable .keras model: {error}") from None
+        raise ConfigError(f"train.init_from: {str(path)!r} is not a readable .keras model: {error}") from None
     if len(source.weights) > len(model.weights):
         # Keras would load the weights it finds a place for and silently drop the rest.
         raise ConfigError(f"train.init_from={str(path)!r} does not fit the model in model: the file holds "
@@ -237,17 +255,123 @@ def record_start(directory: Path, init_from) -> dict:
                               "wall_time_seconds": float(training["wall_time_seconds"])}
         except (ValueError, KeyError, TypeError, AttributeError):
             pass  # a .json beside the weights that is not a model card
-    tmp = directory / "init_from.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, directory / "init_from.json")
+    write_json(directory / "init_from.json", record)
     return record
 
 
+def write_json(path: Path, data) -> None:
+    """Writes a JSON file atomically (a crash leaves the previous file or the new one, whole)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+
+
 def atomic_save_model(model: keras.Model, path: Path) -> None:
-    """Saves a .keras file under a temporary name, then renames it into place."""
-    tmp = path.with_name(path.name + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    """Saves a .keras file under a temporary name, flushed to disk, then renames it into place."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+def check_inputs_exist(config: PipelineConfig, starting: bool) -> None:
+    """Cheap checks that the folders and files a run reads exist, each error naming its config key,
+    so that a typo is reported before the run writes anything.
+
+    Args:
+        config: the pipeline config.
+        starting: the run starts now (no checkpoint yet), so `train.init_from` will be read.
+
+    Raises:
+        ConfigError: a missing image directory or `train.init_from` file.
+    """
+    def directory(key: str, path) -> None:
+        try:
+            root = resolve_directory(path)
+        except BfcnnError as error:  # a pkg: path whose package is missing
+            raise ConfigError(f"{key}: {error}") from None
+        if not root.is_dir():
+            what = "is a file, not a directory" if root.exists() else "not found"
+            raise ConfigError(f"{key}: image directory {what}: {str(root)!r}")
+
+    for i, source in enumerate(config.dataset.inputs):
+        key = f"dataset.inputs[{i}]"
+        if source.directory is not None:
+            directory(key, source.directory)
+        elif source.paired is not None:
+            directory(f"{key}.paired.noisy_a", source.paired.noisy_a)
+            directory(f"{key}.paired.noisy_b", source.paired.noisy_b)
+        elif source.image_folder is not None:
+            directory(f"{key}.image_folder.root_dir", source.image_folder.root_dir)
+    if config.validation.directory:
+        directory("validation.directory", config.validation.directory)
+    init_from = config.train.init_from
+    if starting and init_from and not Path(init_from).is_file():
+        raise ConfigError(f"train.init_from: no such file {str(init_from)!r}" if not Path(init_from).exists() else
+                          f"train.init_from: {str(init_from)!r} is a directory, not a .keras file")
+
+
+def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> Optional[str]:
+    """Restores the newest checkpoint of `manager` that can be read; a damaged one (a truncated
+    index, a missing data file) is logged and the one before it tried.
+
+    Returns:
+        The checkpoint restored, or None when there is none.
+
+    Raises:
+        TrainingError: a checkpoint does not hold every weight of the model, or every
+            checkpoint is damaged; the message says how to start over.
+    """
+    checkpoints = list(manager.checkpoints)  # oldest first
+    if manager.latest_checkpoint and manager.latest_checkpoint not in checkpoints:
+        checkpoints.append(manager.latest_checkpoint)
+    damaged = []
+    for path in reversed(checkpoints):
+        try:
+            # Every variable must come from the checkpoint: a model whose graph changed
+            # since (other shapes or layers) would otherwise resume with fresh weights.
+            checkpoint.restore(path).assert_existing_objects_matched()
+        except tf.errors.OpError as error:  # a truncated index, a missing data file
+            reason = str(error).splitlines()[0][:200]
+            log.warning("checkpoint %s is damaged (%s); trying the one before it", path, reason)
+            damaged.append(f"{path} ({reason})")
+            continue
+        except (AssertionError, ValueError) as error:
+            raise TrainingError(
+                f"cannot resume from {path}: it does not hold every weight of the model the config builds (was "
+                f"the architecture or bfcnn changed since?): {str(error)[:300]}. Train into a new model "
+                "directory, with train.init_from=<the old run>/model.keras to start from its weights") from None
+        return path
+    if damaged:
+        raise TrainingError(
+            f"cannot resume from {manager.directory}: every checkpoint is damaged: {'; '.join(damaged)}. To start "
+            "over, train into a new --model-directory, with train.init_from=<this run>/best.keras (or model.keras) "
+            "to start from this run's weights if it has them")
+    return None
+
+
+def trim_history(path: Path, step: int) -> None:
+    """Drops the lines of `history.jsonl` after `step` (validations of steps a resumed run repeats),
+    and a line cut short by a crash; rewrites the file atomically, only if anything changes."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line)
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s: dropped a damaged line: %.80s", path, line)
+    if len(kept) != len(lines):
+        log.info("%s: dropped %d line(s) after step %d, which this run repeats", path, len(lines) - len(kept), step)
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept))
+
+
+def recorded_best(directory: Path) -> float:
+    """The mean PSNR of `best.keras` as `best_validation.json` records it (-inf when there is none)."""
+    try:
+        return float(json.loads((directory / BEST_RECORD).read_text())["mean_psnr"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -math.inf
 
 
 def load_validation_images(config, color: str):
@@ -278,6 +402,10 @@ class Trainer:
                 f"model.channels={channels} but dataset.color={config.dataset.color!r} gives {expected} "
                 f"channel(s) in {source}"
             )
+        try:
+            model_builder(config.model.get("type"))
+        except ConfigError as error:  # "unknown model type 'x'": name the key as config.py does
+            raise ConfigError(f"invalid value for 'model.type': {error}") from None
         resolve_model_config(config.model)  # fail on a bad model key before loading data
         if config.loss.scale_weights is not None:
             raise ConfigError(
@@ -294,7 +422,13 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- set-up
     def _check_directory(self):
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Refuses a model directory that is a file (or lies under one) or holds another model's run;
+        writes nothing."""
+        existing = next(p for p in (self.directory, *self.directory.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            problem = "is a file" if existing == self.directory else f"cannot be made: {str(existing)!r} is a file"
+            raise ConfigError(f"model directory {str(self.directory)!r} {problem}, not a directory; "
+                              "give another --model-directory")
         stored = self.directory / "config.yaml"
         if stored.exists():
             from bfcnn.config import load_config
@@ -305,7 +439,15 @@ class Trainer:
                     f"{self.directory} holds a run of a different model ({previous.model}); "
                     "use a new --model-directory"
                 )
-        dump_config(self.config, stored)
+
+    def _start_directory(self):
+        """Creates the model directory and writes config.yaml, once every input has loaded."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"cannot create the model directory {str(self.directory)!r}: "
+                              f"{error.strerror or error}") from None
+        dump_config(self.config, self.directory / "config.yaml")
 
     def _data(self, strategy):
         cfg = self.config.dataset
@@ -343,7 +485,17 @@ class Trainer:
         Args:
             stop_after: stop (with a checkpoint) after this many steps of this call, to
                 train within a time budget; the next call resumes.
+
+        The global Keras precision policy is `train.precision` while it runs and restored
+        after; the global random seeds are left set to `train.seed`.
         """
+        policy = keras.mixed_precision.global_policy()
+        try:
+            return self._run(stop_after)
+        finally:
+            keras.mixed_precision.set_global_policy(policy)
+
+    def _run(self, stop_after: Optional[int]) -> Dict:
         cfg = self.config
         keras.mixed_precision.set_global_policy(cfg.train.precision)
         keras.utils.set_random_seed(cfg.train.seed)
@@ -351,6 +503,8 @@ class Trainer:
         chief = _is_chief(strategy)
         if chief:
             self._check_directory()
+        starting = tf.train.get_checkpoint_state(str(self.directory / "checkpoints")) is None
+        check_inputs_exist(cfg, starting)
         sampler, iterator = self._data(strategy)
         replicas = strategy.num_replicas_in_sync
         if cfg.dataset.batch_size % replicas:
@@ -383,23 +537,12 @@ class Trainer:
         output_dir = self.directory if chief else self.directory / f".worker{strategy.cluster_resolver.task_id}"
         ckpt_dir = output_dir / "checkpoints"
         manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=cfg.train.keep_checkpoints)
-        if manager.latest_checkpoint:
-            try:
-                # Every variable must come from the checkpoint: a model whose graph changed
-                # since (other shapes or layers) would otherwise resume with fresh weights.
-                checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            except (AssertionError, ValueError) as error:
-                raise TrainingError(
-                    f"cannot resume from {manager.latest_checkpoint}: it does not hold every weight of the model "
-                    f"the config builds (was the architecture or bfcnn changed since?): {str(error)[:300]}. Train "
-                    "into a new model directory, with train.init_from=<the old run>/model.keras to start from "
-                    "its weights") from None
-            log.info("resumed from %s at step %d", manager.latest_checkpoint, int(step.numpy()))
+        restored = restore_newest(checkpoint, manager)
+        if restored:
+            log.info("resumed from %s at step %d", restored, int(step.numpy()))
         elif cfg.train.init_from:
             load_initial_weights(model, cfg.train.init_from)
             log.info("initialised the weights from %s", cfg.train.init_from)
-            if chief:
-                record_start(self.directory, cfg.train.init_from)
 
         seed = tf.constant(cfg.train.seed, tf.int64)
         corruption = cfg.corruption
@@ -445,6 +588,12 @@ class Trainer:
         validation, self._infer = None, None
         if cfg.validation.directory:
             validation = load_validation_images(cfg.validation, cfg.dataset.color)
+        if chief:  # every input has loaded: the run's files may be written now
+            self._start_directory()
+            if cfg.train.init_from and not restored:
+                record_start(self.directory, cfg.train.init_from)
+            trim_history(self.directory / "history.jsonl", int(step.numpy()))
+            best.assign(max(float(best.numpy()), recorded_best(self.directory)))
         writer = tf.summary.create_file_writer(str(self.directory / "logs")) if (chief and cfg.train.tensorboard) \
             else tf.summary.create_noop_writer()
 
@@ -503,7 +652,7 @@ class Trainer:
             summary = {"steps": int(step.numpy()), "elapsed_seconds": float(elapsed.numpy()),
                        "best_psnr": float(best.numpy()), "validation": last_results,
                        "skipped_files": self.skipped_files}
-            (self.directory / "summary.json").write_text(json.dumps(summary, indent=2))
+            write_json(self.directory / "summary.json", summary)
         return last_results
 
     def _validate(self, model, images, step, best, writer, chief) -> Dict:
@@ -529,4 +678,7 @@ class Trainer:
             if mean_psnr > float(best.numpy()):
                 best.assign(mean_psnr)
                 atomic_save_model(model, self.directory / "best.keras")
+                # The checkpoint records `best` only every train.checkpoint_every steps: a resumed
+                # run reads this too, so a worse model never replaces best.keras.
+                write_json(self.directory / BEST_RECORD, {"step": step, "mean_psnr": mean_psnr})
         return results
