@@ -69,12 +69,16 @@ class _KeyProblem(ConfigError):
     file) when a config dataclass is built directly in Python.
     """
 
-    def __init__(self, key: str, problem: str = "", kind: str = "invalid", options: Sequence[str] = ()):
+    def __init__(self, key: str, problem: str = "", kind: str = "invalid", options: Sequence[str] = (),
+                 related: Sequence[str] = ()):
+        # `related`: other keys (dotted from the top) whose values the problem depends on, so the
+        # loader can name a `--set` that changed one of them.
         self.key, self.problem, self.kind, self.options = key, problem, kind, tuple(options)
+        self.related = tuple(related)
         super().__init__(self.message(""))
 
     def within(self, prefix: str) -> "_KeyProblem":
-        return _KeyProblem(_join(prefix, self.key), self.problem, self.kind, self.options)
+        return _KeyProblem(_join(prefix, self.key), self.problem, self.kind, self.options, self.related)
 
     def message(self, where: str) -> str:
         place = f" in {where}" if where else ""
@@ -112,9 +116,9 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) <= 80 else text[:77] + '...'}"
 
 
-def _check(condition: bool, key: str, problem: str) -> None:
+def _check(condition: bool, key: str, problem: str, related: Sequence[str] = ()) -> None:
     if not condition:
-        raise _KeyProblem(key, problem)
+        raise _KeyProblem(key, problem, related=related)
 
 
 def _check_at_least(obj: Any, name: str, minimum: float) -> None:
@@ -671,7 +675,7 @@ class PipelineConfig(_Section):
         )
         warmup = self.optimizer.schedule.warmup_steps
         _check(warmup <= self.train.steps, "optimizer.schedule.warmup_steps",
-               f"must be <= train.steps ({self.train.steps}), got {warmup}")
+               f"must be <= train.steps ({self.train.steps}), got {warmup}", related=("train.steps",))
 
 
 @functools.lru_cache(maxsize=None)
@@ -808,7 +812,11 @@ def _config_from_dict(data, source, base_dir, require_inputs, overrides: Dict[Tu
         if base_dir is not None:
             config = _resolve_paths(config, base_dir, lambda key: where(key) != source)
     except _KeyProblem as problem:
-        raise ConfigError(problem.message(where(problem.key))) from None
+        place = where(problem.key)
+        changed = [where(key) for key in problem.related if where(key) != source]
+        if changed and place == source:  # the value in the file is fine; a --set made it wrong
+            place = f"{source} with {', '.join(changed)}"
+        raise ConfigError(problem.message(place)) from None
     return config
 
 

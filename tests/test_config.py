@@ -223,6 +223,16 @@ def test_overrides(tmp_path):
         load_config(path, ["dataset.inputs.5.weight=2"])
 
 
+def test_a_problem_a_set_caused_in_another_key_names_the_set(tmp_path):
+    path = write(tmp_path / "x.yaml", "model: {type: resnet}\noptimizer: {schedule: {warmup_steps: 20}}\n")
+    with pytest.raises(ConfigError, match=r"'optimizer.schedule.warmup_steps' in \S*x.yaml with --set "
+                                          r"'train.steps=2': must be <= train.steps \(2\), got 20"):
+        load_config(path, ["train.steps=2"])
+    with pytest.raises(ConfigError, match=r"'optimizer.schedule.warmup_steps' in --set "
+                                          r"'optimizer.schedule.warmup_steps=1000000000'"):
+        load_config(path, ["optimizer.schedule.warmup_steps=1000000000"])
+
+
 def test_override_is_never_evaluated(tmp_path):
     path = write(tmp_path / "x.yaml", "model: {type: resnet}\n")
     with pytest.raises(ConfigError, match=r"'train.steps'.*got str"):
