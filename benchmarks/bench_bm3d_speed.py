@@ -55,9 +55,10 @@ def main(argv=None) -> int:
 
     functions = {name: get_baseline(name) for name in args.baselines}
     if args.model:
-        from bfcnn.evaluate import _load, model_denoiser
+        from bfcnn.evaluate import model_denoiser
+        from bfcnn.zoo import load_model
 
-        functions[args.model] = model_denoiser(_load(args.model), 1 if args.color == "gray" else 3)
+        functions[args.model] = model_denoiser(load_model(args.model), 1 if args.color == "gray" else 3)
     rows = []
     for size in args.sizes:
         clean = _image(args.color, size)

@@ -105,42 +105,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _load(name_or_path):
-    """Loads `--model`: through the zoo when `bfcnn.zoo` is importable, else a `.keras` file.
-
-    The zoo (`bfcnn.load_model`) takes zoo names, `.keras` files and model folders, checks
-    sha256 sums and runs mixed-precision models in float32. Without it (a partial checkout)
-    only a `.keras` path works, loaded by `keras.models.load_model` with bfcnn's layers registered.
-
-    Raises:
-        BfcnnError: an unknown name, a missing file, or a file Keras cannot load.
-    """
-    try:
-        import bfcnn.zoo  # noqa: F401
-    except ModuleNotFoundError as error:
-        if error.name != "bfcnn.zoo":
-            raise
-    else:
-        import bfcnn
-
-        return bfcnn.load_model(name_or_path)
-    path = Path(str(name_or_path))
-    if path.suffix != ".keras":
-        raise BfcnnError(f"cannot load {str(name_or_path)!r}: the model zoo (bfcnn.zoo) is not installed, "
-                         "so only a path to a .keras file works")
-    if not path.is_file():
-        raise BfcnnError(f"model file not found: {str(path)!r}")
-    import keras
-
-    import bfcnn.layers  # noqa: F401  (registers the custom layers for deserialization)
-    import bfcnn.models  # noqa: F401
-
-    try:
-        return keras.models.load_model(path, compile=False)
-    except (ValueError, OSError) as error:
-        raise BfcnnError(f"cannot load model {str(path)!r}: {error}") from error
-
-
 def _model_channels(model) -> Optional[int]:
     """The model's input channels (1 or 3), or None when the model does not say."""
     try:
@@ -340,12 +304,13 @@ def main(argv=None) -> int:
     from bfcnn.baselines import get_baseline
     from bfcnn.evaluation import evaluate_denoisers, to_uint8
     from bfcnn.io import read_image, write_image
+    from bfcnn.zoo import load_model
 
     try:
         baselines = {name: get_baseline(name) for name in dict.fromkeys(args.baseline)}
         root, files = dataset_files(args.dataset)
         files = files[: args.max_images]
-        model = _load(args.model)
+        model = load_model(args.model)
         channels = _model_channels(model)
         if channels is None and args.color is None:
             raise BfcnnError(f"cannot tell the input channels of model {args.model!r}: pass --color gray or rgb")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from bfcnn import baselines, evaluate
-from bfcnn.errors import BfcnnError
 from bfcnn.evaluation import add_noise, noise_seed, psnr
 from bfcnn.io import read_image, write_image
 
@@ -140,14 +139,6 @@ def test_cli_skimage_dataset(tiny, capsys):
     assert {"camera.png", "astronaut.png", "coffee.png"} <= {f.name for f in files}
     assert evaluate.main(["--model", str(tiny[0]), "--dataset", "skimage", "--sigma", "25", "--max-images", "1"]) == 0
     assert "skimage: 1 images (gray)" in capsys.readouterr().out
-
-
-def test_load_falls_back_to_keras_without_the_zoo(tiny, monkeypatch):
-    monkeypatch.setitem(sys.modules, "bfcnn.zoo", None)  # `import bfcnn.zoo` now fails
-    model = evaluate._load(str(tiny[0]))
-    assert model.inputs[0].shape[-1] == 1
-    with pytest.raises(BfcnnError, match="only a path to a .keras file"):
-        evaluate._load("resnet_gray_s")
 
 
 def test_progress_on_a_non_terminal_prints_tenths():

@@ -152,23 +152,9 @@ def check_pixel(pixel, height: int, width: int) -> Tuple[int, int]:
 
 def why_not_bias_free(model) -> Optional[str]:
     """None for a bias-free model (`bfcnn.models.is_bias_free`), else what breaks it."""
-    import keras
+    from bfcnn.models.cost import why_not_bias_free as _why
 
-    from bfcnn.layers.bias_free import BiasFreeBatchNorm
-    from bfcnn.models.cost import is_bias_free
-
-    if is_bias_free(model):
-        return None
-    for weight in model.weights:
-        leaf = weight.path.split("/")[-1]
-        if leaf in ("bias", "beta") or leaf.startswith("bias"):
-            return f"it has an additive constant, weight {weight.path!r}"
-    for layer in model._flatten_layers():
-        if isinstance(layer, keras.layers.BatchNormalization) and not isinstance(layer, BiasFreeBatchNorm):
-            return f"layer {layer.name!r} is a mean-subtracting BatchNormalization"
-        if getattr(layer, "homogeneous", True) is False:
-            return f"layer {layer.name!r} ({type(layer).__name__}) is not homogeneous"
-    return "bfcnn.models.is_bias_free(model) is False"
+    return _why(model)
 
 
 def require_bias_free(model, allow_bias: bool = False) -> None:

@@ -82,7 +82,7 @@ def _denoise(model, image: np.ndarray) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> dict:
     """Computes and writes everything; returns the summary written to summary.json."""
-    from bfcnn.evaluate import _load
+    from bfcnn.zoo import load_model
     from bfcnn.explain import (adaptive_filters, as_model_input, check_pixel, crop_around,
                                effective_dimensionality, effective_support, filter_spread, off_centre_limit,
                                require_bias_free)
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> dict:
     from bfcnn.io import read_image
 
     backend = plots.resolve_backend(args.backend)
-    model = _load(args.model)
+    model = load_model(args.model)
     require_bias_free(model, args.allow_bias)
     channels = int(model.input_shape[-1])
     clean = as_model_input(read_image(args.image, color="gray" if channels == 1 else "rgb"), channels)

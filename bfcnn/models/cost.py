@@ -1,5 +1,7 @@
 """What a model costs: parameters, FLOPs per pixel, and whether it is bias-free."""
 
+from typing import Optional
+
 import keras
 import tensorflow as tf
 
@@ -45,18 +47,23 @@ def is_bias_free(model: keras.Model) -> bool:
 
     Checked on the built model, not declared: a bias, beta or a standard (mean-subtracting)
     batch norm anywhere makes it False, as does a layer marking itself `homogeneous = False`
-    (e.g. sigmoid gates).
+    (e.g. sigmoid gates). `why_not_bias_free` says which.
     """
+    return why_not_bias_free(model) is None
+
+
+def why_not_bias_free(model: keras.Model) -> Optional[str]:
+    """None for a bias-free model, else the first weight or layer that breaks it, in words."""
     for weight in model.weights:
         leaf = weight.path.split("/")[-1]
         if leaf in ("bias", "beta") or leaf.startswith("bias"):
-            return False
+            return f"it has an additive constant, weight {weight.path!r}"
     for layer in _all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization) and not isinstance(layer, BiasFreeBatchNorm):
-            return False
+            return f"layer {layer.name!r} is a mean-subtracting BatchNormalization"
         if getattr(layer, "homogeneous", True) is False:
-            return False
-    return True
+            return f"layer {layer.name!r} ({type(layer).__name__}) is not homogeneous"
+    return None
 
 
 def _all_layers(layer):
