@@ -69,6 +69,10 @@ def parse_args(argv=None):
                         help="ship the mean weights of the run's last N checkpoints instead of the latest")
     parser.add_argument("--zoo", default=str(ROOT / "pretrained"))
     parser.add_argument("--baselines-only", action="store_true", help="only fill the baseline cache")
+    parser.add_argument("--baselines-from", nargs="+", metavar="FILE", default=[],
+                        help="`bfcnn.evaluate --out` files of the same validation images (seed 0) whose "
+                             "baseline rows fill the cache instead of running the baselines again, e.g. "
+                             "benchmarks/baselines/McMaster18.json")
     parser.add_argument("--machine", default="2-core x86-64 CPU (AVX512_BF16), no GPU, TensorFlow 2.21")
     args = parser.parse_args(argv)
     if not args.refresh and not (args.run and args.name and args.description):
@@ -280,6 +284,29 @@ def evaluate(denoisers, images, sigmas) -> dict:
             for sigma, rows in results.items()}
 
 
+def borrowed_baselines(files, dataset: str, color: str, count: int) -> dict:
+    """{sigma: rows} from `bfcnn.evaluate --out` files of the same validation images.
+
+    The noise depends on the seed, the image and sigma only, so a baseline's scores from
+    another evaluation of the same images with seed 0 are the scores it would get here.
+
+    Raises:
+        SystemExit: a file of other images (folder name, color, count) or another seed.
+    """
+    rows = {}
+    for file in files:
+        document = json.loads(Path(file).read_text())
+        found = (Path(document.get("dataset", "")).name, document.get("color"), len(document.get("images", [])),
+                 document.get("seed"))
+        if found != (dataset, color, count, 0):
+            raise SystemExit(f"--baselines-from {file}: an evaluation of {found[2]} {found[1]} images of "
+                             f"{found[0]!r} with seed {found[3]}, not of the run's {count} {color} images of "
+                             f"{dataset!r} with seed 0")
+        for sigma, entry in document["results"].items():
+            rows.setdefault(f"{float(sigma):g}", {}).update(entry)
+    return rows
+
+
 def baseline_table(args, config, images) -> dict:
     """{baseline: {sigma: scores}} on the run's validation images, cached under runs/baseline_cache.
 
@@ -290,13 +317,20 @@ def baseline_table(args, config, images) -> dict:
     from bfcnn.evaluate import write_json
 
     tables = {}
+    borrowed = borrowed_baselines(args.baselines_from, Path(config.validation.directory).name,
+                                  config.dataset.color, len(images))
     for name in args.baseline:
         key = f"{Path(config.validation.directory).name}_{config.dataset.color}_{len(images)}_{name}"
         cache = ROOT / "runs" / "baseline_cache" / f"{key}.json"
         cached = json.loads(cache.read_text()) if cache.exists() else {}
+        before = dict(cached)
+        for sigma, rows in borrowed.items():
+            if sigma not in cached and name in rows:
+                cached[sigma] = {k: v for k, v in rows[name].items() if k != "per_image"}
         missing = [s for s in args.sigmas if f"{s:g}" not in cached]
         if missing:
             cached.update({k: v[name] for k, v in evaluate({name: get_baseline(name)}, images, missing).items()})
+        if cached != before:
             write_json(cache, cached)
         tables[name] = cached
     return tables
