@@ -9,7 +9,10 @@ The trainer keeps the last `train.keep_checkpoints` checkpoints of a run (one ev
 averaged after the fact, with no change to the training step.
 
 Only floating-point weights are averaged; integer state (a layer's random seed) comes
-from the newest checkpoint. The average is a network of the same bias-free architecture,
+from the newest checkpoint. A model with batch norm gets the mean of the checkpoints' moving
+standard deviations, an approximation: Izmailov et al. recompute those statistics for the
+averaged weights with a pass over the training data, which this does not do (the zoo's
+flagships have no batch norm). The average is a network of the same bias-free architecture,
 so it is homogeneous, `f(a*x) = a*f(x)`, as each checkpoint is.
 """
 
