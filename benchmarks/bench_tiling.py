@@ -26,14 +26,26 @@ DEFAULT_CASES = ["128,32", "256,32", "128,48", "256,48", "128,64", "256,64", "25
 
 
 def parse_case(text: str):
-    """(tile, overlap, margin or None) from `TILE,OVERLAP[,MARGIN]`."""
+    """(tile, overlap, margin or None) from `TILE,OVERLAP[,MARGIN]`, checked as `tiled_apply` checks them.
+
+    Raises:
+        argparse.ArgumentTypeError: not 2 or 3 integers, a negative value, tile <= overlap, or
+            2 * margin >= overlap (margin 0 with overlap 0 is allowed), naming the rule broken.
+    """
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
         values = []
     if len(values) not in (2, 3):
         raise argparse.ArgumentTypeError(f"a case is TILE,OVERLAP or TILE,OVERLAP,MARGIN (integers), got {text!r}")
-    return values[0], values[1], values[2] if len(values) == 3 else None
+    tile, overlap, margin = values[0], values[1], values[2] if len(values) == 3 else None
+    if min(values) < 0:
+        raise argparse.ArgumentTypeError(f"case {text!r}: TILE, OVERLAP and MARGIN must be >= 0")
+    if tile <= overlap:
+        raise argparse.ArgumentTypeError(f"case {text!r}: TILE must be larger than OVERLAP")
+    if margin is not None and 2 * margin >= overlap and not overlap == margin == 0:
+        raise argparse.ArgumentTypeError(f"case {text!r}: MARGIN must satisfy 2 * MARGIN < OVERLAP")
+    return tile, overlap, margin
 
 
 def photographs(names, size, channels):
@@ -63,13 +75,13 @@ def main(argv=None) -> int:
 
     import bfcnn
     from bfcnn.evaluation import add_noise, noise_seed, psnr, to_uint8
-    from bfcnn.inference import _runner
+    from bfcnn.inference import graph_runner
     from bfcnn.tiling import tiled_apply
 
     model = bfcnn.load_model(args.model)
     channels = model.input_shape[-1]
     names = args.images or (["camera", "moon"] if channels == 1 else ["astronaut", "coffee"])
-    run = _runner(model)
+    run = graph_runner(model)
     rows = []
     images = []
     for index, (name, clean) in enumerate(photographs(names, args.size, channels)):

@@ -1,11 +1,12 @@
 """`python -m bfcnn.denoise --model NAME_OR_PATH IN... -o OUT_DIR`: denoise image files.
 
 Each input is read (EXIF orientation honoured), denoised and written to OUT_DIR as PNG
-with the same name (`name-2.png`, ... when two inputs share a name; 16-bit gray stays
-16-bit, alpha is kept). A text progress bar goes to stderr. An unreadable file is
-reported and skipped; the exit code is non-zero at the end if any file failed.
+with the same name (`name-2.png`, ... when two inputs share a name, ignoring case; 16-bit
+gray stays 16-bit, alpha is kept). A text progress bar goes to stderr. An unreadable file
+is reported and skipped; the exit code is non-zero at the end if any file failed.
 
-Inputs are never overwritten: a run whose output would replace one of its input files is
+Inputs are never overwritten: a run whose output would replace one of its input files (by
+path, or as the same file under another spelling, as on a case-insensitive file system) is
 refused, and images already inside OUT_DIR are skipped when an input folder is scanned, so
 running twice does not denoise the first run's outputs. Exit codes: 0 done, 1 some files
 failed, 2 bad arguments (checked before the model is loaded).
@@ -73,6 +74,26 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def _identity(path: Path):
+    """`(st_dev, st_ino)` of an existing file or folder (links followed), else None.
+
+    Two spellings of one file (`IMG.PNG` and `IMG.png` on a case-insensitive file system, a
+    hard link) resolve to different paths but have the same identity.
+    """
+    try:
+        stat = path.stat()
+    except (OSError, ValueError):  # missing, unreadable, or a name the OS refuses
+        return None
+    return (stat.st_dev, stat.st_ino) if stat.st_ino else None  # some file systems give no inode numbers
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    identity = _identity(a)
+    return identity is not None and identity == _identity(b)
+
+
 def _expand(inputs, out_dir: Path):
     """The input files: files as given, folders scanned for images (skipping `out_dir` inside them)."""
     from bfcnn.errors import BfcnnError
@@ -86,7 +107,7 @@ def _expand(inputs, out_dir: Path):
             files.append(path)
             continue
         folder = path.resolve()
-        if folder == out:
+        if _same_folder(path, out_dir):
             raise BfcnnError(f"input folder {item} is the output folder: the outputs would overwrite or mix "
                              "with its images; choose another output folder")
         images = list_images(path)
@@ -99,31 +120,48 @@ def _expand(inputs, out_dir: Path):
 
 
 def _plan(files, out_dir: Path):
-    """The output path of each input; BfcnnError if one would overwrite an input file."""
+    """The output path of each input; BfcnnError if one would overwrite an input file.
+
+    An output overwrites an input when both paths resolve to the same file, or when the output
+    already exists and is the same file as an input (same device and inode): comparing
+    spellings alone misses `scans/IMG.PNG -o scans` on a case-insensitive file system
+    (macOS, Windows), where the output `IMG.png` is the input.
+    """
     from bfcnn.errors import BfcnnError
 
     used, inputs = set(), {f.resolve(): f for f in files}
+    identities = {}
+    for f in files:
+        identities.setdefault(_identity(f), f)
+    identities.pop(None, None)
     outputs = [out_dir / _output_name(f, used) for f in files]
     for output in outputs:
-        if output.resolve() in inputs:
-            raise BfcnnError(f"{output} would overwrite the input {inputs[output.resolve()]}: "
-                             "choose another output folder")
+        source = inputs.get(output.resolve())
+        if source is None and identities:
+            source = identities.get(_identity(output))
+        if source is not None:
+            raise BfcnnError(f"{output} would overwrite the input {source}: choose another output folder")
     return outputs
 
 
 def _output_name(path: Path, used: set) -> str:
-    """`<stem>.png`, or `<stem>-2.png`, ... when an earlier input of this run had the same stem."""
+    """`<stem>.png`, or `<stem>-2.png`, ... when an earlier input of this run had the same stem.
+
+    Names are compared case-folded (`a.jpg` then `A.jpg` give `a.png` and `A-2.png`), so two
+    outputs never land on one file of a case-insensitive file system. `used` holds the
+    case-folded names given so far and is updated.
+    """
     name, number = f"{path.stem}.png", 1
-    while name in used:
+    while name.casefold() in used:
         number += 1
         name = f"{path.stem}-{number}.png"
-    used.add(name)
+    used.add(name.casefold())
     return name
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow is imported: no log lines
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported: errors only
     import numpy as np
     from PIL import Image, ImageOps
 

@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 
 from bfcnn.errors import BfcnnError
-from bfcnn.tiling import _is_int, tiled_apply, to_dtype
+from bfcnn.tiling import is_int, tiled_apply, to_dtype
 
 # Images above this many pixels are denoised tile by tile, so memory stays bounded.
 DEFAULT_MAX_PIXELS = 1024 * 1024
@@ -21,8 +21,18 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B")
 _ALPHA_MODES = ("RGBA", "RGBa", "PA")  # LA and La are handled on their own
 
 
-def _runner(model):
-    """A graph-mode function [1, H, W, C] -> [1, H, W, C] for a Keras model, traced once."""
+def graph_runner(model):
+    """A fast numpy function float32 [H, W, C] -> [H, W, C] running a Keras model in graph mode.
+
+    The model is wrapped in a `tf.function` traced once per model (for any H and W: the
+    spatial dimensions are left unknown) and cached without keeping the model alive. This is
+    the function `denoise` runs on each image or tile; pass it to `bfcnn.tiling.tiled_apply`
+    to tile a model yourself. The image is on the 0-255 scale, C the model's input channels.
+
+    Example:
+        >>> run = graph_runner(model)
+        >>> out = tiled_apply(run, noisy, tile_size=256, overlap=48)
+    """
     import tensorflow as tf
 
     if model not in _RUNNERS:
@@ -94,9 +104,9 @@ def _as_model(model):
 
 
 def _check_tiling(tile_size, overlap) -> None:
-    if not _is_int(overlap) or overlap < 0:
+    if not is_int(overlap) or overlap < 0:
         raise BfcnnError(f"overlap must be an integer >= 0, got {overlap!r}")
-    if tile_size is not None and (not _is_int(tile_size) or (tile_size != 0 and tile_size <= overlap)):
+    if tile_size is not None and (not is_int(tile_size) or (tile_size != 0 and tile_size <= overlap)):
         raise BfcnnError(f"tile_size must be None (tile only images above one megapixel), 0 (never tile) "
                          f"or an integer larger than overlap={overlap}, got {tile_size!r}")
 
@@ -204,7 +214,7 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
         pixels, alpha = pixels[..., :3], array[..., 3:]
 
     model = _as_model(model)
-    function = _same_shape(_runner(model) if hasattr(model, "input_shape") else model)
+    function = _same_shape(graph_runner(model) if hasattr(model, "input_shape") else model)
     if ensemble:
         function = self_ensemble(function)
     wanted = _model_channels(model)

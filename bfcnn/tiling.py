@@ -27,20 +27,30 @@ class TilingError(BfcnnError):
     """A bad tiling argument or image, or a function that changes the tile's size (a ValueError)."""
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """Whether `value` is a Python or numpy integer (a bool is not, although Python says it is an int)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _pair(name: str, value) -> Tuple[int, int]:
+def as_pair(name: str, value) -> Tuple[int, int]:
+    """`(height, width)` from an int (used for both) or a pair of ints, as Python ints.
+
+    Args:
+        name: the argument's name, for the error message.
+        value: an int, or a sequence of exactly two ints (numpy integers allowed, bools not).
+
+    Raises:
+        TilingError: (a ValueError) anything else, e.g. a float, a string or three ints.
+    """
     values = ()
-    if _is_int(value):
+    if is_int(value):
         values = (value, value)
     elif not isinstance(value, (str, bytes)):
         try:
             values = tuple(value)
         except TypeError:  # a float or another non-sequence
             pass
-    if len(values) != 2 or not all(_is_int(v) for v in values):
+    if len(values) != 2 or not all(is_int(v) for v in values):
         raise TilingError(f"{name} must be an int or a pair of ints (height, width), got {value!r}")
     return int(values[0]), int(values[1])
 
@@ -136,14 +146,14 @@ def tiled_apply(
     dtype = np.dtype(dtype)
     if tile_size is None:
         return to_dtype(np.array(fn(image.astype(np.float32, copy=False)), np.float32), dtype)  # fn's own array kept
-    tile_h, tile_w = _pair("tile_size", tile_size)
-    if not _is_int(overlap) or overlap < 0:
+    tile_h, tile_w = as_pair("tile_size", tile_size)
+    if not is_int(overlap) or overlap < 0:
         raise TilingError(f"overlap must be an integer >= 0, got {overlap!r}")
     if min(tile_h, tile_w) <= overlap:
         raise TilingError(f"tile_size {tile_size!r} must be larger than overlap={overlap} in both directions "
                           "(or None for the whole image at once)")
     margin = overlap // 4 if margin is None else margin
-    if not _is_int(margin) or margin < 0 or (2 * margin >= overlap and not overlap == margin == 0):
+    if not is_int(margin) or margin < 0 or (2 * margin >= overlap and not overlap == margin == 0):
         raise TilingError(f"margin must be an integer with 0 <= 2 * margin < overlap={overlap}, got {margin!r}")
     if height <= tile_h and width <= tile_w:
         result = _checked(fn(image.astype(np.float32, copy=False)), image.shape, "the image")
@@ -190,7 +200,7 @@ def fixed_size_apply(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, 
     Returns:
         float32 [H, W, C'].
     """
-    height, width = _pair("size", size)
+    height, width = as_pair("size", size)
 
     def padded(tile):
         h, w = tile.shape[:2]

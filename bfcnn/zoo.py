@@ -13,7 +13,7 @@ import re
 import zipfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Union
 
 from bfcnn.errors import BfcnnError, UnknownModelError, did_you_mean
 from bfcnn.io import sha256
@@ -130,14 +130,15 @@ def _model_path(name_or_path: str, verify: bool) -> Path:
     return path
 
 
-def load_model(name_or_path: str = "default", verify: bool = True, float32: bool = True):
+def load_model(name_or_path: Optional[Union[str, os.PathLike]] = "default", verify: bool = True,
+               float32: bool = True):
     """A pretrained zoo model by name, or a model from a `.keras` file or a model / export folder.
 
     Args:
-        name_or_path: a zoo name (`bfcnn.list_models()`), `"default"` (the color flagship,
-            `pyramid_color_m`), a path (str or `os.PathLike`, `~` expanded) to a `.keras` file,
-            or a folder holding `model.keras` (an export or training directory; `best.keras`
-            is used when there is no `model.keras`). A name that is not in the zoo but is an
+        name_or_path: a zoo name (`bfcnn.list_models()`), `"default"` or None (the color
+            flagship, `pyramid_color_m`), a path (str or `os.PathLike`, `~` expanded) to a
+            `.keras` file, or a folder holding `model.keras` (an export or training directory;
+            `best.keras` is used when there is no `model.keras`). A name that is not in the zoo but is an
             existing file or folder is taken as a path. `.tflite` files are run by
             `bfcnn.lite.TFLiteDenoiser` instead.
         verify: check the zoo file's sha256 against its model card.
@@ -148,8 +149,10 @@ def load_model(name_or_path: str = "default", verify: bool = True, float32: bool
 
     Raises:
         UnknownModelError: an unknown name; the message lists the available ones.
-        BfcnnError: a missing path, a file that is not a Keras model (or a `.tflite` file),
-            or a corrupt zoo file. These are raised before Keras is imported.
+        BfcnnError: a missing path or folder, a `.tflite` file, a file that is not a Keras
+            model, or a corrupt zoo file. Raised before Keras is imported, except for a zip
+            archive that is not a Keras model (or a Keras file Keras cannot load): that is
+            only found by Keras itself, so it is raised after Keras (and TensorFlow) is imported.
 
     Example:
         >>> model = bfcnn.load_model("pyramid_gray_m")

@@ -85,6 +85,25 @@ def test_bench_tiling_prints_a_row_per_case():
         assert all(abs(c) < 1 for c in changes) and all(0 <= d < 50 for d in differences)
 
 
-def test_bench_tiling_refuses_a_malformed_case():
-    done = bench("bench_tiling.py", "--cases", "128")
-    assert done.returncode == 2 and "TILE,OVERLAP" in done.stderr
+@pytest.mark.parametrize("case, rule", [("128", "TILE,OVERLAP or TILE,OVERLAP,MARGIN"),
+                                        ("32,32", "TILE must be larger than OVERLAP"),
+                                        ("16,32,4", "TILE must be larger than OVERLAP"),
+                                        ("64,16,8", "MARGIN must satisfy 2 * MARGIN < OVERLAP"),
+                                        ("64,16,9", "MARGIN must satisfy 2 * MARGIN < OVERLAP"),
+                                        ("64,-1", "must be >= 0")])
+def test_bench_tiling_refuses_a_malformed_case(case, rule):
+    done = bench("bench_tiling.py", "--cases", case)
+    assert done.returncode == 2 and rule in done.stderr and "Traceback" not in done.stderr
+
+
+def test_bench_tiling_parse_case_accepts_what_tiled_apply_accepts(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts the repository root first
+    spec = importlib.util.spec_from_file_location("bench_tiling_under_test", ROOT / "benchmarks" / "bench_tiling.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    DEFAULT_CASES, parse_case = script.DEFAULT_CASES, script.parse_case
+    assert parse_case("64,16") == (64, 16, None) and parse_case("64,16,7") == (64, 16, 7)
+    assert parse_case("64,0,0") == (64, 0, 0)  # no overlap, no margin: plain tiles
+    assert all(parse_case(case) for case in DEFAULT_CASES)

@@ -297,3 +297,16 @@ def test_models_are_freed_after_use():
     del model
     gc.collect()
     assert ref() is None
+
+
+def test_graph_runner_is_the_public_numpy_route_to_a_traced_model(gray_model):
+    """bench_tiling runs models through `graph_runner`: [H, W, C] float32 in, numpy array out."""
+    from bfcnn.inference import graph_runner
+    from bfcnn.tiling import tiled_apply
+
+    run = graph_runner(gray_model)
+    pixels = np.random.default_rng(5).uniform(0, 255, (13, 19, 1)).astype(np.float32)
+    out = run(pixels)
+    assert isinstance(out, np.ndarray) and out.shape == pixels.shape
+    np.testing.assert_allclose(out, _expected(gray_model, pixels), rtol=1e-5, atol=1e-3)
+    assert tiled_apply(run, pixels, tile_size=8, overlap=4).shape == pixels.shape  # any tile size, no retrace

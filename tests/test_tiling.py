@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bfcnn.errors import BfcnnError
-from bfcnn.tiling import TilingError, axis_weights, tile_starts, tiled_apply
+from bfcnn.tiling import TilingError, as_pair, axis_weights, is_int, tile_starts, tiled_apply
 
 
 def box_filter(image, radius):
@@ -173,3 +173,15 @@ def test_fixed_size_apply_only_calls_fn_at_its_size(shape):
     np.testing.assert_allclose(fixed_size_apply(lambda t: 3 * t, image, (8, 12), overlap=4), 3 * image, rtol=1e-6)
     with pytest.raises(TilingError, match="size"):
         fixed_size_apply(fn, image, (8, 12, 3))
+
+
+def test_public_argument_helpers():
+    """`is_int` and `as_pair` are public: bfcnn.inference and bfcnn.export.tflite use them."""
+    assert is_int(3) and is_int(np.int64(3)) and is_int(np.uint8(0))
+    assert not any(is_int(v) for v in (True, np.bool_(True), 3.0, "3", None))
+    assert as_pair("size", 5) == (5, 5)
+    assert as_pair("size", (4, np.int32(6))) == (4, 6) and as_pair("size", [2, 3]) == (2, 3)
+    assert all(type(v) is int for v in as_pair("size", np.array([7, 8])))
+    for bad in (2.5, "64", b"64", (1, 2, 3), (1.0, 2), (True, 2), None):
+        with pytest.raises(TilingError, match=r"size must be an int or a pair of ints \(height, width\)"):
+            as_pair("size", bad)

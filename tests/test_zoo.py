@@ -76,6 +76,41 @@ def test_files_that_are_not_keras_models_are_named(tmp_path, monkeypatch):
         bfcnn.load_model(str(tmp_path / "m.tflite"))
 
 
+def test_load_model_is_annotated_as_taking_path_likes(tmp_path):
+    import typing
+
+    from bfcnn.zoo import load_model
+
+    accepted = typing.get_args(typing.get_type_hints(load_model)["name_or_path"])
+    assert str in accepted and os.PathLike in accepted
+    with pytest.raises(BfcnnError, match="no such file or folder"):
+        load_model(tmp_path / "missing.keras")  # a Path, as annotated
+
+
+def test_which_load_errors_come_before_keras_is_imported(tmp_path):
+    """As documented: path errors before Keras is imported; a zip without a Keras model only after."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "other.keras", "w") as archive:
+        archive.writestr("readme.txt", "not a model")
+    script = (
+        "import sys, bfcnn\n"
+        "from bfcnn.errors import BfcnnError\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        bfcnn.load_model(path)\n"
+        "    except BfcnnError as error:\n"
+        "        print(type(error).__name__, 'keras' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "missing.keras"), str(tmp_path / "x.tflite"),
+                          str(tmp_path / "other.keras")], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split("\n")[:3] == ["BfcnnError False", "BfcnnError False", "BfcnnError True"]
+    doc = " ".join(bfcnn.zoo.load_model.__doc__.split())
+    assert "Raised before Keras is imported, except for a zip archive that is not a Keras model" in doc
+
+
 def test_default_is_the_color_flagship():
     if DEFAULT_MODEL not in ZOO:
         pytest.skip("the default model is not trained yet")

@@ -172,10 +172,10 @@ def to_tflite(model, quantize: str = "none", representative_images: Optional[Ite
 
 
 def _fixed_size(input_size) -> Tuple[int, int]:
-    from bfcnn.tiling import _pair
+    from bfcnn.tiling import as_pair
 
     try:
-        height, width = _pair("input_size", input_size)
+        height, width = as_pair("input_size", input_size)
     except (TypeError, ValueError) as error:
         raise ExportError(f"{error}, or None") from error
     if min(height, width) < 1:
