@@ -52,7 +52,7 @@ def output_problem(path: Path, folder: bool) -> Optional[str]:
             return "is a file, not a folder"
         if not folder and path.is_dir():
             return "is a folder; give a file name"
-    ancestor = path.parent
+    ancestor = path if folder and path.is_dir() else path.parent  # where the files will be made
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():

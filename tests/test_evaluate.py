@@ -115,6 +115,18 @@ def test_cli_refuses_an_output_it_cannot_write_before_any_work(tiny, tmp_path, c
     assert flag in err and problem in err and "Traceback" not in err
 
 
+def test_output_problem_asks_the_folder_itself_for_write_access(tmp_path, monkeypatch):
+    import os
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    writable = {str(tmp_path): False, str(folder): True}
+    monkeypatch.setattr(os, "access", lambda path, mode: writable[str(path)])
+    assert evaluate.output_problem(folder, folder=True) is None
+    writable = {str(tmp_path): True, str(folder): False}
+    assert "not writable" in evaluate.output_problem(folder, folder=True)
+
+
 def test_cli_refuses_a_negative_seed(tiny, capsys):
     with pytest.raises(SystemExit) as stop:
         evaluate.main(["--model", str(tiny[0]), "--dataset", str(tiny[1]), "--seed", "-1"])

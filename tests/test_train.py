@@ -105,19 +105,31 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(image_dir, tmp_path, 
 
 
 def test_nan_loss_can_skip_the_batch(image_dir, tmp_path, monkeypatch):
+    """The first 4 steps' losses are NaN and skipped; the rest train, at a loss scale still 1
+    (Keras's scaler would have halved it at each skipped step)."""
+    import tensorflow as tf
+
     import bfcnn.training.loop as loop
 
     real = loop.pixel_loss
-    calls = {"n": 0}
+    calls = tf.Variable(0)
 
     def sometimes_nan(target, estimate, config, **kwargs):
         loss, terms = real(target, estimate, config, **kwargs)
-        return loss * (np.float32("nan") if calls["n"] == 0 else 1.0), terms
+        calls.assign_add(1)
+        return loss * tf.where(calls <= 4, np.float32("nan"), np.float32(1.0)), terms
 
-    config = tiny_config(image_dir, train={"steps": 6, "on_nan": "skip"}, validation={"directory": None})
+    config = tiny_config(image_dir, train={"steps": 8, "on_nan": "skip", "checkpoint_every": 8},
+                         validation={"directory": None})
     monkeypatch.setattr(loop, "pixel_loss", sometimes_nan)
-    Trainer(config, tmp_path).run()
-    assert all(np.all(np.isfinite(w)) for w in _weights(tmp_path))
+    Trainer(config, tmp_path / "skip").run()
+    assert int(calls.numpy()) == 8
+    weights = _weights(tmp_path / "skip")
+    assert all(np.all(np.isfinite(w)) for w in weights)
+    checkpoint = tf.train.latest_checkpoint(str(tmp_path / "skip" / "checkpoints"))
+    scales = [tf.train.load_checkpoint(checkpoint).get_tensor(name)
+              for name, _ in tf.train.list_variables(checkpoint) if "dynamic_scale" in name]
+    assert scales == [1.0]
 
 
 def test_skipping_non_finite_steps_does_not_change_the_finite_ones(image_dir, tmp_path, monkeypatch):

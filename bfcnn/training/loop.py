@@ -67,6 +67,18 @@ NOT_KERAS = ("not a .keras file (a .keras file is a zip archive holding Keras's 
              "this one is corrupt, truncated or of another format)")
 
 
+class _SkipNonFinite(keras.optimizers.LossScaleOptimizer):
+    """`train.on_nan: skip`: Keras's loss scaler at a fixed scale of 1, used only because it skips
+    a step whose gradients are not finite. The stock one would halve its scale at each such
+    step (to 0 after about 150), and the step would then multiply the loss by 0."""
+
+    def __init__(self, inner_optimizer, **kwargs):
+        super().__init__(inner_optimizer, initial_scale=SKIP_LOSS_SCALE, dynamic_growth_steps=2**31 - 1, **kwargs)
+
+    def _stateful_handle_non_finite_grads(self):
+        self.step_counter.assign(0)
+
+
 class TrainingError(BfcnnError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
 
@@ -308,9 +320,10 @@ def check_inputs_exist(config: PipelineConfig, starting: bool) -> None:
                           f"train.init_from: {str(init_from)!r} is a directory, not a .keras file")
 
 
-def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> Optional[str]:
+def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager,
+                   fall_back: bool = True) -> Optional[str]:
     """Restores the newest checkpoint of `manager` that can be read; a damaged one (a truncated
-    index, a missing data file) is logged and the one before it tried.
+    index, a missing data file) is logged and, with `fall_back`, the one before it tried.
 
     Returns:
         The checkpoint restored, or None when there is none.
@@ -330,8 +343,10 @@ def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
             checkpoint.restore(path).assert_existing_objects_matched()
         except tf.errors.OpError as error:  # a truncated index, a missing data file
             reason = str(error).splitlines()[0][:200]
-            log.warning("checkpoint %s is damaged (%s); trying the one before it", path, reason)
             damaged.append(f"{path} ({reason})")
+            if not fall_back:
+                break
+            log.warning("checkpoint %s is damaged (%s); trying the one before it", path, reason)
             continue
         except (AssertionError, ValueError) as error:
             raise TrainingError(
@@ -340,8 +355,10 @@ def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
                 "directory, with train.init_from=<the old run>/model.keras to start from its weights") from None
         return path
     if damaged:
+        which = "every checkpoint is damaged" if fall_back else "the latest checkpoint is damaged (with several " \
+            "workers none falls back on its own: remove it on every worker to resume from the one before)"
         raise TrainingError(
-            f"cannot resume from {manager.directory}: every checkpoint is damaged: {'; '.join(damaged)}. To start "
+            f"cannot resume from {manager.directory}: {which}: {'; '.join(damaged)}. To start "
             "over, train into a new --model-directory, with train.init_from=<this run>/best.keras (or model.keras) "
             "to start from this run's weights if it has them")
     return None
@@ -503,7 +520,10 @@ class Trainer:
         chief = _is_chief(strategy)
         if chief:
             self._check_directory()
-        starting = tf.train.get_checkpoint_state(str(self.directory / "checkpoints")) is None
+        # Every worker must save (the save may run collectives); only the chief's copy is used.
+        output_dir = self.directory if chief else self.directory / f".worker{strategy.cluster_resolver.task_id}"
+        ckpt_dir = output_dir / "checkpoints"
+        starting = tf.train.get_checkpoint_state(str(ckpt_dir)) is None
         check_inputs_exist(cfg, starting)
         sampler, iterator = self._data(strategy)
         replicas = strategy.num_replicas_in_sync
@@ -520,9 +540,7 @@ class Trainer:
                 # loss, the optimizer divides the gradients back); skips non-finite steps.
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=FLOAT16_LOSS_SCALE)
             elif cfg.train.on_nan == "skip":
-                # Only to skip steps whose gradients are not finite: a fixed scale of 1.
-                optimizer = keras.optimizers.LossScaleOptimizer(
-                    optimizer, initial_scale=SKIP_LOSS_SCALE, dynamic_growth_steps=2**31 - 1)
+                optimizer = _SkipNonFinite(optimizer)
             optimizer.build(model.trainable_variables)
             step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds")
@@ -533,13 +551,14 @@ class Trainer:
         rng = [v for v in model.variables if v.path.endswith("seed_generator_state")]
         checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, elapsed=elapsed, best=best,
                                          **({"rng": rng} if rng else {}))
-        # Every worker must save (the save may run collectives); only the chief's copy is used.
-        output_dir = self.directory if chief else self.directory / f".worker{strategy.cluster_resolver.task_id}"
-        ckpt_dir = output_dir / "checkpoints"
         manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=cfg.train.keep_checkpoints)
-        restored = restore_newest(checkpoint, manager)
+        # Workers falling back each on their own could resume at different steps and hang.
+        restored = restore_newest(checkpoint, manager, fall_back=cfg.distribution.strategy != "multi_worker")
+        last_saved = restored
         if restored:
             log.info("resumed from %s at step %d", restored, int(step.numpy()))
+            if isinstance(optimizer, _SkipNonFinite):
+                optimizer.dynamic_scale.assign(SKIP_LOSS_SCALE)  # a checkpoint of the stock scaler had grown it
         elif cfg.train.init_from:
             load_initial_weights(model, cfg.train.init_from)
             log.info("initialised the weights from %s", cfg.train.init_from)
@@ -616,7 +635,7 @@ class Trainer:
                 else:
                     raise TrainingError(
                         f"the loss became {loss} at step {current}; stopped without saving. The last good "
-                        f"checkpoint is {manager.latest_checkpoint}. Lower optimizer.learning_rate, set "
+                        f"checkpoint is {last_saved}. Lower optimizer.learning_rate, set "
                         "optimizer.clipnorm, or set train.on_nan: skip"
                     )
             step.assign_add(1)
@@ -643,7 +662,7 @@ class Trainer:
             if validation is not None and (done % cfg.validation.every == 0 or done == total_steps):
                 last_results = self._validate(model, validation, done, best, writer, chief)
             if done % cfg.train.checkpoint_every == 0 or done == end:
-                manager.save(checkpoint_number=done)
+                last_saved = manager.save(checkpoint_number=done)
         if int(step.numpy()) < total_steps:
             return last_results
         output_dir.mkdir(parents=True, exist_ok=True)
