@@ -7,7 +7,8 @@ wrong type or an invalid value raises a `ConfigError` that names the dotted key,
 the `--set` override that set it) and a close match or the allowed values.
 
 Relative paths written in a config file (the `dataset.inputs` directories, `tfds.data_dir`,
-`image_folder.root_dir`, `paired.noisy_a` / `noisy_b`, `validation.directory`) are resolved
+`image_folder.root_dir`, `paired.noisy_a` / `noisy_b`, `validation.directory`,
+`train.init_from`) are resolved
 against the config file's directory when that path exists there (and become absolute);
 otherwise they are kept as written, that is relative to the working directory. Paths given in
 `--set` overrides are always kept as written. `~` is expanded.
@@ -510,7 +511,8 @@ class LossConfig(_Section):
     def _check(self) -> None:
         _check_at_least(self, "hinge", 0.0)
         _check(self.hinge == 0.0 or self.type == "mae", "hinge",
-               f"applies to type: mae only (type is {self.type!r}); set it to 0 or use type: mae")
+               f"applies to type: mae only (type is {self.type!r}); set it to 0 or use type: mae",
+               related=("loss.type",))
         _check(self.noise_floor > 0.0, "noise_floor", f"must be > 0, got {self.noise_floor!r}")
         _check(self.charbonnier_epsilon > 0.0, "charbonnier_epsilon", f"must be > 0, got {self.charbonnier_epsilon!r}")
         _check_at_least(self, "ssim_weight", 0.0)
@@ -848,6 +850,7 @@ def _resolve_paths(config: PipelineConfig, base_dir: str, overridden) -> Pipelin
         config,
         dataset=dataclasses.replace(config.dataset, inputs=tuple(inputs)),
         validation=resolve_fields(config.validation, "validation", ["directory"]),
+        train=resolve_fields(config.train, "train", ["init_from"]),
     )
 
 

@@ -14,7 +14,6 @@ Exit codes: 0 done, 2 bad input (a missing or empty dataset, an unknown model or
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -25,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bfcnn.errors import BfcnnError
+from bfcnn.io import write_json  # noqa: F401  (bfcnn.evaluate.write_json, as before)
 
 PSNR_SIGMAS = (15.0, 25.0, 50.0)
 # The noise levels of the original bfcnn README's table.
@@ -259,26 +259,6 @@ def format_report(results: Dict[float, Dict[str, dict]], labels: Dict[str, str],
 def label_of(model) -> str:
     """The column label of a `--model` argument: a .keras file's stem, else the name or path as given."""
     return Path(str(model)).stem if str(model).endswith(".keras") else str(model)
-
-
-def _json_safe(value):
-    """Non-finite floats (an exact estimate's PSNR is inf) become None: strict JSON has no inf."""
-    if isinstance(value, float):
-        return value if np.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_json(path, data) -> None:
-    """Writes `data` as JSON atomically: a temporary file in the same folder, then a rename."""
-    from bfcnn.io import atomic_path
-
-    text = json.dumps(_json_safe(data), indent=2, allow_nan=False) + "\n"
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def _machine() -> dict:

@@ -4,6 +4,7 @@ Imports only numpy and Pillow, so data loading code stays light.
 """
 
 import hashlib
+import json
 import importlib.util
 import os
 import tempfile
@@ -33,34 +34,62 @@ def sha256(path) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    """The process's umask (read once: setting it to read it is not thread-safe)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 @contextmanager
 def atomic_path(path) -> Iterator[Path]:
     """A temporary path beside `path` to write to; moved onto `path` if the block succeeds.
 
     A crash or an error mid-write leaves any previous file at `path` intact and no temporary
-    file behind. Missing parent folders are created. The file gets the usual permissions
-    (0666 less the umask), not the private ones of a temporary file, and is flushed to disk
-    before the rename.
+    file behind. Missing parent folders are created. The file keeps the permissions of the
+    file it replaces, or gets the usual ones (0666 less the umask), not the private ones of a
+    temporary file, and is flushed to disk before the rename. A symbolic link is followed:
+    the file it points to is replaced.
 
     Example:
         >>> with atomic_path("out/r.json") as tmp:
         ...     tmp.write_text("{}")
     """
-    path = Path(path)
+    path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o7777 if path.is_file() else 0o666 & ~_UMASK
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     try:
         yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, mode)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def json_safe(value):
+    """`value` with non-finite floats as None (strict JSON has no inf or NaN), keys as strings."""
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def write_json(path, data) -> None:
+    """Writes `data` as strict JSON (non-finite numbers as null), atomically (`atomic_path`)."""
+    text = json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def resolve_directory(directory) -> Path:

@@ -284,30 +284,52 @@ def evaluate(denoisers, images, sigmas) -> dict:
             for sigma, rows in results.items()}
 
 
-def borrowed_baselines(files, dataset: str, color: str, count: int) -> dict:
+def borrowed_baselines(files, dataset: str, color: str, names) -> dict:
     """{sigma: rows} from `bfcnn.evaluate --out` files of the same validation images.
 
-    The noise depends on the seed, the image and sigma only, so a baseline's scores from
-    another evaluation of the same images with seed 0 are the scores it would get here.
+    The noise depends on the seed, the image and sigma only, so a baseline's PSNR and SSIM
+    from another evaluation of the same images with seed 0 are what it would score here.
+
+    Args:
+        files: the `--out` JSON files.
+        dataset, color, names: the run's validation folder name, color and image names
+            (relative to the folder, sorted, as `bfcnn.evaluate` lists them).
 
     Raises:
-        SystemExit: a file of other images (folder name, color, count) or another seed.
+        SystemExit: a file that cannot be read, or of other images, metric or seed.
     """
     rows = {}
     for file in files:
-        document = json.loads(Path(file).read_text())
-        found = (Path(document.get("dataset", "")).name, document.get("color"), len(document.get("images", [])),
-                 document.get("seed"))
-        if found != (dataset, color, count, 0):
-            raise SystemExit(f"--baselines-from {file}: an evaluation of {found[2]} {found[1]} images of "
-                             f"{found[0]!r} with seed {found[3]}, not of the run's {count} {color} images of "
-                             f"{dataset!r} with seed 0")
-        for sigma, entry in document["results"].items():
+        try:
+            document = json.loads(Path(file).read_text())
+            found = {"dataset": Path(document["dataset"]).name, "color": document["color"],
+                     "metric": document["metric"], "seed": document["seed"], "images": document["images"]}
+            results = document["results"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise SystemExit(f"--baselines-from {file}: not a readable `bfcnn.evaluate --out` file ({error!r})")
+        wanted = {"dataset": dataset, "color": color, "metric": "psnr", "seed": 0, "images": list(names)}
+        different = [key for key in wanted if found[key] != wanted[key]]
+        if different:
+            key = different[0]
+            shown = (lambda v: f"{len(v)} images" if key == "images" else repr(v))
+            raise SystemExit(f"--baselines-from {file}: its {key} is {shown(found[key])}, the run's is "
+                             f"{shown(wanted[key])} (only an evaluation of the same images, with --metric psnr "
+                             "and seed 0, has the same noisy images)")
+        for sigma, entry in results.items():
             rows.setdefault(f"{float(sigma):g}", {}).update(entry)
     return rows
 
 
-def baseline_table(args, config, images) -> dict:
+def validation_names(config, max_images=None):
+    """The run's validation files and their names relative to the folder, as `bfcnn.evaluate` gives them."""
+    from bfcnn.io import list_images, resolve_directory
+
+    root = resolve_directory(config.validation.directory)
+    files = list_images(config.validation.directory)[:max_images]
+    return files, [str(f.relative_to(root)) if f.is_relative_to(root) else str(f) for f in files]
+
+
+def baseline_table(args, config, images, borrowed=None) -> dict:
     """{baseline: {sigma: scores}} on the run's validation images, cached under runs/baseline_cache.
 
     Baselines see the same noisy images as the model (the noise depends on seed, image
@@ -317,8 +339,7 @@ def baseline_table(args, config, images) -> dict:
     from bfcnn.evaluate import write_json
 
     tables = {}
-    borrowed = borrowed_baselines(args.baselines_from, Path(config.validation.directory).name,
-                                  config.dataset.color, len(images))
+    borrowed = borrowed or {}
     for name in args.baseline:
         key = f"{Path(config.validation.directory).name}_{config.dataset.color}_{len(images)}_{name}"
         cache = ROOT / "runs" / "baseline_cache" / f"{key}.json"
@@ -438,15 +459,17 @@ def main(argv=None) -> int:
         return refresh(args.refresh, Path(args.zoo))
     from bfcnn.config import config_to_dict, load_config
     from bfcnn.evaluate import model_denoiser
-    from bfcnn.io import list_images, read_image
+    from bfcnn.io import read_image
     from bfcnn.models.cost import describe
     from bfcnn.training.loop import atomic_save_model
 
     run, zoo = Path(args.run), Path(args.zoo)
     config = load_config(run / "config.yaml")
+    files, names = validation_names(config, args.max_images)
+    borrowed = borrowed_baselines(args.baselines_from, Path(config.validation.directory).name, config.dataset.color,
+                                  names)  # checked before any work
     if args.baselines_only:
-        baseline_table(args, config, [read_image(f, config.dataset.color) for f in
-                                      list_images(config.validation.directory)[: args.max_images]])
+        baseline_table(args, config, [read_image(f, config.dataset.color) for f in files], borrowed)
         return 0
     model, steps, seconds, checkpoint = restore(run, config, args.average)
     channels = config.model.get("channels", 1)
@@ -461,11 +484,10 @@ def main(argv=None) -> int:
     write_tflite(model, tflite_path)
 
     color = config.dataset.color
-    files = list_images(config.validation.directory)[: args.max_images]
     images = [read_image(f, color) for f in files]
     print(f"evaluating on {len(images)} images of {config.validation.directory} ...", flush=True)
     table = evaluate({args.name: model_denoiser(model, channels)}, images, args.sigmas)
-    for name, rows in baseline_table(args, config, images).items():
+    for name, rows in baseline_table(args, config, images, borrowed).items():
         for sigma in args.sigmas:
             table[f"{sigma:g}"][name] = rows[f"{sigma:g}"]
 

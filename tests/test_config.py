@@ -302,11 +302,14 @@ def test_relative_paths_resolve_against_the_config_only_when_they_exist(tmp_path
         tmp_path / "pipelines" / "x.yaml",
         "model: {type: resnet}\n"
         "dataset: {inputs: [data, elsewhere, {tfds: {name: t, data_dir: data}}]}\n"
-        "validation: {directory: data}\n",
+        "validation: {directory: data}\n"
+        "train: {init_from: data/w.keras}\n",
     )
+    (tmp_path / "pipelines" / "data" / "w.keras").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
     config = load_config(Path("pipelines") / "x.yaml")
     here = str(tmp_path / "pipelines" / "data")
+    assert config.train.init_from == str(tmp_path / "pipelines" / "data" / "w.keras")
     assert config.dataset.inputs[0].directory == here
     assert config.dataset.inputs[1].directory == "elsewhere"
     assert config.dataset.inputs[2].tfds.data_dir == here
@@ -341,6 +344,9 @@ def test_every_pipeline_loads_through_the_schema(path):
     assert config_from_dict(config_to_dict(config)) == config
 
 
-def test_a_hinge_is_refused_for_a_loss_it_does_not_apply_to():
+def test_a_hinge_is_refused_for_a_loss_it_does_not_apply_to(tmp_path):
     with pytest.raises(ConfigError, match=r"loss.hinge.*type: mae only.*'mse'"):
         config_from_dict({"model": {"type": "resnet"}, "loss": {"hinge": 0.5}})
+    path = write(tmp_path / "x.yaml", "model: {type: resnet}\nloss: {type: mae, hinge: 0.5}\n")
+    with pytest.raises(ConfigError, match=r"'loss.hinge' in \S*x.yaml with --set 'loss.type=mse'"):
+        load_config(path, ["loss.type=mse"])

@@ -233,12 +233,12 @@ def test_a_file_with_the_same_weights_is_kept_and_any_change_is_not(tmp_path):
     assert not script.same_model_file(model, path)
 
 
-def _evaluation(tmp_path, dataset="McMaster18", color="rgb", images=2, seed=0):
-    document = {"dataset": f"../shared/datasets/val/{dataset}", "color": color, "seed": seed,
-                "images": [f"{i}.tif" for i in range(images)],
+def _evaluation(tmp_path, dataset="McMaster18", color="rgb", images=("1.tif", "2.tif"), seed=0, metric="psnr"):
+    document = {"dataset": f"../shared/datasets/val/{dataset}", "color": color, "seed": seed, "metric": metric,
+                "images": list(images),
                 "results": {"25": {"model": {"psnr": 30.0}, "noisy": {"psnr": 20.0},
                                    "bm3d": {"psnr": 31.0, "per_image": {"psnr": [30.5, 31.5]}}}}}
-    path = tmp_path / f"{dataset}_{color}_{images}_{seed}.json"
+    path = tmp_path / "evaluation.json"
     path.write_text(json.dumps(document))
     return path
 
@@ -251,16 +251,26 @@ def test_baselines_from_an_earlier_evaluation_fill_the_cache_without_running_the
     script = load()
     monkeypatch.setattr(script, "ROOT", tmp_path)
     monkeypatch.setattr(bfcnn.baselines, "get_baseline", lambda name: pytest.fail("BM3D ran"))
-    args = SimpleNamespace(baseline=["bm3d"], sigmas=[25.0], baselines_from=[_evaluation(tmp_path)])
+    borrowed = script.borrowed_baselines([_evaluation(tmp_path)], "McMaster18", "rgb", ["1.tif", "2.tif"])
+    args = SimpleNamespace(baseline=["bm3d"], sigmas=[25.0])
     config = SimpleNamespace(validation=SimpleNamespace(directory="/data/McMaster18"),
                              dataset=SimpleNamespace(color="rgb"))
-    tables = script.baseline_table(args, config, images=[None, None])
+    tables = script.baseline_table(args, config, [None, None], borrowed)
     assert tables == {"bm3d": {"25": {"psnr": 31.0}}}
     assert json.loads((tmp_path / "runs" / "baseline_cache" / "McMaster18_rgb_2_bm3d.json").read_text()) == \
         {"25": {"psnr": 31.0}}
 
 
-@pytest.mark.parametrize("other", [{"dataset": "Set12"}, {"color": "gray"}, {"images": 3}, {"seed": 1}])
-def test_baselines_from_an_evaluation_of_other_images_or_noise_are_refused(tmp_path, other):
-    with pytest.raises(SystemExit, match="--baselines-from .*not of the run's 2 rgb images of 'McMaster18'"):
-        load().borrowed_baselines([_evaluation(tmp_path, **other)], "McMaster18", "rgb", 2)
+@pytest.mark.parametrize("other, named", [
+    ({"dataset": "Set12"}, "dataset"), ({"color": "gray"}, "color"), ({"images": ("1.tif", "3.tif")}, "images"),
+    ({"seed": 1}, "seed"), ({"metric": "mae"}, "metric")])
+def test_baselines_from_an_evaluation_of_other_images_or_noise_are_refused(tmp_path, other, named):
+    with pytest.raises(SystemExit, match=f"--baselines-from .*its {named} is"):
+        load().borrowed_baselines([_evaluation(tmp_path, **other)], "McMaster18", "rgb", ["1.tif", "2.tif"])
+
+
+def test_baselines_from_a_file_that_is_not_an_evaluation_is_named(tmp_path):
+    (tmp_path / "x.json").write_text("[1, 2]")
+    for path in (tmp_path / "x.json", tmp_path / "missing.json"):
+        with pytest.raises(SystemExit, match="not a readable `bfcnn.evaluate --out` file"):
+            load().borrowed_baselines([path], "McMaster18", "rgb", ["1.tif"])

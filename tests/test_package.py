@@ -37,14 +37,22 @@ FORBIDDEN = {
 }
 
 
-def _imported_parts(path):
+def _imported_parts(path, package):
+    """The parts of bfcnn (`layers`, `zoo`, ...) that the module at `path` imports, in any form:
+    `import bfcnn.x`, `from bfcnn.x import y`, `from bfcnn import x` and relative imports."""
     import ast
 
+    here = ("bfcnn",) + path.relative_to(package).with_suffix("").parts[:-1]
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bfcnn."):
-            yield node.module.split(".")[1]
-        elif isinstance(node, ast.Import):
-            yield from (a.name.split(".")[1] for a in node.names if a.name.startswith("bfcnn."))
+        if isinstance(node, ast.Import):
+            modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(here[: len(here) - node.level + 1]) if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            modules = [f"{module}.{a.name}" for a in node.names] if module == "bfcnn" else [module]
+        else:
+            continue
+        yield from (m.split(".")[1] for m in modules if m.startswith("bfcnn.") and len(m.split(".")) > 1)
 
 
 def test_imports_go_one_way():
@@ -55,5 +63,14 @@ def test_imports_go_one_way():
     for path in package.rglob("*.py"):
         part = path.relative_to(package).parts[0].removesuffix(".py")
         wrong += [f"{path.relative_to(package)} imports bfcnn.{imported}"
-                  for imported in _imported_parts(path) if imported in FORBIDDEN.get(part, ())]
+                  for imported in _imported_parts(path, package) if imported in FORBIDDEN.get(part, ())]
     assert not wrong
+
+
+def test_the_import_check_sees_every_form_of_import(tmp_path):
+    package = tmp_path / "bfcnn"
+    (package / "layers").mkdir(parents=True)
+    module = package / "layers" / "x.py"
+    module.write_text("import bfcnn.zoo\nfrom bfcnn import models\nfrom bfcnn.training.loop import Trainer\n"
+                      "from ..export import tflite\nfrom . import pyramids\n")
+    assert sorted(_imported_parts(module, package)) == ["export", "layers", "models", "training", "zoo"]

@@ -45,7 +45,7 @@ import tensorflow as tf
 from bfcnn.config import CorruptionConfig, PipelineConfig, dump_config
 from bfcnn.errors import BfcnnError, ConfigError
 from bfcnn.evaluation import center_crop, evaluate_denoiser
-from bfcnn.io import atomic_path, list_images, read_image, resolve_directory, sha256
+from bfcnn.io import atomic_path, list_images, read_image, resolve_directory, sha256, write_json
 from bfcnn.models.builder import build_model, model_builder, resolve_model_config
 from bfcnn.models.multiscale import copy_legacy_weights, has_legacy_lifts
 from bfcnn.models.opponent import has_guided_chroma, seed_chroma_from_gray
@@ -269,12 +269,6 @@ def record_start(directory: Path, init_from) -> dict:
             pass  # a .json beside the weights that is not a model card
     write_json(directory / "init_from.json", record)
     return record
-
-
-def write_json(path: Path, data) -> None:
-    """Writes a JSON file atomically (a crash leaves the previous file or the new one, whole)."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2))
 
 
 def atomic_save_model(model: keras.Model, path: Path) -> None:
