@@ -274,3 +274,15 @@ def test_baselines_from_a_file_that_is_not_an_evaluation_is_named(tmp_path):
     for path in (tmp_path / "x.json", tmp_path / "missing.json"):
         with pytest.raises(SystemExit, match="not a readable `bfcnn.evaluate --out` file"):
             load().borrowed_baselines([path], "McMaster18", "rgb", ["1.tif"])
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "baselines").glob("*.json")),
+                         ids=lambda p: p.name)
+def test_the_kept_bm3d_evaluations_can_be_borrowed(path):
+    document = json.loads(path.read_text())
+    names = document["images"]
+    rows = load().borrowed_baselines([path], Path(path).stem, document["color"], names)
+    assert sorted(rows) == ["15", "25", "50"]
+    for sigma, entry in rows.items():
+        assert len(entry["bm3d"]["per_image"]["psnr"]) == len(names) == len(entry["noisy"]["per_image"]["psnr"])
+        assert entry["noisy"]["psnr"] < entry["bm3d"]["psnr"] < 40
