@@ -1,15 +1,16 @@
-"""Reading and writing images: every mode Pillow knows, converted to uint8 gray or RGB.
+"""Files in and out: images (every mode Pillow knows, as uint8 gray or RGB), atomic writes,
+strict JSON, checksums and image folders.
 
 Imports only numpy and Pillow, so data loading code stays light.
 """
 
 import hashlib
-import json
 import importlib.util
+import json
 import os
 import tempfile
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, List, Optional
 
 import numpy as np
