@@ -60,14 +60,14 @@ def _progress(done: int, total: int, width: int = 20) -> str:
 def _check_output_folder(out_dir: Path) -> None:
     """Raises BfcnnError when `out_dir` is, or lies under, an existing file (it could not be made)."""
     from bfcnn.errors import BfcnnError
+    from bfcnn.io import existing_ancestor
 
-    for folder in (out_dir, *out_dir.absolute().parents):
-        if folder.exists():
-            if folder.is_dir():
-                return
-            if folder == out_dir:
-                raise BfcnnError(f"output folder {out_dir} is a file; -o needs a folder")
-            raise BfcnnError(f"output folder {out_dir} cannot be made: {folder} is a file")
+    folder = existing_ancestor(out_dir)
+    if folder.is_dir():
+        return
+    if folder == out_dir:
+        raise BfcnnError(f"output folder {out_dir} is a file; -o needs a folder")
+    raise BfcnnError(f"output folder {out_dir} cannot be made: {folder} is a file")
 
 
 def _inside(path: Path, folder: Path) -> bool:

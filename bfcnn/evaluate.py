@@ -52,9 +52,10 @@ def output_problem(path: Path, folder: bool) -> Optional[str]:
             return "is a file, not a folder"
         if not folder and path.is_dir():
             return "is a folder; give a file name"
-    ancestor = path if folder and path.is_dir() else path.parent  # where the files will be made
-    while not ancestor.exists():
-        ancestor = ancestor.parent
+    from bfcnn.io import existing_ancestor
+
+    # where the files will be made
+    ancestor = path if folder and path.is_dir() else existing_ancestor(path.parent)
     if not ancestor.is_dir():
         return f"{ancestor} is a file, not a folder"
     if not os.access(ancestor, os.W_OK):

@@ -117,6 +117,20 @@ def resolve_directory(directory) -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / rest
 
 
+def existing_ancestor(path) -> Path:
+    """`path` itself if it exists, else its nearest existing parent folder (or file): where a
+    write to `path` would start, and what would stop it."""
+    path = Path(path)
+    return next(p for p in (path, *path.absolute().parents) if p.exists())
+
+
+def directory_problem(root: Path) -> Optional[str]:
+    """Why `root` is not a directory to read ("not found", "is a file, ..."), or None."""
+    if root.is_dir():
+        return None
+    return "is a file, not a directory" if root.exists() else "not found"
+
+
 def list_images(directory) -> List[Path]:
     """Image files under `directory`, recursively, sorted (png, jpg, jpeg, bmp, tif, webp).
 
@@ -126,9 +140,9 @@ def list_images(directory) -> List[Path]:
         BfcnnError: the directory does not exist or holds no image.
     """
     root = resolve_directory(directory)
-    if not root.is_dir():
-        what = "is a file, not a directory" if root.exists() else "not found"
-        raise BfcnnError(f"image directory {what}: {str(root)!r}")
+    problem = directory_problem(root)
+    if problem:
+        raise BfcnnError(f"image directory {problem}: {str(root)!r}")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     if not files:
         raise BfcnnError(

@@ -47,7 +47,7 @@ from bfcnn.export.verification import (FP32_TOLERANCE, FP32_TOLERANCE_CAP, PSNR_
                                        SENSITIVITY_ULPS, SMALL_TEST_SIZE, TEST_SIGMA, TEST_SIZE,
                                        float32_sensitivity, format_verification, fp32_tolerance, sample_image,
                                        verify)
-from bfcnn.io import sha256
+from bfcnn.io import existing_ancestor, sha256
 
 __all__ = [
     "CONTROL_FLOW_OPS",
@@ -169,7 +169,7 @@ def _model_card(model, name, config, source, tflite: Dict[str, dict]) -> Dict[st
 def _check_output(out: Path) -> None:
     """Refuses an output path that is a file, lies under a file, or is a folder holding other files
     than a previous export (checked before the export work, and again before the move)."""
-    existing = next(p for p in (out, *out.parents) if p.exists())
+    existing = existing_ancestor(out)
     if not existing.is_dir():
         where = "exists" if existing == out else f"lies under {str(existing)!r}, which exists"
         raise ExportError(f"output path {str(out)!r} {where} and is not a directory")

@@ -45,7 +45,8 @@ import tensorflow as tf
 from bfcnn.config import CorruptionConfig, PipelineConfig, dump_config
 from bfcnn.errors import BfcnnError, ConfigError
 from bfcnn.evaluation import center_crop, evaluate_denoiser
-from bfcnn.io import atomic_path, list_images, read_image, resolve_directory, sha256, write_json
+from bfcnn.io import (atomic_path, directory_problem, existing_ancestor, list_images, read_image,
+                      resolve_directory, sha256, write_json)
 from bfcnn.models.builder import build_model, model_builder, resolve_model_config
 from bfcnn.models.multiscale import copy_legacy_weights, has_legacy_lifts
 from bfcnn.models.opponent import has_guided_chroma, seed_chroma_from_gray
@@ -161,6 +162,13 @@ def _is_chief(strategy) -> bool:
     return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
+def _check_init_from_file(path: Path) -> None:
+    """ConfigError naming `train.init_from` unless `path` is a file."""
+    if not path.is_file():
+        raise ConfigError(f"train.init_from: no such file {str(path)!r}" if not path.exists() else
+                          f"train.init_from: {str(path)!r} is a directory, not a .keras file")
+
+
 def load_initial_weights(model: keras.Model, path) -> None:
     """`train.init_from`: the weights of a `.keras` file, also one saved before the multiscale
     lifts became 1x1 convolutions + depth-to-space (moved by name, `copy_legacy_weights`), and
@@ -173,9 +181,7 @@ def load_initial_weights(model: keras.Model, path) -> None:
             this architecture; the message names `train.init_from`.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"train.init_from: no such file {str(path)!r}" if not path.exists() else
-                          f"train.init_from: {str(path)!r} is a directory, not a .keras file")
+    _check_init_from_file(path)
     try:
         if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a file that exists
             raise zipfile.BadZipFile(path)
@@ -293,9 +299,9 @@ def check_inputs_exist(config: PipelineConfig, starting: bool) -> None:
             root = resolve_directory(path)
         except BfcnnError as error:  # a pkg: path whose package is missing
             raise ConfigError(f"{key}: {error}") from None
-        if not root.is_dir():
-            what = "is a file, not a directory" if root.exists() else "not found"
-            raise ConfigError(f"{key}: image directory {what}: {str(root)!r}")
+        problem = directory_problem(root)
+        if problem:
+            raise ConfigError(f"{key}: image directory {problem}: {str(root)!r}")
 
     for i, source in enumerate(config.dataset.inputs):
         key = f"dataset.inputs[{i}]"
@@ -309,9 +315,8 @@ def check_inputs_exist(config: PipelineConfig, starting: bool) -> None:
     if config.validation.directory:
         directory("validation.directory", config.validation.directory)
     init_from = config.train.init_from
-    if starting and init_from and not Path(init_from).is_file():
-        raise ConfigError(f"train.init_from: no such file {str(init_from)!r}" if not Path(init_from).exists() else
-                          f"train.init_from: {str(init_from)!r} is a directory, not a .keras file")
+    if starting and init_from:
+        _check_init_from_file(Path(init_from))
 
 
 def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager,
@@ -435,7 +440,7 @@ class Trainer:
     def _check_directory(self):
         """Refuses a model directory that is a file (or lies under one) or holds another model's run;
         writes nothing."""
-        existing = next(p for p in (self.directory, *self.directory.absolute().parents) if p.exists())
+        existing = existing_ancestor(self.directory)
         if not existing.is_dir():
             problem = "is a file" if existing == self.directory else f"cannot be made: {str(existing)!r} is a file"
             raise ConfigError(f"model directory {str(self.directory)!r} {problem}, not a directory; "
