@@ -159,16 +159,13 @@ def load_model(name_or_path: Optional[Union[str, os.PathLike]] = "default", veri
         >>> clean = model(noisy[None, ..., None])[0, ..., 0]
     """
     path = _model_path("default" if name_or_path is None else os.fspath(name_or_path), verify)
-    import keras
-
-    import bfcnn.layers  # noqa: F401  (registers the custom layers for deserialization)
-    import bfcnn.models  # noqa: F401
+    from bfcnn.models.files import NotKerasFileError, load_keras_file
 
     try:
-        model = keras.models.load_model(path, compile=False)
-    except (KeyError, zipfile.BadZipFile) as error:  # a zip archive without a Keras model in it
+        model = load_keras_file(path)
+    except NotKerasFileError as error:
         raise _not_a_model(path) from error
-    except (ValueError, OSError, TypeError) as error:  # TypeError: a layer class Keras cannot find
+    except BfcnnError as error:
         raise BfcnnError(f"cannot load model {str(path)!r}: {error}") from error
     if float32:
         from bfcnn.models.precision import to_float32

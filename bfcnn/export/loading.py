@@ -11,20 +11,6 @@ from bfcnn.export.errors import ExportError
 WEIGHTS = ("auto", "final", "best", "checkpoint")
 
 
-def _register_layers() -> None:
-    """Imports every model module so their custom layers deserialize from `.keras` files."""
-    import importlib
-
-    import bfcnn.layers  # noqa: F401
-    from bfcnn.models.builder import MODEL_TYPES
-
-    for target in MODEL_TYPES.values():
-        try:
-            importlib.import_module(target.split(":")[0])
-        except ImportError:  # a model type whose module is not there cannot be in the file either
-            pass
-
-
 def as_float32(model):
     """The model computing in float32 (a mixed-precision model keeps float32 weights)."""
     from bfcnn.models.precision import to_float32
@@ -34,22 +20,14 @@ def as_float32(model):
 
 def load_keras(path: Path):
     """A `.keras` file with every bfcnn layer registered; ExportError names a damaged file."""
-    import zipfile
+    from bfcnn.errors import BfcnnError
+    from bfcnn.models.files import NOT_KERAS, NotKerasFileError, load_keras_file
 
-    import keras
-
-    _register_layers()
-    not_keras = ExportError(f"cannot load model {str(path)!r}: not a .keras file (a .keras file is a zip "
-                            "archive holding Keras's config.json and weights; this one is corrupt, truncated or "
-                            "of another format)")
-    if Path(path).is_file() and not zipfile.is_zipfile(path):
-        # Keras would report "File not found" for a file that exists but is damaged.
-        raise not_keras
     try:
-        return keras.models.load_model(path, compile=False)
-    except (KeyError, zipfile.BadZipFile):  # a zip without config.json, or with a damaged member
-        raise not_keras from None
-    except (ValueError, OSError, TypeError) as error:
+        return load_keras_file(path)
+    except NotKerasFileError:
+        raise ExportError(f"cannot load model {str(path)!r}: {NOT_KERAS}") from None
+    except BfcnnError as error:
         raise ExportError(f"cannot load model {str(path)!r}: {error}") from error
 
 

@@ -34,7 +34,6 @@ import logging
 import math
 import os
 import time
-import zipfile
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -48,6 +47,7 @@ from bfcnn.evaluation import center_crop, evaluate_denoiser
 from bfcnn.io import (atomic_path, directory_problem, existing_ancestor, list_images, read_image,
                       resolve_directory, sha256, write_json)
 from bfcnn.models.builder import build_model, model_builder, resolve_model_config
+from bfcnn.models.files import load_keras_file
 from bfcnn.models.multiscale import copy_legacy_weights, has_legacy_lifts
 from bfcnn.models.opponent import has_guided_chroma, seed_chroma_from_gray
 from bfcnn.models.transfer import graft_weights
@@ -64,8 +64,6 @@ log = logging.getLogger("bfcnn.train")
 FLOAT16_LOSS_SCALE = 2.0**15
 SKIP_LOSS_SCALE = 1.0
 BEST_RECORD = "best_validation.json"  # the step and mean PSNR of best.keras, written right after it
-NOT_KERAS = ("not a .keras file (a .keras file is a zip archive holding Keras's config.json and weights; "
-             "this one is corrupt, truncated or of another format)")
 
 
 class _SkipNonFinite(keras.optimizers.LossScaleOptimizer):
@@ -183,12 +181,8 @@ def load_initial_weights(model: keras.Model, path) -> None:
     path = Path(path)
     _check_init_from_file(path)
     try:
-        if not zipfile.is_zipfile(path):  # Keras would say "File not found" for a file that exists
-            raise zipfile.BadZipFile(path)
-        source = keras.models.load_model(path, compile=False)
-    except (KeyError, zipfile.BadZipFile):  # not a zip, or a zip without Keras's config.json
-        raise ConfigError(f"train.init_from: {str(path)!r} is not a readable .keras model: {NOT_KERAS}") from None
-    except (ValueError, OSError, TypeError) as error:
+        source = load_keras_file(path)
+    except BfcnnError as error:  # NOT_KERAS, or what Keras said
         raise ConfigError(f"train.init_from: {str(path)!r} is not a readable .keras model: {error}") from None
     if len(source.weights) > len(model.weights):
         # Keras would load the weights it finds a place for and silently drop the rest.
