@@ -166,32 +166,54 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
     from PIL import Image
 
     _check_tiling(tile_size, overlap)
+    options = dict(model=model, tile_size=tile_size, overlap=overlap, ensemble=ensemble)
     if isinstance(image, Image.Image):
-        if image.mode in _SIXTEEN_BIT_MODES:  # 16-bit gray stays 16-bit
-            array = np.asarray(image).astype(np.uint16)
-        elif image.mode in ("LA", "La"):  # gray with alpha stays gray with alpha
-            array = np.asarray(image.convert("LA"))
-            gray = denoise(array[..., 0], model=model, tile_size=tile_size, overlap=overlap, ensemble=ensemble)
-            return Image.fromarray(np.stack([gray, array[..., 1]], axis=-1))  # uint8 HxWx2: LA
-        elif image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
-            array = np.asarray(image.convert("RGBA"))
-        else:
-            from bfcnn.io import to_uint8_array
-
-            array = to_uint8_array(image)
-            array = array[..., 0] if array.shape[-1] == 1 else array
-        return Image.fromarray(denoise(array, model=model, tile_size=tile_size, overlap=overlap, ensemble=ensemble))
+        return _denoise_pil(image, options)
     array = _as_array(image)
+    pixels, alpha, scale = _to_pixels(array, image)
+    model = _as_model(model)
+    function = _same_shape(graph_runner(model) if hasattr(model, "input_shape") else model)
+    if ensemble:
+        function = self_ensemble(function)
+    out = _through_model(function, pixels, _model_channels(model), tile_size, overlap)
+    return _from_pixels(out, array, alpha, scale)
+
+
+def _denoise_pil(image, options: dict):
+    """`denoise` for a PIL image: 16-bit gray and gray with alpha keep their mode, alpha is kept,
+    everything else comes back as L or RGB."""
+    from PIL import Image
+
+    if image.mode in _SIXTEEN_BIT_MODES:  # 16-bit gray stays 16-bit
+        array = np.asarray(image).astype(np.uint16)
+    elif image.mode in ("LA", "La"):  # gray with alpha stays gray with alpha
+        array = np.asarray(image.convert("LA"))
+        gray = denoise(array[..., 0], **options)
+        return Image.fromarray(np.stack([gray, array[..., 1]], axis=-1))  # uint8 HxWx2: LA
+    elif image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+        array = np.asarray(image.convert("RGBA"))
+    else:
+        from bfcnn.io import to_uint8_array
+
+        array = to_uint8_array(image)
+        array = array[..., 0] if array.shape[-1] == 1 else array
+    return Image.fromarray(denoise(array, **options))
+
+
+def _to_pixels(array: np.ndarray, image):
+    """The checked image as float32 [H, W, C] on the 0-255 scale without its alpha channel.
+
+    Returns (pixels, alpha or None, the factor that took the values to 0-255). `image` is what
+    the caller passed, for the error messages.
+    """
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
         raise BfcnnError(f"image must be HxW, HxWx1, HxWx3 or HxWx4, got shape {array.shape}")
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise BfcnnError(f"image is empty: shape {array.shape}")
     dtype = array.dtype
-    if dtype == np.uint8:
-        scale = 1.0
-    elif dtype == np.uint16:
+    if dtype == np.uint16:
         scale = 255.0 / 65535.0
-    elif np.issubdtype(dtype, np.floating):
+    elif dtype == np.uint8 or np.issubdtype(dtype, np.floating):
         scale = 1.0
     else:
         source = "" if isinstance(image, np.ndarray) else (
@@ -203,29 +225,30 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
         bad = array.size - np.count_nonzero(np.isfinite(array))
         raise BfcnnError(f"{bad} of the image's {array.size} values are not finite (NaN or inf); the model would "
                          "spread each over its neighbours: replace them first, e.g. with np.nan_to_num")
-
-    alpha = None
     pixels = array.astype(np.float32)
     if scale != 1.0:
         pixels *= scale  # in place: a 24-megapixel photograph is 288 MB per float32 copy
     if pixels.ndim == 2:
         pixels = pixels[..., None]
     if pixels.shape[-1] == 4:
-        pixels, alpha = pixels[..., :3], array[..., 3:]
+        return pixels[..., :3], array[..., 3:], scale
+    return pixels, None, scale
 
-    model = _as_model(model)
-    function = _same_shape(graph_runner(model) if hasattr(model, "input_shape") else model)
-    if ensemble:
-        function = self_ensemble(function)
-    wanted = _model_channels(model)
+
+def _through_model(function, pixels: np.ndarray, wanted: Optional[int], tile_size, overlap) -> np.ndarray:
+    """`function` on the pixels, matching the model's `wanted` channels: a color image through
+    a gray model channel by channel, a gray one through a color model as gray RGB."""
     if wanted is None or wanted == pixels.shape[-1]:
-        out = _apply(function, pixels, tile_size, overlap)
-    elif wanted == 1:
-        out = np.concatenate([_apply(function, pixels[..., c : c + 1], tile_size, overlap)
-                              for c in range(pixels.shape[-1])], axis=-1)
-    else:
-        out = _apply(function, np.repeat(pixels, wanted, axis=-1), tile_size, overlap).mean(axis=-1, keepdims=True)
+        return _apply(function, pixels, tile_size, overlap)
+    if wanted == 1:
+        return np.concatenate([_apply(function, pixels[..., c : c + 1], tile_size, overlap)
+                               for c in range(pixels.shape[-1])], axis=-1)
+    return _apply(function, np.repeat(pixels, wanted, axis=-1), tile_size, overlap).mean(axis=-1, keepdims=True)
 
+
+def _from_pixels(out: np.ndarray, array: np.ndarray, alpha, scale: float) -> np.ndarray:
+    """The denoised float32 pixels back in the input `array`'s dtype and layout, alpha restored."""
+    dtype = array.dtype
     if dtype == np.uint8:
         out = to_dtype(out, np.uint8)
     elif dtype == np.uint16:
