@@ -29,6 +29,7 @@ of the patches, so neither copy is always the target; with `target: clean` never
 sources only; both kinds may be mixed in one run.
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -392,6 +393,21 @@ def load_validation_images(config, color: str):
     return [center_crop(read_image(f, color), config.max_size) for f in files]
 
 
+@dataclasses.dataclass
+class _RunState:
+    """What a run trains and checkpoints: the model, its optimizer and the counters saved with
+    them (`step`, `elapsed` seconds, `best` validation PSNR), their checkpoint manager, and the
+    checkpoint the run resumed from (None for a new run)."""
+
+    model: keras.Model
+    optimizer: keras.optimizers.Optimizer
+    step: tf.Variable
+    elapsed: tf.Variable
+    best: tf.Variable
+    manager: tf.train.CheckpointManager
+    restored: Optional[str]
+
+
 class Trainer:
     """Trains the model of a pipeline config into `model_directory` (resuming if it holds a run).
 
@@ -516,15 +532,43 @@ class Trainer:
         # Every worker must save (the save may run collectives); only the chief's copy is used.
         output_dir = self.directory if chief else self.directory / f".worker{strategy.cluster_resolver.task_id}"
         ckpt_dir = output_dir / "checkpoints"
-        starting = tf.train.get_checkpoint_state(str(ckpt_dir)) is None
-        check_inputs_exist(cfg, starting)
+        check_inputs_exist(cfg, starting=tf.train.get_checkpoint_state(str(ckpt_dir)) is None)
         sampler, iterator = self._data(strategy)
         replicas = strategy.num_replicas_in_sync
         if cfg.dataset.batch_size % replicas:
             raise ConfigError(f"dataset.batch_size={cfg.dataset.batch_size} must be a multiple of the "
                               f"{replicas} replicas")
-        per_replica = cfg.dataset.batch_size // replicas
+        state = self._restore_state(strategy, ckpt_dir)
+        train_step = self._make_train_step(strategy, state, sampler)
 
+        validation, self._infer = None, None
+        if cfg.validation.directory:
+            validation = load_validation_images(cfg.validation, cfg.dataset.color)
+        if chief:  # every input has loaded: the run's files may be written now
+            self._start_directory()
+            if cfg.train.init_from and not state.restored:
+                record_start(self.directory, cfg.train.init_from)
+            trim_history(self.directory / "history.jsonl", int(state.step.numpy()))
+            state.best.assign(max(float(state.best.numpy()), recorded_best(self.directory)))
+        writer = tf.summary.create_file_writer(str(self.directory / "logs")) if (chief and cfg.train.tensorboard) \
+            else tf.summary.create_noop_writer()
+
+        last_results = self._train(state, train_step, iterator, validation, writer, chief, stop_after)
+        if int(state.step.numpy()) < cfg.train.steps:
+            return last_results
+        output_dir.mkdir(parents=True, exist_ok=True)
+        atomic_save_model(state.model, output_dir / "model.keras")
+        if chief:
+            summary = {"steps": int(state.step.numpy()), "elapsed_seconds": float(state.elapsed.numpy()),
+                       "best_psnr": float(state.best.numpy()), "validation": last_results,
+                       "skipped_files": self.skipped_files}
+            write_json(self.directory / "summary.json", summary)
+        return last_results
+
+    def _restore_state(self, strategy, ckpt_dir: Path) -> _RunState:
+        """Builds the model, the optimizer and the counters, then resumes them from the newest
+        readable checkpoint in `ckpt_dir` or, on a new run, loads `train.init_from`."""
+        cfg = self.config
         with strategy.scope():
             model = build_model(cfg.model)
             optimizer = build_optimizer(cfg.optimizer, cfg.train.steps)
@@ -547,7 +591,6 @@ class Trainer:
         manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=cfg.train.keep_checkpoints)
         # Workers falling back each on their own could resume at different steps and hang.
         restored = restore_newest(checkpoint, manager, fall_back=cfg.distribution.strategy != "multi_worker")
-        last_saved = restored
         if restored:
             log.info("resumed from %s at step %d", restored, int(step.numpy()))
             if isinstance(optimizer, _SkipNonFinite):
@@ -555,14 +598,24 @@ class Trainer:
         elif cfg.train.init_from:
             load_initial_weights(model, cfg.train.init_from)
             log.info("initialised the weights from %s", cfg.train.init_from)
+        return _RunState(model, optimizer, step, elapsed, best, manager, restored)
 
+    def _make_train_step(self, strategy, state: _RunState, sampler):
+        """The traced training step: (step number, batch or None) -> (mean loss terms, one
+        replica's (clean, noisy, estimate) for the image summaries).
+
+        The noise (and, from cached images, the batch) is a function of (train.seed, step,
+        replica), so a resumed run repeats what an uninterrupted one would have drawn.
+        """
+        cfg = self.config
+        replicas = strategy.num_replicas_in_sync
+        per_replica = cfg.dataset.batch_size // replicas  # a multiple: checked by _run
+        model, optimizer = state.model, state.optimizer
         seed = tf.constant(cfg.train.seed, tf.int64)
-        corruption = cfg.corruption
-        loss_config = cfg.loss
+        corruption, loss_config, channels = cfg.corruption, cfg.loss, cfg.dataset.channels
         noisy_target = cfg.train.target == "noisy"
         paired_run = self.paired
         all_paired = all(s.paired is not None for s in cfg.dataset.inputs)
-        channels = cfg.dataset.channels
 
         def replica_step(batch, step_value):
             replica = tf.distribute.get_replica_context().replica_id_in_sync_group
@@ -597,74 +650,59 @@ class Trainer:
             reduced = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in metrics.items()}
             return reduced, tf.nest.map_structure(lambda t: strategy.experimental_local_results(t)[0], images)
 
-        validation, self._infer = None, None
-        if cfg.validation.directory:
-            validation = load_validation_images(cfg.validation, cfg.dataset.color)
-        if chief:  # every input has loaded: the run's files may be written now
-            self._start_directory()
-            if cfg.train.init_from and not restored:
-                record_start(self.directory, cfg.train.init_from)
-            trim_history(self.directory / "history.jsonl", int(step.numpy()))
-            best.assign(max(float(best.numpy()), recorded_best(self.directory)))
-        writer = tf.summary.create_file_writer(str(self.directory / "logs")) if (chief and cfg.train.tensorboard) \
-            else tf.summary.create_noop_writer()
+        return train_step
 
-        total_steps = cfg.train.steps
+    def _train(self, state: _RunState, train_step, iterator, validation, writer, chief,
+               stop_after: Optional[int]) -> Dict:
+        """Steps from the restored step to `train.steps` (or `stop_after` steps on), logging,
+        validating and checkpointing on the config's schedule; returns the last validation."""
+        cfg = self.config.train
+        step, elapsed = state.step, state.elapsed
         start = int(step.numpy())
-        progress = keras.utils.Progbar(total_steps, stateful_metrics=["loss", "lr", "steps/s"], verbose=1
+        progress = keras.utils.Progbar(cfg.steps, stateful_metrics=["loss", "lr", "steps/s"], verbose=1
                                        if chief else 0)
         progress.update(start)
         last_results: Dict = {}
+        last_saved = state.restored
         tick, tick_step, wall = time.time(), start, time.time()
-        end = total_steps if stop_after is None else min(total_steps, start + int(stop_after))
+        end = cfg.steps if stop_after is None else min(cfg.steps, start + int(stop_after))
         while int(step.numpy()) < end:
             current = int(step.numpy())
             batch = next(iterator) if iterator is not None else None
             metrics, images = train_step(tf.constant(current, tf.int64), batch)
             loss = float(metrics["loss"].numpy())
             if not math.isfinite(loss):
-                if cfg.train.on_nan == "skip":
-                    log.warning("non-finite loss at step %d: batch skipped", current)
-                else:
+                if cfg.on_nan != "skip":
                     raise TrainingError(
                         f"the loss became {loss} at step {current}; stopped without saving. The last good "
                         f"checkpoint is {last_saved}. Lower optimizer.learning_rate, set "
                         "optimizer.clipnorm, or set train.on_nan: skip"
                     )
+                log.warning("non-finite loss at step %d: batch skipped", current)
             step.assign_add(1)
             done = current + 1
             now = time.time()
             elapsed.assign_add(now - wall)
             wall = now
-            if done % cfg.train.log_every == 0 or done == total_steps:
+            if done % cfg.log_every == 0 or done == cfg.steps:
                 rate = (done - tick_step) / max(now - tick, 1e-9)
                 tick, tick_step = now, done
-                lr = current_learning_rate(optimizer)
+                lr = current_learning_rate(state.optimizer)
                 with writer.as_default(step=done):
                     for name, value in metrics.items():
                         tf.summary.scalar(f"loss/{name}", value)
                     tf.summary.scalar("learning_rate", lr)
                     tf.summary.scalar("steps_per_second", rate)
                 progress.update(done, [("loss", loss), ("lr", lr), ("steps/s", rate)])
-            if cfg.train.tensorboard and cfg.train.image_summaries_every and \
-                    done % cfg.train.image_summaries_every == 0:
+            if cfg.tensorboard and cfg.image_summaries_every and done % cfg.image_summaries_every == 0:
                 with writer.as_default(step=done):
                     clean, noisy, estimate = images
                     row = tf.concat([clean[:4], noisy[:4], tf.cast(estimate[:4], tf.float32)], axis=2)
                     tf.summary.image("clean_noisy_denoised", tf.clip_by_value(row / 255.0, 0.0, 1.0), max_outputs=4)
-            if validation is not None and (done % cfg.validation.every == 0 or done == total_steps):
-                last_results = self._validate(model, validation, done, best, writer, chief)
-            if done % cfg.train.checkpoint_every == 0 or done == end:
-                last_saved = manager.save(checkpoint_number=done)
-        if int(step.numpy()) < total_steps:
-            return last_results
-        output_dir.mkdir(parents=True, exist_ok=True)
-        atomic_save_model(model, output_dir / "model.keras")
-        if chief:
-            summary = {"steps": int(step.numpy()), "elapsed_seconds": float(elapsed.numpy()),
-                       "best_psnr": float(best.numpy()), "validation": last_results,
-                       "skipped_files": self.skipped_files}
-            write_json(self.directory / "summary.json", summary)
+            if validation is not None and (done % self.config.validation.every == 0 or done == cfg.steps):
+                last_results = self._validate(state.model, validation, done, state.best, writer, chief)
+            if done % cfg.checkpoint_every == 0 or done == end:
+                last_saved = state.manager.save(checkpoint_number=done)
         return last_results
 
     def _validate(self, model, images, step, best, writer, chief) -> Dict:
