@@ -156,7 +156,7 @@ def test_get_turns_config_values_into_regularizers():
     ({"weight": 1.0}, ["needs a 'type'", "'soft_orthogonal'"]),
     ({"type": "soft_orthogonal", "weight": "big"}, ["weight must be a number", "'big'"]),
     ({"type": "soft_orthogonal", "weight": -1.0}, ["weight must be a number >= 0"]),
-    ({"type": "center_away", "sigma": 0}, ["sigma must be > 0"]),
+    ({"type": "center_away", "sigma": 0}, ["sigma must be a number > 0", "kernel size"]),
     ([["soft_orthogonal"]], ["may not be nested"]),
     (3, ["must be null, a name"]),
 ])

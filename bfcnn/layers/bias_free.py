@@ -10,30 +10,14 @@ generalizes to noise levels outside its training range.
 import keras
 from keras import ops
 
+from bfcnn.layers import regularizers
+from bfcnn.layers.arguments import check_choice, check_int, check_number, check_odd
 from bfcnn.layers.gates import BlockGate, SqueezeExcite
 from bfcnn.layers.sparsity import SoftThreshold
 from bfcnn.layers.stochastic_depth import StochasticDepth
 
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "linear")
 GATES = ("none", "block", "squeeze_excite")
-
-
-def _check_choice(name, value, options):
-    if value not in options:
-        raise ValueError(f"{name}={value!r} is not supported; allowed: {', '.join(map(repr, options))}")
-
-
-def _check_positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_number(name, value, low, high=None):
-    """`low <= value` (and `value < high` when given)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            value >= low and (high is None or value < high)):
-        where = f"[{low}, {high})" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be a number {'in ' if high is not None else ''}{where}, got {value!r}")
 
 
 def activation_layer(activation: str, **kwargs) -> keras.layers.Layer:
@@ -43,7 +27,7 @@ def activation_layer(activation: str, **kwargs) -> keras.layers.Layer:
     Sun, "Delving deep into rectifiers", ICCV 2015; initial slope 0.25, shared over space):
     `max(x, 0) + alpha * min(x, 0)` is homogeneous for any alpha.
     """
-    _check_choice("activation", activation, ACTIVATIONS)
+    check_choice("activation", activation, ACTIVATIONS)
     if activation == "relu":
         return keras.layers.ReLU(**kwargs)
     if activation == "leaky_relu":
@@ -75,12 +59,8 @@ class BiasFreeBatchNorm(keras.layers.Layer):
 
     def __init__(self, momentum=0.99, epsilon=1e-3, scale=True, gamma_initializer="ones", **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= float(momentum) < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if not float(epsilon) > 0.0:
-            raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
-        self.momentum = float(momentum)
-        self.epsilon = float(epsilon)
+        self.momentum = check_number("momentum", momentum, 0.0, 1.0)
+        self.epsilon = check_number("epsilon", epsilon, 0.0, strict=True)
         self.scale = bool(scale)
         self.gamma_initializer = keras.initializers.get(gamma_initializer)
         self.supports_masking = True
@@ -89,6 +69,7 @@ class BiasFreeBatchNorm(keras.layers.Layer):
         channels = input_shape[-1]
         if channels is None:
             raise ValueError("BiasFreeBatchNorm needs a known number of channels (last axis)")
+        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: channels})
         self.gamma = (
             self.add_weight(name="gamma", shape=(channels,), initializer=self.gamma_initializer)
             if self.scale
@@ -144,6 +125,14 @@ def _normalization(batch_norm: bool, use_bias: bool, name: str, **kwargs):
 class BiasFreeConvBlock(keras.layers.Layer):
     """Convolution without bias, then optional BiasFreeBatchNorm, then a homogeneous activation.
 
+    The building block of the bias-free networks of Mohan, Kadkhodaie, Simoncelli &
+    Fernandez-Granda ("Robust and interpretable blind image denoising via bias-free
+    convolutional neural networks", ICLR 2020): with no additive constant, `f(a*x) = a*f(x)`
+    for a > 0 in inference mode (in training, batch norm's batch statistics make the block
+    scale-invariant instead).
+
+    Input [B, H, W, C_in], output [B, H, W, filters] ('same' padding).
+
     Args:
         filters: output channels.
         kernel_size: odd square kernel size.
@@ -168,15 +157,13 @@ class BiasFreeConvBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_positive_int("filters", filters)
-        _check_positive_int("kernel_size", kernel_size)
-        _check_choice("activation", activation, ACTIVATIONS)
-        self.filters = filters
-        self.kernel_size = kernel_size
+        check_choice("activation", activation, ACTIVATIONS)
+        self.filters = filters = check_int("filters", filters)
+        self.kernel_size = kernel_size = check_odd("kernel_size", kernel_size)
         self.batch_norm = bool(batch_norm)
         self.activation = activation
         self.use_bias = bool(use_bias)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
         self.conv = keras.layers.Conv2D(
             filters,
             kernel_size,
@@ -224,7 +211,9 @@ class BiasFreeConvBlock(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="bfcnn")
 class BiasFreeResidualBlock(keras.layers.Layer):
-    """Residual block `x + conv(act(conv(x)))` with no additive constant anywhere.
+    """Residual block `x + BN(conv(act(BN(conv(x)))))` with no additive constant anywhere
+    (BN only with `batch_norm`), the residual block of the bias-free networks of Mohan et
+    al. (ICLR 2020). Input and output [B, H, W, filters].
 
     The second convolution is followed by BiasFreeBatchNorm when `batch_norm` is on;
     there is no activation after the sum, so the block is the identity plus a
@@ -232,7 +221,7 @@ class BiasFreeResidualBlock(keras.layers.Layer):
     after the addition, as in EDSR (Lim et al., CVPRW 2017).
 
     Options (all off by default; each keeps the block bias-free and, with scale-invariant
-    gates, positively homogeneous; see docs/options.md):
+    gates, positively homogeneous in inference mode; see docs/options.md):
 
     - `sparsity > 0`: a learned soft threshold relative to each channel's RMS after the
       first convolution (`bfcnn.layers.sparsity.SoftThreshold`).
@@ -242,7 +231,7 @@ class BiasFreeResidualBlock(keras.layers.Layer):
     - `stochastic_depth > 0`: the branch is dropped per sample in training (Huang et al.,
       ECCV 2016).
 
-    So the block computes `x + drop(g(x) * se(conv(threshold(act(conv(x))))))`.
+    So the block computes `x + drop(g(x) * se(BN(conv(threshold(act(BN(conv(x))))))))`.
 
     Args:
         filters: channels in and out (the input must have this many).
@@ -276,10 +265,10 @@ class BiasFreeResidualBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_choice("gate", gate, GATES)
-        _check_number("sparsity", sparsity, 0.0)
-        _check_number("stochastic_depth", stochastic_depth, 0.0, 1.0)
-        _check_positive_int("gate_reduction", gate_reduction)
+        check_choice("gate", gate, GATES)
+        sparsity = check_number("sparsity", sparsity, 0.0)
+        stochastic_depth = check_number("stochastic_depth", stochastic_depth, 0.0, 1.0)
+        gate_reduction = check_int("gate_reduction", gate_reduction)
         common = dict(
             kernel_size=kernel_size,
             batch_norm=batch_norm,

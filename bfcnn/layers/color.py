@@ -29,6 +29,8 @@ import math
 import keras
 from keras import ops
 
+from bfcnn.layers.arguments import check_int, check_number
+
 _S3, _S2, _S6 = math.sqrt(3.0), math.sqrt(2.0), math.sqrt(6.0)
 # Rows: Y, C1, C2 as combinations of R, G, B (orthonormal, so the inverse is the transpose).
 OPPONENT = (
@@ -54,6 +56,7 @@ class OpponentTransform(keras.layers.Layer):
     def __init__(self, inverse=False, **kwargs):
         super().__init__(**_float32(kwargs))
         self.inverse = bool(inverse)
+        self.input_spec = keras.InputSpec(ndim=4, axes={-1: 3})  # [B, H, W, 3]
 
     def call(self, x):
         matrix = ops.convert_to_tensor(OPPONENT, dtype=x.dtype)
@@ -82,7 +85,7 @@ class ChromaOffset(keras.layers.Layer):
 
     def __init__(self, scale=1.0, **kwargs):
         super().__init__(**_float32(kwargs))
-        self.scale = float(scale)
+        self.scale = check_number("scale", scale, 0.0)
 
     def call(self, opponent):
         mean_gray = ops.mean(opponent[..., :1], axis=(1, 2), keepdims=True) / _S3
@@ -123,9 +126,7 @@ class BatchToChannels(keras.layers.Layer):
 
     def __init__(self, channels=3, **kwargs):
         super().__init__(**_float32(kwargs))
-        if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
-            raise ValueError(f"channels must be an integer >= 1, got {channels!r}")
-        self.channels = channels
+        self.channels = check_int("channels", channels)
 
     def call(self, x):
         x = ops.cast(x, self.compute_dtype)

@@ -16,16 +16,7 @@ the gates have no bias either.
 import keras
 from keras import ops
 
-
-def _check_positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_epsilon(epsilon):
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
-        raise ValueError(f"epsilon must be a number > 0, got {epsilon!r}")
-    return float(epsilon)
+from bfcnn.layers.arguments import check_int, check_number
 
 
 def pooled_descriptor(inputs, scale_invariant: bool = True, epsilon: float = 1e-12):
@@ -48,10 +39,10 @@ class _Gate(keras.layers.Layer):
 
     def __init__(self, reduction=4, scale_invariant=True, epsilon=1e-12, **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int("reduction", reduction)
-        self.reduction = reduction
+        self.reduction = check_int("reduction", reduction)
         self.scale_invariant = bool(scale_invariant)
-        self.epsilon = _check_epsilon(epsilon)
+        self.epsilon = check_number("epsilon", epsilon, 0.0, strict=True)
+        self.input_spec = keras.InputSpec(ndim=4)  # [B, H, W, C]
 
     @property
     def homogeneous(self) -> bool:
@@ -62,6 +53,7 @@ class _Gate(keras.layers.Layer):
         channels = input_shape[-1]
         if channels is None:
             raise ValueError(f"{type(self).__name__} needs a known number of channels (last axis)")
+        self.input_spec = keras.InputSpec(ndim=4, axes={-1: channels})
         return channels
 
     def _dense(self, units, name, activation=None):

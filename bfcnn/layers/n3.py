@@ -35,6 +35,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from bfcnn.layers.arguments import check_int, check_number
 from bfcnn.layers.bias_free import BiasFreeConvBlock
 from bfcnn.ops.nearest_neighbors import neighbor_weight_list
 
@@ -43,19 +44,15 @@ from bfcnn.ops.nearest_neighbors import neighbor_weight_list
 _TINY = 1e-12
 
 
-def _check_int(name, value, minimum):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 def _check_patches(patch_size, stride):
-    _check_int("patch_size", patch_size, 1)
-    _check_int("stride", stride, 1)
+    """(patch_size, stride) as ints, patch_size a multiple of stride, or a ValueError."""
+    patch_size, stride = check_int("patch_size", patch_size), check_int("stride", stride)
     if patch_size % stride:
         raise ValueError(
             f"patch_size={patch_size} must be a multiple of stride={stride} "
             "(patches are made of stride x stride cells)"
         )
+    return patch_size, stride
 
 
 def _int(x):
@@ -349,31 +346,19 @@ class N3Block(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        _check_int("k", k, 1)
-        _check_int("embedding_channels", embedding_channels, 1)
-        _check_patches(patch_size, stride)
-        _check_int("window", window, 2)
-        _check_int("embedding_depth", embedding_depth, 1)
-        _check_int("embedding_filters", embedding_filters, 1)
-        _check_int("kernel_size", kernel_size, 1)
-        _check_int("query_tile", query_tile, 1)
-        _check_int("inference_chunk", inference_chunk, 1)
-        if not float(epsilon) > 0.0:
-            raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
-        self.k = k
-        self.embedding_channels = embedding_channels
-        self.patch_size = patch_size
-        self.stride = stride
-        self.window = window
-        self.embedding_depth = embedding_depth
-        self.embedding_filters = embedding_filters
-        self.kernel_size = kernel_size
+        self.k = k = check_int("k", k)
+        self.embedding_channels = embedding_channels = check_int("embedding_channels", embedding_channels)
+        self.patch_size, self.stride = patch_size, stride = _check_patches(patch_size, stride)
+        self.window = window = check_int("window", window, 2)
+        self.embedding_depth = embedding_depth = check_int("embedding_depth", embedding_depth)
+        self.embedding_filters = embedding_filters = check_int("embedding_filters", embedding_filters)
+        self.kernel_size = kernel_size = check_int("kernel_size", kernel_size)
         self.batch_norm = bool(batch_norm)
         self.scale_equivariant = bool(scale_equivariant)
-        self.epsilon = float(epsilon)
+        self.epsilon = check_number("epsilon", epsilon, 0.0, strict=True)
         self.use_bias = bool(use_bias)
-        self.query_tile = query_tile
-        self.inference_chunk = inference_chunk
+        self.query_tile = check_int("query_tile", query_tile)
+        self.inference_chunk = check_int("inference_chunk", inference_chunk)
         # Read by bfcnn.models.is_bias_free: a learned log-temperature does not scale.
         self.homogeneous = self.scale_equivariant and not self.use_bias
         common = dict(kernel_size=kernel_size, batch_norm=self.batch_norm, use_bias=self.use_bias,
@@ -620,7 +605,8 @@ class N3Branch(keras.layers.Layer):
     aggregates of them, and `W_out` (1x1, initialized to zero) maps the result back to
     `filters` channels, added to h. With `W_out = 0` the branch is the identity, so adding
     it to a trained network leaves that network's function unchanged until training moves
-    `W_out`; every part is linear or homogeneous, so a bias-free model stays bias-free.
+    `W_out`; every part is linear or homogeneous (in inference mode: the embedding's batch
+    norm uses batch statistics in training), so a bias-free model stays bias-free.
 
     Args:
         filters: channels of the feature map (input and output).
@@ -638,9 +624,8 @@ class N3Branch(keras.layers.Layer):
                  embedding_filters=32, epsilon=1e-3, query_tile=8, inference_chunk=4096, use_bias=False,
                  **kwargs):
         super().__init__(**kwargs)
-        _check_int("filters", filters, 1)
-        _check_int("channels", channels, 1)
-        self.filters, self.channels, self.use_bias = filters, channels, bool(use_bias)
+        self.filters, self.channels = check_int("filters", filters), check_int("channels", channels)
+        self.use_bias = bool(use_bias)
         self.n3_config = dict(k=k, patch_size=patch_size, stride=stride, window=window,
                               embedding_depth=embedding_depth, embedding_filters=embedding_filters,
                               epsilon=epsilon, query_tile=query_tile, inference_chunk=inference_chunk)

@@ -22,6 +22,7 @@ belongs at low resolution or on small images.
 import keras
 from keras import ops
 
+from bfcnn.layers.arguments import check_choice, check_int
 from bfcnn.layers.bias_free import BiasFreeBatchNorm
 
 MODES = ("embedded_gaussian", "dot_product")
@@ -55,14 +56,10 @@ class NonLocalBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r} is not supported; allowed: {', '.join(map(repr, MODES))}")
-        if inter_channels is not None and (
-            not isinstance(inter_channels, int) or isinstance(inter_channels, bool) or inter_channels < 1
-        ):
-            raise ValueError(f"inter_channels must be None or an integer >= 1, got {inter_channels!r}")
+        check_choice("mode", mode, MODES)
         self.mode = mode
-        self.inter_channels = inter_channels
+        self.inter_channels = None if inter_channels is None else check_int(
+            "inter_channels", inter_channels, hint="or None for half the input channels")
         self.subsample = bool(subsample)
         self.bias_free = bool(bias_free)
         self.return_attention = bool(return_attention)
@@ -156,6 +153,14 @@ class NonLocalBlock(keras.layers.Layer):
         if not self.return_attention:
             return input_shape
         return input_shape, (input_shape[0], None, None)
+
+    def compute_output_spec(self, inputs, training=False):
+        # Said outright: Keras would give the attention the compute dtype (bfloat16 under a
+        # mixed policy), while `_attend` computes it in float32.
+        output = keras.KerasTensor(inputs.shape, dtype=inputs.dtype)
+        if not self.return_attention:
+            return output
+        return output, keras.KerasTensor((inputs.shape[0], None, None), dtype="float32")
 
     def get_config(self):
         config = super().get_config()

@@ -1,7 +1,7 @@
 """Gaussian and Laplacian pyramids (Burt & Adelson, IEEE Trans. Communications 1983).
 
 "The Laplacian pyramid as a compact image code": blur with the binomial kernel
-[1, 4, 6, 4, 1] / 16 and keep every second pixel to go one level down; the detail band
+[1, 4, 6, 4, 1] / 16 (their 5-tap generating kernel with a = 3/8) and keep every second pixel to go one level down; the detail band
 of a level is the level minus the expanded coarser level, so merging the bands back
 reconstructs the image exactly, whatever filter the expansion uses. Borders are
 reflected; sizes need not be powers of two (a level of n pixels has ceil(n/2) below it).
@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from bfcnn.layers.arguments import check_int
 from bfcnn.layers.cropping import crop_to
 
 BINOMIAL_5 = (1.0 / 16, 4.0 / 16, 6.0 / 16, 4.0 / 16, 1.0 / 16)
@@ -95,14 +96,10 @@ def upsample(x, like):
     return crop_to(x, target[1], target[2])
 
 
-def _check_levels(levels):
-    if not isinstance(levels, int) or isinstance(levels, bool) or levels < 1:
-        raise ValueError(f"levels must be an integer >= 1, got {levels!r}")
-
-
 @keras.saving.register_keras_serializable(package="bfcnn")
 class GaussianPyramid(keras.layers.Layer):
-    """Splits an image into `levels` successively blurred and halved copies.
+    """Splits an image into `levels` successively blurred and halved copies (the Gaussian
+    pyramid of Burt & Adelson, 1983; module docstring).
 
     `call(x)` returns `[G_0 = x, G_1, ..., G_{levels-1}]`; `G_{i+1}` has `ceil(n/2)` pixels
     per axis when `G_i` has `n`. A Gaussian pyramid is redundant: `merge` returns its
@@ -119,11 +116,11 @@ class GaussianPyramid(keras.layers.Layer):
 
     def __init__(self, levels=3, **kwargs):
         super().__init__(**kwargs)
-        _check_levels(levels)
-        self.levels = levels
+        self.levels = check_int("levels", levels)
+        self.input_spec = keras.InputSpec(ndim=4)  # [B, H, W, C]: a clear error for another rank
 
     def call(self, inputs):
-        out = [inputs]
+        out = [ops.cast(inputs, self.compute_dtype)]  # integer images too
         for _ in range(self.levels - 1):
             out.append(downsample(out[-1]))
         return out
@@ -146,9 +143,10 @@ class GaussianPyramid(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="bfcnn")
 class LaplacianPyramid(keras.layers.Layer):
-    """Splits an image into detail bands plus a low-pass residual, and merges them back.
+    """Splits an image into detail bands plus a low-pass residual, and merges them back (the
+    Laplacian pyramid of Burt & Adelson, 1983; module docstring).
 
-    `call(x)` returns `[L_0, ..., L_{levels-2}, G_{levels-1}]` with
+    `call(x)` on [B, H, W, C] returns `[L_0, ..., L_{levels-2}, G_{levels-1}]` with
     `L_i = G_i - upsample(G_{i+1})`; `call(bands, inverse=True)` (or `merge(bands)`)
     rebuilds the image coarse to fine, `G_i = L_i + upsample(G_{i+1})`, which equals the
     input up to float rounding for any size. A constant image has all-zero bands.
@@ -158,19 +156,22 @@ class LaplacianPyramid(keras.layers.Layer):
 
     Example:
         >>> pyramid = LaplacianPyramid(levels=3)
+        >>> x = keras.ops.ones((1, 17, 9, 1))
         >>> bands = pyramid(x)
         >>> x_again = pyramid(bands, inverse=True)
     """
 
     def __init__(self, levels=3, **kwargs):
         super().__init__(**kwargs)
-        _check_levels(levels)
-        self.levels = levels
+        self.levels = check_int("levels", levels)
 
     def call(self, inputs, inverse=False):
         if inverse:
             return self.merge(inputs)
-        gaussian = [inputs]
+        if len(inputs.shape) != 4:  # no input_spec: the inverse takes a list of bands
+            raise ValueError(f"LaplacianPyramid needs a [B, H, W, C] tensor, got shape {tuple(inputs.shape)} "
+                             "(to merge bands, call it with inverse=True)")
+        gaussian = [ops.cast(inputs, self.compute_dtype)]
         for _ in range(self.levels - 1):
             gaussian.append(downsample(gaussian[-1]))
         bands = [g - upsample(coarse, g) for g, coarse in zip(gaussian[:-1], gaussian[1:])]
@@ -180,6 +181,7 @@ class LaplacianPyramid(keras.layers.Layer):
         """Rebuilds the image from `[L_0, ..., L_{n-2}, G_{n-1}]`, coarse to fine."""
         if len(bands) != self.levels:
             raise ValueError(f"LaplacianPyramid(levels={self.levels}) cannot merge {len(bands)} bands")
+        _check_band_sizes(bands)
         image = bands[-1]
         for band in reversed(bands[:-1]):
             image = band + upsample(image, band)
@@ -192,6 +194,17 @@ class LaplacianPyramid(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "levels": self.levels}
+
+
+def _check_band_sizes(bands) -> None:
+    """A ValueError unless each band is ceil(n/2) of the one before it (finest first), where
+    the sizes are known now."""
+    sizes = [tuple(band.shape[1:3]) for band in bands]
+    for finer, coarser in zip(sizes[:-1], sizes[1:]):
+        for n, m in zip(finer, coarser):
+            if isinstance(n, int) and isinstance(m, int) and m != (n + 1) // 2:
+                raise ValueError("LaplacianPyramid.merge needs the bands finest first, each ceil(n/2) of the one "
+                                 f"before (what the pyramid returns); got spatial sizes {sizes}")
 
 
 @keras.saving.register_keras_serializable(package="bfcnn")

@@ -22,12 +22,7 @@ import keras
 from keras import ops
 
 from bfcnn.errors import allowed, did_you_mean
-
-
-def _check_non_negative(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-    return float(value)
+from bfcnn.layers.arguments import check_number
 
 
 def _as_matrix(x):
@@ -44,7 +39,8 @@ class SoftOrthogonal(keras.regularizers.Regularizer):
 
     `W` is the kernel reshaped to `[k*k*c_in, c_out]` (any rank: every axis but the last is
     flattened). Only the off-diagonal entries of the Gram matrix are penalized, so the
-    filters' norms are free (Bansal et al., NeurIPS 2018).
+    filters' norms are free: a variant of the soft orthogonality ("SO") of Bansal, Chen &
+    Wang (NeurIPS 2018), whose penalty is `SoftOrthonormal`'s.
 
     Args:
         weight: factor of the penalty, >= 0.
@@ -54,7 +50,7 @@ class SoftOrthogonal(keras.regularizers.Regularizer):
     """
 
     def __init__(self, weight=1e-4):
-        self.weight = _check_non_negative("weight", weight)
+        self.weight = check_number("weight", weight, 0.0)
 
     def __call__(self, x):
         w = _as_matrix(x)
@@ -79,7 +75,7 @@ class SoftOrthonormal(keras.regularizers.Regularizer):
     """
 
     def __init__(self, weight=1e-4):
-        self.weight = _check_non_negative("weight", weight)
+        self.weight = check_number("weight", weight, 0.0)
 
     def __call__(self, x):
         w = _as_matrix(x)
@@ -111,11 +107,9 @@ class CenterAway(keras.regularizers.Regularizer):
     """
 
     def __init__(self, l1=0.0, l2=0.0, sigma=0.25):
-        self.l1 = _check_non_negative("l1", l1)
-        self.l2 = _check_non_negative("l2", l2)
-        self.sigma = _check_non_negative("sigma", sigma)
-        if self.sigma == 0.0:
-            raise ValueError("sigma must be > 0 (in units of the kernel size), got 0")
+        self.l1 = check_number("l1", l1, 0.0)
+        self.l2 = check_number("l2", l2, 0.0)
+        self.sigma = check_number("sigma", sigma, 0.0, strict=True, hint="in units of the kernel size")
 
     def window(self, kernel_height: int, kernel_width: int):
         """The Gaussian weights `[kh, kw]`, 1 at the centre of an odd window."""
@@ -151,7 +145,9 @@ class RegularizerSum(keras.regularizers.Regularizer):
     """
 
     def __init__(self, regularizers):
-        items = [keras.regularizers.get(r) for r in regularizers]
+        if isinstance(regularizers, (keras.regularizers.Regularizer, str, Mapping)):
+            regularizers = [regularizers]
+        items = [get(r, "regularizers") for r in regularizers] if isinstance(regularizers, Sequence) else []
         if not items or any(r is None for r in items):
             raise ValueError(f"regularizers must be a non-empty list of regularizers, got {regularizers!r}")
         self.regularizers = items
@@ -217,7 +213,7 @@ def get(spec: Any, key: str = "kernel_regularizer"):
             a mapping `{type: soft_orthonormal, weight: 1.0e-4}` whose other keys are the
             type's constructor arguments; a list of names / mappings (their penalties are
             summed by a `RegularizerSum`; an empty list is `None`); or a Keras regularizer
-            instance, returned as is.
+            instance, returned as is (or its `keras.regularizers.serialize` form).
         key: the config key, for error messages.
 
     Returns:
@@ -232,6 +228,8 @@ def get(spec: Any, key: str = "kernel_regularizer"):
     """
     if spec is None or isinstance(spec, keras.regularizers.Regularizer):
         return spec
+    if isinstance(spec, Mapping) and "class_name" in spec:  # keras.regularizers.serialize's form
+        return keras.regularizers.get(spec)
     if isinstance(spec, str):
         return _from_mapping({"type": spec}, key)
     if isinstance(spec, Mapping):

@@ -16,12 +16,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from bfcnn.layers.arguments import check_int
 from bfcnn.layers.cropping import crop_to
-
-
-def _check_factor(factor):
-    if not isinstance(factor, int) or isinstance(factor, bool) or factor < 1:
-        raise ValueError(f"factor must be an integer >= 1, got {factor!r}")
 
 
 def _pad_to_multiple(x, factor, axis):
@@ -50,8 +46,8 @@ class PixelUnshuffle(keras.layers.Layer):
 
     def __init__(self, factor=2, **kwargs):
         super().__init__(**kwargs)
-        _check_factor(factor)
-        self.factor = factor
+        self.factor = check_int("factor", factor)
+        self.input_spec = keras.InputSpec(ndim=4)  # [B, H, W, C]
 
     def call(self, x):
         if self.factor == 1:
@@ -85,8 +81,13 @@ class PixelShuffle(keras.layers.Layer):
 
     def __init__(self, factor=2, **kwargs):
         super().__init__(**kwargs)
-        _check_factor(factor)
-        self.factor = factor
+        self.factor = check_int("factor", factor)
+
+    def build(self, input_shape):
+        channels = input_shape[0][-1]
+        if channels is not None and channels % (self.factor * self.factor):
+            raise ValueError(f"PixelShuffle(factor={self.factor}) needs channels divisible by "
+                             f"{self.factor * self.factor}, got {channels}")
 
     def call(self, inputs):
         x, like = inputs

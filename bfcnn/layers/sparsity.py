@@ -11,6 +11,8 @@ which scale a learned factor by each channel's mean absolute value.
 import keras
 from keras import ops
 
+from bfcnn.layers.arguments import check_number
+
 
 @keras.saving.register_keras_serializable(package="bfcnn")
 class SoftThreshold(keras.layers.Layer):
@@ -30,17 +32,14 @@ class SoftThreshold(keras.layers.Layer):
 
     def __init__(self, threshold=0.1, epsilon=1e-12, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not threshold >= 0:
-            raise ValueError(f"threshold must be a number >= 0, got {threshold!r}")
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
-            raise ValueError(f"epsilon must be a number > 0, got {epsilon!r}")
-        self.threshold = float(threshold)
-        self.epsilon = float(epsilon)
+        self.threshold = check_number("threshold", threshold, 0.0)
+        self.epsilon = check_number("epsilon", epsilon, 0.0, strict=True)
 
     def build(self, input_shape):
         channels = input_shape[-1]
         if channels is None:
             raise ValueError("SoftThreshold needs a known number of channels (last axis)")
+        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: channels})
         self.thresholds = self.add_weight(
             name="threshold",
             shape=(channels,),

@@ -9,6 +9,8 @@ is the identity. A 0/1 factor per sample keeps the network homogeneous.
 import keras
 from keras import ops
 
+from bfcnn.layers.arguments import check_number
+
 
 def linear_rates(rate: float, blocks: int) -> list:
     """Huang et al.'s linear decay: block `i` (0-based) of `blocks` drops with `rate * (i + 1) / blocks`."""
@@ -29,9 +31,7 @@ class StochasticDepth(keras.layers.Layer):
 
     def __init__(self, rate=0.1, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-            raise ValueError(f"rate must be a number in [0, 1), got {rate!r}")
-        self.rate = float(rate)
+        self.rate = check_number("rate", rate, 0.0, 1.0)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="seed_generator")
 

@@ -7,6 +7,7 @@ from keras import ops
 
 from bfcnn.errors import allowed, did_you_mean
 from bfcnn.layers import regularizers
+from bfcnn.layers.arguments import check_int, check_number
 from bfcnn.layers.bias_free import GATES
 from bfcnn.layers.stochastic_depth import linear_rates
 
@@ -23,8 +24,7 @@ def image_input(channels: int, guide_channels: int = 0) -> keras.KerasTensor:
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (gray) or 3 (RGB), got {channels!r}")
-    if isinstance(guide_channels, bool) or not isinstance(guide_channels, int) or guide_channels < 0:
-        raise ValueError(f"guide_channels must be an integer >= 0, got {guide_channels!r}")
+    guide_channels = check_int("guide_channels", guide_channels, 0)
     return keras.Input(shape=(None, None, channels + guide_channels), dtype="float32", name="image")
 
 
@@ -83,10 +83,8 @@ def block_options(gate: str, scale_invariant_gates: bool, sparsity: float, kerne
     """
     if gate not in GATES:
         raise ValueError(f"gate={gate!r} is not supported{did_you_mean(gate, GATES)}; allowed: {allowed(GATES)}")
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not sparsity >= 0:
-        raise ValueError(f"sparsity must be a number >= 0 (initial threshold relative to the channel RMS), "
-                         f"got {sparsity!r}")
-    return dict(gate=gate, scale_invariant_gates=bool(scale_invariant_gates), sparsity=float(sparsity),
+    sparsity = check_number("sparsity", sparsity, 0.0, hint="initial threshold relative to the channel RMS")
+    return dict(gate=gate, scale_invariant_gates=bool(scale_invariant_gates), sparsity=sparsity,
                 kernel_regularizer=regularizers.get(kernel_regularizer))
 
 
@@ -96,7 +94,5 @@ def stochastic_depth_rates(rate: float, blocks: int) -> list:
     Raises:
         ValueError: `rate` outside [0, 1).
     """
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-        raise ValueError(f"stochastic_depth must be a number in [0, 1) (drop rate of the deepest block), "
-                         f"got {rate!r}")
-    return linear_rates(float(rate), blocks)
+    rate = check_number("stochastic_depth", rate, 0.0, 1.0, hint="drop rate of the deepest block")
+    return linear_rates(rate, blocks)

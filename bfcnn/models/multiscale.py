@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from bfcnn.layers.arguments import check_int
 from bfcnn.layers.bias_free import BiasFreeConvBlock, BiasFreeResidualBlock
 from bfcnn.layers.n3 import N3Branch
 from bfcnn.layers.pyramids import GaussianPyramid, LaplacianPyramid, UpsampleLike
@@ -195,8 +196,7 @@ def build_multiscale(
         raise ValueError(f"pyramid={pyramid!r} is not supported; allowed: 'laplacian', 'gaussian'")
     if predict not in PREDICT:
         raise ValueError(f"predict={predict!r} is not supported; allowed: 'noise', 'image'")
-    if not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"levels must be an integer >= 1, got {levels!r}")
+    levels = check_int("levels", levels)
     if filters is None:
         filters = 32 if shared else [32 * 2**level for level in range(levels)]
     if shared and not (isinstance(filters, int) and isinstance(blocks, int)):

@@ -9,14 +9,10 @@ features, k = 7, 8 embedding channels, 10 x 10 patches at stride 5, 15 x 15 wind
 
 import keras
 
+from bfcnn.layers.arguments import check_int
 from bfcnn.layers.bias_free import BiasFreeConvBlock
 from bfcnn.layers.n3 import N3Block
 from bfcnn.models.common import denoiser_head, image_input, scale_in
-
-
-def _positive(name, value, minimum=1):
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def build_n3net(
@@ -66,9 +62,7 @@ def build_n3net(
         >>> model(np.zeros((1, 64, 64, 1), "float32")).shape
         TensorShape([1, 64, 64, 1])
     """
-    _positive("stages", stages)
-    _positive("depth", depth)
-    _positive("filters", filters)
+    stages, depth, filters = check_int("stages", stages), check_int("depth", depth), check_int("filters", filters)
     inputs = image_input(channels)
     estimate = scale_in(inputs)
     features = estimate

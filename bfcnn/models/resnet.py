@@ -9,6 +9,7 @@ from typing import Any
 
 import keras
 
+from bfcnn.layers.arguments import check_int
 from bfcnn.layers.bias_free import BiasFreeConvBlock, BiasFreeResidualBlock
 from bfcnn.layers.shuffle import PixelShuffle, PixelUnshuffle
 from bfcnn.models.common import (
@@ -78,8 +79,7 @@ def build_resnet(
     """
     options = block_options(gate, scale_invariant_gates, sparsity, kernel_regularizer)
     rates = stochastic_depth_rates(stochastic_depth, blocks)
-    if not isinstance(downsample, int) or isinstance(downsample, bool) or downsample < 1:
-        raise ValueError(f"downsample must be an integer >= 1, got {downsample!r}")
+    downsample = check_int("downsample", downsample)
     inputs = image_input(channels)
     x = scale_in(inputs)
     if downsample > 1:
