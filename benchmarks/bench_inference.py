@@ -67,7 +67,7 @@ def photo(channels: int, size: int, sigma: float = 25.0) -> np.ndarray:
 
 
 def bench_config(path: str, size: int, runs: int, threads: int, quantize, representative, tiles=(),
-                 fixed_tiles=()) -> dict:
+                 fixed_tiles=(), bfloat16: bool = False) -> dict:
     import tensorflow as tf
 
     from bfcnn.config import load_config
@@ -91,6 +91,13 @@ def bench_config(path: str, size: int, runs: int, threads: int, quantize, repres
                            input_signature=[tf.TensorSpec([1, None, None, channels], tf.float32)])
     batch = tf.constant(image[None])
     engines["Keras graph"] = (lambda: keras_fn(batch).numpy(), None)
+    if bfloat16:  # what bfcnn.denoise(..., precision="bfloat16") runs
+        from bfcnn.models.precision import to_bfloat16
+
+        fast = to_bfloat16(model)
+        fast_fn = tf.function(lambda x: fast(x, training=False),
+                              input_signature=[tf.TensorSpec([1, None, None, channels], tf.float32)])
+        engines["Keras graph, bfloat16"] = (lambda: fast_fn(batch).numpy(), None)
     samples = representative_images(representative, channels, count=8) if "int8" in quantize else None
     tmp = tempfile.mkdtemp(prefix="bench-tflite-")
     failed = {}
@@ -190,6 +197,9 @@ def main(argv=None) -> int:
     parser.add_argument("--fixed-tiles", nargs="*", type=int, default=[], metavar="N",
                         help="also TFLite fp32 files for one input size N x N (export --tflite-size N), "
                              "run in tiles of N (overlap 48)")
+    parser.add_argument("--bfloat16", action="store_true",
+                        help="also time the Keras model with its convolutions in bfloat16 "
+                             "(bfcnn.denoise(..., precision='bfloat16'))")
     parser.add_argument("--json", help="also write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -198,7 +208,7 @@ def main(argv=None) -> int:
     for path in args.configs:
         print(f"benchmarking {os.path.relpath(path, ROOT)} ...", file=sys.stderr, flush=True)
         results.append(bench_config(path, args.size, args.runs, args.threads, args.quantize,
-                                    args.representative_dir, args.tiles, args.fixed_tiles))
+                                    args.representative_dir, args.tiles, args.fixed_tiles, args.bfloat16))
     table = markdown(results, peak, args)
     print(table)
     if args.json:

@@ -48,6 +48,10 @@ def parse_args(argv=None):
                         help="tile size in pixels, 0 never tiles (default: 512 for images above 1 MP)")
     parser.add_argument("--ensemble", action="store_true",
                         help="average the model over the 8 rotations and flips of each image (8x slower)")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                        help="bfloat16: the convolutions compute in bfloat16, about 1.5 to 1.9x faster on CPUs "
+                             "with bfloat16 instructions (AVX512-BF16, AMX), for hundredths of a dB "
+                             "(default float32)")
     return parser.parse_args(argv)
 
 
@@ -166,6 +170,7 @@ def main(argv=None) -> int:
     from PIL import Image, ImageOps
 
     from bfcnn.errors import BfcnnError
+    from bfcnn.inference import in_precision
     from bfcnn.io import write_image
     from bfcnn.zoo import load_model
 
@@ -174,7 +179,7 @@ def main(argv=None) -> int:
         _check_output_folder(out_dir)
         files = _expand(args.inputs, out_dir)
         outputs = _plan(files, out_dir)
-        model = load_model(args.model)
+        model = in_precision(load_model(args.model), args.precision)
     except BfcnnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -84,6 +84,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--metric", choices=("psnr", "mae"), default="psnr",
                         help="psnr: PSNR and SSIM (default); mae: the original bfcnn's noise-level table")
     parser.add_argument("--seed", type=int, default=0, help="the noise seed (default 0)")
+    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                        help="run the model's convolutions in bfloat16 (bfcnn.models.precision.to_bfloat16) "
+                             "to measure what that costs; default float32")
     parser.add_argument("--ensemble", action="store_true",
                         help="also score the model averaged over the 8 rotations and flips (x8, 8x slower)")
     parser.add_argument("--color", choices=("gray", "rgb"), default=None,
@@ -284,6 +287,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from bfcnn.baselines import get_baseline
     from bfcnn.evaluation import evaluate_denoisers, to_uint8
+    from bfcnn.inference import in_precision
     from bfcnn.io import read_image, write_image
     from bfcnn.zoo import load_model
 
@@ -291,7 +295,7 @@ def main(argv=None) -> int:
         baselines = {name: get_baseline(name) for name in dict.fromkeys(args.baseline)}
         root, files = dataset_files(args.dataset)
         files = files[: args.max_images]
-        model = load_model(args.model)
+        model = in_precision(load_model(args.model), args.precision)
         channels = _model_channels(model)
         if channels is None and args.color is None:
             raise BfcnnError(f"cannot tell the input channels of model {args.model!r}: pass --color gray or rgb")
@@ -307,7 +311,7 @@ def main(argv=None) -> int:
     denoise = model_denoiser(model, 1 if color == "gray" else 3)
     denoise(images[0].astype(np.float32), 0.0)  # traces the graph, so that timings exclude it
     denoisers = {MODEL_KEY: denoise}
-    model_label = label_of(args.model)
+    model_label = label_of(args.model) + (" bf16" if args.precision == "bfloat16" else "")
     labels = {MODEL_KEY: model_label}
     if args.ensemble:
         from bfcnn.inference import self_ensemble
@@ -338,6 +342,7 @@ def main(argv=None) -> int:
         write_json(args.out, {
             "model": str(args.model), "dataset": str(args.dataset), "color": color, "metric": args.metric,
             "seed": args.seed, "sigmas": [float(s) for s in args.sigma], "baselines": list(baselines),
+            "precision": args.precision,
             "protocol": PROTOCOL, "images": names,
             "results": {f"{sigma:g}": entry for sigma, entry in results.items()},
             "machine": _machine(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),

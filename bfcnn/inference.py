@@ -17,6 +17,8 @@ DEFAULT_OVERLAP = 48
 # model -> its traced function; the function reaches the model through a weak reference only,
 # so the cache never keeps a model alive.
 _RUNNERS = weakref.WeakKeyDictionary()
+_BFLOAT16 = weakref.WeakKeyDictionary()  # model -> its bfloat16 copy (which does not refer back to it)
+PRECISIONS = ("float32", "bfloat16")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B")
 _ALPHA_MODES = ("RGBA", "RGBa", "PA")  # LA and La are handled on their own
 
@@ -103,6 +105,25 @@ def _as_model(model):
     return model
 
 
+def in_precision(model, precision: str):
+    """`model` for precision="float32"; for "bfloat16" its copy computing in bfloat16, made
+    once per model (`bfcnn.models.precision.to_bfloat16`). BfcnnError for a model that cannot
+    be copied (a plain callable, a subclassed model)."""
+    if precision == "float32":
+        return model
+    if not hasattr(model, "get_config"):
+        raise BfcnnError("precision='bfloat16' needs a Keras model (a zoo name, a .keras file or a "
+                         f"keras.Model), got a {type(model).__name__}")
+    if model not in _BFLOAT16:
+        from bfcnn.models.precision import to_bfloat16
+
+        try:
+            _BFLOAT16[model] = to_bfloat16(model)
+        except ValueError as error:
+            raise BfcnnError(f"precision='bfloat16': {error}") from None
+    return _BFLOAT16[model]
+
+
 def _check_tiling(tile_size, overlap) -> None:
     if not is_int(overlap) or overlap < 0:
         raise BfcnnError(f"overlap must be an integer >= 0, got {overlap!r}")
@@ -132,7 +153,7 @@ def _model_channels(model) -> Optional[int]:
 
 
 def denoise(image, model="default", tile_size: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
-            ensemble: bool = False):
+            ensemble: bool = False, precision: str = "float32"):
     """Denoises an image with a bfcnn model; returns the same type, dtype and layout.
 
     Args:
@@ -151,14 +172,18 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
             above the model's receptive field radius for seamless results.
         ensemble: average the model over the 8 rotations and flips of each tile
             (`self_ensemble`): 8x slower, usually a little better.
+        precision: `float32` (default, what the model cards measure) or `bfloat16`: the
+            convolutions compute in bfloat16 (`bfcnn.models.precision.to_bfloat16`), about
+            1.5 to 1.9x faster on CPUs with bfloat16 instructions (AVX512-BF16, AMX) for
+            hundredths of a dB; slower on CPUs without them. Keras models only.
 
     Returns:
         The denoised image, like the input (uint8 rounded and clipped, floats unclipped).
 
     Raises:
         BfcnnError: an unsupported image type, shape or dtype, NaN or infinite values, a bad
-            model, tile_size or overlap, or a model returning another shape; names what is
-            allowed.
+            model, tile_size, overlap or precision, or a model returning another shape; names
+            what is allowed.
 
     Example:
         >>> clean = bfcnn.denoise(noisy_uint8, model="pyramid_gray_m")
@@ -166,12 +191,14 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
     from PIL import Image
 
     _check_tiling(tile_size, overlap)
-    options = dict(model=model, tile_size=tile_size, overlap=overlap, ensemble=ensemble)
+    if precision not in PRECISIONS:
+        raise BfcnnError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    options = dict(model=model, tile_size=tile_size, overlap=overlap, ensemble=ensemble, precision=precision)
     if isinstance(image, Image.Image):
         return _denoise_pil(image, options)
     array = _as_array(image)
     pixels, alpha, scale = _to_pixels(array, image)
-    model = _as_model(model)
+    model = in_precision(_as_model(model), precision)
     function = _same_shape(graph_runner(model) if hasattr(model, "input_shape") else model)
     if ensemble:
         function = self_ensemble(function)
