@@ -7,7 +7,7 @@ import pytest
 
 from bfcnn.layers import (BiasFreeBatchNorm, BiasFreeConvBlock, CenterAway, ChromaOffset, GaussianPyramid, N3Block,
                           NonLocalBlock, RegularizerSum, SoftOrthogonal)
-from bfcnn.layers.arguments import check_choice, check_int, check_number
+from bfcnn.layers.arguments import check_bool, check_choice, check_int, check_number
 from bfcnn.models.resnet import build_resnet
 
 
@@ -98,3 +98,12 @@ def test_a_regularizer_may_be_given_by_its_config_name():
     again = RegularizerSum.from_config(total.get_config())
     kernel = np.random.default_rng(0).normal(size=(3, 3, 2, 4)).astype("float32")
     assert float(again(kernel)) == pytest.approx(float(total(kernel)))
+
+
+def test_check_bool_refuses_what_bool_would_turn_into_true():
+    assert check_bool("scale", np.bool_(False)) is False
+    for value in ("no", 1, None):
+        with pytest.raises(ValueError, match=f"^scale must be True or False, got {value!r}$"):
+            check_bool("scale", value)
+    with pytest.raises(ValueError, match="subsample must be True or False, got 'no'"):
+        NonLocalBlock(subsample="no")

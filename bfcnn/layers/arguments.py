@@ -7,6 +7,8 @@ an array, say) are accepted and a layer's `get_config()` stays JSON-serializable
 
 import numbers
 
+import numpy as np
+
 
 def check_int(name: str, value, minimum: int = 1, *, hint: str = "") -> int:
     """`value` as an int if it is an integer (not a bool) `>= minimum`, else a ValueError
@@ -37,6 +39,13 @@ def check_number(name: str, value, low: float, high: float = None, *, strict: bo
         where = f"in [{low:g}, {high:g})" if high is not None else f"{'>' if strict else '>='} {low:g}"
         raise ValueError(f"{name} must be a number {where}{_bracket(hint)}, got {value!r}")
     return float(value)
+
+
+def check_bool(name: str, value) -> bool:
+    """`value` as a bool if it is one (numpy's too), else a ValueError: `bool("no")` is True."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def check_choice(name: str, value, options) -> None:

@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 from bfcnn.layers import regularizers
-from bfcnn.layers.arguments import check_choice, check_int, check_number, check_odd
+from bfcnn.layers.arguments import check_bool, check_choice, check_int, check_number, check_odd
 from bfcnn.layers.gates import BlockGate, SqueezeExcite
 from bfcnn.layers.sparsity import SoftThreshold
 from bfcnn.layers.stochastic_depth import StochasticDepth
@@ -61,7 +61,7 @@ class BiasFreeBatchNorm(keras.layers.Layer):
         super().__init__(**kwargs)
         self.momentum = check_number("momentum", momentum, 0.0, 1.0)
         self.epsilon = check_number("epsilon", epsilon, 0.0, strict=True)
-        self.scale = bool(scale)
+        self.scale = check_bool("scale", scale)
         self.gamma_initializer = keras.initializers.get(gamma_initializer)
         self.supports_masking = True
 
@@ -160,9 +160,9 @@ class BiasFreeConvBlock(keras.layers.Layer):
         check_choice("activation", activation, ACTIVATIONS)
         self.filters = filters = check_int("filters", filters)
         self.kernel_size = kernel_size = check_odd("kernel_size", kernel_size)
-        self.batch_norm = bool(batch_norm)
+        self.batch_norm = check_bool("batch_norm", batch_norm)
         self.activation = activation
-        self.use_bias = bool(use_bias)
+        self.use_bias = check_bool("use_bias", use_bias)
         self.kernel_regularizer = regularizers.get(kernel_regularizer)
         self.conv = keras.layers.Conv2D(
             filters,
@@ -292,12 +292,12 @@ class BiasFreeResidualBlock(keras.layers.Layer):
                      if stochastic_depth > 0 else None)
         self.filters = filters
         self.kernel_size = kernel_size
-        self.batch_norm = bool(batch_norm)
+        self.batch_norm = check_bool("batch_norm", batch_norm)
         self.activation = activation
-        self.use_bias = bool(use_bias)
+        self.use_bias = check_bool("use_bias", use_bias)
         self.kernel_regularizer = self.block1.kernel_regularizer
         self.gate = gate
-        self.scale_invariant_gates = bool(scale_invariant_gates)
+        self.scale_invariant_gates = check_bool("scale_invariant_gates", scale_invariant_gates)
         self.sparsity = float(sparsity)
         self.stochastic_depth = float(stochastic_depth)
         self.gate_reduction = gate_reduction

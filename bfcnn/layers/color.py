@@ -29,7 +29,7 @@ import math
 import keras
 from keras import ops
 
-from bfcnn.layers.arguments import check_int, check_number
+from bfcnn.layers.arguments import check_bool, check_int, check_number
 
 _S3, _S2, _S6 = math.sqrt(3.0), math.sqrt(2.0), math.sqrt(6.0)
 # Rows: Y, C1, C2 as combinations of R, G, B (orthonormal, so the inverse is the transpose).
@@ -55,7 +55,7 @@ class OpponentTransform(keras.layers.Layer):
 
     def __init__(self, inverse=False, **kwargs):
         super().__init__(**_float32(kwargs))
-        self.inverse = bool(inverse)
+        self.inverse = check_bool("inverse", inverse)
         self.input_spec = keras.InputSpec(ndim=4, axes={-1: 3})  # [B, H, W, 3]
 
     def call(self, x):

@@ -16,7 +16,7 @@ the gates have no bias either.
 import keras
 from keras import ops
 
-from bfcnn.layers.arguments import check_int, check_number
+from bfcnn.layers.arguments import check_bool, check_int, check_number
 
 
 def pooled_descriptor(inputs, scale_invariant: bool = True, epsilon: float = 1e-12):
@@ -40,7 +40,7 @@ class _Gate(keras.layers.Layer):
     def __init__(self, reduction=4, scale_invariant=True, epsilon=1e-12, **kwargs):
         super().__init__(**kwargs)
         self.reduction = check_int("reduction", reduction)
-        self.scale_invariant = bool(scale_invariant)
+        self.scale_invariant = check_bool("scale_invariant", scale_invariant)
         self.epsilon = check_number("epsilon", epsilon, 0.0, strict=True)
         self.input_spec = keras.InputSpec(ndim=4)  # [B, H, W, C]
 

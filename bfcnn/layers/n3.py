@@ -35,7 +35,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from bfcnn.layers.arguments import check_int, check_number
+from bfcnn.layers.arguments import check_bool, check_int, check_number
 from bfcnn.layers.bias_free import BiasFreeConvBlock
 from bfcnn.ops.nearest_neighbors import neighbor_weight_list
 
@@ -353,10 +353,10 @@ class N3Block(keras.layers.Layer):
         self.embedding_depth = embedding_depth = check_int("embedding_depth", embedding_depth)
         self.embedding_filters = embedding_filters = check_int("embedding_filters", embedding_filters)
         self.kernel_size = kernel_size = check_int("kernel_size", kernel_size)
-        self.batch_norm = bool(batch_norm)
-        self.scale_equivariant = bool(scale_equivariant)
+        self.batch_norm = check_bool("batch_norm", batch_norm)
+        self.scale_equivariant = check_bool("scale_equivariant", scale_equivariant)
         self.epsilon = check_number("epsilon", epsilon, 0.0, strict=True)
-        self.use_bias = bool(use_bias)
+        self.use_bias = check_bool("use_bias", use_bias)
         self.query_tile = check_int("query_tile", query_tile)
         self.inference_chunk = check_int("inference_chunk", inference_chunk)
         # Read by bfcnn.models.is_bias_free: a learned log-temperature does not scale.
@@ -625,7 +625,7 @@ class N3Branch(keras.layers.Layer):
                  **kwargs):
         super().__init__(**kwargs)
         self.filters, self.channels = check_int("filters", filters), check_int("channels", channels)
-        self.use_bias = bool(use_bias)
+        self.use_bias = check_bool("use_bias", use_bias)
         self.n3_config = dict(k=k, patch_size=patch_size, stride=stride, window=window,
                               embedding_depth=embedding_depth, embedding_filters=embedding_filters,
                               epsilon=epsilon, query_tile=query_tile, inference_chunk=inference_chunk)

@@ -22,7 +22,7 @@ belongs at low resolution or on small images.
 import keras
 from keras import ops
 
-from bfcnn.layers.arguments import check_choice, check_int
+from bfcnn.layers.arguments import check_bool, check_choice, check_int
 from bfcnn.layers.bias_free import BiasFreeBatchNorm
 
 MODES = ("embedded_gaussian", "dot_product")
@@ -60,9 +60,9 @@ class NonLocalBlock(keras.layers.Layer):
         self.mode = mode
         self.inter_channels = None if inter_channels is None else check_int(
             "inter_channels", inter_channels, hint="or None for half the input channels")
-        self.subsample = bool(subsample)
-        self.bias_free = bool(bias_free)
-        self.return_attention = bool(return_attention)
+        self.subsample = check_bool("subsample", subsample)
+        self.bias_free = check_bool("bias_free", bias_free)
+        self.return_attention = check_bool("return_attention", return_attention)
         self.homogeneous = False
 
     def build(self, input_shape):
