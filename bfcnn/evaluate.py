@@ -311,7 +311,7 @@ def main(argv=None) -> int:
     denoise = model_denoiser(model, 1 if color == "gray" else 3)
     denoise(images[0].astype(np.float32), 0.0)  # traces the graph, so that timings exclude it
     denoisers = {MODEL_KEY: denoise}
-    model_label = label_of(args.model) + (" bf16" if args.precision == "bfloat16" else "")
+    model_label = label_of(args.model) + ("" if args.precision == "float32" else f" {args.precision}")
     labels = {MODEL_KEY: model_label}
     if args.ensemble:
         from bfcnn.inference import self_ensemble

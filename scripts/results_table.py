@@ -17,6 +17,14 @@ scored the same, i.e. that the noisy images are the same) and pairs the new mode
         --sigma 15 25 50 --out new.json
     python scripts/results_table.py new.json --baselines-from r15.json r25.json r50.json
 
+`--compare-with` pairs the model against the model row of another evaluation of the same
+noisy images instead, e.g. bfloat16 inference against float32:
+
+    python -m bfcnn.evaluate --model pyramid_gray_m --dataset ../shared/datasets/val/Set12 --out f32.json
+    python -m bfcnn.evaluate --model pyramid_gray_m --dataset ../shared/datasets/val/Set12 \
+        --precision bfloat16 --out bf16.json
+    python scripts/results_table.py bf16.json --compare-with f32.json
+
 Exit codes: 0 printed, 2 files that do not belong together (other images, model or seed).
 """
 
@@ -56,8 +64,17 @@ def merge(documents):
     return dict(sorted(results.items()))
 
 
-def add_baselines(results, documents, first) -> None:
-    """Copies into `results` the baseline rows of other evaluations of the same noisy images.
+def model_label(document) -> str:
+    """The model's column label: its name, and the precision when it is not float32."""
+    precision = document.get("precision", "float32")
+    return label_of(document["model"]) + ("" if precision == "float32" else f" {precision}")
+
+
+def borrow_rows(results, documents, first, flag: str, rows) -> None:
+    """Copies into `results` rows of other evaluations of the same noisy images.
+
+    `rows(sigma_entry, document)` gives the {column label: row} to copy from one sigma's entry
+    of the merged `documents`; labels already in `results` are kept.
 
     Raises:
         ValueError: the documents are not of the same images, color, metric and seed, a sigma
@@ -68,19 +85,38 @@ def add_baselines(results, documents, first) -> None:
     borrowed = merge(documents)
     key = first_difference(first, documents[0], [k for k in SAME if k != "model"])
     if key is not None:
-        raise ValueError(f"--baselines-from differs in {key!r}: {first.get(key)!r} and {documents[0].get(key)!r}")
+        raise ValueError(f"{flag} differs in {key!r}: {first.get(key)!r} and {documents[0].get(key)!r}")
     for sigma, entry in results.items():
         if sigma not in borrowed:
-            raise ValueError(f"--baselines-from has no sigma {sigma:g}")
+            raise ValueError(f"{flag} has no sigma {sigma:g}")
         other = borrowed[sigma]
         ours, theirs = entry[NOISY]["per_image"], other[NOISY]["per_image"]
         for metric in set(ours) & set(theirs):
             if not np.allclose(ours[metric], theirs[metric], rtol=0, atol=1e-9):
-                raise ValueError(f"--baselines-from: the noisy images at sigma {sigma:g} differ from these "
-                                 f"({metric} per image), so their baselines saw other noise")
-        for name, row in other.items():
-            if name not in (MODEL_KEY, ENSEMBLE_KEY, NOISY) and name not in entry:
-                entry[name] = row
+                raise ValueError(f"{flag}: the noisy images at sigma {sigma:g} differ from these "
+                                 f"({metric} per image), so their rows saw other noise")
+        for name, row in rows(other, documents[0]).items():
+            entry.setdefault(name, row)
+
+
+def add_baselines(results, documents, first) -> None:
+    """The baseline rows (BM3D, ...) of other evaluations of the same noisy images, into `results`."""
+    borrow_rows(results, documents, first, "--baselines-from",
+                lambda entry, _: {k: v for k, v in entry.items() if k not in (MODEL_KEY, ENSEMBLE_KEY, NOISY)})
+
+
+def add_compared(results, documents, first) -> None:
+    """The model row of other evaluations of the same noisy images, labelled by their model and
+    precision, into `results`."""
+    def rows(entry, document):
+        label = model_label(document)
+        if label == model_label(first):
+            raise ValueError(f"--compare-with is an evaluation of the same model and precision ({label})")
+        if label_of(document["model"]) == label_of(first["model"]):  # the same model: name the precision
+            label = f"{label_of(document['model'])} {document.get('precision', 'float32')}"
+        return {label: entry[MODEL_KEY]}
+
+    borrow_rows(results, documents, first, "--compare-with", rows)
 
 
 def main(argv=None) -> int:
@@ -88,16 +124,22 @@ def main(argv=None) -> int:
     parser.add_argument("files", nargs="+", help="bfcnn.evaluate --out JSON files")
     parser.add_argument("--baselines-from", nargs="+", default=[], metavar="FILE",
                         help="--out files of the same images and seed whose baseline rows to pair against")
+    parser.add_argument("--compare-with", nargs="+", default=[], metavar="FILE",
+                        help="--out files of the same images and seed whose model row to pair against "
+                             "(another model, or the same one in another --precision)")
     args = parser.parse_args(argv)
     try:
         documents = [json.loads(Path(f).read_text()) for f in args.files]
+        if len({model_label(d) for d in documents}) > 1:
+            raise ValueError("the files are of different precisions: give one as --compare-with")
         results = merge(documents)
         add_baselines(results, [json.loads(Path(f).read_text()) for f in args.baselines_from], documents[0])
+        add_compared(results, [json.loads(Path(f).read_text()) for f in args.compare_with], documents[0])
     except (OSError, ValueError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     first = documents[0]
-    label = label_of(first["model"])
+    label = model_label(first)
     keys = [k for k in next(iter(results.values())) if k != "noisy"]
     labels = {k: (label if k == MODEL_KEY else k) for k in keys}
     print(f"{first['dataset']}: {len(first['images'])} images ({first['color']}), model {label}, seed {first['seed']}")

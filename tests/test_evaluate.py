@@ -284,3 +284,27 @@ def test_results_table_pairs_a_model_against_the_baselines_of_an_earlier_evaluat
     (tmp_path / "one.json").write_text(json.dumps(one_sigma))
     assert script.main([str(alone), "--baselines-from", str(tmp_path / "one.json")]) == 2
     assert "has no sigma 25" in capsys.readouterr().err
+
+
+def test_results_table_compares_two_precisions_of_one_model(tiny, tmp_path, capsys):
+    """--compare-with pairs the model against another evaluation's model row (here float32)."""
+    from conftest import load_script
+
+    model, images = tiny
+    exact, rounded = tmp_path / "f32.json", tmp_path / "bf16.json"
+    for precision, out in (("float32", exact), ("bfloat16", rounded)):
+        assert evaluate.main(["--model", str(model), "--dataset", str(images), "--sigma", "25",
+                              "--precision", precision, "--out", str(out)]) == 0
+    capsys.readouterr()
+    script = load_script("scripts/results_table.py")
+    assert script.main([str(rounded), "--compare-with", str(exact)]) == 0
+    printed = capsys.readouterr().out
+    assert "| tiny bfloat16 PSNR |" in printed and "| tiny float32 PSNR |" in printed
+    line = next(line for line in printed.splitlines() if "tiny bfloat16 - tiny float32 at sigma 25: " in line)
+    mean = float(line.split(": ")[1].split()[0])
+    per_image = [json.loads(f.read_text())["results"]["25"]["model"]["per_image"]["psnr"] for f in (rounded, exact)]
+    assert mean == pytest.approx(np.mean(np.subtract(*per_image)), abs=0.0051)
+    assert script.main([str(exact), "--compare-with", str(exact)]) == 2
+    assert "same model and precision" in capsys.readouterr().err
+    assert script.main([str(exact), str(rounded)]) == 2
+    assert "different precisions" in capsys.readouterr().err

@@ -105,5 +105,5 @@ def test_evaluate_cli_labels_and_records_the_precision(gray_model, tmp_path, cap
                           "--precision", "bfloat16", "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "| tiny bf16 PSNR |" in captured.out
+    assert "| tiny bfloat16 PSNR |" in captured.out
     assert json.loads(out.read_text())["precision"] == "bfloat16"
