@@ -45,6 +45,11 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
+def usual_mode(directory: bool = False) -> int:
+    """The permissions a new file (0666) or folder (0777) gets under this process's umask."""
+    return (0o777 if directory else 0o666) & ~_UMASK
+
+
 @contextmanager
 def atomic_path(path) -> Iterator[Path]:
     """A temporary path beside `path` to write to; moved onto `path` if the block succeeds.
@@ -61,7 +66,7 @@ def atomic_path(path) -> Iterator[Path]:
     """
     path = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o7777 if path.is_file() else 0o666 & ~_UMASK
+    mode = path.stat().st_mode & 0o7777 if path.is_file() else usual_mode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
     os.close(fd)
     try:

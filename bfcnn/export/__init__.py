@@ -47,7 +47,7 @@ from bfcnn.export.verification import (FP32_TOLERANCE, FP32_TOLERANCE_CAP, PSNR_
                                        SENSITIVITY_ULPS, SMALL_TEST_SIZE, TEST_SIGMA, TEST_SIZE,
                                        float32_sensitivity, format_verification, fp32_tolerance, sample_image,
                                        verify)
-from bfcnn.io import existing_ancestor, sha256
+from bfcnn.io import existing_ancestor, sha256, usual_mode
 
 __all__ = [
     "CONTROL_FLOW_OPS",
@@ -180,9 +180,7 @@ def _check_output(out: Path) -> None:
 
 def _place(tmp: Path, out: Path) -> None:
     """Moves the finished temporary folder to `out`, replacing a previous export there."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it private
+    os.chmod(tmp, usual_mode(directory=True))  # mkdtemp made it private
     _check_output(out)
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
