@@ -47,6 +47,15 @@ def resnet_export(tmp_path_factory):
     return model, out, report
 
 
+def test_the_export_folder_is_not_private(resnet_export):
+    """The temporary folder it was written in is private (mkdtemp); the placed one is not."""
+    from bfcnn.io import usual_mode
+
+    _, out, _ = resnet_export
+    assert out.stat().st_mode & 0o777 == usual_mode(directory=True)
+    assert usual_mode(directory=True) & 0o700 == 0o700
+
+
 def test_round_trip_resnet(resnet_export):
     import keras
     import tensorflow as tf
