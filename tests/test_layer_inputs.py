@@ -63,3 +63,10 @@ def test_non_local_attention_is_float32_in_a_functional_model_under_mixed_precis
         assert keras.backend.standardize_dtype(model(ones(1, 4, 4, 8))[1].dtype) == "float32"
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def test_n3_branch_names_filters_when_the_channels_differ():
+    from bfcnn.layers import N3Branch
+
+    with pytest.raises(ValueError, match=r"N3Branch\(filters=8\) needs inputs of 8 channels .* got 3"):
+        N3Branch(8, channels=4, k=1, patch_size=4, stride=2, window=3)(ones(1, 8, 8, 3))

@@ -639,7 +639,8 @@ class N3Branch(keras.layers.Layer):
 
     def build(self, input_shape):
         if input_shape[-1] != self.filters:
-            raise ValueError(f"N3Branch({self.filters}) got {input_shape[-1]} channels")
+            raise ValueError(f"N3Branch(filters={self.filters}) needs inputs of {self.filters} channels (its output "
+                             f"is added to them), got {input_shape[-1]}")
         self.reduce.build(input_shape)
         reduced = (*input_shape[:-1], self.channels)
         self.n3.build(reduced)
