@@ -70,3 +70,16 @@ def test_n3_branch_names_filters_when_the_channels_differ():
 
     with pytest.raises(ValueError, match=r"N3Branch\(filters=8\) needs inputs of 8 channels .* got 3"):
         N3Branch(8, channels=4, k=1, patch_size=4, stride=2, window=3)(ones(1, 8, 8, 3))
+
+
+def test_pyramids_merge_exactly_under_a_mixed_policy():
+    """The pyramid layers default to float32: bfloat16 bands would not merge back to the input."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        pyramid, up = LaplacianPyramid(3), UpsampleLike()
+        assert GaussianPyramid(2).compute_dtype == pyramid.compute_dtype == up.compute_dtype == "float32"
+        x = np.random.default_rng(0).uniform(0, 255, (1, 13, 11, 1)).astype(np.float32)
+        np.testing.assert_allclose(pyramid(pyramid(x), inverse=True).numpy(), x, atol=1e-3)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

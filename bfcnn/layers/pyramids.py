@@ -6,6 +6,10 @@ of a level is the level minus the expanded coarser level, so merging the bands b
 reconstructs the image exactly, whatever filter the expansion uses. Borders are
 reflected; sizes need not be powers of two (a level of n pixels has ceil(n/2) below it).
 All of it is linear and has no constant, so pyramids keep a model bias-free.
+
+The pyramid layers compute in float32 whatever the global precision policy (pass `dtype` to
+change it): under `mixed_bfloat16` a bfloat16 pyramid would round every band to 8 significant
+bits, and the merged image would no longer equal the input.
 """
 
 import keras
@@ -115,6 +119,7 @@ class GaussianPyramid(keras.layers.Layer):
     """
 
     def __init__(self, levels=3, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # see the module docstring
         super().__init__(**kwargs)
         self.levels = check_int("levels", levels)
         self.input_spec = keras.InputSpec(ndim=4)  # [B, H, W, C]: a clear error for another rank
@@ -162,6 +167,7 @@ class LaplacianPyramid(keras.layers.Layer):
     """
 
     def __init__(self, levels=3, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # see the module docstring
         super().__init__(**kwargs)
         self.levels = check_int("levels", levels)
 
@@ -214,6 +220,10 @@ class UpsampleLike(keras.layers.Layer):
     `call([x, like])`; the channels of `x` are kept. Used to carry a coarse level's
     result (image or features) up to the next finer level.
     """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # see the module docstring
+        super().__init__(**kwargs)
 
     def call(self, inputs):
         x, like = inputs
