@@ -49,9 +49,9 @@ def parse_args(argv=None):
     parser.add_argument("--ensemble", action="store_true",
                         help="average the model over the 8 rotations and flips of each image (8x slower)")
     parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                        help="bfloat16: the convolutions compute in bfloat16, about 1.5 to 1.9x faster on CPUs "
-                             "with bfloat16 instructions (AVX512-BF16, AMX), for hundredths of a dB "
-                             "(default float32)")
+                        help="bfloat16: the convolutions compute in bfloat16, 1.6 to 1.9x faster for the zoo's "
+                             "models on a CPU with AVX512-BF16, for 0.01 to 0.02 dB; may be slower on a CPU "
+                             "without bfloat16 instructions (default float32)")
     return parser.parse_args(argv)
 
 

@@ -106,9 +106,10 @@ def _as_model(model):
 
 
 def in_precision(model, precision: str):
-    """`model` for precision="float32"; for "bfloat16" its copy computing in bfloat16, made
-    once per model (`bfcnn.models.precision.to_bfloat16`). BfcnnError for a model that cannot
-    be copied (a plain callable, a subclassed model)."""
+    """`model` for precision="float32"; for "bfloat16" its copy computing in bfloat16
+    (`bfcnn.models.precision.to_bfloat16`), built once per model and given the model's current
+    weights at each call. BfcnnError for a model that cannot be copied (a plain callable, a
+    subclassed model)."""
     if precision == "float32":
         return model
     if not hasattr(model, "get_config"):
@@ -121,6 +122,8 @@ def in_precision(model, precision: str):
             _BFLOAT16[model] = to_bfloat16(model)
         except ValueError as error:
             raise BfcnnError(f"precision='bfloat16': {error}") from None
+    else:  # the model may have been trained or loaded into since: the copy follows it
+        _BFLOAT16[model].set_weights(model.get_weights())
     return _BFLOAT16[model]
 
 
@@ -173,9 +176,10 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
         ensemble: average the model over the 8 rotations and flips of each tile
             (`self_ensemble`): 8x slower, usually a little better.
         precision: `float32` (default, what the model cards measure) or `bfloat16`: the
-            convolutions compute in bfloat16 (`bfcnn.models.precision.to_bfloat16`), about
-            1.5 to 1.9x faster on CPUs with bfloat16 instructions (AVX512-BF16, AMX) for
-            hundredths of a dB; slower on CPUs without them. Keras models only.
+            convolutions compute in bfloat16 (`bfcnn.models.precision.to_bfloat16`): for
+            the zoo's models 1.6 to 1.9x faster on a CPU with AVX512-BF16, for 0.01 to 0.02
+            dB (docs/inference.md); may be slower on a CPU without bfloat16 instructions, where
+            they are emulated. Keras models only.
 
     Returns:
         The denoised image, like the input (uint8 rounded and clipped, floats unclipped).

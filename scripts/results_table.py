@@ -41,12 +41,14 @@ import numpy as np  # noqa: E402
 from bfcnn.evaluate import ENSEMBLE_KEY, MODEL_KEY, format_report, label_of  # noqa: E402
 from bfcnn.evaluation import NOISY  # noqa: E402
 
-SAME = ("model", "dataset", "color", "metric", "seed", "images")
+SAME = ("model", "precision", "dataset", "color", "metric", "seed", "images")
+DEFAULTS = {"precision": "float32"}  # files written before `--precision` existed
 
 
 def first_difference(first, other, keys):
     """The first of `keys` whose value differs between two --out documents, else None."""
-    return next((key for key in keys if first.get(key) != other.get(key)), None)
+    return next((key for key in keys if first.get(key, DEFAULTS.get(key)) != other.get(key, DEFAULTS.get(key))),
+                None)
 
 
 def merge(documents):
@@ -83,7 +85,7 @@ def borrow_rows(results, documents, first, flag: str, rows) -> None:
     if not documents:
         return
     borrowed = merge(documents)
-    key = first_difference(first, documents[0], [k for k in SAME if k != "model"])
+    key = first_difference(first, documents[0], [k for k in SAME if k not in ("model", "precision")])
     if key is not None:
         raise ValueError(f"{flag} differs in {key!r}: {first.get(key)!r} and {documents[0].get(key)!r}")
     for sigma, entry in results.items():
@@ -109,11 +111,16 @@ def add_compared(results, documents, first) -> None:
     """The model row of other evaluations of the same noisy images, labelled by their model and
     precision, into `results`."""
     def rows(entry, document):
-        label = model_label(document)
-        if label == model_label(first):
-            raise ValueError(f"--compare-with is an evaluation of the same model and precision ({label})")
-        if label_of(document["model"]) == label_of(first["model"]):  # the same model: name the precision
-            label = f"{label_of(document['model'])} {document.get('precision', 'float32')}"
+        if first_difference(first, document, ("model", "precision")) is None:
+            raise ValueError(f"--compare-with is an evaluation of the same model and precision "
+                             f"({document['model']}, {document.get('precision', 'float32')})")
+        precision = document.get("precision", "float32")
+        if document["model"] == first["model"]:  # the same model in another precision: name it
+            label = f"{label_of(document['model'])} {precision}"
+        elif label_of(document["model"]) == label_of(first["model"]):  # runs/a/model.keras, runs/b/model.keras
+            label = document["model"] + ("" if precision == "float32" else f" {precision}")
+        else:
+            label = model_label(document)
         return {label: entry[MODEL_KEY]}
 
     borrow_rows(results, documents, first, "--compare-with", rows)
@@ -130,8 +137,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         documents = [json.loads(Path(f).read_text()) for f in args.files]
-        if len({model_label(d) for d in documents}) > 1:
-            raise ValueError("the files are of different precisions: give one as --compare-with")
         results = merge(documents)
         add_baselines(results, [json.loads(Path(f).read_text()) for f in args.baselines_from], documents[0])
         add_compared(results, [json.loads(Path(f).read_text()) for f in args.compare_with], documents[0])

@@ -307,4 +307,16 @@ def test_results_table_compares_two_precisions_of_one_model(tiny, tmp_path, caps
     assert script.main([str(exact), "--compare-with", str(exact)]) == 2
     assert "same model and precision" in capsys.readouterr().err
     assert script.main([str(exact), str(rounded)]) == 2
-    assert "different precisions" in capsys.readouterr().err
+    assert "differ in 'precision'" in capsys.readouterr().err
+    assert script.main([str(rounded), "--compare-with", str(exact), str(rounded)]) == 2  # mixed precisions
+    assert "differ in 'precision'" in capsys.readouterr().err
+
+    # two runs whose files share a name are told apart by their paths
+    other = json.loads(exact.read_text())
+    other["model"] = "runs/b/model.keras"
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    first = json.loads(exact.read_text())
+    first["model"] = "runs/a/model.keras"
+    (tmp_path / "a.json").write_text(json.dumps(first))
+    assert script.main([str(tmp_path / "a.json"), "--compare-with", str(tmp_path / "b.json")]) == 0
+    assert "model - runs/b/model.keras at sigma 25: +0.000 dB" in capsys.readouterr().out

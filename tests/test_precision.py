@@ -84,6 +84,16 @@ def test_denoise_in_bfloat16_stays_within_a_few_levels_and_copies_the_model_once
     assert inference._BFLOAT16[gray_model] is copy
 
 
+def test_the_bfloat16_copy_follows_the_models_weights():
+    model = randomized(bfcnn.build_model(CONFIGS["resnet"]), seed=5)
+    noisy = np.random.default_rng(6).uniform(0, 255, (24, 24)).astype(np.float32)
+    before = bfcnn.denoise(noisy, model=model, precision="bfloat16")
+    randomized(model, seed=7)  # as if trained further
+    exact, rounded = bfcnn.denoise(noisy, model=model), bfcnn.denoise(noisy, model=model, precision="bfloat16")
+    assert np.abs(rounded - before).max() > 1.0  # the copy moved with the weights
+    assert np.abs(rounded - exact).max() < 0.02 * np.abs(exact).max()
+
+
 @pytest.mark.parametrize("model, precision, message", [
     (None, "fp16", "precision must be one of 'float32', 'bfloat16', got 'fp16'"),
     (lambda x: x, "bfloat16", "precision='bfloat16' needs a Keras model"),

@@ -18,15 +18,6 @@ def check_int(name: str, value, minimum: int = 1, *, hint: str = "") -> int:
     return int(value)
 
 
-def check_odd(name: str, value) -> int:
-    """`value` as an int if it is an odd integer >= 1 (a kernel size whose 'same' padding
-    keeps the output centred on the input), else a ValueError."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1 or value % 2 == 0:
-        raise ValueError(f"{name} must be an odd integer >= 1 (an even kernel shifts 'same' output by half "
-                         f"a pixel), got {value!r}")
-    return int(value)
-
-
 def check_number(name: str, value, low: float, high: float = None, *, strict: bool = False,
                  hint: str = "") -> float:
     """`value` as a float if it is a real number (not a bool) with `low <= value` (`low < value`

@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 from bfcnn.layers import regularizers
-from bfcnn.layers.arguments import check_bool, check_choice, check_int, check_number, check_odd
+from bfcnn.layers.arguments import check_bool, check_choice, check_int, check_number
 from bfcnn.layers.gates import BlockGate, SqueezeExcite
 from bfcnn.layers.sparsity import SoftThreshold
 from bfcnn.layers.stochastic_depth import StochasticDepth
@@ -135,7 +135,8 @@ class BiasFreeConvBlock(keras.layers.Layer):
 
     Args:
         filters: output channels.
-        kernel_size: odd square kernel size.
+        kernel_size: square kernel size; odd keeps the output centred on the input ('same'
+            padding), an even one shifts it by half a pixel.
         batch_norm: add a BiasFreeBatchNorm after the convolution.
         activation: one of `relu`, `leaky_relu`, `prelu`, `linear`.
         use_bias: False (default) keeps the block bias-free; True makes the with-bias twin
@@ -159,7 +160,7 @@ class BiasFreeConvBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         check_choice("activation", activation, ACTIVATIONS)
         self.filters = filters = check_int("filters", filters)
-        self.kernel_size = kernel_size = check_odd("kernel_size", kernel_size)
+        self.kernel_size = kernel_size = check_int("kernel_size", kernel_size)
         self.batch_norm = check_bool("batch_norm", batch_norm)
         self.activation = activation
         self.use_bias = check_bool("use_bias", use_bias)
@@ -235,7 +236,8 @@ class BiasFreeResidualBlock(keras.layers.Layer):
 
     Args:
         filters: channels in and out (the input must have this many).
-        kernel_size: odd square kernel size.
+        kernel_size: square kernel size; odd keeps the output centred on the input ('same'
+            padding), an even one shifts it by half a pixel.
         batch_norm: BiasFreeBatchNorm after each convolution.
         activation: one of `relu`, `leaky_relu`, `prelu`, `linear`.
         use_bias: True makes the with-bias twin (see BiasFreeConvBlock); the gates stay
@@ -290,8 +292,8 @@ class BiasFreeResidualBlock(keras.layers.Layer):
         self.block_gate = BlockGate(name="block_gate", **gate_args) if gate == "block" else None
         self.drop = (StochasticDepth(stochastic_depth, dtype=self.dtype_policy, name="stochastic_depth")
                      if stochastic_depth > 0 else None)
-        self.filters = filters
-        self.kernel_size = kernel_size
+        self.filters = self.block1.filters
+        self.kernel_size = self.block1.kernel_size
         self.batch_norm = check_bool("batch_norm", batch_norm)
         self.activation = activation
         self.use_bias = check_bool("use_bias", use_bias)

@@ -633,6 +633,7 @@ class N3Branch(keras.layers.Layer):
                                           dtype=self.dtype_policy, name="reduce")
         self.n3 = N3Block(scale_equivariant=True, use_bias=self.use_bias, dtype=self.dtype_policy, name="n3",
                           **self.n3_config)
+        self.n3_config = {key: getattr(self.n3, key) for key in self.n3_config}  # as checked: ints, not numpy
         self.expand = keras.layers.Conv2D(filters, 1, use_bias=self.use_bias, kernel_initializer="zeros",
                                           dtype=self.dtype_policy, name="expand")
         self.homogeneous = not self.use_bias

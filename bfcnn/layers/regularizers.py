@@ -147,7 +147,10 @@ class RegularizerSum(keras.regularizers.Regularizer):
     def __init__(self, regularizers):
         if isinstance(regularizers, (keras.regularizers.Regularizer, str, Mapping)):
             regularizers = [regularizers]
-        items = [get(r, "regularizers") for r in regularizers] if isinstance(regularizers, Sequence) else []
+        try:
+            items = [get(r, "regularizers") for r in regularizers]
+        except TypeError:  # not iterable
+            items = []
         if not items or any(r is None for r in items):
             raise ValueError(f"regularizers must be a non-empty list of regularizers, got {regularizers!r}")
         self.regularizers = items
@@ -231,6 +234,11 @@ def get(spec: Any, key: str = "kernel_regularizer"):
     if isinstance(spec, Mapping) and "class_name" in spec:  # keras.regularizers.serialize's form
         return keras.regularizers.get(spec)
     if isinstance(spec, str):
+        if spec not in REGULARIZERS:
+            try:  # a name Keras knows ("L2", "orthogonal_regularizer")
+                return keras.regularizers.get(spec)
+            except ValueError:
+                pass
         return _from_mapping({"type": spec}, key)
     if isinstance(spec, Mapping):
         return _from_mapping(spec, key)

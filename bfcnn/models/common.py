@@ -7,7 +7,7 @@ from keras import ops
 
 from bfcnn.errors import allowed, did_you_mean
 from bfcnn.layers import regularizers
-from bfcnn.layers.arguments import check_int, check_number
+from bfcnn.layers.arguments import check_bool, check_int, check_number
 from bfcnn.layers.bias_free import GATES
 from bfcnn.layers.stochastic_depth import linear_rates
 
@@ -84,7 +84,7 @@ def block_options(gate: str, scale_invariant_gates: bool, sparsity: float, kerne
     if gate not in GATES:
         raise ValueError(f"gate={gate!r} is not supported{did_you_mean(gate, GATES)}; allowed: {allowed(GATES)}")
     sparsity = check_number("sparsity", sparsity, 0.0, hint="initial threshold relative to the channel RMS")
-    return dict(gate=gate, scale_invariant_gates=bool(scale_invariant_gates), sparsity=sparsity,
+    return dict(gate=gate, scale_invariant_gates=check_bool("scale_invariant_gates", scale_invariant_gates), sparsity=sparsity,
                 kernel_regularizer=regularizers.get(kernel_regularizer))
 
 

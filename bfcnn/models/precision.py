@@ -71,9 +71,9 @@ def to_float32(model: keras.Model) -> keras.Model:
 def to_bfloat16(model: keras.Model) -> keras.Model:
     """A copy of a functional model whose convolutions compute in bfloat16 (float32 weights).
 
-    About 1.5 to 1.9x faster on a CPU with AVX512-BF16 (or AMX) for the zoo's models, for a
-    PSNR change of hundredths of a dB (docs/inference.md, "bfloat16 inference"); slower on a
-    CPU without bfloat16 instructions, where TensorFlow emulates them. The input and output
+    For the zoo's models 1.6 to 1.9x faster on a CPU with AVX512-BF16, for 0.01 to 0.02 dB
+    (docs/inference.md, "bfloat16 inference"); may be slower on a CPU without bfloat16
+    instructions, where they are emulated (not measured). The input and output
     stay float32 0-255, and a bias-free model stays bias-free (rounding is homogeneous up to
     its relative error).
 
