@@ -79,9 +79,9 @@ def patch_grid_size(height, width, patch_size, stride):
     return axis(height), axis(width)
 
 
-def _window_start(grid, window):
-    """First window row of each query row: centred, clamped to stay inside the grid."""
-    return ops.clip(ops.arange(grid, dtype="int32") - window // 2, 0, grid - window)
+def _window_start(size, window):
+    """First window row of each of the `size` query rows: centred, clamped to stay inside the grid."""
+    return ops.clip(ops.arange(size, dtype="int32") - window // 2, 0, size - window)
 
 
 def candidate_indices(grid_height, grid_width, window, rows=None):
@@ -225,43 +225,43 @@ def fold_patches(patches, height, width, patch_size, stride):
 class _AxisPlan:
     """Tiling of one axis of the patch grid: tiles of queries and the regions of their candidates."""
 
-    def __init__(self, grid, window, tile):
-        self.grid = grid
-        self.window = ops.minimum(window, grid)
+    def __init__(self, size, window, tile):
+        self.size = size  # patches along this axis of the grid
+        self.window = ops.minimum(window, size)
         # One tile when its region would span the whole axis anyway (small images, training
         # patches): tiles that overlap at the end would only repeat work.
-        self.tile = ops.where(grid <= tile + self.window - 1, grid, ops.minimum(tile, grid))
-        self.span = ops.minimum(self.tile + self.window - 1, grid)
-        self.tiles = (grid + self.tile - 1) // self.tile
+        self.tile = ops.where(size <= tile + self.window - 1, size, ops.minimum(tile, size))
+        self.span = ops.minimum(self.tile + self.window - 1, size)
+        self.tiles = (size + self.tile - 1) // self.tile
         # The last tile is moved back inside the grid (it may overlap the one before).
-        self.start = ops.minimum(ops.arange(self.tiles, dtype="int32") * self.tile, grid - self.tile)
-        self.first = _window_start(grid, self.window)
+        self.start = ops.minimum(ops.arange(self.tiles, dtype="int32") * self.tile, size - self.tile)
+        self.first = _window_start(size, self.window)
         # Each tile's region holds the windows of all its queries.
-        self.region = ops.minimum(ops.take(self.first, self.start), grid - self.span)
-        queries = ops.arange(grid, dtype="int32")
+        self.region = ops.minimum(ops.take(self.first, self.start), size - self.span)
+        queries = ops.arange(size, dtype="int32")
         self.tile_of = ops.minimum(queries // self.tile, self.tiles - 1)
         self.position = queries - ops.take(self.start, self.tile_of)
 
-    def rows(self, start, length):
+    def ranges(self, start, length):
         """[tiles, length] indices start[t] + 0..length-1."""
         return _along(start, 0, 2) + _along(ops.arange(length, dtype="int32"), 1, 2)
 
     def window_coordinate(self, tiles):
         """For the given tiles: [n, tile, span], the coordinate of each region row in the
         window of each query, and [n, tile], the query's own coordinate there."""
-        query = self.rows(ops.take(self.start, tiles), self.tile)
+        query = self.ranges(ops.take(self.start, tiles), self.tile)
         first = ops.take(self.first, query)
         region = _along(ops.take(self.region, tiles), 0, 3) + _along(ops.arange(self.span, dtype="int32"), 2, 3)
         return region - ops.expand_dims(first, -1), query - first
 
 
-def _gather_tiles(grid, rows, cols):
+def _gather_tiles(values, rows, cols):
     """[B, Gh, Gw, D] -> [B * tiles_h * tiles_w, a * b, D]: the a x b blocks at rows x cols."""
-    shape, depth = ops.shape(grid), grid.shape[-1]
+    shape, depth = ops.shape(values), values.shape[-1]
     b = shape[0]
     tiles_h, a = ops.shape(rows)[0], ops.shape(rows)[1]
     tiles_w, c = ops.shape(cols)[0], ops.shape(cols)[1]
-    x = ops.take(grid, ops.reshape(rows, (-1,)), axis=1)
+    x = ops.take(values, ops.reshape(rows, (-1,)), axis=1)
     x = ops.take(x, ops.reshape(cols, (-1,)), axis=2)
     x = ops.reshape(x, (b * tiles_h, a, tiles_w, c * depth))
     x = ops.transpose(x, (0, 2, 1, 3))
@@ -417,26 +417,26 @@ class N3Block(keras.layers.Layer):
             energy, log_temperature = ops.ones((batch, 1, 1), "float32"), t_patch  # d / 1 = d
         patches = _unfold(x, p, s, n_h, n_w)  # [B, n_h, n_w, F]
         depth = patches.shape[-1]
-        grid = (n_h, n_w, cells, squares, log_temperature, energy, patches)
+        patch_data = (n_h, n_w, cells, squares, log_temperature, energy, patches)
         queries = plan_w.tiles * plan_h.tile * plan_w.tile  # per row of tiles
 
         if training or self._one_chunk(inputs.shape[1], inputs.shape[2]):
-            z = self._tile_rows(ops.arange(plan_h.tiles, dtype="int32"), *grid)
+            z = self._tile_rows(ops.arange(plan_h.tiles, dtype="int32"), *patch_data)
         else:
             # Inference: about `inference_chunk` queries at a time, so memory stays bounded.
             rows = ops.minimum(ops.maximum(self.inference_chunk // queries, 1), plan_h.tiles)
             chunks = (plan_h.tiles + rows - 1) // rows
             buffer = ops.zeros((chunks * rows, batch, queries, k * depth), "float32")
 
-            def body(c, buffer, *grid):
-                last = _AxisPlan(grid[0], self.window, self.query_tile).tiles - 1
+            def body(c, buffer, *patch_data):
+                last = _AxisPlan(patch_data[0], self.window, self.query_tile).tiles - 1
                 chunk = ops.minimum(c * rows + ops.arange(rows, dtype="int32"), last)
-                z = self._tile_rows(chunk, *grid)
-                return (c + 1, ops.slice_update(buffer, (c * rows, 0, 0, 0), z)) + tuple(grid)
+                z = self._tile_rows(chunk, *patch_data)
+                return (c + 1, ops.slice_update(buffer, (c * rows, 0, 0, 0), z)) + tuple(patch_data)
 
             # Sequential chunks (parallel_iterations=1, which keras.ops.fori_loop cannot say);
             # every input is a loop variable, as the TFLite converter mishandles captures.
-            z = tf.while_loop(lambda c, *_: c < chunks, body, (ops.convert_to_tensor(0), buffer) + grid,
+            z = tf.while_loop(lambda c, *_: c < chunks, body, (ops.convert_to_tensor(0), buffer) + patch_data,
                               parallel_iterations=1)[1]
             z = z[: plan_h.tiles]
 
@@ -464,10 +464,10 @@ class N3Block(keras.layers.Layer):
         n_h, n_w = (max((n - p + s - 1) // s, 0) + 1 for n in (height, width))
         n_w += int(n_h * n_w < 2)
 
-        def tiling(grid):
-            window = min(self.window, grid)
-            tile = grid if grid <= self.query_tile + window - 1 else min(self.query_tile, grid)
-            return tile, -(-grid // tile)
+        def tiling(size):
+            window = min(self.window, size)
+            tile = size if size <= self.query_tile + window - 1 else min(self.query_tile, size)
+            return tile, -(-size // tile)
 
         (tile_h, tiles_h), (tile_w, tiles_w) = tiling(n_h), tiling(n_w)
         return max(self.inference_chunk // (tiles_w * tile_h * tile_w), 1) >= tiles_h
@@ -490,10 +490,10 @@ class N3Block(keras.layers.Layer):
 
         # Dot products of the cells of each tile's queries with the cells of its region:
         # [B * tiles, query_cells, region_cells].
-        query_cells = _gather_tiles(cells, plan_h.rows(start_h, tile_h + r - 1),
-                                    plan_w.rows(plan_w.start, tile_w + r - 1))
-        region_cells = _gather_tiles(cells, plan_h.rows(region_h, span_h + r - 1),
-                                     plan_w.rows(plan_w.region, span_w + r - 1))
+        query_cells = _gather_tiles(cells, plan_h.ranges(start_h, tile_h + r - 1),
+                                    plan_w.ranges(plan_w.start, tile_w + r - 1))
+        region_cells = _gather_tiles(cells, plan_h.ranges(region_h, span_h + r - 1),
+                                     plan_w.ranges(plan_w.region, span_w + r - 1))
         cell_dots = ops.matmul(query_cells, ops.transpose(region_cells, (0, 2, 1)))
         shape = ops.shape(cell_dots)
         cell_dots = ops.reshape(cell_dots, (batch, tiles * shape[1] * shape[2]))
@@ -502,7 +502,7 @@ class N3Block(keras.layers.Layer):
         # column), and their candidates as positions (ri, rj) in their tile's region. Integer
         # arithmetic on a flat range rather than transposes (the TFLite converter mishandles
         # some reshape / transpose chains with dynamic shapes inside a loop).
-        query_rows = ops.reshape(plan_h.rows(start_h, tile_h), (-1,))
+        query_rows = ops.reshape(plan_h.ranges(start_h, tile_h), (-1,))
         cand = candidate_indices(n_h, n_w, self.window, rows=query_rows)  # [rows * tile_h * n_w, O]
         count = ops.shape(cand)[1]
         query = ops.arange(tiles * tile_queries, dtype="int32")
@@ -531,10 +531,10 @@ class N3Block(keras.layers.Layer):
 
         def per_query(grid_values):
             """[B, n_h, n_w, 1] per-patch values -> [B, tiles * tile_queries, 1] for these queries."""
-            values = _gather_tiles(grid_values, plan_h.rows(start_h, tile_h), plan_w.rows(plan_w.start, tile_w))
+            values = _gather_tiles(grid_values, plan_h.ranges(start_h, tile_h), plan_w.ranges(plan_w.start, tile_w))
             return ops.reshape(values, (batch, tiles * tile_queries, 1))
 
-        region_squares = _gather_tiles(squares, plan_h.rows(region_h, span_h), plan_w.rows(plan_w.region, span_w))
+        region_squares = _gather_tiles(squares, plan_h.ranges(region_h, span_h), plan_w.ranges(plan_w.region, span_w))
         neighbours = ops.take(ops.reshape(region_squares, (batch, tiles * region_size)),
                               local + (query // tile_queries) * region_size, axis=1)
         distances = ops.maximum(per_query(squares) + neighbours - 2.0 * dots, 0.0) / energy
@@ -560,7 +560,7 @@ class N3Block(keras.layers.Layer):
         query_index = ops.reshape(ops.arange(tiles * tile_queries, dtype="int32"), (tiles, tile_h, tile_w, 1, 1))
         index = ops.reshape(index + query_index * (count + 1), (-1,))
 
-        region = _gather_tiles(patches, plan_h.rows(region_h, span_h), plan_w.rows(plan_w.region, span_w))
+        region = _gather_tiles(patches, plan_h.ranges(region_h, span_h), plan_w.ranges(plan_w.region, span_w))
         zero = ops.zeros_like(weights[0][:, :, :1])
         z = []
         for w_j in weights:
