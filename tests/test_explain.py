@@ -240,3 +240,46 @@ def test_cli_errors(tmp_path, capsys):
     assert "outside the 24x24 image" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(args + ["--pixels", "3x4", "-o", str(tmp_path / "d")])
+
+
+@pytest.mark.parametrize("hidden", [
+    keras.layers.Rescaling(1.0, offset=0.5),
+    keras.layers.Lambda(lambda t: t + 1.0),
+])
+def test_a_constant_the_layer_check_cannot_see_is_caught_by_f_equals_a_y(hidden):
+    """why_not_bias_free reads weight names and layer types; the numbers catch the rest."""
+    inputs = keras.Input((None, None, 1))
+    model = keras.Model(inputs, hidden(tiny()(inputs)))
+    assert explain.why_not_bias_free(model) is None  # the layer check alone lets it through
+    y = noisy_crop(16)
+    with pytest.raises(explain.NotBiasFreeError, match=r"A\(y\) y is .* adds a constant"):
+        explain.adaptive_filter(model, y, (5, 5))
+    with pytest.raises(explain.NotBiasFreeError):
+        explain.jacobian(model, y[:6, :6])
+    explain.adaptive_filter(model, y, (5, 5), allow_bias=True)  # told to, it explains it anyway
+
+
+def test_cli_checks_everything_before_writing_and_never_replaces_its_input(tmp_path, capsys):
+    from bfcnn.explain.__main__ import main
+
+    model_path, image_path = write_inputs(tmp_path)
+    args = ["--model", str(model_path), "--sigmas", "10", "--svd-crop", "0"]
+    inside = tmp_path / "noisy.png"  # an input named like an output, in the output folder
+    inside.write_bytes(image_path.read_bytes())
+    before = inside.read_bytes()
+    assert main(args + [str(inside), "-o", str(tmp_path)]) == 2
+    assert "would replace the input image" in capsys.readouterr().err and inside.read_bytes() == before
+
+    assert main(args + [str(image_path), "--channel", "1", "-o", str(tmp_path / "out")]) == 2
+    assert "channel must be an integer in 0..0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # the image with the pixels marked is not written first
+    assert main(args + [str(image_path), "--svd-crop", "65", "-o", str(tmp_path / "out")]) == 2
+    assert "more than 4096" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    (tmp_path / "afile").write_text("x")
+    assert main(args + [str(image_path), "-o", str(tmp_path / "afile")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    for bad in (["--seed", "-1"], ["--sigmas", "10", "10"]):
+        with pytest.raises(SystemExit):
+            main(args + [str(image_path), "-o", str(tmp_path / "out"), *bad])
+    assert main(args + [str(image_path), "-o", str(tmp_path / "out")]) == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".explain-")]  # the work folder is gone

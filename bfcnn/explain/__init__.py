@@ -29,6 +29,10 @@ from bfcnn.errors import BfcnnError
 # values its SVD takes minutes, so `jacobian` refuses unless told otherwise.
 MAX_JACOBIAN_INPUTS = 4096
 DEFAULT_BATCH_SIZE = 32
+# |f(y) - A(y) y| allowed at a pixel of a model taken for bias-free, on the 0-255 scale (plus
+# 1e-4 of |f(y)|): float32 rounding gives 2e-4 to 2e-3 on the zoo's models; an offset of half a
+# gray level in one layer gives 0.5.
+LINEARITY_TOLERANCE = 0.01
 
 
 class NotBiasFreeError(BfcnnError):
@@ -219,6 +223,30 @@ def _jacobian_rows(model, y: np.ndarray, targets: np.ndarray, batch_size: int) -
     return rows
 
 
+def _output_and_reconstruction(model, y: np.ndarray, targets: np.ndarray, rows: np.ndarray):
+    """`f(y)` and `A(y) y` at `targets` [P, 3], in float64."""
+    import tensorflow as tf
+
+    output = tf.cast(model(tf.constant(y[None]), training=False), tf.float32).numpy()[0]
+    f = output[targets[:, 0], targets[:, 1], targets[:, 2]].astype(np.float64)
+    return f, np.einsum("phwc,hwc->p", rows.astype(np.float64), y.astype(np.float64))
+
+
+def _check_linear(model, y: np.ndarray, targets: np.ndarray, rows: np.ndarray) -> None:
+    """NotBiasFreeError when `f(y) = A(y) y` fails at the targets: a constant the layer check
+    (`why_not_bias_free`, which reads weight names and layer types) cannot see, such as a
+    Rescaling offset, a Normalization layer or a Lambda adding a number."""
+    f, ay = _output_and_reconstruction(model, y, targets, rows)
+    excess = np.abs(f - ay) - 1e-4 * np.abs(f)
+    worst = int(np.argmax(excess))
+    if excess[worst] > LINEARITY_TOLERANCE:
+        row, col, channel = (int(v) for v in targets[worst])
+        raise NotBiasFreeError(
+            f"model {getattr(model, 'name', '?')!r} is not bias-free at this image: at pixel ({row}, {col}) "
+            f"channel {channel} its output is {f[worst]:.4g} but A(y) y is {ay[worst]:.4g}, so some layer adds "
+            "a constant; pass allow_bias=True (--allow-bias) to explain it anyway")
+
+
 def _targets(pixels: Sequence, channel: int, height: int, width: int) -> np.ndarray:
     checked = [check_pixel(p, height, width) for p in pixels]
     return np.array([(r, c, channel) for r, c in checked], np.int64).reshape(-1, 3)
@@ -229,6 +257,7 @@ def adaptive_filters(model, image, pixels: Iterable, channel: int = 0, allow_bia
     """The adaptive filters of several output pixels: rows of the Jacobian A(y), [P, H, W, C].
 
     See `adaptive_filter`; rows are computed `batch_size` at a time (memory grows with it).
+    Unless `allow_bias`, `f(y) = A(y) y` is also checked at the pixels (one more forward pass).
     """
     model = _as_model(model)
     require_bias_free(model, allow_bias)
@@ -239,7 +268,10 @@ def adaptive_filters(model, image, pixels: Iterable, channel: int = 0, allow_bia
     if not pixels:
         raise BfcnnError("pixels is empty: give at least one (row, column)")
     targets = _targets(pixels, channel, height, width)
-    return _jacobian_rows(model, y, targets, _check_batch_size(batch_size))
+    rows = _jacobian_rows(model, y, targets, _check_batch_size(batch_size))
+    if not allow_bias:
+        _check_linear(model, y, targets, rows)
+    return rows
 
 
 def adaptive_filter(model, image, pixel, channel: int = 0, allow_bias: bool = False) -> np.ndarray:
@@ -263,12 +295,14 @@ def adaptive_filter(model, image, pixel, channel: int = 0, allow_bias: bool = Fa
         float32 [H, W, C]: the weight of every input value in output `pixel`, `channel`.
 
     Raises:
-        NotBiasFreeError: the model is not bias-free and `allow_bias` is False.
+        NotBiasFreeError: `allow_bias` is False and the model is not bias-free, by its layers
+            (`why_not_bias_free`) or because `f(y)` and `A(y) y` differ at the pixel by more
+            than `LINEARITY_TOLERANCE` (a constant hidden in a layer).
         BfcnnError: a bad image, a pixel outside the image, or a bad channel.
 
     Example:
         >>> weights = adaptive_filter(model, noisy, (100, 120))
-        >>> float((weights * noisy[..., None]).sum())   # == model(noisy)[100, 120, 0]
+        >>> float((weights * noisy[..., None]).sum())   # == model(noisy[None, ..., None])[0, 100, 120, 0]
     """
     return adaptive_filters(model, image, [pixel], channel=channel, allow_bias=allow_bias)[0]
 
@@ -308,11 +342,7 @@ def reconstruction(model, image, pixels: Optional[Iterable] = None, num_pixels: 
         raise BfcnnError("pixels is empty: give at least one (row, column)")
     targets = _targets(pixels, channel, height, width)
     rows = _jacobian_rows(model, y, targets, _check_batch_size(batch_size))
-    import tensorflow as tf
-
-    output = tf.cast(model(tf.constant(y[None]), training=False), tf.float32).numpy()[0]
-    f = output[targets[:, 0], targets[:, 1], targets[:, 2]].astype(np.float64)
-    ay = np.einsum("phwc,hwc->p", rows.astype(np.float64), y.astype(np.float64))
+    f, ay = _output_and_reconstruction(model, y, targets, rows)
     difference = f - ay
     relative = float(np.linalg.norm(difference) / max(np.linalg.norm(f), 1e-12))
     return Reconstruction(pixels=targets[:, :2].copy(), output=f, reconstruction=ay,
@@ -354,7 +384,10 @@ def jacobian(model, image, allow_bias: bool = False, batch_size: int = DEFAULT_B
             f"max_inputs={max_inputs}; crop it (e.g. 24x24) or pass a larger max_inputs"
         )
     grid = np.stack(np.meshgrid(np.arange(height), np.arange(width), np.arange(channels), indexing="ij"), -1)
-    rows = _jacobian_rows(model, y, grid.reshape(-1, 3), _check_batch_size(batch_size))
+    targets = grid.reshape(-1, 3)
+    rows = _jacobian_rows(model, y, targets, _check_batch_size(batch_size))
+    if not allow_bias:
+        _check_linear(model, y, targets, rows)
     return rows.reshape(height * width * channels, -1)
 
 

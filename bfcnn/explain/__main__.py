@@ -15,15 +15,21 @@ Writes to the output folder:
 * `summary.json`: the numbers behind the figures (filter spread, sum of weights, the
   check `f(y) = A(y) y`, effective dimensions).
 
-The same noise pattern, scaled, is used at every noise level (seed `--seed`).
+The same noise pattern, scaled, is used at every noise level (seed `--seed`). Every
+argument is checked before anything is written, and the files are made in a temporary
+folder beside the output folder and moved into it at the end, so a failed run leaves the
+output folder as it was; an output may not replace the input image.
 Exit status: 0 done; 2 bad input (an unreadable image, an unknown model, a pixel outside
-the image, a model that is not bias-free without `--allow-bias`).
+the image, a model that is not bias-free without `--allow-bias`, an output folder that
+cannot be made).
 """
 
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -53,7 +59,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="noise levels of the filter maps and the spectrum (default 5 25 50 100)")
     parser.add_argument("--pixels", type=_pixel, nargs="+", default=None, metavar="ROW,COL",
                         help="output pixels to explain (default: the centre)")
-    parser.add_argument("-o", "--output-directory", required=True, help="where the PNG files go")
+    parser.add_argument("-o", "--output-directory", required=True,
+                        help="where the PNG files and summary.json go (made if missing)")
     parser.add_argument("--window", type=int, default=41, help="size of the crops drawn around each pixel (default 41)")
     parser.add_argument("--svd-crop", type=int, default=24,
                         help="size of the crop whose full Jacobian is decomposed (default 24; 0 skips it)")
@@ -71,7 +78,32 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error(f"--window must be >= 3, got {args.window}")
     if args.svd_crop < 0:
         parser.error(f"--svd-crop must be >= 0 (0 skips the spectrum), got {args.svd_crop}")
+    if args.seed < 0:
+        parser.error(f"--seed needs an integer >= 0, got {args.seed}")
+    if len(set(args.sigmas)) != len(args.sigmas):
+        parser.error(f"--sigmas has a noise level twice: {args.sigmas}")
     return args
+
+
+def _output_files(pixels, svd: bool) -> List[str]:
+    """The names `run` writes into the output folder, in order."""
+    names = ["noisy.png"] + [f"filter_{i + 1}_r{row}_c{col}.png" for i, (row, col) in enumerate(pixels)]
+    return names + (["singular_values.png"] if svd else []) + ["summary.json"]
+
+
+def _check_outputs(out: Path, image: Path, names: Sequence[str]) -> None:
+    """BfcnnError when the output folder cannot be made or an output would replace the input."""
+    from bfcnn.errors import BfcnnError
+    from bfcnn.io import existing_ancestor
+
+    existing = existing_ancestor(out)
+    if not existing.is_dir():
+        where = "is a file" if existing == out else f"cannot be made: {existing} is a file"
+        raise BfcnnError(f"output folder {out} {where}; -o needs a folder")
+    for name in names:
+        target = out / name
+        if target.exists() and os.path.samefile(target, image):
+            raise BfcnnError(f"the output {target} would replace the input image; choose another output folder")
 
 
 def _denoise(model, image: np.ndarray) -> np.ndarray:
@@ -82,12 +114,11 @@ def _denoise(model, image: np.ndarray) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> dict:
     """Computes and writes everything; returns the summary written to summary.json."""
-    from bfcnn.zoo import load_model
-    from bfcnn.explain import (adaptive_filters, as_model_input, check_pixel, crop_around,
-                               effective_dimensionality, effective_support, filter_spread, off_centre_limit,
-                               require_bias_free)
+    from bfcnn.errors import BfcnnError
+    from bfcnn.explain import MAX_JACOBIAN_INPUTS, _check_channel, as_model_input, check_pixel, require_bias_free
     from bfcnn.explain import plots
-    from bfcnn.io import read_image
+    from bfcnn.io import existing_ancestor, read_image
+    from bfcnn.zoo import load_model
 
     backend = plots.resolve_backend(args.backend)
     model = load_model(args.model)
@@ -97,9 +128,34 @@ def run(args: argparse.Namespace) -> dict:
     height, width = clean.shape[:2]
     requested = args.pixels or [(height // 2, width // 2)]
     pixels: List[Tuple[int, int]] = [check_pixel(p, height, width) for p in requested]
+    _check_channel(args.channel, channels)
+    if args.svd_crop ** 2 * channels > MAX_JACOBIAN_INPUTS:
+        raise BfcnnError(f"--svd-crop {args.svd_crop} gives a Jacobian of {args.svd_crop ** 2 * channels} inputs, more "
+                         f"than {MAX_JACOBIAN_INPUTS} (its SVD would take minutes to hours): at most "
+                         f"{int((MAX_JACOBIAN_INPUTS // channels) ** 0.5)} for this model")
+    final = Path(args.output_directory)
+    _check_outputs(final, Path(args.image), _output_files(pixels, bool(args.svd_crop)))
     noise = np.random.default_rng(args.seed).standard_normal(clean.shape).astype(np.float32)
-    out = Path(args.output_directory)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix=".explain-", dir=existing_ancestor(final)))  # moved into place at the end
+    try:
+        summary = _compute_and_draw(args, model, clean, pixels, noise, out, backend, channels)
+        final.mkdir(parents=True, exist_ok=True)
+        for name in summary["files"] + ["summary.json"]:
+            os.replace(out / name, final / name)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return summary
+
+
+def _compute_and_draw(args, model, clean, pixels, noise, out: Path, backend: str, channels: int) -> dict:
+    """Computes the filters and spectra, draws the figures and writes summary.json into `out`."""
+    from bfcnn.explain import (adaptive_filters, crop_around, effective_dimensionality, effective_support,
+                               filter_spread, off_centre_limit)
+    from bfcnn.explain import plots
+    from bfcnn.io import usual_mode
+
+    os.chmod(out, usual_mode(directory=True))
+    height, width = clean.shape[:2]
 
     def noisy_at(sigma):
         return clean + np.float32(sigma) * noise
@@ -182,7 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         summary = run(args)
-    except BfcnnError as error:
+    except (BfcnnError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     _print(summary)
