@@ -393,6 +393,7 @@ class DatasetConfig(_Section):
 # ------------------------------------------------------------------------ corruption
 
 
+SSIM_WINDOW = 11  # the window of tf.image.ssim, which loss.ssim_weight uses
 LOG_UNIFORM_FLOOR = 0.5  # lowest sigma of a log-uniform draw (0-255 scale)
 
 
@@ -678,6 +679,10 @@ class PipelineConfig(_Section):
         warmup = self.optimizer.schedule.warmup_steps
         _check(warmup <= self.train.steps, "optimizer.schedule.warmup_steps",
                f"must be <= train.steps ({self.train.steps}), got {warmup}", related=("train.steps",))
+        # tf.image.ssim uses an 11x11 window; smaller patches fail inside TensorFlow
+        _check(self.loss.ssim_weight == 0.0 or self.dataset.patch_size >= SSIM_WINDOW, "loss.ssim_weight",
+               f"needs dataset.patch_size >= {SSIM_WINDOW} (the SSIM window), got patch_size "
+               f"{self.dataset.patch_size}", related=("dataset.patch_size",))
 
 
 @functools.lru_cache(maxsize=None)

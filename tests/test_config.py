@@ -350,3 +350,10 @@ def test_a_hinge_is_refused_for_a_loss_it_does_not_apply_to(tmp_path):
     path = write(tmp_path / "x.yaml", "model: {type: resnet}\nloss: {type: mae, hinge: 0.5}\n")
     with pytest.raises(ConfigError, match=r"'loss.hinge' in \S*x.yaml with --set 'loss.type=mse'"):
         load_config(path, ["loss.type=mse"])
+
+
+def test_an_ssim_loss_needs_patches_of_the_ssim_window():
+    """tf.image.ssim's 11x11 window: smaller patches failed inside TensorFlow at the first step."""
+    with pytest.raises(ConfigError, match=r"loss.ssim_weight.*patch_size >= 11.*got patch_size 8"):
+        config_from_dict({"model": {"type": "resnet"}, "dataset": {"patch_size": 8}, "loss": {"ssim_weight": 0.1}})
+    config_from_dict({"model": {"type": "resnet"}, "dataset": {"patch_size": 11}, "loss": {"ssim_weight": 0.1}})

@@ -222,6 +222,23 @@ def test_streaming_errors_name_the_source(tmp_path):
         streaming_dataset(config.inputs, config, 0)
 
 
+def test_streaming_refuses_a_source_with_no_usable_image(tmp_path):
+    """Repeated, such a source made the training pipeline wait for ever (nothing to filter in)."""
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.png").write_text("not an image")
+    (tmp_path / "bad" / "b.jpg").write_bytes(b"")
+    save(tmp_path / "good" / "a.png", random_image(12, 12, seed=23))
+    save(tmp_path / "small" / "a.png", random_image(4, 4, seed=24))
+    mixed = (InputSource(directory=str(tmp_path / "good")), InputSource(directory=str(tmp_path / "bad")))
+    for inputs, words in ((tmp_path / "bad", "every image is unreadable"), (mixed, "every image is unreadable")):
+        config = dataset_config(inputs)
+        with pytest.raises(BfcnnError, match=f"no usable image in .*bad: {words}"):
+            streaming_dataset(config.inputs, config, 0)
+    config = dataset_config(tmp_path / "small", small_images="skip")
+    with pytest.raises(BfcnnError, match="smaller than dataset.patch_size=8"):
+        streaming_dataset(config.inputs, config, 0)
+
+
 # ----------------------------------------------------------------------------- tensorflow-datasets
 
 

@@ -487,6 +487,29 @@ def _random_crops(image, count: int, patch_size: int, seed):
     return tf.ensure_shape(patches, [count, p, p, image.shape[-1]])
 
 
+def _source_name(source) -> str:
+    if source.directory is not None:
+        return str(source.directory)
+    if source.paired is not None:
+        return f"{source.paired.noisy_a} / {source.paired.noisy_b}"
+    if source.tfds is not None:
+        return f"tensorflow-datasets {source.tfds.name!r} (split {source.tfds.split!r})"
+    return f"image folder {source.image_folder.root_dir!r}"
+
+
+def _check_usable(ds: tf.data.Dataset, minimum: int, source) -> None:
+    """BfcnnError unless `ds` yields at least one image of `minimum` x `minimum` pixels or more.
+
+    A repeated source with none would make the training pipeline wait for ever; this decodes
+    images until the first usable one (usually the first), before training starts.
+    """
+    usable = ds.filter(lambda image: tf.reduce_all(tf.shape(image)[:2] >= minimum)).take(1)
+    if next(iter(usable), None) is None:
+        why = (f"unreadable or smaller than dataset.patch_size={minimum} (small_images: skip; set it to pad "
+               "or lower patch_size)" if minimum > 1 else "unreadable")
+        raise BfcnnError(f"no usable image in {_source_name(source)}: every image is {why}")
+
+
 def streaming_dataset(sources, dataset_config, seed: int) -> tf.data.Dataset:
     """A tf.data pipeline of float32 [B, P, P, C] patch batches for sources that are not cached.
 
@@ -501,11 +524,13 @@ def streaming_dataset(sources, dataset_config, seed: int) -> tf.data.Dataset:
         bool [B])` instead, in the layout of the module docstring (a plain image twice).
 
     Raises:
-        BfcnnError: an empty or missing source (naming it), a tfds source that cannot load,
-            or a paired source whose files do not match (see `match_pairs`).
+        BfcnnError: an empty or missing source (naming it), a source with no usable image,
+            a tfds source that cannot load, or a paired source whose files do not match (see
+            `match_pairs`).
     """
     cfg = dataset_config
     p = cfg.patch_size
+    minimum = p if cfg.small_images == "skip" else 1  # empty images are unreadable files
     paired = any(source.paired is not None for source in sources)
     datasets, weights = [], []
     for source in sources:
@@ -517,6 +542,7 @@ def streaming_dataset(sources, dataset_config, seed: int) -> tf.data.Dataset:
             ds = _tfds_images(source, cfg.color)
         else:
             raise BfcnnError(f"a {source.kind!r} source cannot be streamed")
+        _check_usable(ds, minimum, source)
         is_pair = source.paired is not None
         if paired and not is_pair:
             ds = ds.map(lambda image: tf.concat([image, image], axis=-1))
@@ -526,8 +552,6 @@ def streaming_dataset(sources, dataset_config, seed: int) -> tf.data.Dataset:
     total = sum(weights)
     ds = datasets[0] if len(datasets) == 1 else tf.data.Dataset.sample_from_datasets(
         datasets, [w / total for w in weights], seed=seed)
-
-    minimum = p if cfg.small_images == "skip" else 1  # empty images are unreadable files
 
     def big_enough(image, flag):
         shape = tf.shape(image)

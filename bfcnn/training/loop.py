@@ -7,6 +7,8 @@ One `Trainer` runs a `PipelineConfig` into a model directory:
     D/model.keras        the final model;   D/best.keras   the best one by validation PSNR
     D/best_validation.json   the step and mean PSNR of best.keras
     D/history.jsonl      one line per validation;   D/logs/   TensorBoard events
+    D/summary.json       at the end: steps, wall time, best PSNR, the last validation and the
+                         number of unreadable files skipped (null when streaming: not counted)
 
 The paths a run reads (image directories, `train.init_from`) are checked, the data and
 weights loaded, before anything is written to D, so a bad input leaves no half-made run.
@@ -500,7 +502,7 @@ class Trainer:
                 return InMemorySampler(images, weights, cfg.patch_size, cfg.patches_per_image, cfg.flips,
                                        cfg.rotations), None
             log.info("training data too large to cache: streaming instead")
-        self.skipped_files = 0
+        self.skipped_files = None  # not counted when streaming: files are read (and skipped) as training goes
         dataset = streaming_dataset(cfg.inputs, cfg, self.config.train.seed)
         return None, iter(strategy.experimental_distribute_dataset(dataset))
 
