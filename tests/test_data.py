@@ -309,5 +309,8 @@ def test_tfds_missing_dataset_is_a_clear_error(tmp_path):
     pytest.importorskip("tensorflow_datasets")
     source = InputSource(tfds=TfdsSource(name="bfcnn_no_such_dataset", data_dir=str(tmp_path)))
     config = dataset_config((source,))
-    with pytest.raises(BfcnnError, match="bfcnn_no_such_dataset.*never downloads"):
+    with pytest.raises(BfcnnError, match="bfcnn_no_such_dataset.*never downloads") as error:
         streaming_dataset(config.inputs, config, 0)
+    message = str(error.value)
+    assert len(message.splitlines()) == 1 and len(message) < 600, "not tfds's list of every dataset it knows"
+    assert "tfds build bfcnn_no_such_dataset" in message

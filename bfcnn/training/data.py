@@ -391,10 +391,14 @@ def _tfds_images(source, color: str):
             ds = tfds.load(spec.name, split=spec.split, data_dir=spec.data_dir, download=False,
                            shuffle_files=True)
         except Exception as error:  # tfds raises many types; name the dataset
+            # The first line says what is wrong; tfds goes on to list every dataset it knows,
+            # or suggests download=True, which bfcnn never passes.
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise BfcnnError(
                 f"cannot load tensorflow-datasets {spec.name!r} (split {spec.split!r}, data_dir "
-                f"{spec.data_dir!r}); it must be prepared locally, bfcnn never downloads: {error}"
-            ) from error
+                f"{spec.data_dir!r}): {first}. bfcnn never downloads: prepare it first, e.g. "
+                f"`tfds build {spec.name} --data_dir DIR`, and give that folder as tfds.data_dir"
+            ) from None
         key = spec.image_key
         if key not in ds.element_spec:
             raise BfcnnError(f"tensorflow-datasets {spec.name!r} has no feature {key!r} (tfds.image_key); "
