@@ -169,7 +169,8 @@ def require_bias_free(model, allow_bias: bool = False) -> None:
     if reason is not None:
         raise NotBiasFreeError(
             f"model {getattr(model, 'name', '?')!r} is not bias-free: {reason}. Its Jacobian rows "
-            "are not the whole filter (f(y) = A(y) y + b(y)); pass allow_bias=True to explain it anyway"
+            "are not the whole filter (f(y) = A(y) y + b(y)); pass allow_bias=True (--allow-bias on the command "
+            "line) to explain it anyway"
         )
 
 
