@@ -527,6 +527,10 @@ def streaming_dataset(sources, dataset_config, seed: int) -> tf.data.Dataset:
         Batches of clean patches; when a source is paired, `(patches [B, P, P, 2C], is_pair
         bool [B])` instead, in the layout of the module docstring (a plain image twice).
 
+    A resumed run starts this pipeline afresh (file order, crops and flips from their first
+    draws), so unlike cached training it does not repeat the batches an uninterrupted run
+    would have seen; the noise, drawn in the training step from (seed, step), does follow.
+
     Raises:
         BfcnnError: an empty or missing source (naming it), a source with no usable image,
             a tfds source that cannot load, or a paired source whose files do not match (see
