@@ -596,3 +596,19 @@ def test_run_restores_the_global_precision_policy(image_dir, tmp_path):
     assert keras.mixed_precision.global_policy().name == "float32"
     model = build_model({"type": "resnet", "channels": 1, "filters": 4, "blocks": 1})
     assert model.compute_dtype == "float32"
+
+
+def test_data_too_large_to_cache_is_streamed_without_being_decoded_first(image_dir, tmp_path, monkeypatch):
+    """The size comes from the file headers: the cache loaders are not even called."""
+    from bfcnn.training import data, loop
+
+    assert data.estimated_cache_bytes(tiny_config(image_dir).dataset.inputs, "gray", False) == 6 * 48 * 56
+    monkeypatch.setattr(loop, "MAX_CACHE_BYTES", 6 * 48 * 56 - 1)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("decoded for the cache although too large")
+
+    monkeypatch.setattr(loop, "load_directory", refuse)
+    config = tiny_config(image_dir, train={"steps": 4, "checkpoint_every": 4}, validation={"directory": None})
+    Trainer(config, tmp_path).run()
+    assert json.loads((tmp_path / "summary.json").read_text())["skipped_files"] is None  # streamed

@@ -217,6 +217,23 @@ def _header_size(path) -> Tuple[int, int]:
         return 0, 0
 
 
+def estimated_cache_bytes(sources, color: str, paired_run: bool) -> int:
+    """The bytes the cached images of `sources` (directories and paired ones) would take, from
+    the file headers only, so that a dataset too large to cache is streamed without being
+    decoded first. Small images padded to the patch add a little; unreadable files count 0."""
+    channels = 1 if color == "gray" else 3
+    total = 0
+    for source in sources:
+        if source.paired is not None:
+            files = [a for a, _ in match_pairs(source.paired.noisy_a, source.paired.noisy_b)]
+            copies = 2
+        else:
+            files = list_images(source.directory)
+            copies = 2 if paired_run else 1  # a paired run stores a plain image twice
+        total += sum(h * w for h, w in map(_header_size, files)) * channels * copies
+    return total
+
+
 def _reflect(index, size):
     """Maps indices into [0, size) by repeated symmetric reflection (period 2 * size).
 

@@ -55,8 +55,8 @@ from bfcnn.models.multiscale import copy_legacy_weights, has_legacy_lifts
 from bfcnn.models.opponent import has_guided_chroma, seed_chroma_from_gray
 from bfcnn.models.transfer import graft_weights
 from bfcnn.training.corruption import corrupt, corrupt_pair
-from bfcnn.training.data import (MAX_CACHE_BYTES, InMemorySampler, load_directory, load_paired_directory,
-                                 streaming_dataset)
+from bfcnn.training.data import (MAX_CACHE_BYTES, InMemorySampler, estimated_cache_bytes, load_directory,
+                                 load_paired_directory, streaming_dataset)
 from bfcnn.training.losses import pixel_loss
 from bfcnn.training.optim import build_optimizer, current_learning_rate
 
@@ -480,6 +480,12 @@ class Trainer:
     def _data(self, strategy):
         cfg = self.config.dataset
         cacheable = cfg.cache and all(s.directory is not None or s.paired is not None for s in cfg.inputs)
+        if cacheable:  # measured from the file headers, before anything is decoded
+            estimate = estimated_cache_bytes(cfg.inputs, cfg.color, self.paired)
+            if estimate > MAX_CACHE_BYTES:
+                log.info("training data too large to cache (%d MiB from the file headers): streaming instead",
+                         estimate >> 20)
+                cacheable = False
         if cacheable:
             images, weights, is_pair, skipped = [], [], [], 0
             for source in cfg.inputs:
