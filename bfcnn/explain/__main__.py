@@ -136,9 +136,11 @@ def run(args: argparse.Namespace) -> dict:
     final = Path(args.output_directory)
     _check_outputs(final, Path(args.image), _output_files(pixels, bool(args.svd_crop)))
     noise = np.random.default_rng(args.seed).standard_normal(clean.shape).astype(np.float32)
-    out = Path(tempfile.mkdtemp(prefix=".explain-", dir=existing_ancestor(final)))  # moved into place at the end
+    # a work folder in the output folder or its nearest existing parent; its files are moved
+    # into place at the end and it is removed, whatever happens
+    out = Path(tempfile.mkdtemp(prefix=".explain-", dir=existing_ancestor(final)))
     try:
-        summary = _compute_and_draw(args, model, clean, pixels, noise, out, backend, channels)
+        summary = _compute_and_draw(args, model, clean, pixels, noise, out, backend)
         final.mkdir(parents=True, exist_ok=True)
         for name in summary["files"] + ["summary.json"]:
             os.replace(out / name, final / name)
@@ -147,14 +149,12 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _compute_and_draw(args, model, clean, pixels, noise, out: Path, backend: str, channels: int) -> dict:
+def _compute_and_draw(args, model, clean, pixels, noise, out: Path, backend: str) -> dict:
     """Computes the filters and spectra, draws the figures and writes summary.json into `out`."""
     from bfcnn.explain import (adaptive_filters, crop_around, effective_dimensionality, effective_support,
                                filter_spread, off_centre_limit)
     from bfcnn.explain import plots
-    from bfcnn.io import usual_mode
 
-    os.chmod(out, usual_mode(directory=True))
     height, width = clean.shape[:2]
 
     def noisy_at(sigma):
