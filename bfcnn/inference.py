@@ -123,7 +123,8 @@ def in_precision(model, precision: str):
         except ValueError as error:
             raise BfcnnError(f"precision='bfloat16': {error}") from None
     else:  # the model may have been trained or loaded into since: the copy follows it
-        _BFLOAT16[model].set_weights(model.get_weights())
+        for target, source in zip(_BFLOAT16[model].weights, model.weights):  # same order: one config
+            target.assign(source)
     return _BFLOAT16[model]
 
 

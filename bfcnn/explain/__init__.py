@@ -30,8 +30,8 @@ from bfcnn.errors import BfcnnError
 MAX_JACOBIAN_INPUTS = 4096
 DEFAULT_BATCH_SIZE = 32
 # |f(y) - A(y) y| allowed at a pixel of a model taken for bias-free, on the 0-255 scale (plus
-# 1e-4 of |f(y)|): float32 rounding gives 2e-4 to 2e-3 on the zoo's models; an offset of half a
-# gray level in one layer gives 0.5.
+# 1e-4 of |f(y)|): float32 rounding gives up to about 2e-3 on the zoo's models (1e-6 to 8e-4
+# on the gray ones at sigma 0 to 100); an offset of half a gray level in one layer gives 0.5.
 LINEARITY_TOLERANCE = 0.01
 
 
@@ -245,7 +245,7 @@ def _check_linear(model, y: np.ndarray, targets: np.ndarray, rows: np.ndarray) -
         raise NotBiasFreeError(
             f"model {getattr(model, 'name', '?')!r} is not bias-free at this image: at pixel ({row}, {col}) "
             f"channel {channel} its output is {f[worst]:.4g} but A(y) y is {ay[worst]:.4g}, so some layer adds "
-            "a constant; pass allow_bias=True (--allow-bias) to explain it anyway")
+            "a constant or is not homogeneous; pass allow_bias=True (--allow-bias) to explain it anyway")
 
 
 def _targets(pixels: Sequence, channel: int, height: int, width: int) -> np.ndarray:

@@ -16,9 +16,11 @@ Writes to the output folder:
   check `f(y) = A(y) y`, effective dimensions).
 
 The same noise pattern, scaled, is used at every noise level (seed `--seed`). Every
-argument is checked before anything is written, and the files are made in a temporary
-folder beside the output folder and moved into it at the end, so a failed run leaves the
-output folder as it was; an output may not replace the input image.
+argument is checked before anything is written, and the files are made in a hidden
+`.explain-*` work folder inside the output folder (or its nearest existing parent, when it
+is new), moved into place at the end and the work folder removed, so a failed run leaves the
+output folder as it was (a killed one may leave the work folder); an output may not replace
+the input image.
 Exit status: 0 done; 2 bad input (an unreadable image, an unknown model, a pixel outside
 the image, a model that is not bias-free without `--allow-bias`, an output folder that
 cannot be made).

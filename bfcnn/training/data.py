@@ -518,14 +518,28 @@ def _source_name(source) -> str:
     return f"image folder {source.image_folder.root_dir!r}"
 
 
-def _check_usable(ds: tf.data.Dataset, minimum: int, source) -> None:
-    """BfcnnError unless `ds` yields at least one image of `minimum` x `minimum` pixels or more.
+def _has_usable_image(source, color: str, minimum: int) -> bool:
+    """Whether `source` holds an image of at least `minimum` x `minimum` pixels.
 
-    A repeated source with none would make the training pipeline wait for ever; this decodes
-    images until the first usable one (usually the first), before training starts.
+    Folders and pairs are judged from the file headers, stopping at the first usable file;
+    a tensorflow-datasets source is decoded until its first usable image, from a dataset
+    object of its own (iterating the training one would move its shuffled order on).
     """
-    usable = ds.filter(lambda image: tf.reduce_all(tf.shape(image)[:2] >= minimum)).take(1)
-    if next(iter(usable), None) is None:
+    if source.directory is not None:
+        sizes = (_header_size(path) for path in list_images(source.directory))
+    elif source.paired is not None:
+        sizes = ((*_header_size(a), *_header_size(b))
+                 for a, b in match_pairs(source.paired.noisy_a, source.paired.noisy_b))
+    else:
+        probe = _tfds_images(source, color).filter(lambda image: tf.reduce_all(tf.shape(image)[:2] >= minimum))
+        return next(iter(probe.take(1)), None) is not None
+    return any(min(size) >= minimum for size in sizes)
+
+
+def _check_usable(source, color: str, minimum: int) -> None:
+    """BfcnnError unless `source` has a usable image: a repeated source with none would make
+    the training pipeline wait for ever."""
+    if not _has_usable_image(source, color, minimum):
         why = (f"unreadable or smaller than dataset.patch_size={minimum} (small_images: skip; set it to pad "
                "or lower patch_size)" if minimum > 1 else "unreadable")
         raise BfcnnError(f"no usable image in {_source_name(source)}: every image is {why}")
@@ -567,7 +581,7 @@ def streaming_dataset(sources, dataset_config, seed: int) -> tf.data.Dataset:
             ds = _tfds_images(source, cfg.color)
         else:
             raise BfcnnError(f"a {source.kind!r} source cannot be streamed")
-        _check_usable(ds, minimum, source)
+        _check_usable(source, cfg.color, minimum)
         is_pair = source.paired is not None
         if paired and not is_pair:
             ds = ds.map(lambda image: tf.concat([image, image], axis=-1))
