@@ -40,6 +40,14 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def require_size(image, height: int, width: int, what: str) -> None:
+    """Exits with a message unless `image` is at least height x width (the fixed positions of
+    the pixels or crops are for the 256x256 cameraman)."""
+    if image.shape[0] < height or image.shape[1] < width:
+        raise SystemExit(f"error: {what} are placed for the 256x256 cameraman and need an image of at least "
+                         f"{height}x{width}; --image is {image.shape[0]}x{image.shape[1]}")
+
+
 def load_image(path):
     from bfcnn.io import read_image
 
@@ -63,6 +71,7 @@ def main(argv=None):
 
     model = bfcnn.load_model(args.model)
     clean, source = load_image(args.image)
+    require_size(clean, max(r for r, _, _ in PIXELS) + 1, max(c for _, c, _ in PIXELS) + 1, "the pixels")
     clean = clean.astype(np.float32)
     noise = np.random.default_rng(args.seed).standard_normal(clean.shape).astype(np.float32)
     pixels = [(r, c) for r, c, _ in PIXELS]
@@ -87,7 +96,7 @@ def main(argv=None):
     columns = len(args.sigmas) + 1
     figure = Figure(figsize=(1.9 * columns + 0.3, 1.95 * len(pixels) + 0.5), dpi=80)
     grid = figure.subplots(len(pixels), columns, squeeze=False)
-    middle = args.sigmas[len(args.sigmas) // 2 - 1] if len(args.sigmas) > 1 else args.sigmas[0]
+    middle = args.sigmas[(len(args.sigmas) - 1) // 2]  # the second of 4 (sigma 25), the middle one of 3
     for i, (row, col, name) in enumerate(PIXELS):
         crop, position = crop_around(np.clip(clean + np.float32(middle) * noise, 0, 255), (row, col), args.window)
         axes = grid[i, 0]

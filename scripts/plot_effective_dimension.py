@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from plot_adaptive_filters import load_image  # noqa: E402  (same folder)
+from plot_adaptive_filters import load_image, require_size  # noqa: E402  (same folder)
 
 # (top, left, what is there) of the crops on the 256x256 cameraman.
 CROPS = ((28, 188, "flat sky"), (93, 22, "coat edge"), (224, 138, "grass"))
@@ -48,8 +48,10 @@ def main(argv=None):
 
     model = bfcnn.load_model(args.model)
     clean, source = load_image(args.image)
-    clean = clean.astype(np.float32)
     size = args.size
+    require_size(clean, max(t for t, _, _ in CROPS) + size, max(c for _, c, _ in CROPS) + size,
+                 f"the {size}x{size} crops")
+    clean = clean.astype(np.float32)
     print(f"model {args.model}, image {source}, {size}x{size} crops, noise seed {args.seed}; "
           f"dimension = sum of squared singular values of A(y), out of {size * size}")
     print(f"{'crop':>10} {'sigma':>6} {'dimension':>10} {'trace':>8} {'s_max':>6} {'#s>0.5':>7} {'seconds':>8}")
