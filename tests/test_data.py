@@ -315,3 +315,13 @@ def test_tfds_missing_dataset_is_a_clear_error(tmp_path):
     message = str(error.value)
     assert len(message.splitlines()) == 1 and len(message) < 600, "not tfds's list of every dataset it knows"
     assert "tfds build bfcnn_no_such_dataset" in message
+
+
+def test_load_directory_says_why_no_image_is_usable(tmp_path):
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    save(tmp_path / "small.png", random_image(6, 6, seed=3))
+    with pytest.raises(BfcnnError, match=r"no usable image in .*: 1 of 2 unreadable, 1 smaller than "
+                                         r"dataset.patch_size=16 \(small_images: skip"):
+        load_directory(tmp_path, "gray", 16, "skip")
+    images, skipped = load_directory(tmp_path, "gray", 16, "pad")
+    assert skipped == 1 and [im.shape for im in images] == [(16, 16, 1)]

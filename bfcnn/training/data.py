@@ -55,10 +55,6 @@ def load_directory(directory, color: str, patch_size: int, small_images: str) ->
     Raises:
         BfcnnError: the directory is missing or holds no usable image.
     """
-    if small_images not in SMALL_IMAGES:
-        raise ValueError(f"small_images={small_images!r} is not supported; allowed: 'pad', 'skip'")
-    files = list_images(directory)
-
     def load(path):
         try:
             return read_image(path, color)
@@ -66,18 +62,37 @@ def load_directory(directory, color: str, patch_size: int, small_images: str) ->
             log.warning("skipping %s", error)
             return None
 
+    return _load_fitted(list_images(directory), load, patch_size, small_images, "image",
+                        f"{str(directory)!r}")
+
+
+def _load_fitted(items, load, patch_size: int, small_images: str, unit: str, where: str):
+    """`load(item)` for every item in 4 threads (None: unreadable, skipped), each image fitted
+    to the patch (`fit_to_patch`); returns (images, number skipped).
+
+    Raises:
+        BfcnnError: no usable `unit` in `where`, saying how many were unreadable or too small.
+    """
+    if small_images not in SMALL_IMAGES:
+        raise ValueError(f"small_images={small_images!r} is not supported; allowed: 'pad', 'skip'")
     with ThreadPoolExecutor(max_workers=4) as pool:
-        decoded = list(pool.map(load, files))
-    images, skipped = [], 0
+        decoded = list(pool.map(load, items))
+    images, unreadable, small = [], 0, 0
     for image in decoded:
-        image = None if image is None else fit_to_patch(image, patch_size, small_images)
-        if image is None:
-            skipped += 1
+        fitted = None if image is None else fit_to_patch(image, patch_size, small_images)
+        if fitted is not None:
+            images.append(fitted)
+        elif image is None:
+            unreadable += 1
         else:
-            images.append(image)
+            small += 1
     if not images:
-        raise BfcnnError(f"no usable image in {str(directory)!r} ({skipped} of {len(files)} files skipped)")
-    return images, skipped
+        why = f"{unreadable} of {len(items)} unreadable"
+        if small:
+            why += (f", {small} smaller than dataset.patch_size={patch_size} (small_images: skip; set it to pad "
+                    "or lower patch_size)")
+        raise BfcnnError(f"no usable {unit} in {where}: {why}")
+    return images, unreadable + small
 
 
 # How many unmatched file names an error message lists before "and N more".
@@ -174,35 +189,19 @@ def load_paired_directory(noisy_a, noisy_b, color: str, patch_size: int,
         BfcnnError: as `match_pairs`; two images of a pair with different sizes (naming both
             files); no usable pair.
     """
-    if small_images not in SMALL_IMAGES:
-        raise ValueError(f"small_images={small_images!r} is not supported; allowed: 'pad', 'skip'")
-    pairs = match_pairs(noisy_a, noisy_b)
-
-    def load(path):
+    def load(pair):
+        path_a, path_b = pair
         try:
-            return read_image(path, color)
+            image_a, image_b = read_image(path_a, color), read_image(path_b, color)
         except ImageReadError as error:
             log.warning("skipping a pair: %s", error)
             return None
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        decoded = list(pool.map(lambda pair: (load(pair[0]), load(pair[1])), pairs))
-    images, skipped = [], 0
-    for (path_a, path_b), (image_a, image_b) in zip(pairs, decoded):
-        if image_a is None or image_b is None:
-            skipped += 1
-            continue
         if image_a.shape != image_b.shape:
             raise _size_mismatch(path_a, path_b, image_a.shape, image_b.shape)
-        image = fit_to_patch(np.concatenate([image_a, image_b], axis=-1), patch_size, small_images)
-        if image is None:
-            skipped += 1
-        else:
-            images.append(image)
-    if not images:
-        raise BfcnnError(f"no usable pair in {str(noisy_a)!r} and {str(noisy_b)!r} "
-                         f"({skipped} of {len(pairs)} pairs skipped)")
-    return images, skipped
+        return np.concatenate([image_a, image_b], axis=-1)
+
+    return _load_fitted(match_pairs(noisy_a, noisy_b), load, patch_size, small_images, "pair",
+                        f"{str(noisy_a)!r} and {str(noisy_b)!r}")
 
 
 def _header_size(path) -> Tuple[int, int]:
