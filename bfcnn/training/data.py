@@ -544,6 +544,32 @@ def _check_usable(source, color: str, minimum: int) -> None:
         raise BfcnnError(f"no usable image in {_source_name(source)}: every image is {why}")
 
 
+def _mixed_images(sources, color: str, minimum: int, paired: bool, seed: int) -> tf.data.Dataset:
+    """The endless stream of (uint8 image, is_pair) of all `sources`, drawn by their weights;
+    in a paired run a plain image is doubled along its channels (the module's layout)."""
+    datasets, weights = [], []
+    for source in sources:
+        if source.directory is not None:
+            ds = _directory_images(source.directory, color, seed)
+        elif source.paired is not None:
+            ds = _paired_images(source.paired, color, seed)
+        elif source.tfds is not None or source.image_folder is not None:
+            ds = _tfds_images(source, color)
+        else:
+            raise BfcnnError(f"a {source.kind!r} source cannot be streamed")
+        _check_usable(source, color, minimum)
+        is_pair = source.paired is not None
+        if paired and not is_pair:
+            ds = ds.map(lambda image: tf.concat([image, image], axis=-1))
+        ds = ds.map(lambda image, flag=is_pair: (image, tf.constant(flag)))
+        datasets.append(ds.repeat())
+        weights.append(float(source.weight))
+    if len(datasets) == 1:
+        return datasets[0]
+    total = sum(weights)
+    return tf.data.Dataset.sample_from_datasets(datasets, [w / total for w in weights], seed=seed)
+
+
 def streaming_dataset(sources, dataset_config, seed: int) -> tf.data.Dataset:
     """A tf.data pipeline of float32 [B, P, P, C] patch batches for sources that are not cached.
 
@@ -570,26 +596,7 @@ def streaming_dataset(sources, dataset_config, seed: int) -> tf.data.Dataset:
     p = cfg.patch_size
     minimum = p if cfg.small_images == "skip" else 1  # empty images are unreadable files
     paired = any(source.paired is not None for source in sources)
-    datasets, weights = [], []
-    for source in sources:
-        if source.directory is not None:
-            ds = _directory_images(source.directory, cfg.color, seed)
-        elif source.paired is not None:
-            ds = _paired_images(source.paired, cfg.color, seed)
-        elif source.tfds is not None or source.image_folder is not None:
-            ds = _tfds_images(source, cfg.color)
-        else:
-            raise BfcnnError(f"a {source.kind!r} source cannot be streamed")
-        _check_usable(source, cfg.color, minimum)
-        is_pair = source.paired is not None
-        if paired and not is_pair:
-            ds = ds.map(lambda image: tf.concat([image, image], axis=-1))
-        ds = ds.map(lambda image, flag=is_pair: (image, tf.constant(flag)))
-        datasets.append(ds.repeat())
-        weights.append(float(source.weight))
-    total = sum(weights)
-    ds = datasets[0] if len(datasets) == 1 else tf.data.Dataset.sample_from_datasets(
-        datasets, [w / total for w in weights], seed=seed)
+    ds = _mixed_images(sources, cfg.color, minimum, paired, seed)
 
     def big_enough(image, flag):
         shape = tf.shape(image)
