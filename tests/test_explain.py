@@ -283,3 +283,14 @@ def test_cli_checks_everything_before_writing_and_never_replaces_its_input(tmp_p
             main(args + [str(image_path), "-o", str(tmp_path / "out"), *bad])
     assert main(args + [str(image_path), "-o", str(tmp_path / "out")]) == 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".explain-")]  # the work folder is gone
+
+
+def test_crop_and_colour_range_helpers_check_their_arguments():
+    image = np.arange(36.0).reshape(6, 6)
+    with pytest.raises(BfcnnError, match="size must be an integer >= 1, got -3"):
+        explain.crop_around(image, (2, 2), -3)
+    with pytest.raises(BfcnnError, match=r"pixel \(row=5, column=1\) is outside the 3x3 image"):
+        explain.off_centre_limit(np.zeros((3, 3)), (5, 1))
+    with pytest.raises(BfcnnError, match=r"pixel \(row=-1"):
+        explain.off_centre_limit(np.ones((3, 3)), (-1, 0))  # numpy would wrap it to the last row
+    assert explain.off_centre_limit(np.diag([9.0, 2.0, 1.0]), (0, 0)) == 2.0

@@ -450,13 +450,17 @@ def off_centre_limit(weights: np.ndarray, position) -> float:
     """The largest |weight| of a 2-D map leaving out `position`: a color range that shows the
     surround (the centre weight, usually the largest, is then drawn saturated)."""
     w = np.abs(np.asarray(weights, np.float64)).copy()
-    w[tuple(position)] = 0.0
+    if w.ndim != 2:
+        raise BfcnnError(f"weights must be a 2-D map, got shape {w.shape}")
+    w[check_pixel(position, *w.shape)] = 0.0
     return float(w.max()) if w.max() > 0 else float(np.max(np.abs(weights)) or 1.0)
 
 
 def crop_around(array: np.ndarray, pixel, size: int) -> Tuple[np.ndarray, Tuple[int, int]]:
     """The `size` x `size` window of `array` centred on `pixel` (shifted to stay inside when
     possible, smaller when the image is), and the pixel's position inside it."""
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+        raise BfcnnError(f"size must be an integer >= 1, got {size!r}")
     height, width = array.shape[:2]
     row, col = check_pixel(pixel, height, width)
     top = int(np.clip(row - size // 2, 0, max(height - size, 0)))
