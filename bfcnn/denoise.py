@@ -21,7 +21,7 @@ import sys
 import types
 from pathlib import Path
 
-from bfcnn.inference import DEFAULT_OVERLAP, denoise
+from bfcnn.inference import DEFAULT_OVERLAP, PRECISIONS, denoise
 
 
 def _tile_size(text: str) -> int:
@@ -48,7 +48,7 @@ def parse_args(argv=None):
                         help="tile size in pixels, 0 never tiles (default: 512 for images above 1 MP)")
     parser.add_argument("--ensemble", action="store_true",
                         help="average the model over the 8 rotations and flips of each image (8x slower)")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="bfloat16: the convolutions compute in bfloat16, 1.6 to 1.9x faster for the zoo's "
                              "models on a CPU with AVX512-BF16, for 0.01 to 0.02 dB; may be slower on a CPU "
                              "without bfloat16 instructions (default float32)")
@@ -59,19 +59,6 @@ def _progress(done: int, total: int, width: int = 20) -> str:
     """`[#####.....] 5/10`: a text progress bar that also reads well in a log file."""
     filled = width * done // max(total, 1)
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
-
-
-def _check_output_folder(out_dir: Path) -> None:
-    """Raises BfcnnError when `out_dir` is, or lies under, an existing file (it could not be made)."""
-    from bfcnn.errors import BfcnnError
-    from bfcnn.io import existing_ancestor
-
-    folder = existing_ancestor(out_dir)
-    if folder.is_dir():
-        return
-    if folder == out_dir:
-        raise BfcnnError(f"output folder {out_dir} is a file; -o needs a folder")
-    raise BfcnnError(f"output folder {out_dir} cannot be made: {folder} is a file")
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -171,12 +158,12 @@ def main(argv=None) -> int:
 
     from bfcnn.errors import BfcnnError
     from bfcnn.inference import in_precision
-    from bfcnn.io import write_image
+    from bfcnn.io import check_output_folder, write_image
     from bfcnn.zoo import load_model
 
     out_dir = Path(args.output_directory).expanduser()
     try:  # every argument is checked before the model is loaded (a zoo name before Keras is imported)
-        _check_output_folder(out_dir)
+        check_output_folder(out_dir)
         files = _expand(args.inputs, out_dir)
         outputs = _plan(files, out_dir)
         model = in_precision(load_model(args.model), args.precision)

@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from bfcnn.errors import BfcnnError
+from bfcnn.inference import PRECISIONS
 from bfcnn.io import write_json  # noqa: F401  (bfcnn.evaluate.write_json, as before)
 
 PSNR_SIGMAS = (15.0, 25.0, 50.0)
@@ -84,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--metric", choices=("psnr", "mae"), default="psnr",
                         help="psnr: PSNR and SSIM (default); mae: the original bfcnn's noise-level table")
     parser.add_argument("--seed", type=int, default=0, help="the noise seed (default 0)")
-    parser.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="run the model's convolutions in bfloat16 (bfcnn.models.precision.to_bfloat16) "
                              "to measure what that costs; default float32")
     parser.add_argument("--ensemble", action="store_true",
@@ -260,6 +261,11 @@ def format_report(results: Dict[float, Dict[str, dict]], labels: Dict[str, str],
     return report
 
 
+def precision_label(model, precision: str = "float32") -> str:
+    """`label_of(model)`, followed by the precision unless it is float32."""
+    return label_of(model) + ("" if precision == "float32" else f" {precision}")
+
+
 def label_of(model) -> str:
     """The column label of a `--model` argument: a .keras file's stem, else the name or path as given."""
     return Path(str(model)).stem if str(model).endswith(".keras") else str(model)
@@ -311,7 +317,7 @@ def main(argv=None) -> int:
     denoise = model_denoiser(model, 1 if color == "gray" else 3)
     denoise(images[0].astype(np.float32), 0.0)  # traces the graph, so that timings exclude it
     denoisers = {MODEL_KEY: denoise}
-    model_label = label_of(args.model) + ("" if args.precision == "float32" else f" {args.precision}")
+    model_label = precision_label(args.model, args.precision)
     labels = {MODEL_KEY: model_label}
     if args.ensemble:
         from bfcnn.inference import self_ensemble

@@ -129,6 +129,17 @@ def existing_ancestor(path) -> Path:
     return next(p for p in (path, *path.absolute().parents) if p.exists())
 
 
+def check_output_folder(out_dir) -> None:
+    """BfcnnError when `out_dir` is, or lies under, an existing file (it could not be made)."""
+    out_dir = Path(out_dir)
+    folder = existing_ancestor(out_dir)
+    if folder.is_dir():
+        return
+    if folder == out_dir:
+        raise BfcnnError(f"output folder {out_dir} is a file; -o needs a folder")
+    raise BfcnnError(f"output folder {out_dir} cannot be made: {folder} is a file")
+
+
 def directory_problem(root: Path) -> Optional[str]:
     """Why `root` is not a directory to read ("not found", "is a file, ..."), or None."""
     if root.is_dir():

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from bfcnn.evaluate import ENSEMBLE_KEY, MODEL_KEY, format_report, label_of  # noqa: E402
+from bfcnn.evaluate import ENSEMBLE_KEY, MODEL_KEY, format_report, label_of, precision_label  # noqa: E402
 from bfcnn.evaluation import NOISY  # noqa: E402
 
 SAME = ("model", "precision", "dataset", "color", "metric", "seed", "images")
@@ -68,8 +68,7 @@ def merge(documents):
 
 def model_label(document) -> str:
     """The model's column label: its name, and the precision when it is not float32."""
-    precision = document.get("precision", "float32")
-    return label_of(document["model"]) + ("" if precision == "float32" else f" {precision}")
+    return precision_label(document["model"], document.get("precision", "float32"))
 
 
 def borrow_rows(results, documents, first, flag: str, rows) -> None:

@@ -96,12 +96,9 @@ def _output_files(pixels, svd: bool) -> List[str]:
 def _check_outputs(out: Path, image: Path, names: Sequence[str]) -> None:
     """BfcnnError when the output folder cannot be made or an output would replace the input."""
     from bfcnn.errors import BfcnnError
-    from bfcnn.io import existing_ancestor
+    from bfcnn.io import check_output_folder
 
-    existing = existing_ancestor(out)
-    if not existing.is_dir():
-        where = "is a file" if existing == out else f"cannot be made: {existing} is a file"
-        raise BfcnnError(f"output folder {out} {where}; -o needs a folder")
+    check_output_folder(out)
     for name in names:
         target = out / name
         if target.exists() and os.path.samefile(target, image):

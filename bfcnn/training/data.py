@@ -66,6 +66,10 @@ def load_directory(directory, color: str, patch_size: int, small_images: str) ->
                         f"{str(directory)!r}")
 
 
+def _too_small(patch_size: int) -> str:
+    return f"smaller than dataset.patch_size={patch_size} (small_images: skip; set it to pad or lower patch_size)"
+
+
 def _load_fitted(items, load, patch_size: int, small_images: str, unit: str, where: str):
     """`load(item)` for every item in 4 threads (None: unreadable, skipped), each image fitted
     to the patch (`fit_to_patch`); returns (images, number skipped).
@@ -89,8 +93,7 @@ def _load_fitted(items, load, patch_size: int, small_images: str, unit: str, whe
     if not images:
         why = f"{unreadable} of {len(items)} unreadable"
         if small:
-            why += (f", {small} smaller than dataset.patch_size={patch_size} (small_images: skip; set it to pad "
-                    "or lower patch_size)")
+            why += f", {small} {_too_small(patch_size)}"
         raise BfcnnError(f"no usable {unit} in {where}: {why}")
     return images, unreadable + small
 
@@ -539,8 +542,7 @@ def _check_usable(source, color: str, minimum: int) -> None:
     """BfcnnError unless `source` has a usable image: a repeated source with none would make
     the training pipeline wait for ever."""
     if not _has_usable_image(source, color, minimum):
-        why = (f"unreadable or smaller than dataset.patch_size={minimum} (small_images: skip; set it to pad "
-               "or lower patch_size)" if minimum > 1 else "unreadable")
+        why = f"unreadable or {_too_small(minimum)}" if minimum > 1 else "unreadable"
         raise BfcnnError(f"no usable image in {_source_name(source)}: every image is {why}")
 
 
