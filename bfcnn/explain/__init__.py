@@ -248,7 +248,19 @@ def _check_linear(model, y: np.ndarray, targets: np.ndarray, rows: np.ndarray) -
             "a constant or is not homogeneous; pass allow_bias=True (--allow-bias) to explain it anyway")
 
 
-def _targets(pixels: Sequence, channel: int, height: int, width: int) -> np.ndarray:
+def _prepared(model, image, allow_bias: bool):
+    """The model (a zoo name loaded) checked for bias-freedom, and the image as its input."""
+    model = _as_model(model)
+    require_bias_free(model, allow_bias)
+    return model, as_model_input(image, _model_channels(model))
+
+
+def _targets(pixels: Sequence, channel, y: np.ndarray) -> np.ndarray:
+    """[P, 3] (row, column, channel) of the output values to explain, each checked."""
+    height, width, channels = y.shape
+    channel = _check_channel(channel, channels)
+    if not pixels:
+        raise BfcnnError("pixels is empty: give at least one (row, column)")
     checked = [check_pixel(p, height, width) for p in pixels]
     return np.array([(r, c, channel) for r, c in checked], np.int64).reshape(-1, 3)
 
@@ -260,15 +272,8 @@ def adaptive_filters(model, image, pixels: Iterable, channel: int = 0, allow_bia
     See `adaptive_filter`; rows are computed `batch_size` at a time (memory grows with it).
     Unless `allow_bias`, `f(y) = A(y) y` is also checked at the pixels (one more forward pass).
     """
-    model = _as_model(model)
-    require_bias_free(model, allow_bias)
-    y = as_model_input(image, _model_channels(model))
-    height, width, channels = y.shape
-    channel = _check_channel(channel, channels)
-    pixels = list(pixels)
-    if not pixels:
-        raise BfcnnError("pixels is empty: give at least one (row, column)")
-    targets = _targets(pixels, channel, height, width)
+    model, y = _prepared(model, image, allow_bias)
+    targets = _targets(list(pixels), channel, y)
     rows = _jacobian_rows(model, y, targets, _check_batch_size(batch_size))
     if not allow_bias:
         _check_linear(model, y, targets, rows)
@@ -333,15 +338,9 @@ def reconstruction(model, image, pixels: Optional[Iterable] = None, num_pixels: 
     Returns:
         A `Reconstruction` with both values per pixel and the relative error.
     """
-    model = _as_model(model)
-    require_bias_free(model, allow_bias)
-    y = as_model_input(image, _model_channels(model))
-    height, width, channels = y.shape
-    channel = _check_channel(channel, channels)
-    pixels = sample_pixels(height, width, num_pixels, seed) if pixels is None else list(pixels)
-    if not pixels:
-        raise BfcnnError("pixels is empty: give at least one (row, column)")
-    targets = _targets(pixels, channel, height, width)
+    model, y = _prepared(model, image, allow_bias)
+    pixels = sample_pixels(y.shape[0], y.shape[1], num_pixels, seed) if pixels is None else list(pixels)
+    targets = _targets(pixels, channel, y)
     rows = _jacobian_rows(model, y, targets, _check_batch_size(batch_size))
     f, ay = _output_and_reconstruction(model, y, targets, rows)
     difference = f - ay
@@ -375,9 +374,7 @@ def jacobian(model, image, allow_bias: bool = False, batch_size: int = DEFAULT_B
         BfcnnError: the image has more than `max_inputs` values (the cost grows with the
             square); crop it or raise the limit.
     """
-    model = _as_model(model)
-    require_bias_free(model, allow_bias)
-    y = as_model_input(image, _model_channels(model))
+    model, y = _prepared(model, image, allow_bias)
     height, width, channels = y.shape
     if height * width * channels > max_inputs:
         raise BfcnnError(

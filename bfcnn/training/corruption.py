@@ -95,48 +95,18 @@ def step_seed(seed: int, step, replica_id: Optional[tf.Tensor] = None) -> tf.Ten
 
 
 def _corrupt(clean, config, seed, count):
-    if not isinstance(config, CorruptionConfig):
-        raise TypeError(f"config must be a bfcnn.config.CorruptionConfig, got {type(config).__name__}")
-    clean = tf.convert_to_tensor(clean)
-    if not clean.dtype.is_floating:
-        raise TypeError(f"clean must be a float tensor on the 0-255 scale, got dtype {clean.dtype.name}")
-    if clean.shape.rank is not None and clean.shape.rank != 4:
-        raise ValueError(f"clean must have shape [B, H, W, C], got {clean.shape}")
-    seed = tf.convert_to_tensor(seed)
-    if seed.dtype not in (tf.int32, tf.int64):
-        seed = tf.cast(seed, tf.int64)
-    if not seed.shape.is_compatible_with([2]):
-        raise ValueError(f"seed must be an integer tensor of shape [2], got shape {seed.shape}")
-
+    clean, seed = _checked(clean, config, seed)
     x = tf.cast(clean, tf.float32)
     seeds = tf.random.experimental.stateless_split(seed, _SEEDS)
     batch = tf.shape(x)[0]
 
-    def chosen(probability, index):
-        """Bool [B]: which images get a corruption; None when all of them do."""
-        if probability >= 1.0:
-            return None
-        return tf.random.stateless_uniform([batch], seeds[index]) < probability
-
     subsampling = config.subsampling
     if subsampling.probability > 0.0 and any(f > 1 for f in subsampling.factors):
-        mask = chosen(subsampling.probability, _SUBSAMPLE_MASK)
+        mask = _chosen(subsampling.probability, batch, seeds[_SUBSAMPLE_MASK])
         x = _subsample(x, subsampling.factors, mask, seeds[_SUBSAMPLE_FACTOR])
-
-    noises = []  # (config, per-image level [B, 1, 1, 1], field seed index, multiplicative)
-    for noise, mask_index, level_index, field_index, multiplicative in (
-        (config.multiplicative, _MULTIPLICATIVE_MASK, _MULTIPLICATIVE_LEVEL, _MULTIPLICATIVE_FIELD, True),
-        (config.additive, _ADDITIVE_MASK, _ADDITIVE_LEVEL, _ADDITIVE_FIELD, False),
-    ):
-        if noise.probability > 0.0:
-            level = _levels(noise, batch, seeds[level_index])
-            mask = chosen(noise.probability, mask_index)
-            if mask is not None:
-                level = tf.where(mask, level, tf.zeros_like(level))
-            noises.append((noise, tf.reshape(level, [-1, 1, 1, 1]), field_index, multiplicative))
-
+    noises = _noise_levels(config, batch, seeds)
     blur = config.blur
-    blur_mask = chosen(blur.probability, _BLUR_MASK) if blur.probability > 0.0 else None
+    blur_mask = _chosen(blur.probability, batch, seeds[_BLUR_MASK]) if blur.probability > 0.0 else None
 
     outputs = []
     for i in range(count):
@@ -154,6 +124,47 @@ def _corrupt(clean, config, seed, count):
             y = tf.clip_by_value(y, 0.0, 255.0)
         outputs.append(tf.cast(y, clean.dtype))
     return outputs
+
+
+def _checked(clean, config, seed):
+    """`clean` and `seed` as tensors, after the checks `corrupt` documents."""
+    if not isinstance(config, CorruptionConfig):
+        raise TypeError(f"config must be a bfcnn.config.CorruptionConfig, got {type(config).__name__}")
+    clean = tf.convert_to_tensor(clean)
+    if not clean.dtype.is_floating:
+        raise TypeError(f"clean must be a float tensor on the 0-255 scale, got dtype {clean.dtype.name}")
+    if clean.shape.rank is not None and clean.shape.rank != 4:
+        raise ValueError(f"clean must have shape [B, H, W, C], got {clean.shape}")
+    seed = tf.convert_to_tensor(seed)
+    if seed.dtype not in (tf.int32, tf.int64):
+        seed = tf.cast(seed, tf.int64)
+    if not seed.shape.is_compatible_with([2]):
+        raise ValueError(f"seed must be an integer tensor of shape [2], got shape {seed.shape}")
+    return clean, seed
+
+
+def _chosen(probability, batch, seed):
+    """Bool [B]: which images get a corruption; None when all of them do."""
+    if probability >= 1.0:
+        return None
+    return tf.random.stateless_uniform([batch], seed) < probability
+
+
+def _noise_levels(config, batch, seeds):
+    """(noise config, per-image level [B, 1, 1, 1] (0 where not chosen), field seed index,
+    multiplicative) for the multiplicative then the additive noise, those that are on."""
+    noises = []
+    for noise, mask_index, level_index, field_index, multiplicative in (
+        (config.multiplicative, _MULTIPLICATIVE_MASK, _MULTIPLICATIVE_LEVEL, _MULTIPLICATIVE_FIELD, True),
+        (config.additive, _ADDITIVE_MASK, _ADDITIVE_LEVEL, _ADDITIVE_FIELD, False),
+    ):
+        if noise.probability > 0.0:
+            level = _levels(noise, batch, seeds[level_index])
+            mask = _chosen(noise.probability, batch, seeds[mask_index])
+            if mask is not None:
+                level = tf.where(mask, level, tf.zeros_like(level))
+            noises.append((noise, tf.reshape(level, [-1, 1, 1, 1]), field_index, multiplicative))
+    return noises
 
 
 def _levels(noise, batch, seed):
