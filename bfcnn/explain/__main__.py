@@ -150,8 +150,6 @@ def run(args: argparse.Namespace) -> dict:
 
 def _compute_and_draw(args, model, clean, pixels, noise, out: Path, backend: str) -> dict:
     """Computes the filters and spectra, draws the figures and writes summary.json into `out`."""
-    from bfcnn.explain import (adaptive_filters, crop_around, effective_dimensionality, effective_support,
-                               filter_spread, off_centre_limit)
     from bfcnn.explain import plots
 
     height, width = clean.shape[:2]
@@ -161,11 +159,22 @@ def _compute_and_draw(args, model, clean, pixels, noise, out: Path, backend: str
 
     summary = {"model": str(args.model), "image": str(args.image), "size": [height, width],
                "pixels": [list(p) for p in pixels], "channel": args.channel, "seed": args.seed,
-               "backend": backend, "files": [], "sigmas": {}}
+               "backend": backend, "files": [], "sigmas": {f"{sigma:g}": {} for sigma in args.sigmas}}
     marked = out / "noisy.png"
     plots.marked_image(marked, noisy_at(args.sigma), pixels,
                        title=f"noisy, sigma = {args.sigma:g}", backend=backend)
     summary["files"].append(marked.name)
+    _filters(args, model, noisy_at, pixels, out, backend, summary)
+    if args.svd_crop:
+        _spectrum(args, model, noisy_at, pixels[0], out, backend, summary)
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    return summary
+
+
+def _filters(args, model, noisy_at, pixels, out: Path, backend: str, summary: dict) -> None:
+    """One figure per pixel (its filter at each sigma) and the filters' figures in `summary`."""
+    from bfcnn.explain import adaptive_filters, crop_around, effective_support, filter_spread, off_centre_limit
+    from bfcnn.explain import plots
 
     columns = {i: [] for i in range(len(pixels))}
     for sigma in args.sigmas:
@@ -188,35 +197,37 @@ def _compute_and_draw(args, model, clean, pixels, noise, out: Path, backend: str
             columns[i].append({"noisy": crop_noisy, "denoised": crop_denoised, "weights": crop_weights,
                                "position": position, "limit": off_centre_limit(crop_weights, position),
                                "label": f"sigma {sigma:g}, spread {spread:.1f} px"})
-        summary["sigmas"][f"{sigma:g}"] = {"filters": entry}
+        summary["sigmas"][f"{sigma:g}"]["filters"] = entry
     for i, pixel in enumerate(pixels):
         path = out / f"filter_{i + 1}_r{pixel[0]}_c{pixel[1]}.png"
         plots.filter_figure(path, columns[i], backend=backend,
                             title=f"pixel {i + 1} (row {pixel[0]}, column {pixel[1]}): adaptive filter vs noise")
         summary["files"].append(path.name)
 
-    if args.svd_crop:
-        size = args.svd_crop
-        curves, dims = [], []
-        for sigma in args.sigmas:
-            crop, _ = crop_around(noisy_at(sigma), pixels[0], size)
-            result = effective_dimensionality(model, crop, allow_bias=args.allow_bias,
-                                              max_inputs=max(crop.size, 1))
-            curves.append({"x": np.arange(1, result.size + 1), "y": result.singular_values,
-                           "label": f"sigma {sigma:g}: dim {result.dimension:.1f}"})
-            dims.append(result.dimension)
-            summary["sigmas"][f"{sigma:g}"]["spectrum"] = {
-                "crop": list(crop.shape), "dimension_sum_squared_singular_values": result.dimension,
-                "trace": result.trace, "largest_singular_value": float(result.singular_values[0]),
-                "size": result.size}
-        path = out / "singular_values.png"
-        second = {"curves": [{"x": list(args.sigmas), "y": dims, "marker": "o"}], "xlabel": "noise sigma",
-                  "ylabel": "effective dimension (sum of s^2)"}
-        plots.line_figure(path, curves, "index", "singular value of A(y)", backend=backend, second=second,
-                          title=f"Jacobian spectrum on a {size}x{size} crop around pixel 1")
-        summary["files"].append(path.name)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    return summary
+
+def _spectrum(args, model, noisy_at, pixel, out: Path, backend: str, summary: dict) -> None:
+    """The Jacobian's singular values on a crop around `pixel` at each sigma: a figure and `summary`."""
+    from bfcnn.explain import crop_around, effective_dimensionality
+    from bfcnn.explain import plots
+
+    size = args.svd_crop
+    curves, dims = [], []
+    for sigma in args.sigmas:
+        crop, _ = crop_around(noisy_at(sigma), pixel, size)
+        result = effective_dimensionality(model, crop, allow_bias=args.allow_bias, max_inputs=max(crop.size, 1))
+        curves.append({"x": np.arange(1, result.size + 1), "y": result.singular_values,
+                       "label": f"sigma {sigma:g}: dim {result.dimension:.1f}"})
+        dims.append(result.dimension)
+        summary["sigmas"][f"{sigma:g}"]["spectrum"] = {
+            "crop": list(crop.shape), "dimension_sum_squared_singular_values": result.dimension,
+            "trace": result.trace, "largest_singular_value": float(result.singular_values[0]),
+            "size": result.size}
+    path = out / "singular_values.png"
+    second = {"curves": [{"x": list(args.sigmas), "y": dims, "marker": "o"}], "xlabel": "noise sigma",
+              "ylabel": "effective dimension (sum of s^2)"}
+    plots.line_figure(path, curves, "index", "singular value of A(y)", backend=backend, second=second,
+                      title=f"Jacobian spectrum on a {size}x{size} crop around pixel 1")
+    summary["files"].append(path.name)
 
 
 def _print(summary: dict) -> None:
