@@ -706,3 +706,82 @@ def test_cli_refuses_bad_arguments_before_any_work(tmp_path, capsys, flags, mess
         parse_args(["--model-directory", "resnet_gray_s", "--output-directory", str(tmp_path / "o"), *flags])
     assert stop.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_refuses_to_replace_an_export_that_holds_other_files(resnet_export, tmp_path):
+    """Replacing a previous export replaces the whole folder: files it did not write are refused, kept."""
+    import shutil
+
+    from bfcnn.export import ExportError, export_model
+
+    out = tmp_path / "out"
+    shutil.copytree(resnet_export[1], out)
+    (out / "NOTES.txt").write_text("keep me")
+    (out / "android").mkdir()
+    with pytest.raises(ExportError, match=r"other files \(NOTES.txt, android\), which replacing it would delete"):
+        export_model(resnet_export[0], out, to_tflite=False, log=None)
+    assert (out / "NOTES.txt").read_text() == "keep me" and (out / "android").is_dir()
+    assert (out / "model.tflite").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_float32_tflite_always_comes_with_quantized_files_and_empty_quantize_is_refused(monkeypatch, tmp_path):
+    import bfcnn.export
+    from bfcnn.export import ExportError, export_model, main
+
+    modes = []
+
+    def record(model, mode, samples, input_size=None):
+        modes.append(mode)
+        raise ExportError("stop here")
+
+    monkeypatch.setattr(bfcnn.export, "_convert", record)
+    model = bfcnn.export.resolve_model("resnet_gray_s", None, "auto", None)[0]
+    with pytest.raises(ExportError, match="stop here"):
+        export_model(model, tmp_path / "o", quantize=("fp16",), verify_artifacts=False, log=None)
+    assert modes == ["none"]  # model.tflite first, then model_fp16.tflite
+    with pytest.raises(ExportError, match="quantize is empty; give one or more of"):
+        export_model(model, tmp_path / "o", quantize=(), log=None)
+    # --tflite-size alone asks for TFLite files, as --quantize does
+    calls = []
+    monkeypatch.setattr(bfcnn.export, "export_model", lambda *args, **kwargs: calls.append(kwargs))
+    assert main(["--model-directory", "resnet_gray_s", "--output-directory", str(tmp_path / "o"),
+                 "--tflite-size", "64"]) == 0
+    assert calls[0]["to_tflite"] and calls[0]["tflite_size"] == (64, 64)
+    assert not (tmp_path / "o").exists()
+
+
+def test_tflite_export_without_litert_is_refused_before_any_work(monkeypatch, tmp_path):
+    import bfcnn.export
+    from bfcnn.export import ExportError, export_model
+
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import fails
+    monkeypatch.setattr(bfcnn.export, "resolve_model", lambda *args: pytest.fail("the export started"))
+    with pytest.raises(ExportError, match="TFLite export needs the LiteRT runtime.*pip install ai-edge-litert"):
+        export_model("resnet_gray_s", tmp_path / "o", log=None)
+    assert not (tmp_path / "o").exists()
+
+
+def test_zoo_models_export_with_their_training_config(tmp_path):
+    """A zoo entry's card holds the pipeline config it was trained with; the export card gets it."""
+    from bfcnn.export import resolve_model
+    from bfcnn.zoo import model_info
+
+    _, config, source = resolve_model("resnet_gray_s", None, "auto", None)
+    assert source == "zoo:resnet_gray_s" and config["model"] == model_info("resnet_gray_s")["architecture"]
+
+
+def test_only_a_runs_own_config_is_read_beside_a_keras_file(resnet_export, tmp_path):
+    """config.yaml beside model.keras is the run's; beside another .keras file it may be anything's."""
+    from bfcnn.export import load_for_export
+
+    model = resnet_export[0]
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    model.save(folder / "model_v2.keras")
+    (folder / "config.yaml").write_text('version: "3"\n')  # not a pipeline config at all
+    _, config, _ = load_for_export(folder / "model_v2.keras")
+    assert config is None
+    run = make_checkpoint_run(tmp_path / "run", model)
+    model.save(run / "model.keras")
+    _, config, _ = load_for_export(run / "model.keras")
+    assert config["model"]["type"] == "resnet"

@@ -49,6 +49,9 @@ from bfcnn.export.verification import (FP32_TOLERANCE, FP32_TOLERANCE_CAP, PSNR_
                                        verify)
 from bfcnn.io import existing_ancestor, sha256, usual_mode
 
+# what an export folder holds; replacing one that holds anything else is refused
+EXPORT_FILES = frozenset({"saved_model", "model.keras", "model_card.json", *TFLITE_FILES.values()})
+
 __all__ = [
     "CONTROL_FLOW_OPS",
     "ExportError",
@@ -173,9 +176,24 @@ def _check_output(out: Path) -> None:
     if not existing.is_dir():
         where = "exists" if existing == out else f"lies under {str(existing)!r}, which exists"
         raise ExportError(f"output path {str(out)!r} {where} and is not a directory")
-    if existing == out and any(out.iterdir()) and not (out / "model_card.json").exists():
+    if existing != out or not any(out.iterdir()):
+        return
+    if not (out / "model_card.json").exists():
         raise ExportError(f"output directory {str(out)!r} is not empty and holds no bfcnn export; "
                           "choose a new or empty folder")
+    foreign = sorted(entry.name for entry in out.iterdir() if entry.name not in EXPORT_FILES)
+    if foreign:  # replacing the folder would delete them
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ExportError(f"output directory {str(out)!r} holds a previous export and other files ({shown}), "
+                          "which replacing it would delete; move them or choose another folder")
+
+
+def _require_litert() -> None:
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401  (checks the files' ops, runs them to verify)
+    except ImportError as error:
+        raise ExportError("TFLite export needs the LiteRT runtime (ai_edge_litert) to check and verify the "
+                          "files: pip install ai-edge-litert (or bfcnn[lite])") from error
 
 
 def _place(tmp: Path, out: Path) -> None:
@@ -220,9 +238,11 @@ def export_model(
         model_or_path: a keras.Model, a `.keras` file, a training run or export folder
             (see `load_for_export`), or a zoo name.
         output_directory: the export folder; created, or replaced if it holds a previous
-            export (a non-empty folder without `model_card.json` is refused).
-        to_tflite: write TFLite files (`model.tflite` plus one per quantization).
-        quantize: one or more of `none`, `fp16`, `dynamic`, `int8`.
+            export (a non-empty folder without `model_card.json`, or one holding files an export
+            does not write, is refused).
+        to_tflite: write TFLite files: `model.tflite` (float32) always, plus one per
+            quantization asked for.
+        quantize: one or more of `none`, `fp16`, `dynamic`, `int8` (`none` is `model.tflite`).
         representative_dir: images for int8 calibration (required for `int8`).
         config: the training config (plain dict) for the model card; default the run's.
         name: the model's name in the card; default the folder's or the model's name.
@@ -256,9 +276,12 @@ def export_model(
     bad = [q for q in modes if q not in QUANTIZATIONS]
     if bad:
         raise ExportError(f"unknown quantization {bad[0]!r}; allowed: {allowed(QUANTIZATIONS)}")
-    if not to_tflite:
-        modes = []
-    modes = [q for q in QUANTIZATIONS if q in modes]
+    if not modes and to_tflite:
+        raise ExportError(f"quantize is empty; give one or more of {allowed(QUANTIZATIONS)}")
+    # model.tflite (float32) always comes with the quantized files: the reference they are checked against
+    modes = [q for q in QUANTIZATIONS if q in modes or q == "none"] if to_tflite else []
+    if modes:
+        _require_litert()
     if "int8" in modes and representative_dir is None:
         raise ExportError("int8 quantization needs --representative-dir DIR (representative_dir): photos like "
                           "the ones the model will denoise, e.g. its training set")

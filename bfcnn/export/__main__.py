@@ -36,10 +36,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--output-directory", required=True, metavar="O",
                         help="the export folder; replaced if it holds a previous export")
     parser.add_argument("--to-tflite", action="store_true",
-                        help="also write TFLite files (implied by --quantize)")
+                        help="also write TFLite files (implied by --quantize and --tflite-size)")
     parser.add_argument("--quantize", nargs="+", choices=QUANTIZATIONS, metavar="MODE",
-                        help="TFLite variants: none (float32, model.tflite), fp16, dynamic, int8 "
-                             "(default: none)")
+                        help="TFLite variants besides the float32 model.tflite, which is always written: "
+                             "fp16, dynamic, int8 (none: model.tflite only, the default)")
     parser.add_argument("--tflite-size", type=_positive_int, nargs="+", metavar="N",
                         help="TFLite files for one input size, N (square) or H W: sized ahead, which "
                              "makes graphs with shape arithmetic (N3 blocks) faster; bfcnn.lite tiles and "
@@ -84,7 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         export_model(
             args.model_directory,
             args.output_directory,
-            to_tflite=args.to_tflite or bool(args.quantize),
+            to_tflite=args.to_tflite or bool(args.quantize) or args.tflite_size is not None,
             quantize=quantize,
             representative_dir=args.representative_dir,
             name=args.name,

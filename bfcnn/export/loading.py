@@ -9,6 +9,7 @@ from bfcnn.errors import allowed
 from bfcnn.export.errors import ExportError
 
 WEIGHTS = ("auto", "final", "best", "checkpoint")
+RUN_FILES = ("model.keras", "best.keras")  # the model files a training run writes beside its config.yaml
 
 
 def as_float32(model):
@@ -92,11 +93,11 @@ def load_for_export(model_directory, pipeline_config=None, weights: str = "auto"
     config_dict = None
     config_file = Path(pipeline_config) if pipeline_config else None
     if config_file is None:
-        for candidate in (path / "config.yaml", path.parent / "config.yaml") if path.is_file() else (
-                path / "config.yaml",):
-            if candidate.exists():
-                config_file = candidate
-                break
+        # a run's own config.yaml: beside its model.keras / best.keras, or in the run folder; a
+        # config.yaml beside another .keras file may belong to anything else in that folder
+        own = path.parent / "config.yaml" if path.is_file() and path.name in RUN_FILES else path / "config.yaml"
+        if own.exists():
+            config_file = own
     if config_file is not None:
         config_dict = config_to_dict(load_config(config_file))
     elif (path / "model_card.json").exists():
@@ -143,4 +144,5 @@ def resolve_model(model_or_path, config, weights, pipeline_config):
         names = list_models()
         raise ExportError(f"{text!r} is neither an existing file or folder nor a zoo model"
                           f"{did_you_mean(text, names)}; zoo models: {', '.join(names) or '(none)'}") from error
-    return load_model(text), config if config is not None else card.get("training_config"), f"zoo:{text}"
+    zoo_config = (card.get("training") or {}).get("config")  # the pipeline config the entry was trained with
+    return load_model(text), config if config is not None else zoo_config, f"zoo:{text}"
