@@ -163,7 +163,8 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
     Args:
         image: a numpy array `HxW`, `HxWx1`, `HxWx3` or `HxWx4` (alpha is kept as it is),
             uint8, uint16 (16-bit PNG) or float (on the 0-255 scale, all values finite),
-            or a PIL image (16-bit gray and gray-with-alpha images keep their mode; other
+            or a PIL image (turned upright by its EXIF orientation, as photographs from
+            phones need; 16-bit gray and gray-with-alpha images keep their mode; other
             modes come back as L, RGB or RGBA).
         model: a zoo name, a path to a `.keras` file or model folder, a keras.Model, or any
             callable taking float32 [H, W, C] (0-255) and returning the same shape. A gray
@@ -212,10 +213,15 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
 
 
 def _denoise_pil(image, options: dict):
-    """`denoise` for a PIL image: 16-bit gray and gray with alpha keep their mode, alpha is kept,
-    everything else comes back as L or RGB."""
-    from PIL import Image
+    """`denoise` for a PIL image: turned upright by its EXIF orientation first (the result has
+    no orientation tag, so it shows as the input did); 16-bit gray and gray with alpha keep
+    their mode, alpha is kept, everything else comes back as L or RGB."""
+    from PIL import Image, ImageOps
 
+    from bfcnn.io import EXIF_ORIENTATION, to_uint8_array
+
+    if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
+        image = ImageOps.exif_transpose(image)
     if image.mode in _SIXTEEN_BIT_MODES:  # 16-bit gray stays 16-bit
         array = np.asarray(image).astype(np.uint16)
     elif image.mode in ("LA", "La"):  # gray with alpha stays gray with alpha
@@ -225,8 +231,6 @@ def _denoise_pil(image, options: dict):
     elif image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
         array = np.asarray(image.convert("RGBA"))
     else:
-        from bfcnn.io import to_uint8_array
-
         array = to_uint8_array(image)
         array = array[..., 0] if array.shape[-1] == 1 else array
     return Image.fromarray(denoise(array, **options))

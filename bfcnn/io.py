@@ -20,6 +20,7 @@ from bfcnn.errors import BfcnnError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 COLORS = ("gray", "rgb")
+EXIF_ORIENTATION = 0x0112  # the EXIF tag saying how a photograph is turned for display
 
 
 class ImageReadError(BfcnnError):

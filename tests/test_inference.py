@@ -105,6 +105,20 @@ def test_cli_denoises_many_files_and_reports_bad_ones(gray_model, tmp_path, caps
     assert Image.open(tmp_path / "out" / "r.png").size == (16, 20)
 
 
+def test_pil_photographs_come_back_upright(gray_model, tmp_path):
+    """A phone photograph is stored sideways with an EXIF orientation; its result shows as it did."""
+    stored = np.zeros((16, 20), np.uint8)
+    stored[:4] = 200  # a bright band along the stored top
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to show
+    Image.fromarray(stored).save(tmp_path / "r.jpg", exif=exif, quality=100)
+    with Image.open(tmp_path / "r.jpg") as image:
+        out = bfcnn.denoise(image, model=gray_model)
+    shown = np.asarray(out)
+    assert out.size == (16, 20) and out.getexif().get(0x0112, 1) == 1
+    assert shown[:, -4:].mean() > 150 > shown[:, :-4].mean()  # the band is on the right, as displayed
+
+
 def test_pil_sixteen_bit_and_gray_alpha_keep_their_mode(gray_model):
     rng = np.random.default_rng(6)
     sixteen = rng.integers(0, 65536, size=(9, 7)).astype(np.uint16)

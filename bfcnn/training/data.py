@@ -33,7 +33,7 @@ import tensorflow as tf
 from PIL import Image
 
 from bfcnn.errors import BfcnnError
-from bfcnn.io import ImageReadError, list_images, read_image, resolve_directory
+from bfcnn.io import EXIF_ORIENTATION, ImageReadError, list_images, read_image, resolve_directory
 
 log = logging.getLogger("bfcnn.train")
 
@@ -212,7 +212,7 @@ def _header_size(path) -> Tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            if image.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that swap the axes
+            if image.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8):  # EXIF orientations that swap the axes
                 width, height = height, width
             return height, width
     except Exception:  # an unreadable file is reported once when it is decoded
