@@ -17,11 +17,14 @@ one onto the Android (Kotlin) and iOS (Swift) code in docs/mobile.md:
     python examples/run_tflite.py out/model.tflite noisy.png denoised.png --threads 2
     python examples/run_tflite.py out/model.tflite big.jpg denoised.png --tile 0   # the whole image at once
 
-Exit status 0 on success, 2 for an unreadable model or image or a channel mismatch.
+Exit status 0 on success, 2 for an unreadable model or image, a channel mismatch or an output
+that cannot be written (the output is written whole or not at all).
 """
 
 import argparse
+import os
 import sys
+import tempfile
 from typing import Optional, Sequence
 
 import numpy as np
@@ -51,6 +54,8 @@ def read_pixels(path: str, channels: int) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)
+            if image.mode in ("I", "I;16", "I;16L", "I;16B"):  # 16-bit gray: convert() would clip at 255
+                image = Image.fromarray(np.clip(np.round(np.asarray(image, np.float64) / 257), 0, 255).astype(np.uint8))
             image = image.convert("L" if channels == 1 else "RGB")
             pixels = np.asarray(image, np.uint8)
     except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError... for bad files
@@ -120,6 +125,31 @@ def denoise_pixels(interpreter: Interpreter, pixels: np.ndarray, tile: int = 0, 
     return np.clip(np.round(result), 0, 255).astype(np.uint8)
 
 
+def check_output(path: str, input_path: str) -> str:
+    """The Pillow format of the output file's extension; refuses an output that is the input."""
+    extension = os.path.splitext(path)[1].lower()
+    formats = Image.registered_extensions()
+    if extension not in formats:
+        raise RunError(f"cannot write {path!r}: {extension or 'no extension'} is not an image format; "
+                       "use .png (lossless) or .jpg, .tif, .webp")
+    if os.path.exists(path) and os.path.samefile(path, input_path):
+        raise RunError(f"the output {path!r} is the input photo; choose another name")
+    return formats[extension]
+
+
+def write_pixels(path: str, pixels: np.ndarray, image_format: str) -> None:
+    """Writes a temporary file beside `path`, then moves it into place: never half a file."""
+    folder, name = os.path.split(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+    os.close(handle)
+    try:
+        Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(temporary, format=image_format)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Denoise one photo with a bfcnn .tflite model (LiteRT).")
     parser.add_argument("model", help="the .tflite file (model.tflite, model_fp16.tflite, ...)")
@@ -130,11 +160,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="window size for photographs larger than it, 0 for the whole image at once (default 256)")
     args = parser.parse_args(argv)
     try:
+        image_format = check_output(args.output, args.input)
         interpreter = load_interpreter(args.model, args.threads)
         channels = int(interpreter.get_input_details()[0]["shape_signature"][-1])
         pixels = read_pixels(args.input, channels)
         denoised = denoise_pixels(interpreter, pixels, args.tile)
-        Image.fromarray(denoised[..., 0] if channels == 1 else denoised).save(args.output)
+        write_pixels(args.output, denoised, image_format)
     except RunError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -171,6 +171,26 @@ def test_example_denoises_like_an_app(tiny, tmp_path, capsys):
     assert np.asarray(Image.open(tmp_path / "out2.png")).shape == (31, 45)
 
 
+def test_example_reads_sixteen_bit_photos_and_refuses_bad_outputs(tiny, tmp_path, capsys):
+    from bfcnn.lite import TFLiteDenoiser
+
+    example = load_example()
+    _, noisy = noisy_camera((31, 45))
+    noisy_uint8 = to_uint8(noisy)[..., 0]
+    Image.fromarray(noisy_uint8.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")  # 16-bit PNG
+    assert example.main([str(tiny[1]), str(tmp_path / "sixteen.png"), str(tmp_path / "out.png")]) == 0
+    written = np.asarray(Image.open(tmp_path / "out.png"))
+    np.testing.assert_array_equal(written, TFLiteDenoiser(tiny[1]).denoise(noisy_uint8))  # not clipped white
+    capsys.readouterr()
+    assert example.main([str(tiny[1]), str(tmp_path / "sixteen.png"), str(tmp_path / "out.xyz")]) == 2
+    assert ".xyz is not an image format" in capsys.readouterr().err
+    before = (tmp_path / "sixteen.png").read_bytes()
+    assert example.main([str(tiny[1]), str(tmp_path / "sixteen.png"), str(tmp_path / "sixteen.png")]) == 2
+    assert "is the input photo" in capsys.readouterr().err
+    assert (tmp_path / "sixteen.png").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png", "sixteen.png"]  # no temporary file left
+
+
 def test_example_tiles_large_photos_like_the_whole_image(tiny):
     """Windows with 24 pixels of context around each core: exact for a receptive radius under 24."""
     example = load_example()
