@@ -236,11 +236,12 @@ def _denoise_pil(image, options: dict):
     return Image.fromarray(denoise(array, **options))
 
 
-def _to_pixels(array: np.ndarray, image):
-    """The checked image as float32 [H, W, C] on the 0-255 scale without its alpha channel.
+def checked_scale(array: np.ndarray, image=None) -> float:
+    """Checks an image array as `denoise` takes it; returns the factor that takes it to 0-255.
 
-    Returns (pixels, alpha or None, the factor that took the values to 0-255). `image` is what
-    the caller passed, for the error messages.
+    `array` must be HxW, HxWx1, HxWx3 or HxWx4, not empty, uint8 (factor 1), uint16 (255 /
+    65535) or float with finite values (factor 1). `image` is what the caller passed, for the
+    error messages. Raises BfcnnError naming the problem and what is allowed.
     """
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
         raise BfcnnError(f"image must be HxW, HxWx1, HxWx3 or HxWx4, got shape {array.shape}")
@@ -248,11 +249,9 @@ def _to_pixels(array: np.ndarray, image):
         raise BfcnnError(f"image is empty: shape {array.shape}")
     dtype = array.dtype
     if dtype == np.uint16:
-        scale = 255.0 / 65535.0
-    elif dtype == np.uint8 or np.issubdtype(dtype, np.floating):
-        scale = 1.0
-    else:
-        source = "" if isinstance(image, np.ndarray) else (
+        return 255.0 / 65535.0
+    if not (dtype == np.uint8 or np.issubdtype(dtype, np.floating)):
+        source = "" if image is None or isinstance(image, np.ndarray) else (
             f" (the dtype numpy gave the array built from the {type(image).__name__}: pass "
             "np.asarray(image, np.uint8) for 0-255 integers)")
         raise BfcnnError(f"image dtype must be uint8, uint16 or float, got {dtype}{source}")
@@ -261,6 +260,27 @@ def _to_pixels(array: np.ndarray, image):
         bad = array.size - np.count_nonzero(np.isfinite(array))
         raise BfcnnError(f"{bad} of the image's {array.size} values are not finite (NaN or inf); the model would "
                          "spread each over its neighbours: replace them first, e.g. with np.nan_to_num")
+    return 1.0
+
+
+def channel_matched(function, wanted: Optional[int], channels: int):
+    """`function` (a model taking `wanted` channels) for images of `channels` channels: a color
+    image through a gray model channel by channel, a gray one through a color model as gray RGB
+    (the mean of its three outputs); `function` itself when they agree or `wanted` is None."""
+    if wanted is None or wanted == channels:
+        return function
+    if wanted == 1:
+        return lambda x: np.concatenate([function(x[..., c : c + 1]) for c in range(x.shape[-1])], axis=-1)
+    return lambda x: np.asarray(function(np.repeat(x, wanted, axis=-1))).mean(axis=-1, keepdims=True)
+
+
+def _to_pixels(array: np.ndarray, image):
+    """The checked image as float32 [H, W, C] on the 0-255 scale without its alpha channel.
+
+    Returns (pixels, alpha or None, the factor that took the values to 0-255). `image` is what
+    the caller passed, for the error messages.
+    """
+    scale = checked_scale(array, image)
     pixels = array.astype(np.float32)
     if scale != 1.0:
         pixels *= scale  # in place: a 24-megapixel photograph is 288 MB per float32 copy
@@ -272,14 +292,8 @@ def _to_pixels(array: np.ndarray, image):
 
 
 def _through_model(function, pixels: np.ndarray, wanted: Optional[int], tile_size, overlap) -> np.ndarray:
-    """`function` on the pixels, matching the model's `wanted` channels: a color image through
-    a gray model channel by channel, a gray one through a color model as gray RGB."""
-    if wanted is None or wanted == pixels.shape[-1]:
-        return _apply(function, pixels, tile_size, overlap)
-    if wanted == 1:
-        return np.concatenate([_apply(function, pixels[..., c : c + 1], tile_size, overlap)
-                               for c in range(pixels.shape[-1])], axis=-1)
-    return _apply(function, np.repeat(pixels, wanted, axis=-1), tile_size, overlap).mean(axis=-1, keepdims=True)
+    """`function` on the pixels, matching the model's `wanted` channels (`channel_matched`)."""
+    return _apply(channel_matched(function, wanted, pixels.shape[-1]), pixels, tile_size, overlap)
 
 
 def _from_pixels(out: np.ndarray, array: np.ndarray, alpha, scale: float) -> np.ndarray:

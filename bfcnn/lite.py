@@ -44,14 +44,16 @@ class TFLiteDenoiser:
     cropped back. Not thread-safe: use one instance per thread.
 
     Args:
-        path: the `.tflite` file (e.g. `model.tflite` or `model_int8.tflite` of an export).
+        path: the `.tflite` file (e.g. `model.tflite` or `model_int8.tflite` of an export),
+            or an export folder (its `model.tflite`).
         num_threads: CPU threads for LiteRT (and its default XNNPACK delegate); None uses
             every core this process may run on (LiteRT's own default is one thread, 1.6x
             slower for pyramid_gray_m on a 2-core CPU).
 
     Raises:
         BfcnnError: the file is missing, is not a TFLite model, or does not have one
-            4-D float32 image input and one output; num_threads is not None or >= 1.
+            4-D float32 image input and one float32 output of the same shape; num_threads is
+            not None or an integer >= 1.
         ImportError: `ai_edge_litert` is not installed.
 
     Example:
@@ -65,12 +67,17 @@ class TFLiteDenoiser:
         except ImportError as error:
             raise ImportError("bfcnn.lite needs the LiteRT runtime: pip install ai-edge-litert") from error
         self.path = Path(path)
+        if self.path.is_dir():  # an export folder: its float32 file
+            if not (self.path / "model.tflite").is_file():
+                raise BfcnnError(f"{str(self.path)!r} is a folder without model.tflite; give a .tflite file "
+                                 "(python -m bfcnn.export --to-tflite writes model.tflite)")
+            self.path = self.path / "model.tflite"
         if not self.path.is_file():
             raise BfcnnError(f"TFLite model not found: {str(self.path)!r}")
-        if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
+        integer = isinstance(num_threads, (int, np.integer)) and not isinstance(num_threads, bool)
+        if num_threads is not None and (not integer or num_threads < 1):
             raise BfcnnError(f"num_threads must be None or an integer >= 1, got {num_threads!r}")
-        if num_threads is None:
-            num_threads = available_cores()
+        num_threads = available_cores() if num_threads is None else int(num_threads)
         try:
             self._interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
         except (ValueError, RuntimeError) as error:
@@ -83,6 +90,10 @@ class TFLiteDenoiser:
         if len(signature) != 4 or inputs[0]["dtype"] != np.float32:
             raise BfcnnError(f"{str(self.path)!r} takes {np.dtype(inputs[0]['dtype']).name} {list(signature)}; "
                              "a bfcnn denoiser takes float32 [1, H, W, C]")
+        if tuple(int(d) for d in outputs[0]["shape_signature"]) != signature or outputs[0]["dtype"] != np.float32:
+            raise BfcnnError(f"{str(self.path)!r} returns {np.dtype(outputs[0]['dtype']).name} "
+                             f"{[int(d) for d in outputs[0]['shape_signature']]} for an input {list(signature)}; "
+                             "a bfcnn denoiser returns float32 of its input's shape")
         self.channels = signature[-1]
         self.input_name = inputs[0]["name"]
         self.output_name = outputs[0]["name"]
@@ -140,9 +151,14 @@ class TFLiteDenoiser:
                 margin: Optional[int] = None) -> np.ndarray:
         """Denoises one image, optionally tile by tile (see `bfcnn.tiling.tiled_apply`).
 
+        Takes the arrays `bfcnn.denoise` takes, and gives them back the same way.
+
         Args:
-            image: [H, W] or [H, W, C], uint8 or float (0-255 scale).
-            tile_size: tile height and width; None for the whole image at once; "auto"
+            image: [H, W], [H, W, 1], [H, W, 3] or [H, W, 4] (alpha kept as it is), uint8,
+                uint16 (16-bit PNG) or float (0-255 scale, finite). A gray image through a
+                color model is denoised as gray RGB, a color one through a gray model
+                channel by channel.
+            tile_size: tile height and width; None or 0 for the whole image at once; "auto"
                 (default): tiles of `AUTO_TILE` (256) for images larger than that, which
                 bounds memory (about 0.13 GB for the pyramids) for about 1.5x the time of
                 a whole image the interpreter is already sized for (see `AUTO_TILE`); for
@@ -151,19 +167,23 @@ class TFLiteDenoiser:
             margin: see `tiled_apply`; default `overlap // 4`.
 
         Returns:
-            The same shape and dtype: uint8 rounded and clipped, float unclipped.
+            The same shape and dtype: integers rounded and clipped, float unclipped.
 
         Raises:
-            BfcnnError: (a ValueError) an unsupported dtype, shape or tiling argument, or a
-                wrong channel count.
+            BfcnnError: (a ValueError) an unsupported dtype or shape, values that are not
+                finite, or a bad tiling argument.
         """
+        from bfcnn.inference import channel_matched, checked_scale
+
         image = np.asarray(image)
-        if image.dtype != np.uint8 and not np.issubdtype(image.dtype, np.floating):
-            raise BfcnnError(f"image dtype must be uint8 or float (0-255 scale), got {image.dtype}")
+        scale = checked_scale(image)
         x = image[..., None] if image.ndim == 2 else image
-        if x.ndim != 3:
-            raise BfcnnError(f"expected an image [H, W] or [H, W, C], got shape {image.shape}")
-        self._check(x)
+        alpha = x[..., 3:] if x.shape[-1] == 4 else None
+        x = x[..., :3] if alpha is not None else x
+        function = channel_matched(self.__call__, self.channels, x.shape[-1])
+        if scale != 1.0:
+            run = function
+            function = lambda tile: run(np.multiply(tile, scale, dtype=np.float32)) / np.float32(scale)  # noqa: E731
         if isinstance(tile_size, str):
             if tile_size != "auto":
                 raise BfcnnError(f'tile_size must be "auto", None, an int or a pair of ints, got {tile_size!r}')
@@ -172,6 +192,10 @@ class TFLiteDenoiser:
                 overlap = min(overlap, min(self.fixed_size) // 2)
             else:
                 tile_size = AUTO_TILE if max(x.shape[:2]) > AUTO_TILE else None
+        elif isinstance(tile_size, (int, np.integer)) and not isinstance(tile_size, bool) and tile_size == 0:
+            tile_size = None
         # tile by tile, band by band: no full-size float32 copy of the input or the output
-        out = tiled_apply(self.__call__, x, tile_size, overlap, margin, dtype=image.dtype)
+        out = tiled_apply(function, x, tile_size, overlap, margin, dtype=image.dtype)
+        if alpha is not None:
+            out = np.concatenate([out, alpha], axis=-1)
         return out.reshape(image.shape)

@@ -132,8 +132,8 @@ def test_wrong_channels_and_shapes(tiny):
     denoiser = TFLiteDenoiser(tiny[1])
     with pytest.raises(BfcnnError, match="1 channel"):
         denoiser(np.zeros((8, 8, 3), np.float32))
-    with pytest.raises(BfcnnError, match="1 channel"):
-        denoiser.denoise(np.zeros((8, 8, 4), np.uint8))
+    with pytest.raises(BfcnnError, match=r"HxW, HxWx1, HxWx3 or HxWx4, got shape \(8, 8, 2\)"):
+        denoiser.denoise(np.zeros((8, 8, 2), np.uint8))
     with pytest.raises(BfcnnError, match=r"\[H, W, C\]"):
         denoiser(np.zeros((8,), np.float32))
     with pytest.raises(BfcnnError, match=">= 1"):
@@ -153,6 +153,52 @@ def test_missing_and_corrupt_model_files(tmp_path):
         TFLiteDenoiser(corrupt)
     with pytest.raises(BfcnnError, match="num_threads"):
         TFLiteDenoiser(corrupt, num_threads=0)
+
+
+def test_denoise_takes_the_arrays_bfcnn_denoise_takes(tiny, tmp_path):
+    """uint16, RGBA and color images through a gray file, tile_size 0: as `bfcnn.denoise` does them."""
+    import shutil
+
+    import bfcnn
+    from bfcnn.lite import TFLiteDenoiser
+
+    model, path = tiny
+    denoiser = TFLiteDenoiser(path, num_threads=np.int64(1))
+    rng = np.random.default_rng(3)
+    for image in (rng.integers(0, 65536, (20, 24), dtype=np.uint16),
+                  rng.integers(0, 256, (20, 24, 4), dtype=np.uint8),
+                  rng.uniform(0, 255, (20, 24, 3)).astype(np.float32)):
+        out = denoiser.denoise(image, tile_size=0)
+        expected = bfcnn.denoise(image, model=model, tile_size=0)
+        assert out.dtype == image.dtype and out.shape == image.shape
+        tolerance = 2 if image.dtype == np.uint16 else 1e-2 if image.dtype == np.float32 else 1
+        assert np.abs(out.astype(np.float64) - expected.astype(np.float64)).max() <= tolerance
+    rgba = rng.integers(0, 256, (20, 24, 4), dtype=np.uint8)
+    np.testing.assert_array_equal(denoiser.denoise(rgba)[..., 3], rgba[..., 3])  # alpha kept
+    bad = np.zeros((8, 8), np.float32)
+    bad[2, 3] = np.nan
+    with pytest.raises(BfcnnError, match="1 of the image's 64 values are not finite"):
+        denoiser.denoise(bad)
+    # an export folder stands for its model.tflite
+    folder = tmp_path / "export"
+    folder.mkdir()
+    shutil.copy(path, folder / "model.tflite")
+    assert TFLiteDenoiser(folder).path == folder / "model.tflite"
+    with pytest.raises(BfcnnError, match="is a folder without model.tflite"):
+        TFLiteDenoiser(tmp_path)
+
+
+def test_a_file_that_does_not_return_its_input_shape_is_refused(tmp_path):
+    import keras
+
+    from bfcnn.export import to_tflite
+    from bfcnn.lite import TFLiteDenoiser
+
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(inputs))
+    (tmp_path / "pool.tflite").write_bytes(to_tflite(model))
+    with pytest.raises(BfcnnError, match="a bfcnn denoiser returns float32 of its input's shape"):
+        TFLiteDenoiser(tmp_path / "pool.tflite")
 
 
 def test_example_denoises_like_an_app(tiny, tmp_path, capsys):
