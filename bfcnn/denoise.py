@@ -29,9 +29,9 @@ def _tile_size(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value != 0 and value <= DEFAULT_OVERLAP:
-        raise argparse.ArgumentTypeError(f"must be 0 (never tile) or larger than the tile overlap "
-                                         f"({DEFAULT_OVERLAP} pixels), got {value}")
+    if value != 0 and value < 2 * DEFAULT_OVERLAP:
+        raise argparse.ArgumentTypeError(f"must be 0 (never tile) or at least twice the tile overlap "
+                                         f"({2 * DEFAULT_OVERLAP} pixels), got {value}")
     return value
 
 

@@ -131,9 +131,9 @@ def in_precision(model, precision: str):
 def _check_tiling(tile_size, overlap) -> None:
     if not is_int(overlap) or overlap < 0:
         raise BfcnnError(f"overlap must be an integer >= 0, got {overlap!r}")
-    if tile_size is not None and (not is_int(tile_size) or (tile_size != 0 and tile_size <= overlap)):
+    if tile_size is not None and (not is_int(tile_size) or (tile_size != 0 and tile_size < max(2 * overlap, 1 + overlap))):
         raise BfcnnError(f"tile_size must be None (tile only images above one megapixel), 0 (never tile) "
-                         f"or an integer larger than overlap={overlap}, got {tile_size!r}")
+                         f"or an integer at least twice overlap={overlap}, got {tile_size!r}")
 
 
 def _as_array(image) -> np.ndarray:
@@ -170,7 +170,7 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
             callable taking float32 [H, W, C] (0-255) and returning the same shape. A gray
             image through a color model is denoised as gray RGB; a color image through a
             gray model channel by channel.
-        tile_size: denoise in tiles of this size, an integer larger than `overlap`; `None`
+        tile_size: denoise in tiles of this size, an integer at least twice `overlap`; `None`
             tiles only images above one megapixel (tiles of 512 with the overlap below),
             0 never tiles.
         overlap: overlap of neighbouring tiles (an integer >= 0), blended smoothly; keep it

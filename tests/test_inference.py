@@ -175,7 +175,7 @@ def test_cli_keeps_layouts_names_and_checks_arguments(gray_model, tmp_path, caps
     assert not np.array_equal(outputs["same.png"], outputs["same-2.png"])
     with pytest.raises(SystemExit) as caught:
         main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--tile-size", "16"])
-    assert caught.value.code == 2 and "larger than the tile overlap" in capsys.readouterr().err
+    assert caught.value.code == 2 and "at least twice the tile overlap (96 pixels), got 16" in capsys.readouterr().err
 
 
 def test_cli_model_errors_are_named(tmp_path, capsys):
@@ -254,8 +254,9 @@ def test_non_finite_values_are_refused(gray_model, bad):
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(model=123), r"model must be a zoo name, a path .* or a callable, got int"),
-    (dict(tile_size=-5), r"tile_size must be None .*, 0 \(never tile\) or an integer larger than overlap=48, got -5"),
-    (dict(tile_size=8), r"larger than overlap=48, got 8"),
+    (dict(tile_size=-5), r"tile_size must be None .*, 0 \(never tile\) or an integer at least twice overlap=48, got -5"),
+    (dict(tile_size=8), r"at least twice overlap=48, got 8"),
+    (dict(tile_size=95), r"at least twice overlap=48, got 95"),
     (dict(tile_size="abc"), r"tile_size must be None .* got 'abc'"),
     (dict(tile_size=64.5), r"tile_size must be None .* got 64.5"),
     (dict(tile_size=64, overlap=-3), r"overlap must be an integer >= 0, got -3"),

@@ -105,17 +105,17 @@ def test_denoise_tiles_large_images_by_default(tiny, monkeypatch):
     import bfcnn.lite
     from bfcnn.lite import TFLiteDenoiser
 
-    monkeypatch.setattr(bfcnn.lite, "AUTO_TILE", 64)
+    monkeypatch.setattr(bfcnn.lite, "AUTO_TILE", 96)
     denoiser = TFLiteDenoiser(tiny[1])
     sizes = []
     run = denoiser.__call__
     denoiser.__call__ = lambda tile: sizes.append(tile.shape[:2]) or run(tile)
-    image = to_uint8(noisy_camera((100, 120))[1])
+    image = to_uint8(noisy_camera((150, 180))[1])
     tiled = denoiser.denoise(image)
-    assert sizes and set(sizes) == {(64, 64)}
+    assert sizes and set(sizes) == {(96, 96)}
     sizes.clear()
     whole = denoiser.denoise(image, tile_size=None)
-    assert sizes == [(100, 120)]
+    assert sizes == [(150, 180)]
     assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 2
     sizes.clear()
     denoiser.denoise(image[:64, :50])  # fits one tile: one run

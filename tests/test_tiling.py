@@ -92,7 +92,8 @@ def test_output_channels_may_differ():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    (dict(tile_size=8, overlap=8), "larger than overlap"),
+    (dict(tile_size=8, overlap=8), "at least twice overlap=8"),
+    (dict(tile_size=(16, 15), overlap=8), "at least twice overlap=8"),
     (dict(tile_size=8, overlap=-1), "overlap"),
     (dict(tile_size=16, overlap=8, margin=4), "margin"),
     (dict(tile_size=16, overlap=0, margin=1), "margin"),
