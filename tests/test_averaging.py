@@ -56,6 +56,18 @@ def test_list_checkpoints_gives_steps_oldest_first(run_dir, monkeypatch):
     assert [step for step, _ in list_checkpoints(run_dir.name)] == [4, 8, 12]
 
 
+@pytest.mark.parametrize("state", ["x{{", ""])
+def test_a_damaged_state_file_lists_the_checkpoints_on_disk(run_dir, tmp_path, state):
+    """An unparsable state file (TensorFlow ignores it) or an empty one (TensorFlow raises)."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "checkpoints" / "checkpoint").write_text(state)
+    assert [step for step, _ in list_checkpoints(copy)] == [4, 8, 12]
+    assert average_checkpoints(copy, last=2)[1] == [8, 12]
+
+
 def test_the_newest_checkpoint_alone_is_the_final_model(run_dir):
     model, steps = average_checkpoints(run_dir, last=1)
     assert steps == [12]

@@ -417,6 +417,42 @@ def test_resume_skips_a_damaged_checkpoint_and_validates_each_step_once(image_di
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 6
 
 
+@pytest.mark.parametrize("damage", ["garbage", "empty", "missing"])
+def test_a_damaged_checkpoint_state_file_is_rebuilt_and_the_run_resumes(image_dir, tmp_path, caplog, damage):
+    """TensorFlow ignores an unparsable `checkpoints/checkpoint` (the run would start over at step 0
+    and overwrite its checkpoints) and raises on an empty one; it is rebuilt from the files on disk."""
+    import logging
+
+    config = tiny_config(image_dir, train={"steps": 4, "checkpoint_every": 2}, validation={"directory": None})
+    Trainer(config, tmp_path).run()
+    state = tmp_path / "checkpoints" / "checkpoint"
+    {"garbage": lambda: state.write_text("x{{"), "empty": lambda: state.write_text(""),
+     "missing": state.unlink}[damage]()
+    longer = tiny_config(image_dir, train={"steps": 6, "checkpoint_every": 2, "keep_checkpoints": 5},
+                         validation={"directory": None})
+    with caplog.at_level(logging.INFO):
+        Trainer(longer, tmp_path).run()
+    assert "rebuilt it from the 2 checkpoint(s) on disk (steps 2, 4)" in caplog.text
+    assert "ckpt-4 at step 4" in caplog.text  # resumed, not started over
+    from bfcnn.models.checkpoints import listed_checkpoints
+
+    assert [Path(p).name for p in listed_checkpoints(tmp_path / "checkpoints")] == ["ckpt-2", "ckpt-4", "ckpt-6"]
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 6
+
+
+def test_a_truncated_checkpoint_data_file_falls_back_to_the_one_before(image_dir, tmp_path, caplog):
+    import logging
+
+    config = tiny_config(image_dir, train={"steps": 4, "checkpoint_every": 2}, validation={"directory": None})
+    Trainer(config, tmp_path).run()
+    data = tmp_path / "checkpoints" / "ckpt-4.data-00000-of-00001"
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])
+    with caplog.at_level(logging.WARNING, logger="bfcnn.train"):
+        Trainer(config, tmp_path).run()
+    assert "ckpt-4 is damaged" in caplog.text
+    assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 4
+
+
 def test_trim_history_drops_lines_after_the_restored_step_and_cut_lines(tmp_path):
     from bfcnn.training.loop import trim_history
 

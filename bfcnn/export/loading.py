@@ -49,13 +49,16 @@ def build_float32(model_config: Mapping):
 def _restore_checkpoint(model_config: Mapping, checkpoint_dir: Path):
     import tensorflow as tf
 
-    latest = tf.train.latest_checkpoint(str(checkpoint_dir))
-    if latest is None:
+    from bfcnn.models.checkpoints import checkpoint_paths
+
+    paths = checkpoint_paths(checkpoint_dir)  # those the state file lists, or on disk if it is damaged
+    if not paths:
         raise ExportError(f"no tf.train checkpoint in {str(checkpoint_dir)!r}")
+    latest = paths[-1]
     model = build_float32(model_config)
     try:
         tf.train.Checkpoint(model=model).restore(latest).expect_partial().assert_existing_objects_matched()
-    except tf.errors.OpError as error:  # a truncated index, a missing data file
+    except (tf.errors.OpError, IndexError) as error:  # a truncated index or data file, a missing data file
         raise ExportError(f"checkpoint {latest} is damaged ({str(error).splitlines()[0][:200]}); export the run's "
                           "model.keras or best.keras instead (--weights final or best)") from None
     except (AssertionError, ValueError) as error:  # ValueError: a weight of another shape
@@ -109,7 +112,7 @@ def load_for_export(model_directory, pipeline_config=None, weights: str = "auto"
         return as_float32(load_keras(path)), config_dict, str(path)
 
     checkpoint_dir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    has_checkpoint = (checkpoint_dir / "checkpoint").exists()
+    has_checkpoint = (checkpoint_dir / "checkpoint").exists() or any(checkpoint_dir.glob("ckpt-*.index"))
     order = {"auto": ["final", "checkpoint", "best"], "final": ["final"], "best": ["best"],
              "checkpoint": ["checkpoint"]}[weights]
     for kind in order:

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from bfcnn.errors import ConfigError
+from bfcnn.models.checkpoints import checkpoint_paths
 
 _STEP = re.compile(r"-(\d+)$")
 
@@ -39,13 +40,8 @@ def list_checkpoints(model_directory) -> List[Tuple[int, str]]:
         what = "is a file, not a directory" if Path(model_directory).exists() else "does not exist"
         raise ConfigError(f"model directory {str(model_directory)!r} {what}: give a bfcnn.train model directory")
     ckpt_dir = Path(model_directory) / "checkpoints"
-    state = tf.train.get_checkpoint_state(str(ckpt_dir)) if ckpt_dir.is_dir() else None
-    paths = list(state.all_model_checkpoint_paths) if state is not None else []
     found = []
-    for path in paths:
-        # The trainer's checkpoints all live in ckpt_dir; the state file may name them relative
-        # to it, to the working directory or absolutely.
-        path = str(ckpt_dir / Path(path).name)
+    for path in checkpoint_paths(ckpt_dir):  # those the state file lists, or on disk if it is damaged
         match = _STEP.search(path)
         if match and Path(path + ".index").exists():
             found.append((int(match.group(1)), path))
@@ -98,7 +94,7 @@ def average_checkpoints(model_directory, last: Optional[int] = None) -> Tuple[ke
         # Every weight of the model must come from the checkpoint (the optimizer's state is left out).
         try:
             tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
-        except tf.errors.OpError as error:  # a truncated index, a missing data file
+        except (tf.errors.OpError, IndexError) as error:  # a truncated index or data file, a missing data file
             raise ConfigError(f"checkpoint {path} is damaged ({str(error).splitlines()[0][:200]}) and cannot be "
                               "averaged; --last N averages only the newest N checkpoints") from None
         except (AssertionError, ValueError) as error:

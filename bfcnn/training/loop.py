@@ -50,6 +50,7 @@ from bfcnn.evaluation import center_crop, evaluate_denoiser
 from bfcnn.io import (atomic_path, directory_problem, existing_ancestor, list_images, read_image,
                       resolve_directory, sha256, write_json)
 from bfcnn.models.builder import build_model, model_builder, resolve_model_config
+from bfcnn.models.checkpoints import listed_checkpoints, repair_state
 from bfcnn.models.files import load_keras_file
 from bfcnn.models.multiscale import copy_legacy_weights, has_legacy_lifts
 from bfcnn.models.opponent import has_guided_chroma, seed_chroma_from_gray
@@ -337,7 +338,7 @@ def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
             # Every variable must come from the checkpoint: a model whose graph changed
             # since (other shapes or layers) would otherwise resume with fresh weights.
             checkpoint.restore(path).assert_existing_objects_matched()
-        except tf.errors.OpError as error:  # a truncated index, a missing data file
+        except (tf.errors.OpError, IndexError) as error:  # a truncated index or data file, a missing data file
             reason = str(error).splitlines()[0][:200]
             damaged.append(f"{path} ({reason})")
             if not fall_back:
@@ -540,7 +541,8 @@ class Trainer:
         # Every worker must save (the save may run collectives); only the chief's copy is used.
         output_dir = self.directory if chief else self.directory / f".worker{strategy.cluster_resolver.task_id}"
         ckpt_dir = output_dir / "checkpoints"
-        check_inputs_exist(cfg, starting=tf.train.get_checkpoint_state(str(ckpt_dir)) is None)
+        repair_state(ckpt_dir)  # else TensorFlow ignores a damaged state file and the run starts over
+        check_inputs_exist(cfg, starting=listed_checkpoints(ckpt_dir) is None)
         sampler, iterator = self._data(strategy)
         replicas = strategy.num_replicas_in_sync
         if cfg.dataset.batch_size % replicas:
