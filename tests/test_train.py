@@ -104,6 +104,21 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(image_dir, tmp_path, 
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("ckpt-*.index")) == ["ckpt-4.index"]
 
 
+@pytest.mark.parametrize("first, then", [("stop", "skip"), ("skip", "stop")])
+def test_a_run_resumes_with_on_nan_changed(image_dir, tmp_path, first, then):
+    """The NaN stop's advice, `train.on_nan: skip`, wraps the optimizer in a loss scaler, which
+    stores its state under other names: a run resumes across the change, as if it had not stopped."""
+    def config(on_nan):
+        return tiny_config(image_dir, train={"steps": 6, "checkpoint_every": 3, "on_nan": on_nan},
+                           validation={"directory": None})
+
+    Trainer(config(first), tmp_path / "straight").run()
+    Trainer(config(first), tmp_path / "changed").run(stop_after=3)
+    Trainer(config(then), tmp_path / "changed").run()
+    for a, b in zip(_weights(tmp_path / "straight"), _weights(tmp_path / "changed")):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
 def test_nan_loss_can_skip_the_batch(image_dir, tmp_path, monkeypatch):
     """The first 4 steps' losses are NaN and skipped; the rest train, at a loss scale still 1
     (Keras's scaler would have halved it at each skipped step)."""

@@ -318,9 +318,12 @@ def check_inputs_exist(config: PipelineConfig, starting: bool) -> None:
 
 
 def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager,
-                   fall_back: bool = True) -> Optional[str]:
+                   fall_back: bool = True, restorer=None) -> Optional[str]:
     """Restores the newest checkpoint of `manager` that can be read; a damaged one (a truncated
     index, a missing data file) is logged and, with `fall_back`, the one before it tried.
+
+    `restorer(path)`, when given, returns the checkpoint object to restore `path` with (the
+    same variables, arranged as that file stores them); `checkpoint` otherwise.
 
     Returns:
         The checkpoint restored, or None when there is none.
@@ -337,7 +340,7 @@ def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
         try:
             # Every variable must come from the checkpoint: a model whose graph changed
             # since (other shapes or layers) would otherwise resume with fresh weights.
-            checkpoint.restore(path).assert_existing_objects_matched()
+            (restorer(path) if restorer else checkpoint).restore(path).assert_existing_objects_matched().expect_partial()
         except (tf.errors.OpError, IndexError) as error:  # a truncated index or data file, a missing data file
             reason = str(error).splitlines()[0][:200]
             damaged.append(f"{path} ({reason})")
@@ -347,8 +350,8 @@ def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
             continue
         except (AssertionError, ValueError) as error:
             raise TrainingError(
-                f"cannot resume from {path}: it does not hold every weight of the model the config builds (was "
-                f"the architecture or bfcnn changed since?): {str(error)[:300]}. Train into a new model "
+                f"cannot resume from {path}: it does not hold every weight of the model and optimizer the config "
+                f"builds (were model, optimizer.type or bfcnn changed since?): {str(error)[:300]}. Train into a new model "
                 "directory, with train.init_from=<the old run>/model.keras to start from its weights") from None
         return path
     if damaged:
@@ -359,6 +362,15 @@ def restore_newest(checkpoint: tf.train.Checkpoint, manager: tf.train.Checkpoint
             "over, train into a new --model-directory, with train.init_from=<this run>/best.keras (or model.keras) "
             "to start from this run's weights if it has them")
     return None
+
+
+def _stores_loss_scaler(path: str, default: bool) -> bool:
+    """Whether checkpoint `path` holds an optimizer wrapped in a loss scaler; `default` when the
+    file cannot be read (its restore then reports the damage)."""
+    try:
+        return any(name.startswith("optimizer/inner_optimizer/") for name, _ in tf.train.list_variables(path))
+    except (tf.errors.OpError, IndexError, ValueError):
+        return default
 
 
 def trim_history(path: Path, step: int) -> None:
@@ -596,11 +608,24 @@ class Trainer:
         # The random state of layers that draw in training (stochastic depth) is not part of
         # the model's checkpoint; saved beside it, a resumed run draws what an uninterrupted one would.
         rng = [v for v in model.variables if v.path.endswith("seed_generator_state")]
-        checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step, elapsed=elapsed, best=best,
-                                         **({"rng": rng} if rng else {}))
+        others = dict(model=model, step=step, elapsed=elapsed, best=best, **({"rng": rng} if rng else {}))
+        checkpoint = tf.train.Checkpoint(optimizer=optimizer, **others)
         manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), max_to_keep=cfg.train.keep_checkpoints)
+
+        def restorer(path):
+            """A checkpoint written with the optimizer wrapped in a loss scaler (`on_nan: skip`,
+            `mixed_float16`) or not, restored into a run that does the other: its own optimizer
+            state either way (the scaler's own state stays as it starts)."""
+            wrapped = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+            if _stores_loss_scaler(path, default=wrapped) == wrapped:
+                return checkpoint
+            inner = optimizer.inner_optimizer if wrapped else optimizer
+            return tf.train.Checkpoint(optimizer=inner if wrapped else tf.train.Checkpoint(inner_optimizer=inner),
+                                       **others)
+
         # Workers falling back each on their own could resume at different steps and hang.
-        restored = restore_newest(checkpoint, manager, fall_back=cfg.distribution.strategy != "multi_worker")
+        restored = restore_newest(checkpoint, manager, fall_back=cfg.distribution.strategy != "multi_worker",
+                                  restorer=restorer)
         if restored:
             log.info("resumed from %s at step %d", restored, int(step.numpy()))
             if isinstance(optimizer, _SkipNonFinite):
