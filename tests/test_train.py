@@ -468,6 +468,16 @@ def test_a_truncated_checkpoint_data_file_falls_back_to_the_one_before(image_dir
     assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 4
 
 
+def test_running_a_finished_run_again_keeps_its_summary(image_dir, tmp_path):
+    config = tiny_config(image_dir, train={"steps": 4, "checkpoint_every": 2}, validation={"every": 2, "max_images": 1})
+    first = Trainer(config, tmp_path).run()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["validation"] and list(first) == [20.0]
+    again = Trainer(config, tmp_path).run()
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary  # its final validation not erased
+    assert again == first and _history_steps(tmp_path) == [2, 4]
+
+
 def test_trim_history_drops_lines_after_the_restored_step_and_cut_lines(tmp_path):
     from bfcnn.training.loop import trim_history
 

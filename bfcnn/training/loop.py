@@ -400,6 +400,22 @@ def recorded_best(directory: Path) -> float:
         return -math.inf
 
 
+def recorded_validation(directory: Path, step: int) -> Dict:
+    """The validation of `step` as `history.jsonl` records it ({sigma: results}; {} when none)."""
+    try:
+        lines = (directory / "history.jsonl").read_text().splitlines()
+    except OSError:
+        return {}
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+            if entry["step"] == step:
+                return {float(sigma): results for sigma, results in entry["results"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return {}
+
+
 def load_validation_images(config, color: str):
     """The clean validation images (uint8), center-cropped to `validation.max_size`."""
     files = list_images(config.directory)
@@ -578,6 +594,8 @@ class Trainer:
         last_results = self._train(state, train_step, iterator, validation, writer, chief, stop_after)
         if int(state.step.numpy()) < cfg.train.steps:
             return last_results
+        if not last_results and validation is not None:  # a run already at train.steps: its last validation
+            last_results = recorded_validation(self.directory, int(state.step.numpy()))
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_save_model(state.model, output_dir / "model.keras")
         if chief:
