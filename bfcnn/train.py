@@ -23,7 +23,10 @@ def parse_args(argv=None):
                              "the older name)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override a config value (parsed as YAML), e.g. --set train.steps=2000")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.model_directory.strip():  # an unset shell variable: would train into the working directory
+        parser.error("--model-directory is empty; give the folder the run writes to")
+    return args
 
 
 def main(argv=None) -> int:

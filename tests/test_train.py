@@ -478,6 +478,44 @@ def test_running_a_finished_run_again_keeps_its_summary(image_dir, tmp_path):
     assert again == first and _history_steps(tmp_path) == [2, 4]
 
 
+def test_two_runs_cannot_write_into_one_model_directory(image_dir, tmp_path):
+    from bfcnn.training.loop import lock_directory
+
+    config = tiny_config(image_dir, train={"steps": 2}, validation={"directory": None})
+    held = lock_directory(tmp_path)  # as a run in another process holds it
+    try:
+        with pytest.raises(ConfigError, match=rf"another training run \(pid {os.getpid()}\) is writing into"):
+            Trainer(config, tmp_path).run()
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
+    finally:
+        held.close()
+    Trainer(config, tmp_path).run()  # free again
+    assert (tmp_path / "model.keras").exists()
+
+
+def test_model_directory_entries_of_the_wrong_kind_are_refused_up_front(image_dir, tmp_path, capsys):
+    config = tiny_config(image_dir, train={"steps": 2}, validation={"directory": None})
+    (tmp_path / "checkpoints").write_text("")
+    with pytest.raises(ConfigError, match="checkpoints' must be a folder for the run to write it"):
+        Trainer(config, tmp_path).run()
+    (tmp_path / "checkpoints").unlink()
+    (tmp_path / "model.keras").mkdir()
+    with pytest.raises(ConfigError, match="model.keras' must be a file for the run to write it"):
+        Trainer(config, tmp_path).run()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+    with pytest.raises(SystemExit) as stop:
+        train_main(["--pipeline-config", "any.yaml", "--model-directory", ""])
+    assert stop.value.code == 2 and "--model-directory is empty" in capsys.readouterr().err
+
+
+def test_temporary_files_of_a_killed_save_are_cleared(image_dir, tmp_path):
+    config = tiny_config(image_dir, train={"steps": 2}, validation={"directory": None})
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / ".best.keras.x1y2.tmp.keras").write_bytes(b"half a file")
+    Trainer(config, tmp_path).run()
+    assert not list(tmp_path.glob(".*.tmp*")) and (tmp_path / "model.keras").exists()
+
+
 def test_trim_history_drops_lines_after_the_restored_step_and_cut_lines(tmp_path):
     from bfcnn.training.loop import trim_history
 

@@ -68,6 +68,10 @@ log = logging.getLogger("bfcnn.train")
 FLOAT16_LOSS_SCALE = 2.0**15
 SKIP_LOSS_SCALE = 1.0
 BEST_RECORD = "best_validation.json"  # the step and mean PSNR of best.keras, written right after it
+LOCK_FILE = ".lock"  # held by the run writing into a model directory (lock_directory)
+# What a run writes into its model directory: name -> whether it is a folder.
+RUN_FILES = {"checkpoints": True, "logs": True, "config.yaml": False, "model.keras": False, "best.keras": False,
+             "summary.json": False, "history.jsonl": False, BEST_RECORD: False, "init_from.json": False}
 
 
 class _SkipNonFinite(keras.optimizers.LossScaleOptimizer):
@@ -392,6 +396,33 @@ def trim_history(path: Path, step: int) -> None:
             tmp.write_text("".join(line + "\n" for line in kept))
 
 
+def lock_directory(directory: Path):
+    """An open file holding an exclusive lock on `directory/.lock` while the run lasts (released
+    when it is closed or the process ends), so two runs cannot write into one model directory.
+
+    Raises:
+        ConfigError: another process holds the lock (its pid named).
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        return None
+    handle = open(directory / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise ConfigError(f"another training run (pid {owner}) is writing into {str(directory)!r}; wait for it to "
+                          "end or give another --model-directory") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 def recorded_best(directory: Path) -> float:
     """The mean PSNR of `best.keras` as `best_validation.json` records it (-inf when there is none)."""
     try:
@@ -486,6 +517,12 @@ class Trainer:
             problem = "is a file" if existing == self.directory else f"cannot be made: {str(existing)!r} is a file"
             raise ConfigError(f"model directory {str(self.directory)!r} {problem}, not a directory; "
                               "give another --model-directory")
+        for name, folder in RUN_FILES.items():
+            path = self.directory / name
+            if path.exists() and path.is_dir() != folder:
+                kind = "a folder" if folder else "a file"
+                raise ConfigError(f"{str(path)!r} must be {kind} for the run to write it; move it away or give "
+                                  "another --model-directory")
         stored = self.directory / "config.yaml"
         if stored.exists():
             from bfcnn.config import load_config
@@ -498,12 +535,17 @@ class Trainer:
                 )
 
     def _start_directory(self):
-        """Creates the model directory and writes config.yaml, once every input has loaded."""
+        """Creates the model directory, takes its lock, clears temporary files a killed run left
+        and writes config.yaml, once every input has loaded."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ConfigError(f"cannot create the model directory {str(self.directory)!r}: "
                               f"{error.strerror or error}") from None
+        self._lock = lock_directory(self.directory)
+        for leftover in self.directory.glob(".*.tmp*"):  # bfcnn.io.atomic_path's, of a run killed mid-save
+            if leftover.is_file():
+                leftover.unlink()
         dump_config(self.config, self.directory / "config.yaml")
 
     def _data(self, strategy):
@@ -557,6 +599,9 @@ class Trainer:
             return self._run(stop_after)
         finally:
             keras.mixed_precision.set_global_policy(policy)
+            lock, self._lock = getattr(self, "_lock", None), None
+            if lock is not None:
+                lock.close()
 
     def _run(self, stop_after: Optional[int]) -> Dict:
         cfg = self.config
