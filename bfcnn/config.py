@@ -395,6 +395,8 @@ class DatasetConfig(_Section):
 
 SSIM_WINDOW = 11  # the window of tf.image.ssim, which loss.ssim_weight uses
 LOG_UNIFORM_FLOOR = 0.5  # lowest sigma of a log-uniform draw (0-255 scale)
+MAX_SEED = 2**32 - 1  # TensorFlow's global seed is 32-bit
+MAX_STEPS = 10**12  # step counters are int64; far above any training
 
 
 @dataclass(frozen=True)
@@ -559,6 +561,7 @@ class ScheduleConfig(_Section):
                 "values",
                 f"a step schedule needs len(boundaries) + 1 = {len(self.boundaries) + 1} values, "
                 f"got {len(self.values)}",
+                related=("optimizer.schedule.type", "optimizer.schedule.boundaries"),
             )
 
 
@@ -608,6 +611,9 @@ class TrainConfig(_Section):
             _check_at_least(self, name, 1)
         for name in ("seed", "image_summaries_every"):
             _check_at_least(self, name, 0)
+        _check(self.seed <= MAX_SEED, "seed", f"must be <= {MAX_SEED} (2**32 - 1), got {self.seed!r}")
+        for name in ("steps", "checkpoint_every", "log_every", "image_summaries_every"):
+            _check(getattr(self, name) <= MAX_STEPS, name, f"must be <= {MAX_STEPS:.0e}, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -920,6 +926,9 @@ def load_config(
             text = f.read()
     except OSError as error:
         raise ConfigError(f"cannot read pipeline config {source}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:  # an image or a file in another encoding given as the config
+        raise ConfigError(f"pipeline config {source} is not UTF-8 text (byte {error.object[error.start]:#04x} at "
+                          f"position {error.start}); give a YAML file") from None
     data = _parse_yaml(text, source)
     if data is None:
         data = {}

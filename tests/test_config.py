@@ -233,6 +233,30 @@ def test_a_problem_a_set_caused_in_another_key_names_the_set(tmp_path):
         load_config(path, ["optimizer.schedule.warmup_steps=1000000000"])
 
 
+def test_a_step_schedule_made_by_a_set_names_the_set(tmp_path):
+    path = write(tmp_path / "x.yaml", "model: {type: resnet}\n")
+    with pytest.raises(ConfigError, match=r"'optimizer.schedule.values' in \S*x.yaml with --set "
+                                          r"'optimizer.schedule.type=step': a step schedule needs"):
+        load_config(path, ["optimizer.schedule.type=step"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.seed=4294967296", r"'train.seed'.*must be <= 4294967295 \(2\*\*32 - 1\), got 4294967296"),
+    ("train.steps=10000000000000000000", r"'train.steps'.*must be <= 1e\+12"),
+])
+def test_integers_beyond_what_tensorflow_takes_are_refused(tmp_path, override, message):
+    path = write(tmp_path / "x.yaml", "model: {type: resnet}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, [override])
+
+
+def test_a_config_that_is_not_text_is_named(tmp_path):
+    path = tmp_path / "photo.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(20))
+    with pytest.raises(ConfigError, match=r"photo.png is not UTF-8 text \(byte 0x89 at position 0\); give a YAML"):
+        load_config(path)
+
+
 def test_override_is_never_evaluated(tmp_path):
     path = write(tmp_path / "x.yaml", "model: {type: resnet}\n")
     with pytest.raises(ConfigError, match=r"'train.steps'.*got str"):
