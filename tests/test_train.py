@@ -516,6 +516,21 @@ def test_temporary_files_of_a_killed_save_are_cleared(image_dir, tmp_path):
     assert not list(tmp_path.glob(".*.tmp*")) and (tmp_path / "model.keras").exists()
 
 
+@pytest.mark.parametrize("tf_config, message", [
+    ("{bad", "TF_CONFIG is not JSON"),
+    ('{"cluster": {"worker": ["localhost:1"]}}', "TF_CONFIG needs a 'cluster' mapping"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 3}}',
+     r"task \{'type': 'worker', 'index': 3\} is not in its cluster \(jobs: worker x1\)"),
+])
+def test_a_bad_tf_config_is_named(monkeypatch, tf_config, message):
+    from bfcnn.config import DistributionConfig
+    from bfcnn.training.loop import make_strategy
+
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ConfigError, match=message):
+        make_strategy(DistributionConfig(strategy="multi_worker"))
+
+
 def test_trim_history_drops_lines_after_the_restored_step_and_cut_lines(tmp_path):
     from bfcnn.training.loop import trim_history
 

@@ -90,6 +90,26 @@ class TrainingError(BfcnnError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
 
 
+def _check_tf_config(text: str) -> None:
+    """ConfigError unless TF_CONFIG is JSON with a cluster and a task that lies in it."""
+    try:
+        spec = json.loads(text)
+    except ValueError as error:
+        raise ConfigError(f"TF_CONFIG is not JSON ({error}); expected e.g. "
+                          '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", '
+                          '"index": 0}}') from None
+    cluster = spec.get("cluster") if isinstance(spec, dict) else None
+    task = spec.get("task") if isinstance(spec, dict) else None
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise ConfigError("TF_CONFIG needs a 'cluster' mapping (job name -> list of host:port) and a 'task' "
+                          "({'type': job name, 'index': n})")
+    members = cluster.get(task.get("type"))
+    index = task.get("index", 0)
+    if not isinstance(members, list) or not isinstance(index, int) or not 0 <= index < len(members):
+        raise ConfigError(f"TF_CONFIG's task {task} is not in its cluster (jobs: "
+                          f"{', '.join(f'{job} x{len(v)}' for job, v in cluster.items() if isinstance(v, list))})")
+
+
 def make_strategy(config) -> tf.distribute.Strategy:
     """The tf.distribute strategy of `distribution.strategy`.
 
@@ -108,6 +128,7 @@ def make_strategy(config) -> tf.distribute.Strategy:
     if config.strategy == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ConfigError("distribution.strategy 'multi_worker' needs the TF_CONFIG environment variable")
+        _check_tf_config(os.environ["TF_CONFIG"])
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ConfigError(f"distribution.strategy={config.strategy!r}; allowed: 'default', 'mirrored', 'multi_worker'")
 
