@@ -97,6 +97,11 @@ def model_file(name: str, kind: str = "keras", verify: bool = True) -> Path:
     return path
 
 
+def is_zoo_name(text: str) -> bool:
+    """Whether `text` names a zoo model (or "default") and does not look like a path."""
+    return (text == "default" or text in _cards()) and not _looks_like_path(text)
+
+
 def _looks_like_path(text: str) -> bool:
     """A path rather than a zoo name: a folder separator, a model file suffix, or a leading . or ~."""
     separators = {"/", os.sep, os.altsep} - {None}
@@ -112,9 +117,10 @@ def _not_a_model(path: Path) -> BfcnnError:
 def _model_path(name_or_path: str, verify: bool) -> Path:
     """The `.keras` file `load_model` would load, checked as far as possible without Keras."""
     path = Path(name_or_path).expanduser()
-    is_name = name_or_path == "default" or name_or_path in _cards()
-    if not (path.is_dir() or _looks_like_path(name_or_path) or (path.exists() and not is_name)):
-        return model_file(name_or_path, "keras", verify=verify)  # UnknownModelError lists the zoo
+    if is_zoo_name(name_or_path) or not (path.exists() or _looks_like_path(name_or_path)):
+        # a zoo name wins over a file or folder of that name in the working directory (write
+        # ./name for that); UnknownModelError lists the zoo
+        return model_file(name_or_path, "keras", verify=verify)
     if path.is_dir():
         found = [c for c in (path / "model.keras", path / "best.keras") if c.exists()]
         if not found:
@@ -139,7 +145,8 @@ def load_model(name_or_path: Optional[Union[str, os.PathLike]] = "default", veri
             flagship, `pyramid_color_m`), a path (str or `os.PathLike`, `~` expanded) to a
             `.keras` file, or a folder holding `model.keras` (an export or training directory;
             `best.keras` is used when there is no `model.keras`). A name that is not in the zoo but is an
-            existing file or folder is taken as a path. `.tflite` files are run by
+            existing file or folder is taken as a path; a zoo name is the zoo model even
+            when a folder of that name is in the working directory (`./name` is the folder). `.tflite` files are run by
             `bfcnn.lite.TFLiteDenoiser` instead.
         verify: check the zoo file's sha256 against its model card.
         float32: run in float32 even if the model was saved with a mixed-precision policy.

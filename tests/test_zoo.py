@@ -76,6 +76,20 @@ def test_files_that_are_not_keras_models_are_named(tmp_path, monkeypatch):
         bfcnn.load_model(str(tmp_path / "m.tflite"))
 
 
+def test_a_zoo_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    """A run folder named like a zoo model (runs are often named so) does not replace the zoo model."""
+    from bfcnn.export import resolve_model
+
+    bfcnn.build_model({"type": "resnet", "channels": 1, "filters": 4, "blocks": 1}).save(tmp_path / "model.keras")
+    (tmp_path / "resnet_gray_s").mkdir()
+    (tmp_path / "model.keras").rename(tmp_path / "resnet_gray_s" / "model.keras")
+    monkeypatch.chdir(tmp_path)
+    zoo = bfcnn.load_model("resnet_gray_s")
+    assert zoo.count_params() == bfcnn.model_info("resnet_gray_s")["parameters"]
+    assert bfcnn.load_model("./resnet_gray_s").count_params() < zoo.count_params()  # the folder, named as one
+    assert resolve_model("resnet_gray_s", None, "auto", None)[2] == "zoo:resnet_gray_s"
+
+
 def test_load_model_is_annotated_as_taking_path_likes(tmp_path):
     import typing
 

@@ -134,8 +134,10 @@ def resolve_model(model_or_path, config, weights, pipeline_config):
     """(model, training config, source) from a keras.Model, a path or a zoo name."""
     if not isinstance(model_or_path, (str, os.PathLike)):  # a keras.Model (checked without importing Keras)
         return as_float32(model_or_path), config, "<in-memory model>"
+    from bfcnn.zoo import is_zoo_name
+
     text = os.fspath(model_or_path)
-    if Path(text).expanduser().exists() or text.endswith(".keras") or os.sep in text:
+    if not is_zoo_name(text) and (Path(text).expanduser().exists() or text.endswith(".keras") or os.sep in text):
         model, found_config, source = load_for_export(text, pipeline_config, weights)
         return model, config if config is not None else found_config, source
     from bfcnn.errors import UnknownModelError, did_you_mean
