@@ -31,6 +31,7 @@ setup(
         "tfds": ["tensorflow-datasets"],
         "lite": ["ai-edge-litert"],
         "bench": ["bm3d", "scikit-image"],
+        "demo": ["scikit-image"],
         "docs": ["matplotlib"],
     },
     entry_points={

@@ -31,9 +31,15 @@ def main(argv=None) -> int:
     from bfcnn.training.averaging import average_checkpoints
     from bfcnn.training.loop import atomic_save_model
 
+    from bfcnn.io import output_problem
+
     output = Path(args.output) if args.output else Path(args.model_directory) / "averaged.keras"
     if output.suffix != ".keras":
         print(f"error: --output={str(output)!r} must end in .keras", file=sys.stderr)
+        return 2
+    problem = output_problem(output, folder=False)
+    if problem:  # found before the checkpoints are read, not after
+        print(f"error: --output {str(output)!r}: {problem}", file=sys.stderr)
         return 2
     try:
         model, steps = average_checkpoints(args.model_directory, args.last)

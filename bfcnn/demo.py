@@ -4,7 +4,7 @@ Adds Gaussian noise (sigma 25 on the 0-255 scale, fixed seed, not clipped) to
 scikit-image's bundled photographs, denoises them with the zoo's gray and color
 flagships, prints PSNR noisy -> denoised per image, and writes clean | noisy |
 denoised side-by-side PNGs. Exit codes: 0 done, 2 bad arguments (an unknown model, a
-negative or non-finite --sigma).
+negative or non-finite --sigma, an output folder that cannot be made, scikit-image missing).
 """
 
 import argparse
@@ -42,21 +42,27 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported: errors only
-    from skimage import data
+    try:
+        from skimage import data
+    except ImportError:
+        print("error: the demo's photographs come with scikit-image: pip install scikit-image "
+              "(or pip install 'bfcnn[demo]')", file=sys.stderr)
+        return 2
 
     import bfcnn
     from bfcnn.errors import BfcnnError
     from bfcnn.evaluation import add_noise, noise_seed, psnr, to_uint8
-    from bfcnn.io import write_image
+    from bfcnn.io import check_output_folder, write_image
     from bfcnn.zoo import DEFAULT_GRAY_MODEL, DEFAULT_MODEL
 
     names = {"gray": args.gray_model or DEFAULT_GRAY_MODEL, "rgb": args.color_model or DEFAULT_MODEL}
+    out_dir = Path(args.output_directory)
     try:
+        check_output_folder(out_dir)
         models = {color: bfcnn.load_model(name) for color, name in names.items()}
     except BfcnnError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    out_dir = Path(args.output_directory)
     print(f"sigma {args.sigma:g}; models: gray {names['gray']}, color {names['rgb']}")
     print(f"{'image':<10} {'size':>9} {'noisy PSNR':>11} {'denoised':>9} {'seconds':>8}")
     for index, (photo, color) in enumerate(PHOTOS.items()):

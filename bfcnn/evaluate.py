@@ -25,7 +25,7 @@ import numpy as np
 
 from bfcnn.errors import BfcnnError
 from bfcnn.inference import PRECISIONS
-from bfcnn.io import write_json  # noqa: F401  (bfcnn.evaluate.write_json, as before)
+from bfcnn.io import output_problem, write_json  # noqa: F401  (bfcnn.evaluate.write_json, as before)
 
 PSNR_SIGMAS = (15.0, 25.0, 50.0)
 # The noise levels of the original bfcnn README's table.
@@ -44,24 +44,6 @@ PROTOCOL = (
 )
 MODEL_KEY = "model"
 ENSEMBLE_KEY = "model_x8"
-
-
-def output_problem(path: Path, folder: bool) -> Optional[str]:
-    """Why `path` cannot be written as a file (or created as a folder), or None if it can."""
-    if path.exists():
-        if folder and not path.is_dir():
-            return "is a file, not a folder"
-        if not folder and path.is_dir():
-            return "is a folder; give a file name"
-    from bfcnn.io import existing_ancestor
-
-    # where the files will be made
-    ancestor = path if folder and path.is_dir() else existing_ancestor(path.parent)
-    if not ancestor.is_dir():
-        return f"{ancestor} is a file, not a folder"
-    if not os.access(ancestor, os.W_OK):
-        return f"{ancestor} is not writable"
-    return None
 
 
 def parse_args(argv=None) -> argparse.Namespace:

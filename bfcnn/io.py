@@ -141,6 +141,22 @@ def check_output_folder(out_dir) -> None:
     raise BfcnnError(f"output folder {out_dir} cannot be made: {folder} is a file")
 
 
+def output_problem(path: Path, folder: bool) -> Optional[str]:
+    """Why `path` cannot be written as a file (or created as a folder), or None if it can."""
+    if path.exists():
+        if folder and not path.is_dir():
+            return "is a file, not a folder"
+        if not folder and path.is_dir():
+            return "is a folder; give a file name"
+    # where the files will be made
+    ancestor = path if folder and path.is_dir() else existing_ancestor(path.parent)
+    if not ancestor.is_dir():
+        return f"{ancestor} is a file, not a folder"
+    if not os.access(ancestor, os.W_OK):
+        return f"{ancestor} is not writable"
+    return None
+
+
 def directory_problem(root: Path) -> Optional[str]:
     """Why `root` is not a directory to read ("not found", "is a file, ..."), or None."""
     if root.is_dir():

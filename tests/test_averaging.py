@@ -128,6 +128,13 @@ def test_command_line_writes_a_loadable_model(run_dir, tmp_path, capsys):
     assert average_main(["--model-directory", str(run_dir), "--last", "9"]) == 2
     assert "allowed: 1 to 3" in capsys.readouterr().err
     assert average_main(["--model-directory", str(run_dir), "--output", str(tmp_path / "x.h5")]) == 2
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "afolder.keras").mkdir()
+    for output, problem in ((tmp_path / "afile" / "x.keras", "is a file, not a folder"),
+                            (tmp_path / "afolder.keras", "is a folder; give a file name")):
+        capsys.readouterr()
+        assert average_main(["--model-directory", str(run_dir), "--output", str(output)]) == 2
+        assert problem in capsys.readouterr().err
 
 
 def test_a_missing_directory_is_named_as_missing(tmp_path, capsys):

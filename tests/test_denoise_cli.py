@@ -191,6 +191,17 @@ def test_demo_names_an_unknown_model_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "demo").exists()
 
 
+def test_demo_refuses_an_output_folder_under_a_file_and_names_missing_scikit_image(tmp_path, capsys, monkeypatch):
+    from bfcnn.demo import main
+
+    (tmp_path / "afile").write_text("keep")
+    assert main(["--output-directory", str(tmp_path / "afile" / "sub")]) == 2
+    assert "cannot be made" in capsys.readouterr().err and (tmp_path / "afile").read_text() == "keep"
+    monkeypatch.setitem(sys.modules, "skimage", None)  # not installed
+    assert main(["--output-directory", str(tmp_path / "demo")]) == 2
+    assert "pip install scikit-image" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("sigma", ["-1", "nan", "inf", "abc"])
 def test_demo_rejects_a_bad_sigma(sigma, capsys):
     from bfcnn.demo import parse_args
