@@ -132,6 +132,9 @@ def _plan(files, out_dir: Path):
             source = identities.get(_identity(output))
         if source is not None:
             raise BfcnnError(f"{output} would overwrite the input {source}: choose another output folder")
+        if output.is_dir():
+            raise BfcnnError(f"{output} is a folder, where a denoised image would be written: move it or choose "
+                             "another output folder")
     return outputs
 
 
@@ -177,12 +180,17 @@ def main(argv=None) -> int:
                 image.load()
                 image = ImageOps.exif_transpose(image)
                 result = denoise(image, model=model, tile_size=args.tile_size, ensemble=args.ensemble)
-            write_image(output, np.asarray(result))
-            name = output.name
-            status = "ok" if name == f"{path.stem}.png" else f"ok -> {name} (an earlier input had the same name)"
         except Exception as error:  # Pillow's decoders raise OSError, EOFError, SyntaxError, ...: keep going
             failed += 1
             status = f"FAILED: cannot read or denoise {path}: {type(error).__name__}: {error}"
+        else:
+            try:
+                write_image(output, np.asarray(result))
+                name = output.name
+                status = "ok" if name == f"{path.stem}.png" else f"ok -> {name} (an earlier input had the same name)"
+            except OSError as error:  # a full disk, a folder made meanwhile: the next file may still go
+                failed += 1
+                status = f"FAILED: cannot write {output}: {error.strerror or error}"
         print(f"{_progress(index, len(files))} {path.name}: {status}", file=sys.stderr)
     if failed:
         print(f"{failed} of {len(files)} file(s) failed", file=sys.stderr)

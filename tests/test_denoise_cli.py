@@ -172,6 +172,16 @@ def test_cli_quiets_tensorflow_info_and_warnings_before_importing_it(photos, tmp
     assert "cpu_feature_guard" not in result.stderr
 
 
+def test_an_output_name_taken_by_a_folder_is_refused_before_any_work(tmp_path, capsys):
+    from bfcnn.denoise import main
+
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "gray.png")
+    (tmp_path / "out" / "gray.png").mkdir(parents=True)
+    assert main(["--model", "no_such_model", str(tmp_path / "gray.png"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "gray.png is a folder, where a denoised image would be written" in err and "unknown model" not in err
+
+
 def test_demo_sets_the_same_log_level(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
