@@ -145,6 +145,10 @@ def test_nan_loss_can_skip_the_batch(image_dir, tmp_path, monkeypatch):
     scales = [tf.train.load_checkpoint(checkpoint).get_tensor(name)
               for name, _ in tf.train.list_variables(checkpoint) if "dynamic_scale" in name]
     assert scales == [1.0]
+    # a skipped step still counts for the learning-rate schedule, which follows the step counter
+    iterations = tf.train.load_checkpoint(checkpoint).get_tensor(
+        "optimizer/inner_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE")
+    assert int(iterations) == 8
 
 
 def test_skipping_non_finite_steps_does_not_change_the_finite_ones(image_dir, tmp_path, monkeypatch):

@@ -77,13 +77,16 @@ RUN_FILES = {"checkpoints": True, "logs": True, "config.yaml": False, "model.ker
 class _SkipNonFinite(keras.optimizers.LossScaleOptimizer):
     """`train.on_nan: skip`: Keras's loss scaler at a fixed scale of 1, used only because it skips
     a step whose gradients are not finite. The stock one would halve its scale at each such
-    step (to 0 after about 150), and the step would then multiply the loss by 0."""
+    step (to 0 after about 150), and the step would then multiply the loss by 0. A skipped
+    step still counts in the inner optimizer's `iterations`, so the learning-rate schedule
+    keeps to the run's step counter."""
 
     def __init__(self, inner_optimizer, **kwargs):
         super().__init__(inner_optimizer, initial_scale=SKIP_LOSS_SCALE, dynamic_growth_steps=2**31 - 1, **kwargs)
 
     def _stateful_handle_non_finite_grads(self):
         self.step_counter.assign(0)
+        self.inner_optimizer.iterations.assign_add(1)
 
 
 class TrainingError(BfcnnError):
