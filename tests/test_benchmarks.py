@@ -108,3 +108,39 @@ def test_bench_tiling_parse_case_accepts_what_tiled_apply_accepts(monkeypatch):
     assert parse_case("64,16") == (64, 16, None) and parse_case("64,16,7") == (64, 16, 7)
     assert parse_case("64,0,0") == (64, 0, 0)  # no overlap, no margin: plain tiles
     assert all(parse_case(case) for case in DEFAULT_CASES)
+
+
+def load_bench(name, monkeypatch):
+    """benchmarks/<name> imported as a module (it puts the repository root first on sys.path)."""
+    import importlib.util
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location(f"{Path(name).stem}_under_test", ROOT / "benchmarks" / name)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_bench_inference_removes_its_tflite_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    script = load_bench("bench_inference.py", monkeypatch)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    result = script.bench_config(str(ROOT / "pipelines" / "quickstart.yaml"), 32, 1, 1, ["none"], None)
+    assert [row["engine"] for row in result["rows"]] == ["Keras graph", "TFLite fp32"]
+    assert result["rows"][1]["bytes"] > 0
+    assert list(tmp_path.glob("bench-tflite-*")) == []  # (TensorFlow leaves autograph .py files there)
+
+
+def test_make_bench_runs_the_zoos_pipelines_only():
+    """`make bench` (no arguments) times the five zoo models' pipelines, not all of pipelines/."""
+    done = subprocess.run(["make", "-n", "bench", "STAMP=", "PY=python"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    words = done.stdout.split()
+    configs = words[words.index("--configs") + 1:]
+    configs = configs[:next(i for i, w in enumerate(configs) if w.startswith("--"))]
+    zoo = sorted(p.stem for p in (ROOT / "pretrained").glob("*.json"))
+    assert sorted(Path(c).stem for c in configs) == zoo and all((ROOT / c).is_file() for c in configs)
+    help_text = subprocess.run(["make", "-s", "help"], capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
+    assert "bench" in help_text and "zoo" in help_text
