@@ -33,12 +33,12 @@ def test_bench_memory_prints_a_row_per_case():
 @pytest.mark.slow
 def test_bench_inference_prints_a_row_per_engine():
     done = bench("bench_inference.py", "--configs", str(ROOT / "pipelines" / "quickstart.yaml"),
-                 "--size", "96", "--runs", "1", "--quantize", "none", "--tiles", "64", "--fixed-tiles", "64",
+                 "--size", "128", "--runs", "1", "--quantize", "none", "--tiles", "96", "--fixed-tiles", "96",
                  "--bfloat16")
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ")][1:]
     assert [r[4].strip() for r in rows] == ["Keras graph", "Keras graph, bfloat16", "TFLite fp32",
-                                           "TFLite fp32, tiles of 64", "TFLite fp32, 64x64 file, tiles of 64"]
+                                           "TFLite fp32, tiles of 96", "TFLite fp32, 96x96 file, tiles of 96"]
     for row in rows:
         assert float(row[5]) > 0 and float(row[6]) > 0  # ms and CPU ms per megapixel
 
