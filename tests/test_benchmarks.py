@@ -144,3 +144,27 @@ def test_make_bench_runs_the_zoos_pipelines_only():
     assert sorted(Path(c).stem for c in configs) == zoo and all((ROOT / c).is_file() for c in configs)
     help_text = subprocess.run(["make", "-s", "help"], capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
     assert "bench" in help_text and "zoo" in help_text
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("bench_bm3d_speed.py", ["--baselines", "foo"], "unknown baseline 'foo'; available: 'bm3d', 'nlm'"),
+    ("bench_bm3d_speed.py", ["--baselines", "nlm", "--model", "nosuch"], "unknown model 'nosuch'; available: "),
+    ("bench_bm3d_speed.py", ["--sizes", "0"], "argument --sizes: must be >= 1, got 0"),
+    ("bench_bm3d_speed.py", ["--repeats", "0"], "argument --repeats: must be >= 1, got 0"),
+    ("bench_tiling.py", ["--model", "nosuch"], "error: --model: unknown model 'nosuch'; available: "),
+])
+def test_a_benchmark_given_bad_arguments_says_so_in_one_line(script, args, message):
+    done = bench(script, *args)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_bench_bm3d_speed_writes_its_json_whole(tmp_path):
+    import json
+
+    out = tmp_path / "speed.json"
+    done = bench("bench_bm3d_speed.py", "--baselines", "nlm", "--sizes", "16", "--repeats", "1", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["method"], r["size"]) for r in rows] == [("nlm", 16)] and rows[0]["seconds"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speed.json"]
