@@ -8,10 +8,11 @@ machine apart). Prints a Markdown table; `--json` writes the numbers too.
     python benchmarks/bench_bm3d_speed.py                          # gray 256 and 512
     python benchmarks/bench_bm3d_speed.py --model pyramid_gray_m --sizes 512 --repeats 3
     python benchmarks/bench_bm3d_speed.py --color rgb --baselines bm3d nlm
+
+Exit codes: 0 timed, 2 bad arguments (an unknown baseline or model, a size or repeat count below 1).
 """
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -39,19 +40,23 @@ def _time(function, noisy, sigma, repeats):
     return statistics.median(walls), statistics.median(cpus)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--color", choices=("gray", "rgb"), default="gray")
-    parser.add_argument("--baselines", nargs="+", default=["bm3d"])
-    parser.add_argument("--model", help="also time this model (zoo name or .keras path)")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--sigma", type=float, default=25.0)
-    parser.add_argument("--json", help="write the results here")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _functions(args) -> dict:
+    """{name: denoise(noisy, sigma)} of the baselines and the model to time.
+
+    Raises:
+        BfcnnError: an unknown baseline or model (the message lists the known ones).
+    """
     from bfcnn.baselines import get_baseline
-    from bfcnn.evaluation import add_noise, noise_seed
 
     functions = {name: get_baseline(name) for name in args.baselines}
     if args.model:
@@ -59,6 +64,28 @@ def main(argv=None) -> int:
         from bfcnn.zoo import load_model
 
         functions[args.model] = model_denoiser(load_model(args.model), 1 if args.color == "gray" else 3)
+    return functions
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=at_least_one, nargs="+", default=[256, 512])
+    parser.add_argument("--color", choices=("gray", "rgb"), default="gray")
+    parser.add_argument("--baselines", nargs="+", default=["bm3d"])
+    parser.add_argument("--model", help="also time this model (zoo name or .keras path)")
+    parser.add_argument("--repeats", type=at_least_one, default=2)
+    parser.add_argument("--sigma", type=float, default=25.0)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from bfcnn.errors import BfcnnError
+    from bfcnn.evaluation import add_noise, noise_seed
+
+    try:
+        functions = _functions(args)
+    except BfcnnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     rows = []
     for size in args.sizes:
         clean = _image(args.color, size)
@@ -76,8 +103,9 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"| {r['method']} | {r['size']} | {r['seconds']:.3f} | {r['cpu_seconds']:.3f} | {r['ms_per_megapixel']:.0f} |")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"sigma": args.sigma, "load_average": os.getloadavg()[0], "rows": rows}, handle, indent=2)
+        from bfcnn.io import write_json  # atomic
+
+        write_json(args.json, {"sigma": args.sigma, "load_average": os.getloadavg()[0], "rows": rows})
     return 0
 
 

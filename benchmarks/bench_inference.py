@@ -20,7 +20,6 @@ matmul peak of TensorFlow on this machine (per CPU-second holds up when other jo
 
 import argparse
 import glob
-import json
 import os
 import platform
 import statistics
@@ -66,26 +65,19 @@ def photo(channels: int, size: int, sigma: float = 25.0) -> np.ndarray:
     return sample_image(channels, size=(size, size), sigma=sigma)[1]
 
 
-def bench_config(path: str, size: int, runs: int, threads: int, quantize, representative, tiles=(),
-                 fixed_tiles=(), bfloat16: bool = False) -> dict:
+def _engines(model, image, folder: Path, threads: int, quantize, representative, tiles=(), fixed_tiles=(),
+             bfloat16: bool = False) -> tuple:
+    """The engines to time on `image`, TFLite files written into `folder`.
+
+    Returns:
+        ({name: (run, file bytes or None)}, {name: why it could not be made})
+    """
     import tensorflow as tf
 
-    from bfcnn.config import load_config
     from bfcnn.export import CONTROL_FLOW_OPS, TFLITE_FILES, UnsupportedOpsError, representative_images, to_tflite
-    from bfcnn.export.loading import build_float32
     from bfcnn.lite import TFLiteDenoiser
-    from bfcnn.models.cost import count_parameters, flops_per_pixel
 
-    config = load_config(path)
-    model = build_float32(config.model)
-    channels = int(model.input_shape[-1])
-    if any(type(layer).__name__ == "NonLocalBlock" for layer in model._flatten_layers()):
-        # Global attention needs (H W)^2 / 4 floats: 69 GB at 512 x 512, 0.27 GB at 128 x 128.
-        size = min(size, NON_LOCAL_SIZE)
-    image = photo(channels, size)
-    flops = flops_per_pixel(model)
-    megapixels = size * size / 1e6
-
+    channels, size = image.shape[-1], image.shape[0]
     engines = {}
     keras_fn = tf.function(lambda x: model(x, training=False),
                            input_signature=[tf.TensorSpec([1, None, None, channels], tf.float32)])
@@ -99,11 +91,10 @@ def bench_config(path: str, size: int, runs: int, threads: int, quantize, repres
                               input_signature=[tf.TensorSpec([1, None, None, channels], tf.float32)])
         engines["Keras graph, bfloat16"] = (lambda: fast_fn(batch).numpy(), None)
     samples = representative_images(representative, channels, count=8) if "int8" in quantize else None
-    tmp = tempfile.mkdtemp(prefix="bench-tflite-")
     failed = {}
     for mode in quantize:
         name = f"TFLite {mode if mode != 'none' else 'fp32'}"
-        file = Path(tmp) / TFLITE_FILES[mode]
+        file = folder / TFLITE_FILES[mode]
         try:
             file.write_bytes(to_tflite(model, mode, samples))
         except UnsupportedOpsError as error:
@@ -122,12 +113,18 @@ def bench_config(path: str, size: int, runs: int, threads: int, quantize, repres
                     tiled = TFLiteDenoiser(file, num_threads=threads)
                     engines[f"{name}, tiles of {tile}"] = (lambda r=tiled, t=tile: r.denoise(image, tile_size=t), None)
             for tile in fixed_tiles:  # a file for one input size (export --tflite-size), run tile by tile
-                fixed = Path(tmp) / f"model_{tile}.tflite"
+                fixed = folder / f"model_{tile}.tflite"
                 fixed.write_bytes(to_tflite(model, mode, input_size=(tile, tile)))
                 runner = TFLiteDenoiser(fixed, num_threads=threads)
                 engines[f"{name}, {tile}x{tile} file, tiles of {tile}"] = (lambda r=runner: r.denoise(image),
                                                                            fixed.stat().st_size)
-    for run, _ in engines.values():  # warm-up: tracing, allocation, XNNPACK packing
+    return engines, failed
+
+
+def _time_engines(engines, runs: int) -> tuple:
+    """Wall and CPU seconds of each engine, {name: [seconds per run]} twice, timed in interleaved
+    rounds after two warm-up runs each (tracing, allocation, XNNPACK packing)."""
+    for run, _ in engines.values():
         run()
         run()
     wall = {name: [] for name in engines}
@@ -138,6 +135,30 @@ def bench_config(path: str, size: int, runs: int, threads: int, quantize, repres
             run()
             wall[name].append(time.perf_counter() - start_wall)
             cpu[name].append(time.process_time() - start_cpu)
+    return wall, cpu
+
+
+def bench_config(path: str, size: int, runs: int, threads: int, quantize, representative, tiles=(),
+                 fixed_tiles=(), bfloat16: bool = False) -> dict:
+    """The table rows of one pipeline's model; its TFLite files live in a temporary folder that
+    is removed when the timing is done."""
+    from bfcnn.config import load_config
+    from bfcnn.export.loading import build_float32
+    from bfcnn.models.cost import count_parameters, flops_per_pixel
+
+    config = load_config(path)
+    model = build_float32(config.model)
+    channels = int(model.input_shape[-1])
+    if any(type(layer).__name__ == "NonLocalBlock" for layer in model._flatten_layers()):
+        # Global attention needs (H W)^2 / 4 floats: 69 GB at 512 x 512, 0.27 GB at 128 x 128.
+        size = min(size, NON_LOCAL_SIZE)
+    image = photo(channels, size)
+    flops = flops_per_pixel(model)
+    megapixels = size * size / 1e6
+    with tempfile.TemporaryDirectory(prefix="bench-tflite-") as folder:
+        engines, failed = _engines(model, image, Path(folder), threads, quantize, representative, tiles,
+                                   fixed_tiles, bfloat16)
+        wall, cpu = _time_engines(engines, runs)
     rows = []
     for name, (_, size_bytes) in engines.items():
         seconds = statistics.median(wall[name])
@@ -212,8 +233,10 @@ def main(argv=None) -> int:
     table = markdown(results, peak, args)
     print(table)
     if args.json:
-        Path(args.json).write_text(json.dumps({"peak_gflops": peak[0], "peak_gflop_per_cpu_second": peak[1],
-                                               "results": results, "args": vars(args)}, indent=2))
+        from bfcnn.io import write_json  # atomic
+
+        write_json(args.json, {"peak_gflops": peak[0], "peak_gflop_per_cpu_second": peak[1],
+                               "results": results, "args": vars(args)})
     return 0
 
 

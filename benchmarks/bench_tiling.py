@@ -74,11 +74,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import bfcnn
+    from bfcnn.errors import BfcnnError
     from bfcnn.evaluation import add_noise, noise_seed, psnr, to_uint8
     from bfcnn.inference import graph_runner
     from bfcnn.tiling import tiled_apply
 
-    model = bfcnn.load_model(args.model)
+    try:
+        model = bfcnn.load_model(args.model)
+    except BfcnnError as error:  # an unknown zoo name, a missing or unreadable file
+        print(f"error: --model: {error}", file=sys.stderr)
+        return 2
     channels = model.input_shape[-1]
     names = args.images or (["camera", "moon"] if channels == 1 else ["astronaut", "coffee"])
     run = graph_runner(model)

@@ -17,7 +17,6 @@ its config.yaml; `--weights final` takes model.keras instead), a `.keras` file o
 
 import argparse
 import datetime
-import json
 import os
 import sys
 from pathlib import Path
@@ -25,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from doc_tables import save_figure  # noqa: E402  (same folder)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 BEGIN, END = "<!-- generalization:begin -->", "<!-- generalization:end -->"
@@ -106,25 +107,44 @@ def plot(path, results, sigmas, training_range, labels):
     figure.tight_layout()
     FigureCanvasAgg(figure)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=figure.dpi)
+    save_figure(figure, path)  # whole or not at all
+
+
+def marker_problem(path: Path):
+    """Why the table cannot go into `path` (missing, or not one BEGIN line followed by one END line), or None."""
+    if not path.is_file():
+        return f"--markdown {path}: no such file"
+    text = path.read_text(encoding="utf-8")
+    if text.count(BEGIN) != 1 or text.count(END) != 1 or text.index(BEGIN) > text.index(END):
+        return f"--markdown {path} needs one '{BEGIN}' line and, after it, one '{END}' line"
+    return None
 
 
 def update_markdown(path: Path, block: str) -> None:
-    """Replaces the text between the markers in `path` with `block`."""
-    text = path.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{path} lacks the markers {BEGIN} ... {END}")
-    head, rest = text.split(BEGIN, 1)
+    """Replaces the text between the markers in `path` with `block`, atomically (`atomic_path`)."""
+    from bfcnn.errors import BfcnnError
+    from bfcnn.io import atomic_path
+
+    problem = marker_problem(path)
+    if problem:
+        raise BfcnnError(problem)
+    head, rest = path.read_text(encoding="utf-8").split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}", encoding="utf-8")
+    with atomic_path(path) as tmp:
+        tmp.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}", encoding="utf-8")
 
 
 def main(argv=None):
     args = parse_args(argv)
     from bfcnn.evaluate import dataset_files, model_denoiser
     from bfcnn.evaluation import evaluate_denoisers
-    from bfcnn.io import read_image
+    from bfcnn.io import read_image, write_json
     from bfcnn.models import is_bias_free
+
+    problem = marker_problem(Path(args.markdown)) if args.markdown else None
+    if problem:  # before minutes of measuring, not after
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
 
     models, descriptions, labels = {}, {}, {"noisy": "noisy input"}
     for key, run in (("bias_free", args.bias_free), ("with_bias", args.with_bias)):
@@ -144,10 +164,9 @@ def main(argv=None):
     print(f"\n{len(images)} images from {args.dataset}, noise seed {args.seed}\n")
     print(text)
 
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({f"{s:g}": {k: {m: v for m, v in r.items() if m != "per_image"} for k, r in row.items()}
-                       for s, row in results.items()}, f, indent=1)
+    if args.json:  # atomic
+        write_json(args.json, {f"{s:g}": {k: {m: v for m, v in r.items() if m != "per_image"} for k, r in row.items()}
+                               for s, row in results.items()})
     if args.plot:
         plot(args.plot, results, args.sigmas, args.training_range, labels)
         print(f"wrote {args.plot}")

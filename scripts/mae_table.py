@@ -14,12 +14,15 @@ is above 0), but it is the part of the std-1 error that no noise caused.
 
     python scripts/mae_table.py [--write README.md] [--models NAME ...] [--max-images N]
 
-`--write` replaces the text between the `<!-- mae-table:begin/end -->` markers of the file. The exit
-status is 1 when any model is worse than its noisy input at any std.
+`--write` replaces the text between the `<!-- mae-table:begin/end -->` markers of the file with
+the tables of every zoo model (it is refused with a subset of `--models`, which would drop the
+other tables) and the command line that measured them. The exit status is 1 when any model is
+worse than its noisy input at any std, 2 for bad arguments (an unknown model, N < 1).
 """
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -33,11 +36,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc_tables import check_markers, write_measured_table  # noqa: E402  (same folder)
 
 
+def at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=None, help="zoo names (default: every model)")
-    parser.add_argument("--max-images", type=int, default=None, help="the first N images of each dataset")
-    parser.add_argument("--write", default=None, metavar="MARKDOWN", help="write the tables between the markers")
+    parser.add_argument("--max-images", type=at_least_one, default=None, metavar="N",
+                        help="the first N images of each dataset (N >= 1)")
+    parser.add_argument("--write", default=None, metavar="MARKDOWN",
+                        help="write the tables of every model between the markers (not with a subset of --models)")
     return parser.parse_args(argv)
 
 
@@ -45,8 +60,22 @@ def dataset_label(dataset: str) -> str:
     return "scikit-image photographs" if dataset == "skimage" else Path(dataset).name
 
 
+def title(kind: str, dataset: str, count: int, gray: int) -> str:
+    """A table's title line; for color models it says how many of the images are gray ones
+    (the same on all three channels), which test no color."""
+    images = f"{count} images" + (f"; {gray} of them gray, the same on all three channels" if gray else "")
+    return f"MAE on the 0-255 scale, {kind} models, {dataset_label(dataset)} ({images}):"
+
+
+def gray_count(images) -> int:
+    """How many color images [H, W, 3] have three equal channels."""
+    return sum(1 for image in images
+               if image.shape[-1] == 3 and (image[..., :1] == image[..., 1:]).all())
+
+
 def measure(names, channels, dataset, max_images):
-    """{sigma: {"noisy": mae, name: mae, ...}} and the image count, for models of one channel count."""
+    """{sigma: {"noisy": mae, name: mae, ...}}, the image count and how many of the images are gray
+    ones in three channels, for models of one channel count."""
     import bfcnn
     from bfcnn.evaluate import MAE_SIGMAS, dataset_files, model_denoiser
     from bfcnn.evaluation import evaluate_denoisers
@@ -58,7 +87,7 @@ def measure(names, channels, dataset, max_images):
     denoisers = {name: model_denoiser(bfcnn.load_model(name), channels) for name in names}
     results = evaluate_denoisers(denoisers, images, (CLEAN_ROW,) + tuple(MAE_SIGMAS), seed=0, metrics=("mae",))
     table = {sigma: {key: row["mae"] for key, row in rows.items()} for sigma, rows in results.items()}
-    return table, len(images)
+    return table, len(images), gray_count(images)
 
 
 def markdown(table, names, title) -> tuple:
@@ -78,26 +107,35 @@ def markdown(table, names, title) -> tuple:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import bfcnn
+    from bfcnn.errors import BfcnnError
 
-    if args.write:
-        check_markers(Path(args.write), BEGIN, END)  # before minutes of measuring, not after
-    names = args.models or bfcnn.list_models()
-    by_channels = {}
-    for name in names:
-        by_channels.setdefault(int(bfcnn.model_info(name)["channels"]), []).append(name)
-    sections, worse = [], 0
-    for channels in sorted(by_channels):
-        for dataset in DATASETS[channels]:
-            table, count = measure(by_channels[channels], channels, dataset, args.max_images)
-            kind = "gray" if channels == 1 else "color"
-            text, bad = markdown(table, by_channels[channels],
-                                 f"MAE on the 0-255 scale, {kind} models, {dataset_label(dataset)} ({count} images):")
-            print(text + "\n")
-            sections.append(text)
-            worse += bad
+    try:
+        names = args.models or bfcnn.list_models()
+        by_channels = {}
+        for name in names:
+            by_channels.setdefault(int(bfcnn.model_info(name)["channels"]), []).append(name)
+        if args.write:
+            if set(names) != set(bfcnn.list_models()):
+                raise BfcnnError(f"--write replaces the tables of every zoo model; --models "
+                                 f"{' '.join(names)} would drop the others (leave out --models to write)")
+            check_markers(Path(args.write), BEGIN, END)  # before minutes of measuring, not after
+        sections, worse = [], 0
+        for channels in sorted(by_channels):
+            for dataset in DATASETS[channels]:
+                table, count, gray = measure(by_channels[channels], channels, dataset, args.max_images)
+                kind = "gray" if channels == 1 else "color"
+                text, bad = markdown(table, by_channels[channels],
+                                     title(kind, dataset, count, gray if channels == 3 else 0))
+                print(text + "\n")
+                sections.append(text)
+                worse += bad
+    except BfcnnError as error:  # an unknown model, a missing dataset
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if worse:
         print(f"{worse} cell(s) where a model's MAE is above the noisy image's (starred)", file=sys.stderr)
     if args.write:
@@ -105,7 +143,7 @@ def main(argv=None) -> int:
                 "not rounded; mean over images. A star marks a model worse than its input. The "
                 "std-0 row is each model run on the clean image: what it changes in a reference "
                 "it reads as noisy.")
-        command = "python scripts/mae_table.py --write " + args.write
+        command = "python scripts/mae_table.py " + shlex.join(argv)
         write_measured_table(Path(args.write), BEGIN, END, "\n\n".join(sections + [note]), command)
     return 1 if worse else 0
 

@@ -22,6 +22,7 @@ an error above `BROKEN_CONVERSION`).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -357,10 +358,13 @@ def baseline_table(args, config, images, borrowed=None) -> dict:
     return tables
 
 
-def file_entries(keras_path: Path, tflite_path: Path) -> dict:
+def file_entries(keras_path: Path, tflite_path: Path, names=None) -> dict:
+    """The card's `files`: name, sha256 and size of each file; `names` {kind: file name} when the
+    files still lie under temporary names (the card names the files they become)."""
     from bfcnn.zoo import sha256
 
-    return {kind: {"path": path.name, "sha256": sha256(path), "bytes": path.stat().st_size}
+    names = names or {}
+    return {kind: {"path": names.get(kind, path.name), "sha256": sha256(path), "bytes": path.stat().st_size}
             for kind, path in (("keras", keras_path), ("tflite", tflite_path))}
 
 
@@ -452,47 +456,15 @@ def refresh(names, zoo: Path) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if args.refresh:
-        return refresh(args.refresh, Path(args.zoo))
-    from bfcnn.config import config_to_dict, load_config
-    from bfcnn.evaluate import model_denoiser
-    from bfcnn.io import read_image
+def card_of(args, config, model, steps: int, seconds: float, checkpoint: str, totals: tuple, images: int,
+            table: dict, speeds: dict, files: dict) -> dict:
+    """The model card of a new entry, from what `ship` measured."""
+    from bfcnn.config import config_to_dict
     from bfcnn.models.cost import describe
-    from bfcnn.training.loop import atomic_save_model
 
-    run, zoo = Path(args.run), Path(args.zoo)
-    config = load_config(run / "config.yaml")
-    files, names = validation_names(config, args.max_images)
-    borrowed = borrowed_baselines(args.baselines_from, Path(config.validation.directory).name, config.dataset.color,
-                                  names)  # checked before any work
-    if args.baselines_only:
-        baseline_table(args, config, [read_image(f, config.dataset.color) for f in files], borrowed)
-        return 0
-    model, steps, seconds, checkpoint = restore(run, config, args.average)
     channels = config.model.get("channels", 1)
-    total_steps, total_seconds = training_totals(zoo, args.name, config_to_dict(config), config.train.init_from,
-                                                 steps, seconds, checkpoint, run=args.run)
-
-    keras_path, tflite_path = zoo / f"{args.name}.keras", zoo / f"{args.name}.tflite"
-    if same_model_file(model, keras_path):
-        print(f"{keras_path} already holds these weights; kept")
-    else:
-        atomic_save_model(model, keras_path)
-    write_tflite(model, tflite_path)
-
-    color = config.dataset.color
-    images = [read_image(f, color) for f in files]
-    print(f"evaluating on {len(images)} images of {config.validation.directory} ...", flush=True)
-    table = evaluate({args.name: model_denoiser(model, channels)}, images, args.sigmas)
-    for name, rows in baseline_table(args, config, images, borrowed).items():
-        for sigma in args.sigmas:
-            table[f"{sigma:g}"][name] = rows[f"{sigma:g}"]
-
     cost = describe(model)
-    card = {
+    return {
         "name": args.name,
         "description": args.description,
         "architecture": config.model,
@@ -505,8 +477,8 @@ def main(argv=None) -> int:
         "training": {
             "data": [s.directory or str(s) for s in config.dataset.inputs],
             "noise": config_to_dict(config)["corruption"],
-            "steps": total_steps,
-            "wall_time_seconds": round(total_seconds, 1),
+            "steps": totals[0],
+            "wall_time_seconds": round(totals[1], 1),
             "run_steps": steps,
             "run_seconds": round(seconds, 1),
             "checkpoint": checkpoint,
@@ -516,25 +488,101 @@ def main(argv=None) -> int:
         },
         "validation": {
             "dataset": Path(config.validation.directory).name,
-            "images": len(images),
+            "images": images,
             "protocol": "datasets/README.md: noise not clipped or rounded, output clipped and rounded, "
                         "PSNR on uint8, mean over images, seed 0",
             "command": evaluate_command(args.name, config.validation.directory, args.sigmas, args.baseline,
                                         args.max_images),
             "results": table,
         },
-        "speed": speed(model, channels, tflite_path),
+        "speed": speeds,
         "paper": paper_of(config.model),
         "license": "MIT",
-        "files": file_entries(keras_path, tflite_path),
+        "files": files,
         "generated_by": "scripts/make_zoo_entry.py",
     }
+
+
+def validation_images(config, max_images=None) -> tuple:
+    """The run's validation files, their names (as `bfcnn.evaluate` gives them) and the images.
+
+    Raises:
+        BfcnnError: no validation folder, or a file in it that is not an image (named).
+    """
+    from bfcnn.errors import BfcnnError
+    from bfcnn.io import read_image
+
+    if not config.validation.directory:
+        raise BfcnnError("the run's config has no validation.directory: a card needs validation images")
+    files, names = validation_names(config, max_images)
+    return files, names, [read_image(f, config.dataset.color) for f in files]
+
+
+def ship(args) -> int:
+    """A new zoo entry from a run: everything is read and measured first, the files written under
+    temporary names, then moved into place, the card last. A failure before that leaves the
+    entry as it was (weights, TFLite file and card that agree)."""
+    from bfcnn.config import config_to_dict, load_config
+    from bfcnn.evaluate import model_denoiser
+    from bfcnn.export import to_tflite
+    from bfcnn.io import atomic_path, json_safe
+
+    run, zoo = Path(args.run), Path(args.zoo)
+    config = load_config(run / "config.yaml")
+    files, names, images = validation_images(config, args.max_images)
+    borrowed = borrowed_baselines(args.baselines_from, Path(config.validation.directory).name, config.dataset.color,
+                                  names)  # checked before any work
+    if args.baselines_only:
+        baseline_table(args, config, images, borrowed)
+        return 0
+    model, steps, seconds, checkpoint = restore(run, config, args.average)
+    channels = config.model.get("channels", 1)
+    totals = training_totals(zoo, args.name, config_to_dict(config), config.train.init_from, steps, seconds,
+                             checkpoint, run=args.run)
+
+    print(f"evaluating on {len(images)} images of {config.validation.directory} ...", flush=True)
+    table = evaluate({args.name: model_denoiser(model, channels)}, images, args.sigmas)
+    for name, rows in baseline_table(args, config, images, borrowed).items():
+        for sigma in args.sigmas:
+            table[f"{sigma:g}"][name] = rows[f"{sigma:g}"]
+
+    keras_path, tflite_path = zoo / f"{args.name}.keras", zoo / f"{args.name}.tflite"
     card_path = zoo / f"{args.name}.json"
-    write_card(card_path, card)
+    keep = same_model_file(model, keras_path)
+    # Leaving the block moves the keras file, the TFLite file and then the card into place; an
+    # error inside it removes the temporary files and moves none.
+    with contextlib.ExitStack() as stack:
+        card_tmp = stack.enter_context(atomic_path(card_path))
+        tflite_tmp = stack.enter_context(atomic_path(tflite_path))
+        tflite_tmp.write_bytes(to_tflite(model))
+        if keep:
+            print(f"{keras_path} already holds these weights; kept")
+            keras_tmp = keras_path
+        else:
+            keras_tmp = stack.enter_context(atomic_path(keras_path))
+            model.save(keras_tmp)
+        entries = file_entries(keras_tmp, tflite_tmp, {"keras": keras_path.name, "tflite": tflite_path.name})
+        card = card_of(args, config, model, steps, seconds, checkpoint, totals, len(images), table,
+                       speed(model, channels, tflite_tmp), entries)
+        card_tmp.write_text(json.dumps(json_safe(card), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     for sigma, rows in table.items():
         print(f"sigma {sigma}: " + "  ".join(f"{n} {r['psnr']:.2f}" for n, r in rows.items()))
     print(f"wrote {card_path}")
     return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if args.refresh:
+        return refresh(args.refresh, Path(args.zoo))
+    from bfcnn.errors import BfcnnError
+
+    try:
+        return ship(args)
+    except BfcnnError as error:  # a bad config, validation image or model file: one line, nothing written
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

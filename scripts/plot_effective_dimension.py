@@ -19,6 +19,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from doc_tables import save_figure  # noqa: E402  (same folder)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from plot_adaptive_filters import load_image, require_size  # noqa: E402  (same folder)
@@ -98,7 +100,7 @@ def main(argv=None):
     FigureCanvasAgg(figure)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=figure.dpi)
+    save_figure(figure, out)  # whole or not at all
     print(f"wrote {out} ({out.stat().st_size // 1024} KB)")
     return 0
 

@@ -42,6 +42,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from doc_tables import save_figure  # noqa: E402  (same folder)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 CONVERGED = 1e-2
@@ -376,7 +378,7 @@ def figure(path, conv, nums, costs, args):
     fig.tight_layout()
     FigureCanvasAgg(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=fig.dpi)
+    save_figure(fig, path)  # whole or not at all
 
 
 def main(argv=None):

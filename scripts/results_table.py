@@ -11,7 +11,8 @@ sigma only, so the split changes nothing); this merges their results into one ta
 BM3D's output depends only on the noisy image and sigma, so its scores from an earlier
 evaluation of the same images, seed and sigmas serve for a new model: `--baselines-from` takes
 the baseline rows of other `--out` files (checking, image by image, that their noisy input
-scored the same, i.e. that the noisy images are the same) and pairs the new model against them:
+scored the same, i.e. that the noisy images are the same, and that their folder has the same name
+however the path was written) and pairs the new model against them:
 
     python -m bfcnn.evaluate --model runs/R/model.keras --dataset ../shared/datasets/val/McMaster18 \
         --sigma 15 25 50 --out new.json
@@ -24,6 +25,9 @@ noisy images instead, e.g. bfloat16 inference against float32:
     python -m bfcnn.evaluate --model pyramid_gray_m --dataset ../shared/datasets/val/Set12 \
         --precision bfloat16 --out bf16.json
     python scripts/results_table.py bf16.json --compare-with f32.json
+
+An infinite PSNR (an output identical to the clean image, null in the JSON file) shows as inf;
+the paired differences leave such images out and say how many.
 
 Exit codes: 0 printed, 2 files that do not belong together (other images, model or seed).
 """
@@ -38,17 +42,66 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from bfcnn.evaluate import ENSEMBLE_KEY, MODEL_KEY, format_report, label_of, precision_label  # noqa: E402
+from bfcnn.evaluate import (ENSEMBLE_KEY, MODEL_KEY, format_report, format_table, label_of,  # noqa: E402
+                            precision_label)
 from bfcnn.evaluation import NOISY  # noqa: E402
 
 SAME = ("model", "precision", "dataset", "color", "metric", "seed", "images")
 DEFAULTS = {"precision": "float32"}  # files written before `--precision` existed
 
 
+def comparable(key, document):
+    """What must match of `document[key]`: a dataset by its folder's name only (`../val/Set12/`,
+    `../val/Set12` and an absolute path are one folder; the images are checked one by one)."""
+    value = document.get(key, DEFAULTS.get(key))
+    return Path(str(value)).name if key == "dataset" and value is not None else value
+
+
 def first_difference(first, other, keys):
     """The first of `keys` whose value differs between two --out documents, else None."""
-    return next((key for key in keys if first.get(key, DEFAULTS.get(key)) != other.get(key, DEFAULTS.get(key))),
-                None)
+    return next((key for key in keys if comparable(key, first) != comparable(key, other)), None)
+
+
+def scores(values) -> np.ndarray:
+    """Per-image PSNRs as floats; a null is an infinite PSNR (an output identical to the clean
+    image, e.g. a baseline at sigma 0 returning its input), which strict JSON cannot hold."""
+    return np.array([np.inf if v is None else v for v in values], dtype=np.float64)
+
+
+def restore_infinite(results) -> None:
+    """Turns the nulls of the PSNR entries of `results` back into inf, in place (see `scores`)."""
+    for entry in results.values():
+        for row in entry.values():
+            if isinstance(row, dict) and "psnr" in row:
+                if row["psnr"] is None:
+                    row["psnr"] = float("inf")
+                if "psnr" in row.get("per_image", {}):
+                    row["per_image"]["psnr"] = scores(row["per_image"]["psnr"]).tolist()
+
+
+def paired_lines(results, labels) -> str:
+    """`bfcnn.evaluate.format_paired` against the model, over the images where both PSNRs are
+    finite: an image with an infinite PSNR has no difference to average; a note counts them."""
+    from bfcnn.evaluation import paired_difference
+
+    lines = []
+    for key, label in labels.items():
+        if key == MODEL_KEY:
+            continue
+        for sigma, entry in results.items():
+            ours, theirs = scores(entry[MODEL_KEY]["per_image"]["psnr"]), scores(entry[key]["per_image"]["psnr"])
+            finite = np.isfinite(ours) & np.isfinite(theirs)
+            skipped = int((~finite).sum())
+            note = (f"; {skipped} image(s) with an infinite PSNR (output identical to the clean image) "
+                    "left out") if skipped else ""
+            head = f"{labels[MODEL_KEY]} - {label} at sigma {sigma:g}: "
+            if not finite.any():
+                lines.append(head + f"no image with two finite PSNRs{note}")
+                continue
+            d = paired_difference(ours[finite], theirs[finite])
+            lines.append(head + f"{d['mean']:+.3f} dB PSNR (standard error {d['standard_error']:.3f}; better on "
+                         f"{d['better']} of {d['images']} images{note})")
+    return "\n".join(lines)
 
 
 def merge(documents):
@@ -93,7 +146,7 @@ def borrow_rows(results, documents, first, flag: str, rows) -> None:
         other = borrowed[sigma]
         ours, theirs = entry[NOISY]["per_image"], other[NOISY]["per_image"]
         for metric in set(ours) & set(theirs):
-            if not np.allclose(ours[metric], theirs[metric], rtol=0, atol=1e-9):
+            if not np.allclose(scores(ours[metric]), scores(theirs[metric]), rtol=0, atol=1e-9):
                 raise ValueError(f"{flag}: the noisy images at sigma {sigma:g} differ from these "
                                  f"({metric} per image), so their rows saw other noise")
         for name, row in rows(other, documents[0]).items():
@@ -147,7 +200,13 @@ def main(argv=None) -> int:
     keys = [k for k in next(iter(results.values())) if k != "noisy"]
     labels = {k: (label if k == MODEL_KEY else k) for k in keys}
     print(f"{first['dataset']}: {len(first['images'])} images ({first['color']}), model {label}, seed {first['seed']}")
-    print(format_report(results, labels, first["metric"]))
+    if first["metric"] != "psnr":
+        print(format_report(results, labels, first["metric"]))
+        return 0
+    restore_infinite(results)
+    print(format_table(results, labels, "psnr"))
+    if len(labels) > 1:
+        print(paired_lines(results, labels))
     return 0
 
 

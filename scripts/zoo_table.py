@@ -1,4 +1,7 @@
-"""Prints the README's zoo table from the model cards (`--write` updates README.md in place)."""
+"""Prints the README's zoo table from the model cards (`--write` replaces it in README.md, atomically).
+
+Exit codes: 0 done, 2 a file without one `<!-- zoo-table: ... -->` line followed by one `<!-- /zoo-table -->` line.
+"""
 
 import argparse
 import json
@@ -6,6 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 BEGIN, END = "<!-- zoo-table:", "<!-- /zoo-table -->"
 
 
@@ -44,20 +48,43 @@ def table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_table(path: Path, text: str) -> None:
+    """Puts `text` between the line that starts with BEGIN (kept) and the END line of `path`, atomically.
+
+    Raises:
+        BfcnnError: the file is missing or lacks one BEGIN line followed by one END line.
+    """
+    from bfcnn.errors import BfcnnError
+    from bfcnn.io import atomic_path
+
+    if not path.is_file():
+        raise BfcnnError(f"{path}: no such file")
+    content = path.read_text(encoding="utf-8")
+    if content.count(BEGIN) != 1 or content.count(END) != 1 or content.index(BEGIN) > content.index(END):
+        raise BfcnnError(f"{path} needs one '{BEGIN} ...' line and, after it, one '{END}' line")
+    start = content.find("\n", content.index(BEGIN)) + 1
+    if start == 0 or start > content.index(END):
+        raise BfcnnError(f"{path}: the '{BEGIN} ...' line and the '{END}' line must be separate lines")
+    with atomic_path(path) as tmp:
+        tmp.write_text(content[:start] + text + content[content.index(END):], encoding="utf-8")
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--write", action="store_true", help="replace the table in README.md")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--write", action="store_true", help="replace the table in README.md (or --readme)")
+    parser.add_argument("--readme", default=str(ROOT / "README.md"), help="the file --write updates")
     args = parser.parse_args(argv)
     text = table()
     if not args.write:
         print(text)
         return 0
-    readme = ROOT / "README.md"
-    content = readme.read_text()
-    start = content.index(BEGIN)
-    start = content.index("\n", start) + 1
-    end = content.index(END)
-    readme.write_text(content[:start] + text + content[end:])
+    from bfcnn.errors import BfcnnError
+
+    try:
+        write_table(Path(args.readme), text)
+    except BfcnnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

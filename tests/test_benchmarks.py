@@ -33,12 +33,12 @@ def test_bench_memory_prints_a_row_per_case():
 @pytest.mark.slow
 def test_bench_inference_prints_a_row_per_engine():
     done = bench("bench_inference.py", "--configs", str(ROOT / "pipelines" / "quickstart.yaml"),
-                 "--size", "96", "--runs", "1", "--quantize", "none", "--tiles", "64", "--fixed-tiles", "64",
+                 "--size", "128", "--runs", "1", "--quantize", "none", "--tiles", "96", "--fixed-tiles", "96",
                  "--bfloat16")
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ")][1:]
     assert [r[4].strip() for r in rows] == ["Keras graph", "Keras graph, bfloat16", "TFLite fp32",
-                                           "TFLite fp32, tiles of 64", "TFLite fp32, 64x64 file, tiles of 64"]
+                                           "TFLite fp32, tiles of 96", "TFLite fp32, 96x96 file, tiles of 96"]
     for row in rows:
         assert float(row[5]) > 0 and float(row[6]) > 0  # ms and CPU ms per megapixel
 
@@ -108,3 +108,63 @@ def test_bench_tiling_parse_case_accepts_what_tiled_apply_accepts(monkeypatch):
     assert parse_case("64,16") == (64, 16, None) and parse_case("64,16,7") == (64, 16, 7)
     assert parse_case("64,0,0") == (64, 0, 0)  # no overlap, no margin: plain tiles
     assert all(parse_case(case) for case in DEFAULT_CASES)
+
+
+def load_bench(name, monkeypatch):
+    """benchmarks/<name> imported as a module (it puts the repository root first on sys.path)."""
+    import importlib.util
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location(f"{Path(name).stem}_under_test", ROOT / "benchmarks" / name)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_bench_inference_removes_its_tflite_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    script = load_bench("bench_inference.py", monkeypatch)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    result = script.bench_config(str(ROOT / "pipelines" / "quickstart.yaml"), 32, 1, 1, ["none"], None)
+    assert [row["engine"] for row in result["rows"]] == ["Keras graph", "TFLite fp32"]
+    assert result["rows"][1]["bytes"] > 0
+    assert list(tmp_path.glob("bench-tflite-*")) == []  # (TensorFlow leaves autograph .py files there)
+
+
+def test_make_bench_runs_the_zoos_pipelines_only():
+    """`make bench` (no arguments) times the five zoo models' pipelines, not all of pipelines/."""
+    done = subprocess.run(["make", "-n", "bench", "STAMP=", "PY=python"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    words = done.stdout.split()
+    configs = words[words.index("--configs") + 1:]
+    configs = configs[:next(i for i, w in enumerate(configs) if w.startswith("--"))]
+    zoo = sorted(p.stem for p in (ROOT / "pretrained").glob("*.json"))
+    assert sorted(Path(c).stem for c in configs) == zoo and all((ROOT / c).is_file() for c in configs)
+    help_text = subprocess.run(["make", "-s", "help"], capture_output=True, text=True, cwd=ROOT, timeout=60).stdout
+    assert "bench" in help_text and "zoo" in help_text
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("bench_bm3d_speed.py", ["--baselines", "foo"], "unknown baseline 'foo'; available: 'bm3d', 'nlm'"),
+    ("bench_bm3d_speed.py", ["--baselines", "nlm", "--model", "nosuch"], "unknown model 'nosuch'; available: "),
+    ("bench_bm3d_speed.py", ["--sizes", "0"], "argument --sizes: must be >= 1, got 0"),
+    ("bench_bm3d_speed.py", ["--repeats", "0"], "argument --repeats: must be >= 1, got 0"),
+    ("bench_tiling.py", ["--model", "nosuch"], "error: --model: unknown model 'nosuch'; available: "),
+])
+def test_a_benchmark_given_bad_arguments_says_so_in_one_line(script, args, message):
+    done = bench(script, *args)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == ""
+
+
+def test_bench_bm3d_speed_writes_its_json_whole(tmp_path):
+    import json
+
+    out = tmp_path / "speed.json"
+    done = bench("bench_bm3d_speed.py", "--baselines", "nlm", "--sizes", "16", "--repeats", "1", "--json", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["method"], r["size"]) for r in rows] == [("nlm", 16)] and rows[0]["seconds"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["speed.json"]

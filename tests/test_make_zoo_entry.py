@@ -286,3 +286,77 @@ def test_the_kept_bm3d_evaluations_can_be_borrowed(path):
     for sigma, entry in rows.items():
         assert len(entry["bm3d"]["per_image"]["psnr"]) == len(names) == len(entry["noisy"]["per_image"]["psnr"])
         assert entry["noisy"]["psnr"] < entry["bm3d"]["psnr"] < 40
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A 6-step run of a tiny ResNet whose config names a folder of three validation images."""
+    import numpy as np
+    from PIL import Image
+
+    from bfcnn.config import config_from_dict
+    from bfcnn.training.loop import Trainer
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, size=(32, 32), dtype=np.uint8)).save(images / f"{i}.png")
+    config = config_from_dict({
+        "model": {"type": "resnet", "channels": 1, "filters": 4, "blocks": 1, "batch_norm": False},
+        "dataset": {"inputs": [str(images)], "patch_size": 16, "batch_size": 2},
+        "train": {"steps": 6, "checkpoint_every": 2, "tensorboard": False, "image_summaries_every": 0},
+        "validation": {"directory": str(images), "every": 1000},
+    }, require_inputs=True)
+    Trainer(config, root / "run").run()
+    return root / "run", images
+
+
+def ship(run, zoo, *more):
+    return load().main(["--run", str(run), "--name", "tiny", "--description", "d", "--baseline",
+                        "--sigmas", "25", "--zoo", str(zoo), *more])
+
+
+def test_a_new_entry_is_written_whole_with_checksums_of_its_files(tiny_run, tmp_path):
+    run, _ = tiny_run
+    assert ship(run, tmp_path) == 0
+    card = json.loads((tmp_path / "tiny.json").read_text())
+    assert card["validation"]["images"] == 3 and "25" in card["validation"]["results"]
+    for kind, name in (("keras", "tiny.keras"), ("tflite", "tiny.tflite")):
+        assert card["files"][kind]["path"] == name
+        assert card["files"][kind]["sha256"] == sha256(tmp_path / name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json", "tiny.keras", "tiny.tflite"]
+
+
+def test_a_bad_validation_image_is_one_line_and_writes_nothing(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run, images = tiny_run
+    broken = tmp_path / "images"
+    shutil.copytree(images, broken)
+    (broken / "3.png").write_bytes(b"not a png")
+    config = (run / "config.yaml").read_text().replace(str(images), str(broken))
+    other = tmp_path / "run"
+    shutil.copytree(run, other)
+    (other / "config.yaml").write_text(config)
+    zoo = tmp_path / "zoo"
+    assert ship(other, zoo) == 2
+    error = capsys.readouterr().err
+    assert "cannot read image" in error and "3.png" in error and "Traceback" not in error
+    assert not zoo.exists() or not list(zoo.iterdir())
+
+
+def test_a_failure_before_the_card_leaves_the_old_entry_as_it_was(tiny_run, tmp_path, monkeypatch):
+    """New weights beside the old card's sha256 would make `bfcnn.load_model` call the entry corrupt."""
+    run, _ = tiny_run
+    old = {name: json.dumps({"old": name}) for name in ("tiny.keras", "tiny.tflite", "tiny.json")}
+    for name, text in old.items():
+        (tmp_path / name).write_text(text)
+    script = load()
+    monkeypatch.setattr(script, "speed", lambda *a: (_ for _ in ()).throw(RuntimeError("timing failed")))
+    with pytest.raises(RuntimeError, match="timing failed"):
+        script.main(["--run", str(run), "--name", "tiny", "--description", "d", "--baseline", "--sigmas", "25",
+                     "--zoo", str(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json", "tiny.keras", "tiny.tflite"]
+    assert {name: (tmp_path / name).read_text() for name in old} == old
