@@ -567,9 +567,10 @@ class Trainer:
             raise ConfigError(f"cannot create the model directory {str(self.directory)!r}: "
                               f"{error.strerror or error}") from None
         self._lock = lock_directory(self.directory)
-        for leftover in self.directory.glob(".*.tmp*"):  # bfcnn.io.atomic_path's, of a run killed mid-save
-            if leftover.is_file():
-                leftover.unlink()
+        for name in RUN_FILES:  # bfcnn.io.atomic_path's temporary files, of a run killed mid-save
+            for leftover in self.directory.glob(f".{name}.*.tmp*"):
+                if leftover.is_file():
+                    leftover.unlink()
         dump_config(self.config, self.directory / "config.yaml")
 
     def _data(self, strategy):
