@@ -142,109 +142,32 @@ def verify(output_directory, model=None, image=None, tolerance: Optional[float] 
         The uint8 signature is checked against the rounded and clipped Keras output
         (max difference <= 1, which only a float tie at .5 can cause).
     """
-    import tensorflow as tf
-
-    from bfcnn.lite import DEFAULT_OVERLAP, TFLiteDenoiser
-    from bfcnn.tiling import fixed_size_apply
-
     directory = Path(output_directory)
     margins = {**PSNR_MARGINS_DB, **(psnr_margins or {})}
     if model is None:
         model = as_float32(load_keras(directory / "model.keras"))
     channels = model_channels(model)
-    if image is None:
+    default_image = image is None
+    if default_image:
         global_attention = any(type(layer).__name__ == "NonLocalBlock" for layer in model._flatten_layers())
         # Non-local blocks hold an (H W) x (H W / 4) attention matrix: 2.4 GB at the full test size.
         image = sample_image(channels, size=SMALL_TEST_SIZE if global_attention else TEST_SIZE)
-        default_image = True
-    else:
-        default_image = False
     clean, noisy = image
     if noisy.shape[-1] != channels:
         raise ExportError(f"the test image has {noisy.shape[-1]} channels, the model takes {channels}")
-    reference = np.asarray(model(noisy[None], training=False), np.float64)[0]
-    reference_psnr = psnr(clean, reference)
-    small = noisy[:13, :7]  # a second, odd size: the input really is dynamic
-    small_reference = np.asarray(model(small[None], training=False), np.float64)[0]
-    # float32 errors are relative: an output beyond the 0-255 scale (an untrained model) widens
-    # the tolerance in proportion; a trained denoiser's output is on the scale and keeps it.
-    peak = float(max(np.max(np.abs(reference)), np.max(np.abs(small_reference))))
-    scale = max(1.0, peak / VALUE_RANGE[1])
-    if tolerance is None:
-        tolerance, sensitivity = fp32_tolerance(model, noisy, FP32_TOLERANCE * scale, FP32_TOLERANCE_CAP * scale,
-                                                reference=reference)
-    else:
-        tolerance, sensitivity = tolerance * scale, float32_sensitivity(model, noisy, reference=reference)
+    ref = _Reference(model, clean, noisy, tolerance)
     results = []
-
-    def add(result, small_out=None, small_expected=small_reference):
-        if small_out is not None and result["kind"] == "fp32":
-            diff = float(np.max(np.abs(np.asarray(small_out, np.float64).reshape(small_expected.shape)
-                                       - small_expected)))
-            result["max_abs_diff_13x7"] = diff
-            result["passed"] = result["passed"] and diff <= tolerance
-        results.append(result)
-
     keras_file = directory / "model.keras"
     if keras_file.exists():
         reloaded = load_keras(keras_file)
-        add(_compare("model.keras", "fp32", reloaded(noisy[None], training=False), reference, clean,
-                     reference_psnr, tolerance), reloaded(small[None], training=False))
-
-    saved = directory / "saved_model"
-    if saved.exists():
-        loaded = tf.saved_model.load(str(saved))
-        serve = loaded.signatures["serving_default"]
-        batch = np.stack([noisy, noisy[::-1, ::-1]])
-        out = serve(image=tf.constant(batch))[OUTPUT_NAME].numpy()
-        # Compared with the Keras model on the same batch: batched and single-image runs may
-        # round differently, which N3 blocks amplify (1.6e-3 seen on a tiny N3Net's output).
-        batch_reference = np.asarray(model(batch, training=False), np.float64)
-        result = _compare("saved_model:serving_default", "fp32", out[0], batch_reference[0], clean, reference_psnr,
-                          tolerance)
-        result["max_abs_diff_batch"] = float(np.max(np.abs(out[1] - batch_reference[1])))
-        result["passed"] = result["passed"] and result["max_abs_diff_batch"] <= tolerance
-        add(result, serve(image=tf.constant(small[None]))[OUTPUT_NAME].numpy())
-
-        noisy_uint8 = to_uint8(noisy)
-        expected = to_uint8(np.asarray(model(noisy_uint8[None].astype(np.float32), training=False))[0])
-        out8 = loaded.signatures["denoise_uint8"](image=tf.constant(noisy_uint8[None]))[OUTPUT_NAME].numpy()[0]
-        diff = np.abs(out8.astype(np.int16) - expected.astype(np.int16))
-        results.append({
-            "artifact": "saved_model:denoise_uint8",
-            "kind": "uint8",
-            "dtype": str(out8.dtype),
-            "max_abs_diff": float(diff.max()),
-            "pixels_differing": int(np.count_nonzero(diff)),
-            "psnr": psnr(clean, out8),
-            "psnr_change": psnr(clean, out8) - psnr(clean, expected),
-            "limit": "uint8 max|diff| <= 1 (rounding)",
-            "passed": bool(out8.dtype == np.uint8 and diff.max() <= 1),
-        })
-
+        results.append(ref.with_small(
+            _compare("model.keras", "fp32", reloaded(noisy[None], training=False), ref.output, clean, ref.psnr,
+                     ref.tolerance), reloaded(ref.small[None], training=False)))
+    if (directory / "saved_model").exists():
+        results += _check_saved_model(directory / "saved_model", ref)
     for quantize, filename in TFLITE_FILES.items():
-        path = directory / filename
-        if not path.exists():
-            continue
-        runner = TFLiteDenoiser(path, num_threads=num_threads)
-        expected, expected_psnr, small_expected = reference, reference_psnr, small_reference
-        if runner.fixed_size is not None:
-            # A file of one input size pads and tiles other sizes: so does the reference.
-            def keras_fn(x):
-                return np.asarray(model(x[None], training=False), np.float64)[0]
-
-            expected = fixed_size_apply(keras_fn, noisy, runner.fixed_size, DEFAULT_OVERLAP)
-            expected_psnr = psnr(clean, expected)
-            small_expected = fixed_size_apply(keras_fn, small, runner.fixed_size, DEFAULT_OVERLAP)
-        kind = "fp32" if quantize == "none" else quantize
-        result = _compare(filename, kind, runner(noisy), expected, clean, expected_psnr,
-                          tolerance if quantize == "none" else margins[quantize])
-        content = path.read_bytes()
-        result["ops"] = tflite_ops(content)
-        result["runtime_sized_tensors"] = len(runtime_sized_tensors(content))
-        if runner.fixed_size is not None:
-            result["input_size"] = list(runner.fixed_size)
-        add(result, runner(small), small_expected)
+        if (directory / filename).exists():
+            results.append(_check_tflite(directory / filename, quantize, ref, margins, num_threads))
     if not results:
         raise ExportError(f"nothing to verify in {str(directory)!r}: no model.keras, saved_model or .tflite file")
     return {
@@ -252,11 +175,104 @@ def verify(output_directory, model=None, image=None, tolerance: Optional[float] 
         "sigma": TEST_SIGMA if default_image else None,
         "image_shape": list(noisy.shape),
         "noisy_psnr": psnr(clean, noisy),
-        "reference_psnr": reference_psnr,
-        "float32_sensitivity": sensitivity,
-        "fp32_tolerance": tolerance,
+        "reference_psnr": ref.psnr,
+        "float32_sensitivity": ref.sensitivity,
+        "fp32_tolerance": ref.tolerance,
         "results": results,
     }
+
+
+class _Reference:
+    """The Keras model's outputs every artifact is compared with: on the test image and on a
+    13x7 crop of it (a second, odd size: the input really is dynamic), and the float32 limit."""
+
+    def __init__(self, model, clean, noisy, tolerance: Optional[float]):
+        self.model, self.clean, self.noisy = model, clean, noisy
+        self.output = self.run(noisy)
+        self.psnr = psnr(clean, self.output)
+        self.small = noisy[:13, :7]
+        self.small_output = self.run(self.small)
+        # float32 errors are relative: an output beyond the 0-255 scale (an untrained model) widens
+        # the tolerance in proportion; a trained denoiser's output is on the scale and keeps it.
+        peak = float(max(np.max(np.abs(self.output)), np.max(np.abs(self.small_output))))
+        scale = max(1.0, peak / VALUE_RANGE[1])
+        if tolerance is None:
+            self.tolerance, self.sensitivity = fp32_tolerance(model, noisy, FP32_TOLERANCE * scale,
+                                                              FP32_TOLERANCE_CAP * scale, reference=self.output)
+        else:
+            self.tolerance = tolerance * scale
+            self.sensitivity = float32_sensitivity(model, noisy, reference=self.output)
+
+    def run(self, image) -> np.ndarray:
+        """The Keras model on one [H, W, C] image, float64."""
+        return np.asarray(self.model(image[None], training=False), np.float64)[0]
+
+    def with_small(self, result: Dict[str, Any], small_out, small_expected=None) -> Dict[str, Any]:
+        """A float32 `result` also held to the tolerance on the 13x7 crop (`small_out`)."""
+        if result["kind"] == "fp32":
+            expected = self.small_output if small_expected is None else small_expected
+            diff = float(np.max(np.abs(np.asarray(small_out, np.float64).reshape(expected.shape) - expected)))
+            result["max_abs_diff_13x7"] = diff
+            result["passed"] = result["passed"] and diff <= self.tolerance
+        return result
+
+
+def _check_saved_model(path: Path, ref: _Reference) -> list:
+    """The SavedModel's float32 signature (a batch of two, and the crop) and its uint8 one."""
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    serve = loaded.signatures["serving_default"]
+    batch = np.stack([ref.noisy, ref.noisy[::-1, ::-1]])
+    out = serve(image=tf.constant(batch))[OUTPUT_NAME].numpy()
+    # Compared with the Keras model on the same batch: batched and single-image runs may
+    # round differently, which N3 blocks amplify (1.6e-3 seen on a tiny N3Net's output).
+    batch_reference = np.asarray(ref.model(batch, training=False), np.float64)
+    result = _compare("saved_model:serving_default", "fp32", out[0], batch_reference[0], ref.clean, ref.psnr,
+                      ref.tolerance)
+    result["max_abs_diff_batch"] = float(np.max(np.abs(out[1] - batch_reference[1])))
+    result["passed"] = result["passed"] and result["max_abs_diff_batch"] <= ref.tolerance
+    results = [ref.with_small(result, serve(image=tf.constant(ref.small[None]))[OUTPUT_NAME].numpy())]
+
+    noisy_uint8 = to_uint8(ref.noisy)
+    expected = to_uint8(np.asarray(ref.model(noisy_uint8[None].astype(np.float32), training=False))[0])
+    out8 = loaded.signatures["denoise_uint8"](image=tf.constant(noisy_uint8[None]))[OUTPUT_NAME].numpy()[0]
+    diff = np.abs(out8.astype(np.int16) - expected.astype(np.int16))
+    results.append({
+        "artifact": "saved_model:denoise_uint8",
+        "kind": "uint8",
+        "dtype": str(out8.dtype),
+        "max_abs_diff": float(diff.max()),
+        "pixels_differing": int(np.count_nonzero(diff)),
+        "psnr": psnr(ref.clean, out8),
+        "psnr_change": psnr(ref.clean, out8) - psnr(ref.clean, expected),
+        "limit": "uint8 max|diff| <= 1 (rounding)",
+        "passed": bool(out8.dtype == np.uint8 and diff.max() <= 1),
+    })
+    return results
+
+
+def _check_tflite(path: Path, quantize: str, ref: _Reference, margins: Mapping[str, float],
+                  num_threads: Optional[int]) -> Dict[str, Any]:
+    """One `.tflite` file through LiteRT: float32 held to the tolerance, quantized to its margin."""
+    from bfcnn.lite import DEFAULT_OVERLAP, TFLiteDenoiser
+    from bfcnn.tiling import fixed_size_apply
+
+    runner = TFLiteDenoiser(path, num_threads=num_threads)
+    expected, expected_psnr, small_expected = ref.output, ref.psnr, ref.small_output
+    if runner.fixed_size is not None:  # a file of one input size pads and tiles other sizes: so does the reference
+        expected = fixed_size_apply(ref.run, ref.noisy, runner.fixed_size, DEFAULT_OVERLAP)
+        expected_psnr = psnr(ref.clean, expected)
+        small_expected = fixed_size_apply(ref.run, ref.small, runner.fixed_size, DEFAULT_OVERLAP)
+    kind = "fp32" if quantize == "none" else quantize
+    result = _compare(path.name, kind, runner(ref.noisy), expected, ref.clean, expected_psnr,
+                      ref.tolerance if quantize == "none" else margins[quantize])
+    content = path.read_bytes()
+    result["ops"] = tflite_ops(content)
+    result["runtime_sized_tensors"] = len(runtime_sized_tensors(content))
+    if runner.fixed_size is not None:
+        result["input_size"] = list(runner.fixed_size)
+    return ref.with_small(result, runner(ref.small), small_expected)
 
 
 def format_verification(report: Mapping[str, Any]) -> str:
