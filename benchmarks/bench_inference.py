@@ -202,6 +202,20 @@ def markdown(results, peak, args) -> str:
     return "\n".join(lines)
 
 
+def tile_size(text: str) -> int:
+    """A --tiles value: an integer at least twice the tile overlap, as bfcnn.tiling requires."""
+    from bfcnn.lite import DEFAULT_OVERLAP
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 2 * DEFAULT_OVERLAP:
+        raise argparse.ArgumentTypeError(f"must be at least {2 * DEFAULT_OVERLAP} (twice the tile overlap, "
+                                         f"{DEFAULT_OVERLAP}), got {value}")
+    return value
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=sorted(glob.glob(str(ROOT / "pipelines" / "*.yaml"))))
@@ -212,7 +226,7 @@ def main(argv=None) -> int:
                         choices=["none", "fp16", "dynamic", "int8"])
     parser.add_argument("--representative-dir", default="pkg:skimage/data",
                         help="int8 calibration images (content does not change the speed)")
-    parser.add_argument("--tiles", nargs="*", type=int, default=[256],
+    parser.add_argument("--tiles", nargs="*", type=tile_size, default=[256],
                         help="also time TFLite fp32 through TFLiteDenoiser.denoise with these tile sizes "
                              "(default 256, its default; FLOPs count each image pixel once)")
     parser.add_argument("--fixed-tiles", nargs="*", type=int, default=[], metavar="N",

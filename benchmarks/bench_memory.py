@@ -95,12 +95,26 @@ def child(args) -> None:
                       "seconds": seconds, "shape": list(image.shape)}))
 
 
+def tile_size(text: str) -> int:
+    """A --tiles value: an integer at least twice the tile overlap, as bfcnn.tiling requires."""
+    from bfcnn.lite import DEFAULT_OVERLAP
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 2 * DEFAULT_OVERLAP:
+        raise argparse.ArgumentTypeError(f"must be at least {2 * DEFAULT_OVERLAP} (twice the tile overlap, "
+                                         f"{DEFAULT_OVERLAP}), got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="pyramid_color_m", help="a zoo name (default pyramid_color_m)")
     parser.add_argument("--megapixels", type=float, nargs="+", default=[1, 6, 24])
     parser.add_argument("--engines", nargs="+", choices=["keras", "tflite"], default=["keras", "tflite"])
-    parser.add_argument("--tiles", type=int, nargs="+", default=[512, 256],
+    parser.add_argument("--tiles", type=tile_size, nargs="+", default=[512, 256],
                         help="tile sizes of the tiled runs (default 512 256)")
     parser.add_argument("--tile", type=int, default=512, help=argparse.SUPPRESS)
     parser.add_argument("--whole-up-to", type=float, default=6.0,

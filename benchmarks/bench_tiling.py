@@ -22,15 +22,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-DEFAULT_CASES = ["128,32", "256,32", "128,48", "256,48", "128,64", "256,64", "256,64,24", "128,96,40"]
+DEFAULT_CASES = ["128,32", "256,32", "128,48", "256,48", "128,64", "256,64", "256,64,24", "192,96,40"]
 
 
 def parse_case(text: str):
     """(tile, overlap, margin or None) from `TILE,OVERLAP[,MARGIN]`, checked as `tiled_apply` checks them.
 
     Raises:
-        argparse.ArgumentTypeError: not 2 or 3 integers, a negative value, tile <= overlap, or
-            2 * margin >= overlap (margin 0 with overlap 0 is allowed), naming the rule broken.
+        argparse.ArgumentTypeError: not 2 or 3 integers, a negative value, a tile under twice
+            the overlap (or not larger than it), or 2 * margin >= overlap (margin 0 with overlap 0
+            is allowed), naming the rule broken.
     """
     try:
         values = [int(v) for v in text.split(",")]
@@ -41,8 +42,8 @@ def parse_case(text: str):
     tile, overlap, margin = values[0], values[1], values[2] if len(values) == 3 else None
     if min(values) < 0:
         raise argparse.ArgumentTypeError(f"case {text!r}: TILE, OVERLAP and MARGIN must be >= 0")
-    if tile <= overlap:
-        raise argparse.ArgumentTypeError(f"case {text!r}: TILE must be larger than OVERLAP")
+    if tile < max(2 * overlap, overlap + 1):
+        raise argparse.ArgumentTypeError(f"case {text!r}: TILE must be at least twice OVERLAP (and larger than it)")
     if margin is not None and 2 * margin >= overlap and not overlap == margin == 0:
         raise argparse.ArgumentTypeError(f"case {text!r}: MARGIN must satisfy 2 * MARGIN < OVERLAP")
     return tile, overlap, margin

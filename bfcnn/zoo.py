@@ -114,10 +114,11 @@ def _not_a_model(path: Path) -> BfcnnError:
                       "is a zip archive holding a Keras model; this one is corrupt, truncated or of another format)")
 
 
-def _model_path(name_or_path: str, verify: bool) -> Path:
-    """The `.keras` file `load_model` would load, checked as far as possible without Keras."""
+def _model_path(name_or_path: str, verify: bool, as_path: bool = False) -> Path:
+    """The `.keras` file `load_model` would load, checked as far as possible without Keras;
+    `as_path`: the caller gave a path object (never a zoo name, even without a `./`)."""
     path = Path(name_or_path).expanduser()
-    if is_zoo_name(name_or_path) or not (path.exists() or _looks_like_path(name_or_path)):
+    if not as_path and (is_zoo_name(name_or_path) or not (path.exists() or _looks_like_path(name_or_path))):
         # a zoo name wins over a file or folder of that name in the working directory (write
         # ./name for that); UnknownModelError lists the zoo
         return model_file(name_or_path, "keras", verify=verify)
@@ -146,7 +147,8 @@ def load_model(name_or_path: Optional[Union[str, os.PathLike]] = "default", veri
             `.keras` file, or a folder holding `model.keras` (an export or training directory;
             `best.keras` is used when there is no `model.keras`). A name that is not in the zoo but is an
             existing file or folder is taken as a path; a zoo name is the zoo model even
-            when a folder of that name is in the working directory (`./name` is the folder). `.tflite` files are run by
+            when a folder of that name is in the working directory (`./name` or a `pathlib.Path` is
+            the folder). `.tflite` files are run by
             `bfcnn.lite.TFLiteDenoiser` instead.
         verify: check the zoo file's sha256 against its model card.
         float32: run in float32 even if the model was saved with a mixed-precision policy.
@@ -165,7 +167,8 @@ def load_model(name_or_path: Optional[Union[str, os.PathLike]] = "default", veri
         >>> model = bfcnn.load_model("pyramid_gray_m")
         >>> clean = model(noisy[None, ..., None])[0, ..., 0]
     """
-    path = _model_path("default" if name_or_path is None else os.fspath(name_or_path), verify)
+    path = _model_path("default" if name_or_path is None else os.fspath(name_or_path), verify,
+                       as_path=isinstance(name_or_path, os.PathLike))
     from bfcnn.models.files import NotKerasFileError, load_keras_file
 
     try:

@@ -87,8 +87,9 @@ def test_bench_tiling_prints_a_row_per_case():
 
 
 @pytest.mark.parametrize("case, rule", [("128", "TILE,OVERLAP or TILE,OVERLAP,MARGIN"),
-                                        ("32,32", "TILE must be larger than OVERLAP"),
-                                        ("16,32,4", "TILE must be larger than OVERLAP"),
+                                        ("32,32", "TILE must be at least twice OVERLAP"),
+                                        ("16,32,4", "TILE must be at least twice OVERLAP"),
+                                        ("128,96,40", "TILE must be at least twice OVERLAP"),
                                         ("64,16,8", "MARGIN must satisfy 2 * MARGIN < OVERLAP"),
                                         ("64,16,9", "MARGIN must satisfy 2 * MARGIN < OVERLAP"),
                                         ("64,-1", "must be >= 0")])
@@ -108,6 +109,14 @@ def test_bench_tiling_parse_case_accepts_what_tiled_apply_accepts(monkeypatch):
     assert parse_case("64,16") == (64, 16, None) and parse_case("64,16,7") == (64, 16, 7)
     assert parse_case("64,0,0") == (64, 0, 0)  # no overlap, no margin: plain tiles
     assert all(parse_case(case) for case in DEFAULT_CASES)
+    import numpy as np
+
+    from bfcnn.tiling import tiled_apply
+
+    image = np.zeros((300, 300, 1), np.float32)
+    for case in DEFAULT_CASES:  # each default case runs as it is
+        tile, overlap, margin = parse_case(case)
+        assert tiled_apply(lambda t: t, image, tile, overlap, margin).shape == image.shape
 
 
 def load_bench(name, monkeypatch):
@@ -168,3 +177,9 @@ def test_bench_bm3d_speed_writes_its_json_whole(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [(r["method"], r["size"]) for r in rows] == [("nlm", 16)] and rows[0]["seconds"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["speed.json"]
+
+
+@pytest.mark.parametrize("script", ["bench_inference.py", "bench_memory.py"])
+def test_tile_sizes_under_twice_the_overlap_are_refused_up_front(script):
+    done = bench(script, "--tiles", "64")
+    assert done.returncode == 2 and "must be at least 96 (twice the tile overlap, 48), got 64" in done.stderr

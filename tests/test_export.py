@@ -783,5 +783,7 @@ def test_only_a_runs_own_config_is_read_beside_a_keras_file(resnet_export, tmp_p
     assert config is None
     run = make_checkpoint_run(tmp_path / "run", model)
     model.save(run / "model.keras")
-    _, config, _ = load_for_export(run / "model.keras")
-    assert config["model"]["type"] == "resnet"
+    model.save(run / "averaged.keras")  # as python -m bfcnn.average writes it
+    for name in ("model.keras", "averaged.keras"):
+        _, config, _ = load_for_export(run / name)
+        assert config["model"]["type"] == "resnet"

@@ -119,6 +119,23 @@ def test_a_run_resumes_with_on_nan_changed(image_dir, tmp_path, first, then):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
 
 
+def test_a_skip_run_resumed_in_float16_gets_the_float16_loss_scale(image_dir, tmp_path):
+    import tensorflow as tf
+
+    from bfcnn.training.loop import FLOAT16_LOSS_SCALE
+
+    skip = tiny_config(image_dir, train={"steps": 6, "checkpoint_every": 3, "on_nan": "skip"},
+                       validation={"directory": None})
+    Trainer(skip, tmp_path).run(stop_after=3)
+    half = tiny_config(image_dir, train={"steps": 6, "checkpoint_every": 3, "precision": "mixed_float16"},
+                       validation={"directory": None})
+    Trainer(half, tmp_path).run()
+    checkpoint = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    (scale,) = [tf.train.load_checkpoint(checkpoint).get_tensor(name)
+                for name, _ in tf.train.list_variables(checkpoint) if "dynamic_scale" in name]
+    assert scale >= FLOAT16_LOSS_SCALE / 8  # not the skip run's 1 (a few halvings allowed)
+
+
 def test_nan_loss_can_skip_the_batch(image_dir, tmp_path, monkeypatch):
     """The first 4 steps' losses are NaN and skipped; the rest train, at a loss scale still 1
     (Keras's scaler would have halved it at each skipped step)."""

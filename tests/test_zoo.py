@@ -87,6 +87,7 @@ def test_a_zoo_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
     zoo = bfcnn.load_model("resnet_gray_s")
     assert zoo.count_params() == bfcnn.model_info("resnet_gray_s")["parameters"]
     assert bfcnn.load_model("./resnet_gray_s").count_params() < zoo.count_params()  # the folder, named as one
+    assert bfcnn.load_model(Path("resnet_gray_s")).count_params() < zoo.count_params()  # a Path is a path
     assert resolve_model("resnet_gray_s", None, "auto", None)[2] == "zoo:resnet_gray_s"
 
 

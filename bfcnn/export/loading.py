@@ -96,9 +96,11 @@ def load_for_export(model_directory, pipeline_config=None, weights: str = "auto"
     config_dict = None
     config_file = Path(pipeline_config) if pipeline_config else None
     if config_file is None:
-        # a run's own config.yaml: beside its model.keras / best.keras, or in the run folder; a
-        # config.yaml beside another .keras file may belong to anything else in that folder
-        own = path.parent / "config.yaml" if path.is_file() and path.name in RUN_FILES else path / "config.yaml"
+        # a run's own config.yaml: beside its model.keras / best.keras or another .keras file in a
+        # run folder (one with checkpoints/), or in the run folder given; a config.yaml beside a
+        # .keras file elsewhere may belong to anything else in that folder
+        in_run = path.name in RUN_FILES or (path.parent / "checkpoints").is_dir()  # e.g. bfcnn.average's file
+        own = path.parent / "config.yaml" if path.is_file() and in_run else path / "config.yaml"
         if own.exists():
             config_file = own
     if config_file is not None:
@@ -137,7 +139,9 @@ def resolve_model(model_or_path, config, weights, pipeline_config):
     from bfcnn.zoo import is_zoo_name
 
     text = os.fspath(model_or_path)
-    if not is_zoo_name(text) and (Path(text).expanduser().exists() or text.endswith(".keras") or os.sep in text):
+    as_path = not isinstance(model_or_path, str)  # a pathlib.Path is never a zoo name
+    if as_path or (not is_zoo_name(text) and (Path(text).expanduser().exists() or text.endswith(".keras")
+                                              or os.sep in text)):
         model, found_config, source = load_for_export(text, pipeline_config, weights)
         return model, config if config is not None else found_config, source
     from bfcnn.errors import UnknownModelError, did_you_mean

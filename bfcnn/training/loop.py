@@ -718,6 +718,11 @@ class Trainer:
             log.info("resumed from %s at step %d", restored, int(step.numpy()))
             if isinstance(optimizer, _SkipNonFinite):
                 optimizer.dynamic_scale.assign(SKIP_LOSS_SCALE)  # a checkpoint of the stock scaler had grown it
+            elif isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and \
+                    float(optimizer.dynamic_scale.numpy()) <= SKIP_LOSS_SCALE:
+                # a checkpoint of `on_nan: skip` (scale 1) resumed in float16, which needs the large
+                # starting scale (the stock scaler would take ~30,000 steps to grow it back)
+                optimizer.dynamic_scale.assign(FLOAT16_LOSS_SCALE)
         elif cfg.train.init_from:
             load_initial_weights(model, cfg.train.init_from)
             log.info("initialised the weights from %s", cfg.train.init_from)
