@@ -494,8 +494,10 @@ def test_running_a_finished_run_again_keeps_its_summary(image_dir, tmp_path):
     first = Trainer(config, tmp_path).run()
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["validation"] and list(first) == [20.0]
+    model_bytes = (tmp_path / "model.keras").read_bytes()
     again = Trainer(config, tmp_path).run()
     assert json.loads((tmp_path / "summary.json").read_text()) == summary  # its final validation not erased
+    assert (tmp_path / "model.keras").read_bytes() == model_bytes  # not saved again
     assert again == first and _history_steps(tmp_path) == [2, 4]
 
 
@@ -512,6 +514,21 @@ def test_two_runs_cannot_write_into_one_model_directory(image_dir, tmp_path):
         held.close()
     Trainer(config, tmp_path).run()  # free again
     assert (tmp_path / "model.keras").exists()
+
+
+def test_a_file_system_without_locks_runs_unlocked(image_dir, tmp_path, monkeypatch, caplog):
+    import errno
+    import fcntl
+    import logging
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    config = tiny_config(image_dir, train={"steps": 2}, validation={"directory": None})
+    with caplog.at_level(logging.WARNING, logger="bfcnn.train"):
+        Trainer(config, tmp_path).run()
+    assert "running without the lock" in caplog.text and (tmp_path / "model.keras").exists()
 
 
 def test_model_directory_entries_of_the_wrong_kind_are_refused_up_front(image_dir, tmp_path, capsys):

@@ -32,6 +32,7 @@ sources only; both kinds may be mixed in one run.
 """
 
 import dataclasses
+import errno
 import json
 import logging
 import math
@@ -434,7 +435,11 @@ def lock_directory(directory: Path):
     handle = open(directory / LOCK_FILE, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
+    except OSError as error:
+        if error.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):  # a file system without locks
+            handle.close()
+            log.warning("cannot lock %s (%s): running without the lock", directory, error.strerror or error)
+            return None
         handle.seek(0)
         owner = handle.read().strip() or "unknown"
         handle.close()
@@ -566,7 +571,8 @@ class Trainer:
         except OSError as error:
             raise ConfigError(f"cannot create the model directory {str(self.directory)!r}: "
                               f"{error.strerror or error}") from None
-        self._lock = lock_directory(self.directory)
+        if self._lock is False:  # not tried yet (a new directory)
+            self._lock = lock_directory(self.directory)
         for name in RUN_FILES:  # bfcnn.io.atomic_path's temporary files, of a run killed mid-save
             for leftover in self.directory.glob(f".{name}.*.tmp*"):
                 if leftover.is_file():
@@ -624,8 +630,8 @@ class Trainer:
             return self._run(stop_after)
         finally:
             keras.mixed_precision.set_global_policy(policy)
-            lock, self._lock = getattr(self, "_lock", None), None
-            if lock is not None:
+            lock, self._lock = getattr(self, "_lock", None), False
+            if lock:
                 lock.close()
 
     def _run(self, stop_after: Optional[int]) -> Dict:
@@ -634,8 +640,11 @@ class Trainer:
         keras.utils.set_random_seed(cfg.train.seed)
         strategy = make_strategy(cfg.distribution)
         chief = _is_chief(strategy)
+        self._lock = False  # the directory's lock: an open file once taken, None where locks are unavailable
         if chief:
             self._check_directory()
+            if self.directory.is_dir():  # before its checkpoint state may be repaired
+                self._lock = lock_directory(self.directory)
         # Every worker must save (the save may run collectives); only the chief's copy is used.
         output_dir = self.directory if chief else self.directory / f".worker{strategy.cluster_resolver.task_id}"
         ckpt_dir = output_dir / "checkpoints"
@@ -661,11 +670,15 @@ class Trainer:
         writer = tf.summary.create_file_writer(str(self.directory / "logs")) if (chief and cfg.train.tensorboard) \
             else tf.summary.create_noop_writer()
 
+        finished_before = int(state.step.numpy()) >= cfg.train.steps
         last_results = self._train(state, train_step, iterator, validation, writer, chief, stop_after)
         if int(state.step.numpy()) < cfg.train.steps:
             return last_results
         if not last_results and validation is not None:  # a run already at train.steps: its last validation
             last_results = recorded_validation(self.directory, int(state.step.numpy()))
+        if finished_before and (output_dir / "model.keras").exists() and (self.directory / "summary.json").exists():
+            log.info("the run is already at train.steps=%d; nothing to do", cfg.train.steps)
+            return last_results  # its files stay as they are (saving again would change model.keras's bytes)
         output_dir.mkdir(parents=True, exist_ok=True)
         atomic_save_model(state.model, output_dir / "model.keras")
         if chief:
