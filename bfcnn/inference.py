@@ -315,8 +315,8 @@ def _from_pixels(out: np.ndarray, array: np.ndarray, alpha, scale: float) -> np.
 
 def _apply(function, pixels: np.ndarray, tile_size, overlap) -> np.ndarray:
     height, width = pixels.shape[:2]
-    if tile_size is None:
-        tile_size = DEFAULT_TILE if height * width > DEFAULT_MAX_PIXELS else 0
+    if tile_size is None:  # tiles of 512, or larger for a wide overlap (a tile holds at least twice it)
+        tile_size = max(DEFAULT_TILE, 2 * overlap) if height * width > DEFAULT_MAX_PIXELS else 0
     if not tile_size or (height <= tile_size and width <= tile_size):
         return np.array(function(pixels), np.float32)  # a copy: the result is rounded in place later
     return tiled_apply(function, pixels, tile_size, overlap)

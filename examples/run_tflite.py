@@ -132,7 +132,10 @@ def check_output(path: str, input_path: str) -> str:
     if extension not in formats:
         raise RunError(f"cannot write {path!r}: {extension or 'no extension'} is not an image format; "
                        "use .png (lossless) or .jpg, .tif, .webp")
-    if os.path.exists(path) and os.path.samefile(path, input_path):
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise RunError(f"cannot write {path!r}: no folder {folder!r}")
+    if os.path.exists(path) and os.path.exists(input_path) and os.path.samefile(path, input_path):
         raise RunError(f"the output {path!r} is the input photo; choose another name")
     return formats[extension]
 
@@ -144,6 +147,9 @@ def write_pixels(path: str, pixels: np.ndarray, image_format: str) -> None:
     os.close(handle)
     try:
         Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).save(temporary, format=image_format)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # the usual permissions, not mkstemp's private ones
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):

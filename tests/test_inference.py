@@ -105,6 +105,11 @@ def test_cli_denoises_many_files_and_reports_bad_ones(gray_model, tmp_path, caps
     assert Image.open(tmp_path / "out" / "r.png").size == (16, 20)
 
 
+def test_default_tiling_takes_tiles_of_at_least_twice_a_wide_overlap():
+    image = np.zeros((1100, 1000), np.uint8)  # above one megapixel: tiled by default
+    assert bfcnn.denoise(image, model=lambda x: x, overlap=300).shape == image.shape
+
+
 def test_pil_photographs_come_back_upright(gray_model, tmp_path):
     """A phone photograph is stored sideways with an EXIF orientation; its result shows as it did."""
     stored = np.zeros((16, 20), np.uint8)

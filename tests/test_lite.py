@@ -1,5 +1,6 @@
 """The LiteRT runner (`bfcnn.lite.TFLiteDenoiser`) and the app-style example `examples/run_tflite.py`."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -235,6 +236,13 @@ def test_example_reads_sixteen_bit_photos_and_refuses_bad_outputs(tiny, tmp_path
     assert "is the input photo" in capsys.readouterr().err
     assert (tmp_path / "sixteen.png").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png", "sixteen.png"]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o666 & ~umask  # not private to its writer
+    assert example.main([str(tiny[1]), str(tmp_path / "missing.png"), str(tmp_path / "out.png")]) == 2
+    assert "cannot read image" in capsys.readouterr().err  # the input is missing, not the output unwritable
+    assert example.main([str(tiny[1]), str(tmp_path / "sixteen.png"), str(tmp_path / "no" / "out.png")]) == 2
+    assert "no folder" in capsys.readouterr().err
 
 
 def test_example_tiles_large_photos_like_the_whole_image(tiny):
