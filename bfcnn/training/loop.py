@@ -421,6 +421,24 @@ def trim_history(path: Path, step: int) -> None:
             tmp.write_text("".join(line + "\n" for line in kept))
 
 
+def _log_step(writer, progress, step: int, metrics, loss: float, lr: float, rate: float) -> None:
+    """The loss terms, learning rate and speed to TensorBoard and the progress bar."""
+    with writer.as_default(step=step):
+        for name, value in metrics.items():
+            tf.summary.scalar(f"loss/{name}", value)
+        tf.summary.scalar("learning_rate", lr)
+        tf.summary.scalar("steps_per_second", rate)
+    progress.update(step, [("loss", loss), ("lr", lr), ("steps/s", rate)])
+
+
+def _image_summary(writer, step: int, images) -> None:
+    """Four (clean | noisy | denoised) rows of the step's batch to TensorBoard."""
+    clean, noisy, estimate = images
+    with writer.as_default(step=step):
+        row = tf.concat([clean[:4], noisy[:4], tf.cast(estimate[:4], tf.float32)], axis=2)
+        tf.summary.image("clean_noisy_denoised", tf.clip_by_value(row / 255.0, 0.0, 1.0), max_outputs=4)
+
+
 def lock_directory(directory: Path):
     """An open file holding an exclusive lock on `directory/.lock` while the run lasts (released
     when it is closed or the process ends), so two runs cannot write into one model directory.
@@ -828,18 +846,9 @@ class Trainer:
             if done % cfg.log_every == 0 or done == cfg.steps:
                 rate = (done - tick_step) / max(now - tick, 1e-9)
                 tick, tick_step = now, done
-                lr = current_learning_rate(state.optimizer)
-                with writer.as_default(step=done):
-                    for name, value in metrics.items():
-                        tf.summary.scalar(f"loss/{name}", value)
-                    tf.summary.scalar("learning_rate", lr)
-                    tf.summary.scalar("steps_per_second", rate)
-                progress.update(done, [("loss", loss), ("lr", lr), ("steps/s", rate)])
+                _log_step(writer, progress, done, metrics, loss, current_learning_rate(state.optimizer), rate)
             if cfg.tensorboard and cfg.image_summaries_every and done % cfg.image_summaries_every == 0:
-                with writer.as_default(step=done):
-                    clean, noisy, estimate = images
-                    row = tf.concat([clean[:4], noisy[:4], tf.cast(estimate[:4], tf.float32)], axis=2)
-                    tf.summary.image("clean_noisy_denoised", tf.clip_by_value(row / 255.0, 0.0, 1.0), max_outputs=4)
+                _image_summary(writer, done, images)
             if validation is not None and (done % self.config.validation.every == 0 or done == cfg.steps):
                 last_results = self._validate(state.model, validation, done, state.best, writer, chief)
             if done % cfg.checkpoint_every == 0 or done == end:
