@@ -272,19 +272,7 @@ def export_model(
         >>> print(format_verification(report["verification"]))
     """
     log = log or (lambda *args: None)
-    modes = [quantize] if isinstance(quantize, str) else list(quantize)
-    bad = [q for q in modes if q not in QUANTIZATIONS]
-    if bad:
-        raise ExportError(f"unknown quantization {bad[0]!r}; allowed: {allowed(QUANTIZATIONS)}")
-    if not modes and to_tflite:
-        raise ExportError(f"quantize is empty; give one or more of {allowed(QUANTIZATIONS)}")
-    # model.tflite (float32) always comes with the quantized files: the reference they are checked against
-    modes = [q for q in QUANTIZATIONS if q in modes or q == "none"] if to_tflite else []
-    if modes:
-        _require_litert()
-    if "int8" in modes and representative_dir is None:
-        raise ExportError("int8 quantization needs --representative-dir DIR (representative_dir): photos like "
-                          "the ones the model will denoise, e.g. its training set")
+    modes = _tflite_modes(quantize, to_tflite, representative_dir)
     out = Path(output_directory).expanduser().absolute()
     _check_output(out)
 
@@ -328,6 +316,25 @@ def export_model(
     log(f"wrote {out}")
     return {"output_directory": str(out), "passed": report is None or report["passed"], "model_card": card,
             "verification": report}
+
+
+def _tflite_modes(quantize, to_tflite: bool, representative_dir) -> list:
+    """The TFLite files to write, in `QUANTIZATIONS` order, after checking the arguments asking
+    for them (and that the LiteRT runtime, which checks and verifies them, is installed)."""
+    modes = [quantize] if isinstance(quantize, str) else list(quantize)
+    bad = [q for q in modes if q not in QUANTIZATIONS]
+    if bad:
+        raise ExportError(f"unknown quantization {bad[0]!r}; allowed: {allowed(QUANTIZATIONS)}")
+    if not modes and to_tflite:
+        raise ExportError(f"quantize is empty; give one or more of {allowed(QUANTIZATIONS)}")
+    # model.tflite (float32) always comes with the quantized files: the reference they are checked against
+    modes = [q for q in QUANTIZATIONS if q in modes or q == "none"] if to_tflite else []
+    if modes:
+        _require_litert()
+    if "int8" in modes and representative_dir is None:
+        raise ExportError("int8 quantization needs --representative-dir DIR (representative_dir): photos like "
+                          "the ones the model will denoise, e.g. its training set")
+    return modes
 
 
 def _json_default(value):
