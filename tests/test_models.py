@@ -118,6 +118,16 @@ def test_multiscale_is_cheaper_per_pixel_than_a_full_resolution_twin():
     assert describe(pyramid)["flops_per_pixel"] < 0.6 * describe(flat)["flops_per_pixel"]
 
 
+def test_a_default_of_none_given_explicitly_is_the_default():
+    """`model_defaults` lists `filters: None` for multiscale; writing it back builds the same model."""
+    from bfcnn.models import model_defaults
+
+    assert model_defaults("multiscale")["filters"] is None
+    given = bfcnn.build_model({"type": "multiscale", "channels": 1, "levels": 2, "filters": None})
+    default = bfcnn.build_model({"type": "multiscale", "channels": 1, "levels": 2})
+    assert given.count_params() == default.count_params()
+
+
 def test_build_model_defaults_work_from_type_and_channels_only():
     for model_type in ("resnet", "multiscale"):
         model = bfcnn.build_model({"type": model_type, "channels": 3})
@@ -133,6 +143,15 @@ def test_build_model_defaults_work_from_type_and_channels_only():
         ({"type": "resnet", "channels": 2}, r"channels must be 1 \(gray\) or 3"),
         ({"type": "multiscale", "pyramid": "wavelet"}, r"pyramid='wavelet'.*allowed"),
         ({"channels": 1}, r"needs a 'type'"),
+        ({"type": ["resnet"]}, r"model.type must be a string, one of .*'resnet'"),
+        ({"type": "resnet", "blocks": -1}, r"blocks must be an integer >= 0, got -1"),
+        ({"type": "multiscale", "levels": 3, "encoder_blocks": [0, 0, 2]},
+         r"encoder_blocks\[2\] must be 0: the coarsest level has no encoder blocks"),
+        ({"type": "multiscale", "levels": 1, "encoder_blocks": 3}, r"encoder_blocks needs levels >= 2"),
+        ({"type": "multiscale", "levels": 3, "shared": True, "filters": 8, "non_local_levels": [1]},
+         r"non_local_levels needs shared=False"),
+        ({"type": "multiscale", "levels": 3, "blocks": [1, 0, 1], "n3_levels": [1]},
+         r"name level\(s\) \[1\], which have blocks=0"),
     ],
 )
 def test_bad_configs_name_the_problem(config, message):

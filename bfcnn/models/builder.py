@@ -62,6 +62,8 @@ def resolve_model_config(config: Mapping[str, Any], where: str = "model") -> dic
     if "type" not in config:
         raise ConfigError(f"{where} needs a 'type'; allowed: {allowed(MODEL_TYPES)}")
     model_type = config["type"]
+    if not isinstance(model_type, str):
+        raise ConfigError(f"{where}.type must be a string, one of {allowed(MODEL_TYPES)}; got {model_type!r}")
     defaults = model_defaults(model_type)
     per_level = _per_level_keys(model_type)
     resolved = {"type": model_type}
@@ -80,6 +82,8 @@ def resolve_model_config(config: Mapping[str, Any], where: str = "model") -> dic
 def _check_type(key: str, value, default, per_level: bool = False):
     """Checks `value` against the type of the default; `per_level` keys take an int or a list."""
     if per_level:
+        if value is None and default is None:  # "the builder's default" (e.g. multiscale filters)
+            return None
         ok = isinstance(value, int) and not isinstance(value, bool) or (
             isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
         if not ok:

@@ -161,19 +161,23 @@ def build_multiscale(
             stride-2 transposed convolution (computed as a 1x1 convolution and a
             depth-to-space), to each finer level's stem.
         encoder_blocks: residual blocks of a fine-to-coarse encoder run before the
-            coarse-to-fine pass (an int, or one per level; 0 = no encoder). Each encoder
+            coarse-to-fine pass (an int, or one per level; 0 = no encoder). The coarsest
+            level has none (its backbone is the bottom of the U): an int applies to the
+            other levels, and a list must end in 0. Each encoder
             level reads its own band, adds the finer level's features brought down by a
             2x2 stride-2 convolution, and hands its features to the same level of the
             coarse-to-fine pass: a U-Net (Ronneberger et al., MICCAI 2015) whose levels
             are fed the pyramid's bands.
-        non_local_levels: levels whose backbone has a NonLocalBlock after its first block.
+        non_local_levels: levels whose backbone has a NonLocalBlock after its first block
+            (levels with at least one block; not with `shared`).
         non_local_mode: `dot_product` or `embedded_gaussian`.
         n3_levels: levels whose backbone has an `N3Branch` after its first block (neural
             nearest neighbours on the level's features, Ploetz & Roth, NeurIPS 2018). It
             starts as the identity, so a plain model's weights give a model that computes
             the same function (`train.init_from`), and it keeps the model homogeneous.
         n3: keyword arguments of the `N3Branch`es (`channels`, `k`, `patch_size`, `stride`,
-            `window`, ...); None takes its defaults.
+            `window`, ...); None takes its defaults. The branch's embedding network keeps its
+            own BiasFreeBatchNorm (the N3Block default) whatever `batch_norm` says.
         gate, scale_invariant_gates, sparsity: residual-block options, as in
             `bfcnn.models.resnet.build_resnet` (every residual block, encoder included).
         stochastic_depth: drop rate of the deepest block of each stack of residual blocks (each
@@ -206,6 +210,11 @@ def build_multiscale(
     level_encoder = _per_level("encoder_blocks", encoder_blocks, levels)
     if shared and any(level_encoder):
         raise ValueError("encoder_blocks needs shared=False (one backbone per level)")
+    if any(level_encoder) and levels == 1:
+        raise ValueError("encoder_blocks needs levels >= 2 (the coarsest level has no encoder blocks)")
+    if not isinstance(encoder_blocks, int) and level_encoder[-1]:
+        raise ValueError(f"encoder_blocks[{levels - 1}] must be 0: the coarsest level has no encoder blocks (its "
+                         f"backbone is the bottom of the U), got {list(encoder_blocks)}")
     options = block_options(gate, scale_invariant_gates, sparsity, kernel_regularizer)
     stochastic_depth_rates(stochastic_depth, 1)  # checks the range
     non_local_levels = set(int(i) for i in non_local_levels)
@@ -216,6 +225,12 @@ def build_multiscale(
         raise ValueError(f"n3_levels must be within 0..{levels - 1}, got {sorted(n3_levels)}")
     if n3_levels and shared:
         raise ValueError("n3_levels needs shared=False (one backbone per level)")
+    if non_local_levels and shared:
+        raise ValueError("non_local_levels needs shared=False (one backbone per level)")
+    empty = sorted(level for level in non_local_levels | n3_levels if level_blocks[level] == 0)
+    if empty:  # the block goes after a level's first residual block
+        raise ValueError(f"non_local_levels / n3_levels name level(s) {empty}, which have blocks=0; a non-local or "
+                         "N3 block goes after a level's first residual block")
     if n3 is not None and not isinstance(n3, dict):
         raise ValueError(f"n3 must be a mapping of N3Branch arguments or None, got {n3!r}")
     n3_keys = [k for k in inspect.signature(N3Branch.__init__).parameters if k not in ("self", "filters", "use_bias",

@@ -78,6 +78,7 @@ def build_resnet(
         A keras.Model, float32 [B, H, W, channels] 0-255 in and out.
     """
     options = block_options(gate, scale_invariant_gates, sparsity, kernel_regularizer)
+    blocks = check_int("blocks", blocks, 0)
     rates = stochastic_depth_rates(stochastic_depth, blocks)
     downsample = check_int("downsample", downsample)
     inputs = image_input(channels)
