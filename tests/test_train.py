@@ -379,11 +379,27 @@ def test_init_from_grafts_a_plain_model_onto_one_grown_with_n3_branches(tmp_path
     with caplog.at_level(logging.INFO, logger="bfcnn.train"):
         load_initial_weights(grown, tmp_path / "plain.keras")
     assert "new layers keep their initial values: level1_n3" in caplog.text
+    assert "does not compute what" not in caplog.text  # the N3 branches start as the identity
     x = np.random.default_rng(0).uniform(0, 255, (1, 24, 20, 1)).astype("float32")
     np.testing.assert_array_equal(grown(x).numpy(), plain(x).numpy())
     grown.save(tmp_path / "grown.keras")
     with pytest.raises(ConfigError, match="does not fit the model"):
         load_initial_weights(build_model(base), tmp_path / "grown.keras")  # would drop the N3 weights
+
+
+def test_init_from_warns_when_the_grown_model_computes_something_else(tmp_path, caplog):
+    """One pyramid level more: every layer of the file has a place, but level 1 now sees a detail
+    band instead of the low-pass image, so the function changes; the log says so."""
+    import logging
+
+    from bfcnn.models import build_model
+    from bfcnn.training.loop import load_initial_weights
+
+    base = {"type": "multiscale", "channels": 1, "filters": 4, "blocks": 1}
+    build_model({**base, "levels": 2}).save(tmp_path / "two.keras")
+    with caplog.at_level(logging.WARNING, logger="bfcnn.train"):
+        load_initial_weights(build_model({**base, "levels": 3}), tmp_path / "two.keras")
+    assert "the grown model does not compute what" in caplog.text
 
 
 def test_a_run_records_the_weights_it_started_from_and_their_card(image_dir, tmp_path):

@@ -11,7 +11,10 @@ def graft_weights(model: keras.Model, source: keras.Model) -> List[str]:
 
     For a model grown from a trained one by layers that start as the identity (e.g. a
     multiscale model with `n3_levels`, whose `N3Branch`es start at zero): the grown model
-    then computes what the trained one did, and training goes on from there. Nothing of
+    then computes what the trained one did, and training goes on from there. A model grown
+    otherwise (e.g. one pyramid level more, whose shared layers then see other inputs) takes
+    the weights all the same but computes something else (`train.init_from` logs a warning
+    then). Nothing of
     `source` may be left behind: each of its weighted layers must exist in `model`, by name,
     with weights of the same shapes, except that a convolution of `model` may read more input
     channels than its namesake (e.g. a `guide_channels` input of `build_multiscale`): the

@@ -259,8 +259,27 @@ def _load_weights(model: keras.Model, source: keras.Model, path) -> None:
             raise ValueError(str(problem).splitlines()[0] if problem else _shape_mismatch(source, model)) from None
         log.info("train.init_from: every layer of %s copied by name; new layers keep their initial values: %s",
                  path, ", ".join(new) or "none")
+        _warn_if_grown_model_differs(model, source, path)
     except (ValueError, OSError) as error:
         raise ConfigError(f"train.init_from={str(path)!r} does not fit the model in model: {error}") from None
+
+
+GRAFT_TOLERANCE = 5.0  # on the 0-255 scale: far above bfloat16 rounding, far below a changed function
+
+
+def _warn_if_grown_model_differs(model: keras.Model, source: keras.Model, path) -> None:
+    """Logs a warning when a model grown by `graft_weights` does not compute what its source
+    did on a random image (e.g. more pyramid levels: the layers it shares then see other
+    inputs); training still starts from there."""
+    if tuple(model.input_shape[1:]) != tuple(source.input_shape[1:]):  # e.g. a guide input: not comparable
+        return
+    x = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, model.input_shape[-1])).astype(np.float32)
+    difference = float(np.max(np.abs(np.asarray(model(x, training=False), np.float32)
+                                      - np.asarray(source(x, training=False), np.float32))))
+    if difference > GRAFT_TOLERANCE:
+        log.warning("train.init_from: the grown model does not compute what %s did (max difference %.1f on a random "
+                    "64x64 image, 0-255 scale): the layers it shares with it see other inputs; training starts "
+                    "from these weights all the same", path, difference)
 
 
 def _shapes(model: keras.Model) -> list:
