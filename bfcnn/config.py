@@ -497,8 +497,9 @@ class CorruptionConfig(_Section):
 class LossConfig(_Section):
     """The training loss; `hinge` is the MAE hinge (errors below it cost nothing).
 
-    `normalize: noise` divides each image's loss by the same loss of its noisy input (plus
-    that of a constant error of `noise_floor` on the 0-255 scale), so every noise level
+    `normalize: noise` divides each image's loss by the same loss of its noisy input plus
+    that of a constant error `noise_floor` beyond the hinge (an error of `noise_floor +
+    hinge` on the 0-255 scale, so the sum is never 0), so every noise level
     weighs alike: a blind model then learns to leave nearly clean images alone instead of
     spending its capacity on the loudest noise only.
     """
@@ -529,8 +530,10 @@ class LossConfig(_Section):
 class ScheduleConfig(_Section):
     """The learning-rate schedule, as multipliers of `optimizer.learning_rate`, after a linear
     warm-up of `warmup_steps`. `step`: `values` (len(boundaries) + 1 multipliers) between the
-    `boundaries`; `cosine`: decays to `alpha`; `cosine_restarts` uses `first_decay_steps`,
-    `t_mul`, `m_mul`; `exponential`: `decay_rate ** (step / decay_steps)`."""
+    `boundaries`; `cosine`: decays to `alpha`; `cosine_restarts` uses `first_decay_steps`
+    (default a quarter of the steps after the warm-up: with `t_mul: 2` the run ends part-way
+    through its third cycle, not at its low), `t_mul`, `m_mul`; `exponential`:
+    `decay_rate ** (step / decay_steps)`. Steps count from the end of the warm-up."""
 
     type: Literal["constant", "cosine", "cosine_restarts", "step", "exponential"] = "cosine"
     warmup_steps: int = 0
@@ -567,7 +570,8 @@ class ScheduleConfig(_Section):
 
 @dataclass(frozen=True)
 class OptimizerConfig(_Section):
-    """A Keras optimizer; `weight_decay` applies to `adamw` only, `clipnorm` clips gradients."""
+    """A Keras optimizer; `weight_decay` applies to `adamw` only, `clipnorm` clips the global
+    norm of all gradients together (Keras's `global_clipnorm`)."""
 
     type: Literal["adam", "adamw", "rmsprop"] = "adam"
     learning_rate: float = 1e-3

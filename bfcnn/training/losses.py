@@ -2,7 +2,9 @@
 
 Losses are computed in float32 on images scaled to 0-1, so their size does not depend
 on the value range; the hinge is given on the 0-255 scale (errors below it are free,
-as in the original bfcnn's hinge-MAE).
+as in the original bfcnn's hinge-MAE). Charbonnier: sqrt(e^2 + epsilon^2), a smooth L1
+(Charbonnier et al., ICIP 1994); the SSIM term is 1 - SSIM (Wang et al., IEEE TIP 2004),
+with `tf.image.ssim`'s 11x11 Gaussian window.
 """
 
 import tensorflow as tf
@@ -26,7 +28,8 @@ def pixel_loss(target, estimate, config, noisy=None):
 
     With `config.normalize == "noise"`, each image's mean loss is divided by the mean loss
     of its noisy input against the same target plus the loss of a constant error of
-    `config.noise_floor` (0-255 scale), and the ratios are averaged: every noise level then
+    `config.noise_floor + config.hinge` (0-255 scale: `noise_floor` beyond the MAE hinge, so
+    the divisor is never 0, even for a clean input), and the ratios are averaged: every noise level then
     counts alike, as a mean of PSNR gains does, instead of the loudest images dominating.
     `noisy` is required then.
     """

@@ -1,4 +1,10 @@
-"""Optimizers and learning-rate schedules from the `optimizer:` config section (Keras 3)."""
+"""Optimizers and learning-rate schedules from the `optimizer:` config section (Keras 3).
+
+Adam (Kingma & Ba, ICLR 2015), AdamW's decoupled weight decay (Loshchilov & Hutter, ICLR
+2019), cosine decay and warm restarts (SGDR, Loshchilov & Hutter, ICLR 2017), and a linear
+warm-up (Goyal et al., 2017, "Accurate, large minibatch SGD"). `optimizer.clipnorm` clips
+the global norm of all gradients together (Keras's `global_clipnorm`).
+"""
 
 import math
 
@@ -8,7 +14,8 @@ import tensorflow as tf
 
 @keras.saving.register_keras_serializable(package="bfcnn")
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 over `warmup_steps`, then `schedule(step - warmup_steps)`."""
+    """Linear warm-up over `warmup_steps` (`peak * (step + 1) / warmup_steps`: peak / W at step 0,
+    the peak at step W - 1), then `schedule(step - warmup_steps)`."""
 
     def __init__(self, schedule, warmup_steps, peak):
         self.schedule = schedule
