@@ -150,6 +150,8 @@ def test_build_model_defaults_work_from_type_and_channels_only():
         ({"type": "multiscale", "levels": 1, "encoder_blocks": 3}, r"encoder_blocks needs levels >= 2"),
         ({"type": "multiscale", "levels": 3, "shared": True, "filters": 8, "non_local_levels": [1]},
          r"non_local_levels needs shared=False"),
+        ({"type": "multiscale", "n3": {"channels": 0}}, r"n3\.channels must be an integer >= 1, got 0"),
+        ({"type": "opponent", "chroma_offset": -1}, r"chroma_offset must be a number >= 0, got -1"),
         ({"type": "multiscale", "levels": 3, "blocks": [1, 0, 1], "n3_levels": [1]},
          r"name level\(s\) \[1\], which have blocks=0"),
     ],

@@ -238,6 +238,11 @@ def build_multiscale(
     unknown = sorted(set(n3 or {}) - set(n3_keys))
     if unknown:
         raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))} in n3; allowed: {', '.join(n3_keys)}")
+    if n3:
+        try:  # its values checked whether or not a level uses it, each named as n3.<key>
+            N3Branch(8, **n3)
+        except ValueError as error:
+            raise ValueError(f"n3.{error}") from None
 
     def make_level(tag, level):
         return _Level(tag, channels, level_filters[level], level_blocks[level], kernel_size, batch_norm,

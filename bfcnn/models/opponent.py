@@ -95,7 +95,11 @@ def wrap_gray(gray: keras.Model, chroma_offset: float = 1.0, name: str = "oppone
                          f"it takes {chroma.input_shape[-1]}")
     inputs = image_input(3)
     opponent = OpponentTransform(name="to_opponent")(inputs)
-    offset = ChromaOffset(chroma_offset, name="chroma_offset")(opponent)
+    try:
+        layer = ChromaOffset(chroma_offset, name="chroma_offset")
+    except ValueError as error:  # the layer's own argument is `scale`
+        raise ValueError(f"chroma_offset must be a number >= 0, got {chroma_offset!r}") from error
+    offset = layer(opponent)
     lifted = keras.layers.Add(dtype="float32", name="lift")([opponent, offset])
     if chroma is None:
         denoised = BatchToChannels(3, name="unfold")(gray(ChannelsToBatch(name="fold")(lifted)))
