@@ -14,8 +14,8 @@ validation table measured here with `bfcnn.evaluation` on the full validation im
 Every number in the card comes from this script.
 
 `--refresh NAME...` keeps an entry's weights and validation table: it converts the shipped
-`.keras` to TFLite again (after a change to the converter or to a layer's graph), measures
-the speed again (on an idle machine, for figures worth quoting) and updates the sha256 of
+`.keras` to TFLite again (after a change to the converter or to a layer's graph), counts the
+FLOPs per pixel and measures the speed again (on an idle machine, for figures worth quoting) and updates the sha256 of
 each file. The card records how far the refreshed TFLite file is from the Keras model on the noisy
 photograph export verification uses (a warning above export's fp32 limit, `bfcnn.export.fp32_tolerance`,
 an error above `BROKEN_CONVERSION`).
@@ -411,8 +411,9 @@ def refresh(names, zoo: Path) -> int:
     """New TFLite file, speed and sha256 for existing entries; weights and validation unchanged."""
     import bfcnn
     from bfcnn.export import fp32_tolerance, sample_image
-    from bfcnn.training.loop import atomic_save_model
     from bfcnn.lite import TFLiteDenoiser
+    from bfcnn.models.cost import flops_per_pixel
+    from bfcnn.training.loop import atomic_save_model
 
     for name in names:
         card_path = zoo / f"{name}.json"
@@ -446,6 +447,7 @@ def refresh(names, zoo: Path) -> int:
         card["tflite_vs_keras"] = {"max_abs_difference": difference, "tolerance": tolerance,
                                    "keras_float32_sensitivity": sensitivity,
                                    "image": "bfcnn.export.sample_image (noisy photograph, sigma 25)"}
+        card["flops_per_pixel"] = flops_per_pixel(model)  # counted again: the count may have been fixed since
         card["speed"] = speed(model, channels, tflite_path)
         card["files"] = file_entries(keras_path, tflite_path)
         write_card(card_path, card)

@@ -112,6 +112,20 @@ def test_flops_per_pixel_matches_hand_count():
     assert abs(flops_per_pixel(model) - expected) / expected < 0.05
 
 
+def test_n3_flops_count_the_matching_whatever_the_inference_chunk():
+    """The profiler counts nothing inside a tf.while_loop: an N3 model's matching, which runs in
+    chunks in inference, must still be counted, and the model's own chunk size kept."""
+    from bfcnn.layers.n3 import N3Block
+
+    model = bfcnn.build_model({"type": "n3net", "channels": 1, "stages": 2, "depth": 2, "filters": 8, "k": 2,
+                               "embedding_channels": 4, "embedding_depth": 1, "embedding_filters": 8,
+                               "patch_size": 6, "stride": 3, "window": 5})
+    (block,) = [layer for layer in model._flatten_layers() if isinstance(layer, N3Block)]
+    whole = flops_per_pixel(model)
+    block.inference_chunk = 16  # many chunks: a while loop in the traced graph
+    assert flops_per_pixel(model) == whole and block.inference_chunk == 16
+
+
 def test_multiscale_is_cheaper_per_pixel_than_a_full_resolution_twin():
     pyramid = bfcnn.build_model({"type": "multiscale", "levels": 3, "filters": 16, "blocks": 2})
     flat = bfcnn.build_model({"type": "resnet", "filters": 16, "blocks": 6})

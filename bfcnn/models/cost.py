@@ -13,12 +13,32 @@ def count_parameters(model: keras.Model) -> int:
     return int(model.count_params())
 
 
-def flops_per_pixel(model: keras.Model, size: int = 64) -> float:
+DEFAULT_SIZE = 64  # a multiple of every pyramid's 2^levels, so per-level costs scale exactly
+N3_SIZE = 256  # models with N3 blocks: their search windows are not clipped by the image at this size
+
+
+def flops_per_pixel(model: keras.Model, size: Optional[int] = None) -> float:
     """Floating-point operations per input pixel for one forward pass (a multiply-add is 2).
 
-    Counted by TensorFlow's graph profiler on a `size` x `size` input (a multiple of
-    every pyramid's 2^levels, so per-level costs scale exactly), divided by size^2.
+    Counted by TensorFlow's graph profiler on a `size` x `size` input, divided by size^2:
+    `DEFAULT_SIZE` by default, `N3_SIZE` for a model with N3 blocks, whose matching is
+    then traced in one chunk (the profiler counts nothing inside a `tf.while_loop`, which
+    their chunked inference uses) and whose search windows lie inside the image.
     """
+    chunked = [layer for layer in model._flatten_layers() if hasattr(layer, "inference_chunk")]
+    if size is None:
+        size = N3_SIZE if chunked else DEFAULT_SIZE
+    saved = [layer.inference_chunk for layer in chunked]
+    for layer in chunked:
+        layer.inference_chunk = 2**31 - 1
+    try:
+        return _profiled_flops(model, size)
+    finally:
+        for layer, chunk in zip(chunked, saved):
+            layer.inference_chunk = chunk
+
+
+def _profiled_flops(model: keras.Model, size: int) -> float:
     channels = model.input_shape[-1]
     spec = tf.TensorSpec([1, size, size, channels], tf.float32)
     concrete = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
