@@ -42,6 +42,55 @@ def _per_level(name, value, levels):
     return values
 
 
+def _encoder_blocks(encoder_blocks, levels: int, shared: bool) -> list:
+    """Encoder blocks per level, checked: none with `shared`, none at the coarsest level."""
+    level_encoder = _per_level("encoder_blocks", encoder_blocks, levels)
+    if shared and any(level_encoder):
+        raise ValueError("encoder_blocks needs shared=False (one backbone per level)")
+    if any(level_encoder) and levels == 1:
+        raise ValueError("encoder_blocks needs levels >= 2 (the coarsest level has no encoder blocks)")
+    if not isinstance(encoder_blocks, int) and level_encoder[-1]:
+        raise ValueError(f"encoder_blocks[{levels - 1}] must be 0: the coarsest level has no encoder blocks (its "
+                         f"backbone is the bottom of the U), got {list(encoder_blocks)}")
+    return level_encoder
+
+
+def _extra_block_levels(non_local_levels, n3_levels, level_blocks: list, shared: bool):
+    """The levels with a non-local block and those with an N3 branch, as sets, checked."""
+    levels = len(level_blocks)
+    non_local_levels = set(int(i) for i in non_local_levels)
+    if not non_local_levels <= set(range(levels)):
+        raise ValueError(f"non_local_levels must be within 0..{levels - 1}, got {sorted(non_local_levels)}")
+    n3_levels = set(int(i) for i in n3_levels)
+    if not n3_levels <= set(range(levels)):
+        raise ValueError(f"n3_levels must be within 0..{levels - 1}, got {sorted(n3_levels)}")
+    if n3_levels and shared:
+        raise ValueError("n3_levels needs shared=False (one backbone per level)")
+    if non_local_levels and shared:
+        raise ValueError("non_local_levels needs shared=False (one backbone per level)")
+    empty = sorted(level for level in non_local_levels | n3_levels if level_blocks[level] == 0)
+    if empty:  # the block goes after a level's first residual block
+        raise ValueError(f"non_local_levels / n3_levels name level(s) {empty}, which have blocks=0; a non-local or "
+                         "N3 block goes after a level's first residual block")
+    return non_local_levels, n3_levels
+
+
+def _check_n3(n3) -> None:
+    """`n3`: None or a mapping of `N3Branch` arguments, each value checked as n3.<key>."""
+    if n3 is not None and not isinstance(n3, dict):
+        raise ValueError(f"n3 must be a mapping of N3Branch arguments or None, got {n3!r}")
+    n3_keys = [k for k in inspect.signature(N3Branch.__init__).parameters if k not in ("self", "filters", "use_bias",
+                                                                                         "kwargs")]
+    unknown = sorted(set(n3 or {}) - set(n3_keys))
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))} in n3; allowed: {', '.join(n3_keys)}")
+    if n3:
+        try:  # checked whether or not a level uses it
+            N3Branch(8, **n3)
+        except ValueError as error:
+            raise ValueError(f"n3.{error}") from None
+
+
 class _Level:
     """The layers of one level's backbone (shared between levels when `shared=True`)."""
 
@@ -207,42 +256,11 @@ def build_multiscale(
         raise ValueError("shared=True needs one backbone for every level: give `filters` and `blocks` as ints")
     level_filters = _per_level("filters", filters, levels)
     level_blocks = _per_level("blocks", blocks, levels)
-    level_encoder = _per_level("encoder_blocks", encoder_blocks, levels)
-    if shared and any(level_encoder):
-        raise ValueError("encoder_blocks needs shared=False (one backbone per level)")
-    if any(level_encoder) and levels == 1:
-        raise ValueError("encoder_blocks needs levels >= 2 (the coarsest level has no encoder blocks)")
-    if not isinstance(encoder_blocks, int) and level_encoder[-1]:
-        raise ValueError(f"encoder_blocks[{levels - 1}] must be 0: the coarsest level has no encoder blocks (its "
-                         f"backbone is the bottom of the U), got {list(encoder_blocks)}")
+    level_encoder = _encoder_blocks(encoder_blocks, levels, shared)
     options = block_options(gate, scale_invariant_gates, sparsity, kernel_regularizer)
     stochastic_depth_rates(stochastic_depth, 1)  # checks the range
-    non_local_levels = set(int(i) for i in non_local_levels)
-    if not non_local_levels <= set(range(levels)):
-        raise ValueError(f"non_local_levels must be within 0..{levels - 1}, got {sorted(non_local_levels)}")
-    n3_levels = set(int(i) for i in n3_levels)
-    if not n3_levels <= set(range(levels)):
-        raise ValueError(f"n3_levels must be within 0..{levels - 1}, got {sorted(n3_levels)}")
-    if n3_levels and shared:
-        raise ValueError("n3_levels needs shared=False (one backbone per level)")
-    if non_local_levels and shared:
-        raise ValueError("non_local_levels needs shared=False (one backbone per level)")
-    empty = sorted(level for level in non_local_levels | n3_levels if level_blocks[level] == 0)
-    if empty:  # the block goes after a level's first residual block
-        raise ValueError(f"non_local_levels / n3_levels name level(s) {empty}, which have blocks=0; a non-local or "
-                         "N3 block goes after a level's first residual block")
-    if n3 is not None and not isinstance(n3, dict):
-        raise ValueError(f"n3 must be a mapping of N3Branch arguments or None, got {n3!r}")
-    n3_keys = [k for k in inspect.signature(N3Branch.__init__).parameters if k not in ("self", "filters", "use_bias",
-                                                                                         "kwargs")]
-    unknown = sorted(set(n3 or {}) - set(n3_keys))
-    if unknown:
-        raise ValueError(f"unknown key(s) {', '.join(map(repr, unknown))} in n3; allowed: {', '.join(n3_keys)}")
-    if n3:
-        try:  # its values checked whether or not a level uses it, each named as n3.<key>
-            N3Branch(8, **n3)
-        except ValueError as error:
-            raise ValueError(f"n3.{error}") from None
+    non_local_levels, n3_levels = _extra_block_levels(non_local_levels, n3_levels, level_blocks, shared)
+    _check_n3(n3)
 
     def make_level(tag, level):
         return _Level(tag, channels, level_filters[level], level_blocks[level], kernel_size, batch_norm,
