@@ -2,7 +2,8 @@
 
 "Beyond a Gaussian denoiser: residual learning of deep CNN for image denoising"
 (DnCNN) predicts the noise and subtracts it; Mohan et al. remove every bias so the
-network is homogeneous. Here the body is a stack of bias-free residual blocks.
+network is homogeneous. Here the body is a stack of bias-free residual blocks (identity
+shortcuts, He et al., "Deep residual learning for image recognition", CVPR 2016).
 """
 
 from typing import Any
