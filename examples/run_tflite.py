@@ -109,7 +109,9 @@ def denoise_pixels(interpreter: Interpreter, pixels: np.ndarray, tile: int = 0, 
     tile_h = tile_w = tile
     size = fixed_size(interpreter)
     if size:
-        (tile_h, tile_w), context = size, min(context, (min(size) - 1) // 2)
+        # a small file keeps at least half of each window as its core (a 1-pixel core would
+        # run the model once per output pixel)
+        (tile_h, tile_w), context = size, min(context, min(size) // 4)
     if tile_h and min(tile_h, tile_w) <= 2 * context:
         raise RunError(f"--tile must be 0 or larger than twice the context ({2 * context}), got {tile}")
     if not tile_h or (height <= tile_h and width <= tile_w):

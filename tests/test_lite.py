@@ -269,9 +269,20 @@ def test_example_tiles_large_photos_like_the_whole_image(tiny):
         example.denoise_pixels(interpreter, noisy_uint8, tile=40)
 
 
+def test_example_keeps_half_of_each_window_of_a_small_file(tiny_fixed, monkeypatch):
+    example = load_example()
+    fixed = example.load_interpreter(str(tiny_fixed[1]))  # 32 x 48
+    windows = []
+    run = example.run_window
+    monkeypatch.setattr(example, "run_window", lambda it, window: windows.append(window.shape[:2]) or run(it, window))
+    example.denoise_pixels(fixed, to_uint8(noisy_camera((100, 130))[1]), tile=0)
+    # cores of 16 x 32 (context 8): 7 x 5 windows; with a context of 15 the cores were 2 x 18, 50 x 8 windows
+    assert len(windows) == 7 * 5
+
+
 def test_example_runs_a_file_of_one_size_in_windows_of_that_size(tiny, tiny_fixed):
-    """A 32 x 48 file: windows of 32 x 48 (context 15), smaller images mirror-padded; the result
-    matches the dynamic file's whole-image output (receptive radius 4 < context)."""
+    """A 32 x 48 file: windows of 32 x 48 (context 8, a quarter of the short side), smaller images
+    mirror-padded; the result matches the dynamic file's whole-image output (receptive radius 4 < context)."""
     example = load_example()
     fixed = example.load_interpreter(str(tiny_fixed[1]))
     dynamic = example.load_interpreter(str(tiny[1]))

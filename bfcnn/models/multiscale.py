@@ -94,7 +94,7 @@ def _check_n3(n3) -> None:
 class _Level:
     """The layers of one level's backbone (shared between levels when `shared=True`)."""
 
-    def __init__(self, tag, channels, filters, blocks, kernel_size, batch_norm, activation, use_bias,
+    def __init__(self, tag, *, channels, filters, blocks, kernel_size, batch_norm, activation, use_bias,
                  non_local, non_local_mode, options, stochastic_depth, n3=None):
         common = dict(kernel_size=kernel_size, activation=activation, use_bias=use_bias)
         self.regularizer = options["kernel_regularizer"]
@@ -116,6 +116,9 @@ class _Level:
         self.use_bias = use_bias
 
     def __call__(self, band, context, features, skip=None, level=0, guide=None):
+        """(features, head output) of the level: its band and the upsampled coarser result
+        (`context`), plus the coarser level's `features` (lifted, created on first use), the
+        encoder's `skip` and a `guide` band when given; `level` names the lift's shuffle."""
         h = self.stem(keras.layers.Concatenate()([band, context] + ([] if guide is None else [guide])))
         if skip is not None:
             h = h + skip
@@ -263,9 +266,10 @@ def build_multiscale(
     _check_n3(n3)
 
     def make_level(tag, level):
-        return _Level(tag, channels, level_filters[level], level_blocks[level], kernel_size, batch_norm,
-                      activation, use_bias, level in non_local_levels, non_local_mode, options, stochastic_depth,
-                      n3=dict(n3 or {}) if level in n3_levels else None)
+        return _Level(tag, channels=channels, filters=level_filters[level], blocks=level_blocks[level],
+                      kernel_size=kernel_size, batch_norm=batch_norm, activation=activation, use_bias=use_bias,
+                      non_local=level in non_local_levels, non_local_mode=non_local_mode, options=options,
+                      stochastic_depth=stochastic_depth, n3=dict(n3 or {}) if level in n3_levels else None)
 
     shared_level = make_level("shared", 0) if shared else None
     inputs = image_input(channels, guide_channels)
