@@ -124,6 +124,9 @@ def test_n3_flops_count_the_matching_whatever_the_inference_chunk():
     whole = flops_per_pixel(model)
     block.inference_chunk = 16  # many chunks: a while loop in the traced graph
     assert flops_per_pixel(model) == whole and block.inference_chunk == 16
+    with pytest.raises(ValueError):  # a failed count puts the chunk size back too
+        flops_per_pixel(model, size=-1)
+    assert block.inference_chunk == 16
 
 
 def test_multiscale_is_cheaper_per_pixel_than_a_full_resolution_twin():

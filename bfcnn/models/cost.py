@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from bfcnn.layers.bias_free import BiasFreeBatchNorm
+from bfcnn.layers.n3 import N3Block
 
 
 def count_parameters(model: keras.Model) -> int:
@@ -25,13 +26,13 @@ def flops_per_pixel(model: keras.Model, size: Optional[int] = None) -> float:
     then traced in one chunk (the profiler counts nothing inside a `tf.while_loop`, which
     their chunked inference uses) and whose search windows lie inside the image.
     """
-    chunked = [layer for layer in model._flatten_layers() if hasattr(layer, "inference_chunk")]
+    chunked = [layer for layer in model._flatten_layers() if isinstance(layer, N3Block)]
     if size is None:
         size = N3_SIZE if chunked else DEFAULT_SIZE
     saved = [layer.inference_chunk for layer in chunked]
-    for layer in chunked:
-        layer.inference_chunk = 2**31 - 1
-    try:
+    try:  # every chunk size is put back, whatever fails
+        for layer in chunked:
+            layer.inference_chunk = 2**31 - 1
         return _profiled_flops(model, size)
     finally:
         for layer, chunk in zip(chunked, saved):
