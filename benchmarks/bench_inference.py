@@ -205,13 +205,14 @@ def markdown(results, peak, args) -> str:
 def tile_size(text: str) -> int:
     """A --tiles value: an integer at least twice the tile overlap, as bfcnn.tiling requires."""
     from bfcnn.lite import DEFAULT_OVERLAP
+    from bfcnn.tiling import min_tile_size
 
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 2 * DEFAULT_OVERLAP:
-        raise argparse.ArgumentTypeError(f"must be at least {2 * DEFAULT_OVERLAP} (twice the tile overlap, "
+    if value < min_tile_size(DEFAULT_OVERLAP):
+        raise argparse.ArgumentTypeError(f"must be at least {min_tile_size(DEFAULT_OVERLAP)} (twice the tile overlap, "
                                          f"{DEFAULT_OVERLAP}), got {value}")
     return value
 

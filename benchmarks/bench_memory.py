@@ -95,21 +95,9 @@ def child(args) -> None:
                       "seconds": seconds, "shape": list(image.shape)}))
 
 
-def tile_size(text: str) -> int:
-    """A --tiles value: an integer at least twice the tile overlap, as bfcnn.tiling requires."""
-    from bfcnn.lite import DEFAULT_OVERLAP
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 2 * DEFAULT_OVERLAP:
-        raise argparse.ArgumentTypeError(f"must be at least {2 * DEFAULT_OVERLAP} (twice the tile overlap, "
-                                         f"{DEFAULT_OVERLAP}), got {value}")
-    return value
-
-
 def main() -> None:
+    from bench_inference import tile_size  # the same folder: the --tiles rule of both benchmarks
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="pyramid_color_m", help="a zoo name (default pyramid_color_m)")
     parser.add_argument("--megapixels", type=float, nargs="+", default=[1, 6, 24])

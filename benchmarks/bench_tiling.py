@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bfcnn.tiling import min_tile_size  # noqa: E402
+
 DEFAULT_CASES = ["128,32", "256,32", "128,48", "256,48", "128,64", "256,64", "256,64,24", "192,96,40"]
 
 
@@ -42,7 +44,7 @@ def parse_case(text: str):
     tile, overlap, margin = values[0], values[1], values[2] if len(values) == 3 else None
     if min(values) < 0:
         raise argparse.ArgumentTypeError(f"case {text!r}: TILE, OVERLAP and MARGIN must be >= 0")
-    if tile < max(2 * overlap, overlap + 1):
+    if tile < min_tile_size(overlap):
         raise argparse.ArgumentTypeError(f"case {text!r}: TILE must be at least twice OVERLAP (and larger than it)")
     if margin is not None and 2 * margin >= overlap and not overlap == margin == 0:
         raise argparse.ArgumentTypeError(f"case {text!r}: MARGIN must satisfy 2 * MARGIN < OVERLAP")

@@ -22,6 +22,7 @@ import types
 from pathlib import Path
 
 from bfcnn.inference import DEFAULT_OVERLAP, PRECISIONS, denoise
+from bfcnn.tiling import min_tile_size
 
 
 def _tile_size(text: str) -> int:
@@ -29,9 +30,9 @@ def _tile_size(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value != 0 and value < 2 * DEFAULT_OVERLAP:
+    if value != 0 and value < min_tile_size(DEFAULT_OVERLAP):
         raise argparse.ArgumentTypeError(f"must be 0 (never tile) or at least twice the tile overlap "
-                                         f"({2 * DEFAULT_OVERLAP} pixels), got {value}")
+                                         f"({min_tile_size(DEFAULT_OVERLAP)} pixels), got {value}")
     return value
 
 
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported: errors only
     import numpy as np
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     from bfcnn.errors import BfcnnError
     from bfcnn.inference import in_precision
@@ -176,9 +177,8 @@ def main(argv=None) -> int:
     failed = 0
     for index, (path, output) in enumerate(zip(files, outputs), 1):
         try:
-            with Image.open(path) as image:
+            with Image.open(path) as image:  # denoise turns it upright by its EXIF orientation
                 image.load()
-                image = ImageOps.exif_transpose(image)
                 result = denoise(image, model=model, tile_size=args.tile_size, ensemble=args.ensemble)
         except Exception as error:  # Pillow's decoders raise OSError, EOFError, SyntaxError, ...: keep going
             failed += 1

@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 
 from bfcnn.errors import BfcnnError
-from bfcnn.tiling import is_int, tiled_apply, to_dtype
+from bfcnn.tiling import is_int, min_tile_size, tiled_apply, to_dtype
 
 # Images above this many pixels are denoised tile by tile, so memory stays bounded.
 DEFAULT_MAX_PIXELS = 1024 * 1024
@@ -131,7 +131,7 @@ def in_precision(model, precision: str):
 def _check_tiling(tile_size, overlap) -> None:
     if not is_int(overlap) or overlap < 0:
         raise BfcnnError(f"overlap must be an integer >= 0, got {overlap!r}")
-    if tile_size is not None and (not is_int(tile_size) or (tile_size != 0 and tile_size < max(2 * overlap, 1 + overlap))):
+    if tile_size is not None and (not is_int(tile_size) or (tile_size != 0 and tile_size < min_tile_size(overlap))):
         raise BfcnnError(f"tile_size must be None (tile only images above one megapixel), 0 (never tile) "
                          f"or an integer at least twice overlap={overlap}, got {tile_size!r}")
 
@@ -316,7 +316,7 @@ def _from_pixels(out: np.ndarray, array: np.ndarray, alpha, scale: float) -> np.
 def _apply(function, pixels: np.ndarray, tile_size, overlap) -> np.ndarray:
     height, width = pixels.shape[:2]
     if tile_size is None:  # tiles of 512, or larger for a wide overlap (a tile holds at least twice it)
-        tile_size = max(DEFAULT_TILE, 2 * overlap) if height * width > DEFAULT_MAX_PIXELS else 0
+        tile_size = max(DEFAULT_TILE, min_tile_size(overlap)) if height * width > DEFAULT_MAX_PIXELS else 0
     if not tile_size or (height <= tile_size and width <= tile_size):
         return np.array(function(pixels), np.float32)  # a copy: the result is rounded in place later
     return tiled_apply(function, pixels, tile_size, overlap)

@@ -11,7 +11,7 @@ from typing import Optional, Union
 import numpy as np
 
 from bfcnn.errors import BfcnnError
-from bfcnn.tiling import TileSize, fixed_size_apply, is_int, tiled_apply
+from bfcnn.tiling import TileSize, fixed_size_apply, is_int, min_tile_size, tiled_apply
 
 # tile_size="auto": LiteRT with XNNPACK needs about 1.9 GB per megapixel it sees at once for
 # the pyramids (three times Keras), and setting it up
@@ -191,7 +191,7 @@ class TFLiteDenoiser:
                 tile_size = self.fixed_size  # the file's own size: each tile runs as it is
                 overlap = min(overlap, min(self.fixed_size) // 2)
             else:
-                tile = max(AUTO_TILE, 2 * overlap) if is_int(overlap) else AUTO_TILE  # twice a wide overlap
+                tile = max(AUTO_TILE, min_tile_size(overlap)) if is_int(overlap) else AUTO_TILE  # a wide overlap
                 tile_size = tile if max(x.shape[:2]) > tile else None
         elif isinstance(tile_size, (int, np.integer)) and not isinstance(tile_size, bool) and tile_size == 0:
             tile_size = None

@@ -27,6 +27,13 @@ class TilingError(BfcnnError):
     """A bad tiling argument or image, or a function that changes the tile's size (a ValueError)."""
 
 
+def min_tile_size(overlap: int) -> int:
+    """The smallest tile for an overlap: twice it (each tile then adds at least as many new
+    pixels as it repeats; tile 49 with overlap 48 would compute an image about 2300 times over),
+    and larger than it."""
+    return max(2 * overlap, overlap + 1)
+
+
 def is_int(value) -> bool:
     """Whether `value` is a Python or numpy integer (a bool is not, although Python says it is an int)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
@@ -149,9 +156,7 @@ def tiled_apply(
     tile_h, tile_w = as_pair("tile_size", tile_size)
     if not is_int(overlap) or overlap < 0:
         raise TilingError(f"overlap must be an integer >= 0, got {overlap!r}")
-    if min(tile_h, tile_w) < max(2 * overlap, overlap + 1):
-        # each tile repeats `overlap` pixels of its neighbour: a tile under twice that computes
-        # the image more than 4 times over (tile 49 with overlap 48: about 2300 times)
+    if min(tile_h, tile_w) < min_tile_size(overlap):
         raise TilingError(f"tile_size {tile_size!r} must be at least twice overlap={overlap} (and larger than it) "
                           "in both directions, or None for the whole image at once")
     margin = overlap // 4 if margin is None else margin

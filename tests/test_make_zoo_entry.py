@@ -181,26 +181,14 @@ def test_the_cards_command_repeats_the_image_count_it_was_measured_on():
     assert "--baseline" not in load().evaluate_command("m", "d", [25.0], [])
 
 
-def test_average_ships_the_mean_of_the_last_checkpoints_and_says_so(tmp_path):
+def test_average_ships_the_mean_of_the_last_checkpoints_and_says_so(tiny_run):
     import numpy as np
-    from PIL import Image
 
-    from bfcnn.config import config_from_dict
+    from bfcnn.config import load_config
     from bfcnn.training.averaging import average_checkpoints
-    from bfcnn.training.loop import Trainer
 
-    images = tmp_path / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 256, size=(32, 32), dtype=np.uint8)).save(images / f"{i}.png")
-    config = config_from_dict({
-        "model": {"type": "resnet", "channels": 1, "filters": 4, "blocks": 1, "batch_norm": False},
-        "dataset": {"inputs": [str(images)], "patch_size": 16, "batch_size": 2},
-        "train": {"steps": 6, "checkpoint_every": 2, "tensorboard": False, "image_summaries_every": 0},
-    }, require_inputs=True)
-    run = tmp_path / "run"
-    Trainer(config, run).run()
+    run = tiny_run[0]
+    config = load_config(run / "config.yaml")
     script = load()
     _, steps, _, label = script.restore(run, config)
     assert (steps, label) == (6, "ckpt-6")
