@@ -40,16 +40,6 @@ def _time(function, noisy, sigma, repeats):
     return statistics.median(walls), statistics.median(cpus)
 
 
-def at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def _functions(args) -> dict:
     """{name: denoise(noisy, sigma)} of the baselines and the model to time.
 
@@ -68,12 +58,14 @@ def _functions(args) -> dict:
 
 
 def main(argv=None) -> int:
+    from bfcnn.cli import positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=at_least_one, nargs="+", default=[256, 512])
+    parser.add_argument("--sizes", type=positive_int, nargs="+", default=[256, 512])
     parser.add_argument("--color", choices=("gray", "rgb"), default="gray")
     parser.add_argument("--baselines", nargs="+", default=["bm3d"])
     parser.add_argument("--model", help="also time this model (zoo name or .keras path)")
-    parser.add_argument("--repeats", type=at_least_one, default=2)
+    parser.add_argument("--repeats", type=positive_int, default=2)
     parser.add_argument("--sigma", type=float, default=25.0)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)

@@ -35,21 +35,13 @@ BEGIN, END = "<!-- mae-table:begin -->", "<!-- mae-table:end -->"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc_tables import check_markers, write_measured_table  # noqa: E402  (same folder)
 
-
-def at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from bfcnn.cli import positive_int  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=None, help="zoo names (default: every model)")
-    parser.add_argument("--max-images", type=at_least_one, default=None, metavar="N",
+    parser.add_argument("--max-images", type=positive_int, default=None, metavar="N",
                         help="the first N images of each dataset (N >= 1)")
     parser.add_argument("--write", default=None, metavar="MARKDOWN",
                         help="write the tables of every model between the markers (not with a subset of --models)")

@@ -115,3 +115,14 @@ def test_check_bool_refuses_what_bool_would_turn_into_true():
         NonLocalBlock(subsample="no")
     with pytest.raises(ValueError, match="scale_invariant_gates must be True or False, got 'no'"):
         build_resnet(channels=1, gate="block", scale_invariant_gates="no")
+
+
+@pytest.mark.parametrize("text, message", [("0", "got 0"), ("-2", "got -2"), ("x", "got 'x'"), ("1.5", "got '1.5'")])
+def test_positive_int_of_the_command_lines_names_the_value(text, message):
+    import argparse
+
+    from bfcnn.cli import positive_int
+
+    assert positive_int("7") == 7
+    with pytest.raises(argparse.ArgumentTypeError, match=f"^must be an integer >= 1, {message}$"):
+        positive_int(text)

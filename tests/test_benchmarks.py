@@ -158,8 +158,8 @@ def test_make_bench_runs_the_zoos_pipelines_only():
 @pytest.mark.parametrize("script, args, message", [
     ("bench_bm3d_speed.py", ["--baselines", "foo"], "unknown baseline 'foo'; available: 'bm3d', 'nlm'"),
     ("bench_bm3d_speed.py", ["--baselines", "nlm", "--model", "nosuch"], "unknown model 'nosuch'; available: "),
-    ("bench_bm3d_speed.py", ["--sizes", "0"], "argument --sizes: must be >= 1, got 0"),
-    ("bench_bm3d_speed.py", ["--repeats", "0"], "argument --repeats: must be >= 1, got 0"),
+    ("bench_bm3d_speed.py", ["--sizes", "0"], "argument --sizes: must be an integer >= 1, got 0"),
+    ("bench_bm3d_speed.py", ["--repeats", "0"], "argument --repeats: must be an integer >= 1, got 0"),
     ("bench_tiling.py", ["--model", "nosuch"], "error: --model: unknown model 'nosuch'; available: "),
 ])
 def test_a_benchmark_given_bad_arguments_says_so_in_one_line(script, args, message):

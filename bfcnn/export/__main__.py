@@ -12,17 +12,9 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from bfcnn.cli import positive_int
+
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")  # bfcnn.export.QUANTIZATIONS, without importing TF
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -40,7 +32,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--quantize", nargs="+", choices=QUANTIZATIONS, metavar="MODE",
                         help="TFLite variants besides the float32 model.tflite, which is always written: "
                              "fp16, dynamic, int8 (none: model.tflite only, the default)")
-    parser.add_argument("--tflite-size", type=_positive_int, nargs="+", metavar="N",
+    parser.add_argument("--tflite-size", type=positive_int, nargs="+", metavar="N",
                         help="TFLite files for one input size, N (square) or H W: sized ahead, which "
                              "makes graphs with shape arithmetic (N3 blocks) faster; bfcnn.lite tiles and "
                              "pads other sizes (default: any size)")
@@ -53,7 +45,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="which weights of a run folder: model.keras (final), best.keras (best), the "
                              "latest checkpoint, or auto: final, else checkpoint, else best")
     parser.add_argument("--name", help="the model name in model_card.json (default: the folder name)")
-    parser.add_argument("--threads", type=_positive_int, default=None, help="LiteRT threads during verification")
+    parser.add_argument("--threads", type=positive_int, default=None, help="LiteRT threads during verification")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="the largest max|diff| of a float32 artifact on the 0-255 scale (default 1e-3, or "
                              "twice the Keras model's own change under float32 rounding of its input if that "
