@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from doc_tables import save_figure  # noqa: E402  (same folder)
+from bfcnn.io import write_json  # noqa: E402  (atomic; imports no TensorFlow)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 CONVERGED = 1e-2
@@ -440,9 +441,8 @@ def main(argv=None):
     out = Path(args.out)
     figure(out, conv, nums, costs, args)
     summary = out.with_suffix(".json")
-    summary.write_text(json.dumps({"convergence": conv, "numerics": nums, "cost": costs,
-                                   "settings": {k: v for k, v in vars(args).items() if k != "measure"}},
-                                  indent=1) + "\n")
+    write_json(summary, {"convergence": conv, "numerics": nums, "cost": costs,  # atomic, like the figure
+                         "settings": {k: v for k, v in vars(args).items() if k != "measure"}})
     print(f"wrote {out} ({out.stat().st_size // 1024} KB) and {summary.name}")
     return 0
 

@@ -114,3 +114,17 @@ def test_the_plot_scripts_save_through_save_figure(name):
 
     text = (Path(__file__).resolve().parents[1] / "scripts" / name).read_text()
     assert ".savefig(" not in text and "save_figure(" in text
+
+
+def test_no_script_writes_a_file_in_place_with_write_text():
+    """Every file a script leaves behind goes through bfcnn.io's atomic writers, save_figure, or a
+    temporary file (a name with `tmp`) that is moved into place."""
+    import re
+    from pathlib import Path
+
+    scripts = sorted((Path(__file__).resolve().parents[1] / "scripts").glob("*.py"))
+    assert scripts
+    offenders = [f"{path.name}: {match.group(0)}" for path in scripts
+                 for match in re.finditer(r"(\S+)\.write_(?:text|bytes)\(", path.read_text())
+                 if "tmp" not in match.group(1)]
+    assert offenders == []
