@@ -28,7 +28,7 @@ import tempfile
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Literal, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ClassVar, Dict, Literal, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -195,13 +195,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise _KeyProblem(key, f"must be one of {allowed(args)}, got {value!r}{did_you_mean(value, args)}")
         return value
     if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise wrong_type()
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise _KeyProblem(key, f"expected a list of {len(args)} values, got {_describe(value)}")
-        return tuple(_coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, args)))
+        return _coerce_tuple(value, args, key, wrong_type)
     if tp is dict or origin is dict:
         if not isinstance(value, Mapping):
             raise wrong_type()
@@ -219,6 +213,24 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise wrong_type()
         return _build(tp, value, key)
+    if tp in (bool, int, float, str):
+        return _coerce_scalar(value, tp, key, wrong_type)
+    raise TypeError(f"unsupported annotation {tp!r} for {key!r}")  # a bug in this module
+
+
+def _coerce_tuple(value: Any, args: tuple, key: str, wrong_type: Callable[[], Exception]) -> tuple:
+    """A list or tuple checked item by item: `Tuple[X, ...]` any length, `Tuple[X, Y]` exactly two."""
+    if not isinstance(value, (list, tuple)):
+        raise wrong_type()
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+    if len(value) != len(args):
+        raise _KeyProblem(key, f"expected a list of {len(args)} values, got {_describe(value)}")
+    return tuple(_coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, args)))
+
+
+def _coerce_scalar(value: Any, tp: type, key: str, wrong_type: Callable[[], Exception]) -> Any:
+    """A bool, int (integral floats accepted), finite float (numeric strings accepted) or str."""
     if tp is bool:
         if not isinstance(value, bool):
             raise wrong_type()
@@ -238,11 +250,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not math.isfinite(value):
             raise _KeyProblem(key, f"must be a finite number, got {value!r}")
         return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise wrong_type()
-        return value
-    raise TypeError(f"unsupported annotation {tp!r} for {key!r}")  # a bug in this module
+    if not isinstance(value, str):  # tp is str
+        raise wrong_type()
+    return value
 
 
 def _build(cls: type, data: Mapping, key: str = "") -> Any:
