@@ -108,6 +108,24 @@ def axis_weights(length: int, tile: int, overlap: int, margin: int) -> List[np.n
     return [w / total[start : start + tile] for start, w in zip(starts, weights)]
 
 
+def _checked_tiling(tile_size: TileSize, overlap: int, margin: Optional[int]) -> Tuple[int, int, int]:
+    """(tile height, tile width, margin) of `tiled_apply`'s arguments, checked; margin defaults to overlap // 4.
+
+    Raises:
+        TilingError: naming the argument and the rule it breaks.
+    """
+    tile_h, tile_w = as_pair("tile_size", tile_size)
+    if not is_int(overlap) or overlap < 0:
+        raise TilingError(f"overlap must be an integer >= 0, got {overlap!r}")
+    if min(tile_h, tile_w) < min_tile_size(overlap):
+        raise TilingError(f"tile_size {tile_size!r} must be at least twice overlap={overlap} (and larger than it) "
+                          "in both directions, or None for the whole image at once")
+    margin = overlap // 4 if margin is None else margin
+    if not is_int(margin) or margin < 0 or (2 * margin >= overlap and not overlap == margin == 0):
+        raise TilingError(f"margin must be an integer with 0 <= 2 * margin < overlap={overlap}, got {margin!r}")
+    return tile_h, tile_w, margin
+
+
 def tiled_apply(
     fn: Callable[[np.ndarray], np.ndarray],
     image: np.ndarray,
@@ -153,15 +171,7 @@ def tiled_apply(
     dtype = np.dtype(dtype)
     if tile_size is None:
         return to_dtype(np.array(fn(image.astype(np.float32, copy=False)), np.float32), dtype)  # fn's own array kept
-    tile_h, tile_w = as_pair("tile_size", tile_size)
-    if not is_int(overlap) or overlap < 0:
-        raise TilingError(f"overlap must be an integer >= 0, got {overlap!r}")
-    if min(tile_h, tile_w) < min_tile_size(overlap):
-        raise TilingError(f"tile_size {tile_size!r} must be at least twice overlap={overlap} (and larger than it) "
-                          "in both directions, or None for the whole image at once")
-    margin = overlap // 4 if margin is None else margin
-    if not is_int(margin) or margin < 0 or (2 * margin >= overlap and not overlap == margin == 0):
-        raise TilingError(f"margin must be an integer with 0 <= 2 * margin < overlap={overlap}, got {margin!r}")
+    tile_h, tile_w, margin = _checked_tiling(tile_size, overlap, margin)
     if height <= tile_h and width <= tile_w:
         result = _checked(fn(image.astype(np.float32, copy=False)), image.shape, "the image")
         return to_dtype(result.copy(), dtype)  # fn's own array kept
