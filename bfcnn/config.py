@@ -404,7 +404,7 @@ class DatasetConfig(_Section):
 
 
 SSIM_WINDOW = 11  # the window of tf.image.ssim, which loss.ssim_weight uses
-LOG_UNIFORM_FLOOR = 0.5  # lowest sigma of a log-uniform draw (0-255 scale)
+LOG_UNIFORM_FLOOR = 0.5  # lowest sigma of an additive log-uniform draw (0-255 scale)
 MAX_SEED = 2**32 - 1  # TensorFlow's global seed is 32-bit
 MAX_STEPS = 10**12  # step counters are int64; far above any training
 
@@ -418,6 +418,7 @@ class _NoiseConfig(_Section):
     log_uniform: float = 0.0
 
     DEFAULT_SIGMA: ClassVar[Tuple[float, float]] = (0.0, 75.0)
+    LOG_UNIFORM_FLOOR: ClassVar[float] = LOG_UNIFORM_FLOOR  # in the units of `sigma`
 
     def _check(self) -> None:
         _check_probability(self)
@@ -438,8 +439,8 @@ class _NoiseConfig(_Section):
         _check(0.0 <= self.log_uniform <= 1.0, "log_uniform", f"must be a fraction in [0, 1], got {self.log_uniform!r}")
         _check(self.log_uniform == 0.0 or self.sigma_values is None, "log_uniform",
                "applies to a 'sigma' range, not to 'sigma_values'")
-        _check(self.log_uniform == 0.0 or self.sigma[1] > LOG_UNIFORM_FLOOR, "log_uniform",
-               f"needs a sigma range reaching above {LOG_UNIFORM_FLOOR:g}, got {list(self.sigma or [])}")
+        _check(self.log_uniform == 0.0 or self.sigma[1] > self.LOG_UNIFORM_FLOOR, "log_uniform",
+               f"needs a sigma range reaching above {self.LOG_UNIFORM_FLOOR:g}, got {list(self.sigma or [])}")
 
 
 @dataclass(frozen=True)
@@ -455,11 +456,15 @@ class AdditiveNoiseConfig(_NoiseConfig):
 
 @dataclass(frozen=True)
 class MultiplicativeNoiseConfig(_NoiseConfig):
-    """Gaussian noise of mean 1, `x * (1 + sigma * n)`, sigma relative, drawn per image."""
+    """Gaussian noise of mean 1, `x * (1 + sigma * n)`, sigma relative, drawn per image.
+
+    `log_uniform` as for additive noise; its floor is relative too, `LOG_UNIFORM_FLOOR / 255`
+    (the additive floor on a full-scale pixel)."""
 
     probability: float = 0.0
 
     DEFAULT_SIGMA: ClassVar[Tuple[float, float]] = (0.0, 0.1)
+    LOG_UNIFORM_FLOOR: ClassVar[float] = LOG_UNIFORM_FLOOR / 255.0
 
 
 @dataclass(frozen=True)

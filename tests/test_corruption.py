@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from bfcnn.config import CorruptionConfig
+from bfcnn.errors import ConfigError
 from bfcnn.training.corruption import corrupt, corrupt_pair, step_seed
 
 SEED = tf.constant([1, 2], tf.int64)
@@ -152,6 +153,23 @@ def test_log_uniform_fraction_shifts_levels_toward_low_noise():
     plain = CorruptionConfig(additive={"sigma": [0, 75]}).additive
     np.testing.assert_array_equal(_levels(plain, 64, SEED).numpy(),
                                   tf.random.stateless_uniform([64], SEED, minval=0.0, maxval=75.0).numpy())
+
+
+
+def test_multiplicative_log_uniform_has_a_relative_floor():
+    """Multiplicative sigma is relative: the additive floor (0.5 on the 0-255 scale) refused every
+    usual range and, on [0, 1], drew nothing under 0.5."""
+    from bfcnn.training.corruption import _levels
+
+    config = CorruptionConfig(multiplicative={"sigma": [0, 0.1], "log_uniform": 1.0}).multiplicative
+    levels = _levels(config, 100_000, SEED).numpy()
+    floor = 0.5 / 255
+    assert levels.min() >= floor * 0.999 and levels.max() <= 0.1
+    # log-uniform over [0.5/255, 0.1]: P(sigma < 0.01) = ln(0.01 / floor) / ln(0.1 / floor)
+    expected = math.log(0.01 / floor) / math.log(0.1 / floor)
+    assert abs((levels < 0.01).mean() - expected) < 0.01
+    with pytest.raises(ConfigError, match=r"multiplicative.log_uniform.*above 0.00196"):
+        CorruptionConfig(multiplicative={"sigma": [0, 0.001], "log_uniform": 0.5})
 
 
 def test_sigma_values_draws_only_the_listed_values():

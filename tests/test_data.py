@@ -240,6 +240,23 @@ def test_streaming_refuses_a_source_with_no_usable_image(tmp_path):
         streaming_dataset(config.inputs, config, 0)
 
 
+
+def test_streaming_refuses_a_source_whose_files_are_truncated(tmp_path):
+    """A truncated JPEG has a readable header: screening headers alone let the run wait for ever."""
+    for i in range(2):
+        path = tmp_path / "cut" / f"t{i}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(random_image(32, 32, 3, seed=40 + i)).save(path, quality=90)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        with Image.open(path) as image:
+            assert image.size == (32, 32)  # the header is intact
+    config = dataset_config(tmp_path / "cut", color="rgb")
+    with pytest.raises(BfcnnError, match="no usable image in .*cut: every image is unreadable"):
+        streaming_dataset(config.inputs, config, 0)
+    save(tmp_path / "cut" / "t9.png", random_image(12, 12, 3, seed=42))  # one good file is enough
+    assert take(streaming_dataset(config.inputs, config, 0), 1)[0].shape == (8, 8, 8, 3)
+
+
 # ----------------------------------------------------------------------------- tensorflow-datasets
 
 

@@ -124,6 +124,23 @@ def test_pairs_of_different_sizes_are_an_error_naming_the_file(tmp_path):
         streaming_dataset(config.inputs, config, seed=0)
 
 
+
+def test_streaming_refuses_pairs_whose_files_are_truncated(tmp_path):
+    make_pairs(tmp_path, [(64, 64)])
+    for folder in ("a", "b"):
+        (path,) = (tmp_path / folder).iterdir()
+        Image.open(path).save(path.with_suffix(".jpg"), quality=95)  # noise: most of the file is image data
+        path.unlink()
+    cut = tmp_path / "b" / path.with_suffix(".jpg").name
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    with Image.open(cut) as image:
+        assert image.size == (64, 64)  # the header is intact
+    config = DatasetConfig(inputs=[{"paired": {"noisy_a": str(tmp_path / "a"), "noisy_b": str(tmp_path / "b")}}],
+                           patch_size=8, batch_size=4)
+    with pytest.raises(BfcnnError, match="no usable image in .*: every image is unreadable"):
+        streaming_dataset(config.inputs, config, seed=0)
+
+
 # ----------------------------------------------------------------------------- same crop
 
 

@@ -16,7 +16,7 @@ from typing import Optional, Tuple
 
 import tensorflow as tf
 
-from bfcnn.config import LOG_UNIFORM_FLOOR, CorruptionConfig
+from bfcnn.config import CorruptionConfig
 
 __all__ = ["corrupt", "corrupt_pair", "step_seed"]
 
@@ -178,7 +178,7 @@ def _levels(noise, batch, seed):
         return tf.fill([batch], float(low))
     levels = tf.random.stateless_uniform([batch], seed, minval=low, maxval=high)
     if noise.log_uniform > 0.0:
-        floor = max(low, LOG_UNIFORM_FLOOR)
+        floor = max(low, noise.LOG_UNIFORM_FLOOR)  # per noise type: 0-255 or relative
         log_seed, pick_seed = (tf.random.experimental.stateless_fold_in(seed, k) for k in (1, 2))
         logs = tf.random.stateless_uniform([batch], log_seed, minval=math.log(floor), maxval=math.log(high))
         pick = tf.random.stateless_uniform([batch], pick_seed) < noise.log_uniform

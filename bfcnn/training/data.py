@@ -521,21 +521,29 @@ def _source_name(source) -> str:
 
 
 def _has_usable_image(source, color: str, minimum: int) -> bool:
-    """Whether `source` holds an image of at least `minimum` x `minimum` pixels.
+    """Whether `source` holds an image of at least `minimum` x `minimum` pixels that decodes.
 
-    Folders and pairs are judged from the file headers, stopping at the first usable file;
-    a tensorflow-datasets source is decoded until its first usable image, from a dataset
-    object of its own (iterating the training one would move its shuffled order on).
+    Folders and pairs are screened by their file headers, and the first file (or pair) whose
+    header is large enough is decoded, then the next, until one decodes: a truncated file has
+    a readable header. A tensorflow-datasets source is decoded until its first usable image,
+    from a dataset object of its own (iterating the training one would move its shuffled order on).
     """
     if source.directory is not None:
-        sizes = (_header_size(path) for path in list_images(source.directory))
+        candidates = ([path] for path in list_images(source.directory))
     elif source.paired is not None:
-        sizes = ((*_header_size(a), *_header_size(b))
-                 for a, b in match_pairs(source.paired.noisy_a, source.paired.noisy_b))
+        candidates = (list(pair) for pair in match_pairs(source.paired.noisy_a, source.paired.noisy_b))
     else:
         probe = _tfds_images(source, color).filter(lambda image: tf.reduce_all(tf.shape(image)[:2] >= minimum))
         return next(iter(probe.take(1)), None) is not None
-    return any(min(size) >= minimum for size in sizes)
+    for paths in candidates:
+        if min(min(_header_size(path)) for path in paths) < minimum:
+            continue
+        try:
+            if all(min(read_image(path, color).shape[:2]) >= minimum for path in paths):
+                return True
+        except ImageReadError:
+            continue
+    return False
 
 
 def _check_usable(source, color: str, minimum: int) -> None:
