@@ -257,6 +257,39 @@ def test_streaming_refuses_a_source_whose_files_are_truncated(tmp_path):
     assert take(streaming_dataset(config.inputs, config, 0), 1)[0].shape == (8, 8, 8, 3)
 
 
+
+def test_header_sizes_do_not_decode_png_pixels(tmp_path, monkeypatch):
+    """`estimated_cache_bytes` reads headers only: Pillow's getexif() on a PNG decoded it whole."""
+    from bfcnn.training.data import _header_size
+
+    save(tmp_path / "plain.png", random_image(30, 40, 3, seed=50))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: the axes swap
+    Image.fromarray(random_image(30, 40, 3, seed=51)).save(tmp_path / "rotated.png", exif=exif)
+    Image.fromarray(random_image(30, 40, 3, seed=52)).save(tmp_path / "rotated.jpg", exif=exif)
+    loads = []
+    original = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: loads.append(self.format) or original(self))
+    assert _header_size(tmp_path / "plain.png") == (30, 40)
+    assert loads == []
+    assert _header_size(tmp_path / "rotated.png") == (40, 30)
+    assert _header_size(tmp_path / "rotated.jpg") == (40, 30)
+
+
+
+def test_cache_estimate_counts_small_images_as_the_cache_holds_them(tmp_path):
+    """Padded to the patch (the default) or skipped: the estimate decides whether to cache."""
+    from bfcnn.training.data import estimated_cache_bytes, load_directory
+
+    save(tmp_path / "small" / "a.png", random_image(10, 6, 3, seed=60))
+    save(tmp_path / "small" / "b.png", random_image(40, 50, 3, seed=61))
+    inputs = (InputSource(directory=str(tmp_path / "small")),)
+    for small_images in ("pad", "skip"):
+        loaded, _ = load_directory(tmp_path / "small", "rgb", 32, small_images)
+        assert estimated_cache_bytes(inputs, "rgb", False, 32, small_images) == sum(im.nbytes for im in loaded)
+    assert estimated_cache_bytes(inputs, "rgb", False, 32, "pad") == (32 * 32 + 40 * 50) * 3
+
+
 # ----------------------------------------------------------------------------- tensorflow-datasets
 
 
@@ -279,7 +312,7 @@ def test_streaming_tfds_image_folder(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_tfds(tmp_path_factory):
-    """A two-feature dataset (rgb 'image', 1-channel 'gray') prepared in a temporary data_dir."""
+    """A dataset of two images (rgb 'image', 1-channel 'gray') and a 'label', prepared in a temporary data_dir."""
     tfds = pytest.importorskip("tensorflow_datasets")
     data_dir = tmp_path_factory.mktemp("tfds")
     rgb = [random_image(10, 12, 3, seed=40), random_image(12, 9, 3, seed=41)]
@@ -292,6 +325,7 @@ def tiny_tfds(tmp_path_factory):
             return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(shape=(None, None, 3)),
                 "gray": tfds.features.Image(shape=(None, None, 1)),
+                "label": tfds.features.ClassLabel(num_classes=2),
             }))
 
         def _split_generators(self, dl_manager):
@@ -299,7 +333,7 @@ def tiny_tfds(tmp_path_factory):
 
         def _generate_examples(self):
             for i in range(2):
-                yield i, {"image": rgb[i], "gray": gray[i]}
+                yield i, {"image": rgb[i], "gray": gray[i], "label": i}
 
     BfcnnTinyImages(data_dir=str(data_dir)).download_and_prepare()
     return str(data_dir), rgb, gray
@@ -321,6 +355,17 @@ def test_streaming_tfds_by_name(tiny_tfds, key, color):
         return  # rgb to gray conversion weights differ slightly between Pillow and TF
     crops = crop_index(expected, 8)
     assert None not in [identify(patch, crops) for batch in batches for patch in batch]
+
+
+
+@pytest.mark.parametrize("key, words", [("label", r"'label' \(tfds.image_key\) is not an image"),
+                                        ("photo", r"no feature 'photo' \(tfds.image_key\)")])
+def test_tfds_image_key_must_name_an_image_feature(tiny_tfds, key, words):
+    """A label as image_key gave an 81-line traceback from inside tf.data."""
+    source = InputSource(tfds=TfdsSource(name="bfcnn_tiny_images", split="train", data_dir=tiny_tfds[0], image_key=key))
+    config = dataset_config((source,))
+    with pytest.raises(BfcnnError, match=words + r".*image features: \['gray', 'image'\]"):
+        streaming_dataset(config.inputs, config, 0)
 
 
 def test_tfds_missing_dataset_is_a_clear_error(tmp_path):

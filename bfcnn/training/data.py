@@ -212,6 +212,10 @@ def _header_size(path) -> Tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
+            # Pillow's getexif() decodes a whole PNG to find an eXIf chunk after the pixels; one
+            # before them is in `info` already. A rare late one is caught when the file is decoded.
+            if image.format == "PNG" and "exif" not in image.info:
+                return height, width
             if image.getexif().get(EXIF_ORIENTATION) in (5, 6, 7, 8):  # EXIF orientations that swap the axes
                 width, height = height, width
             return height, width
@@ -219,11 +223,20 @@ def _header_size(path) -> Tuple[int, int]:
         return 0, 0
 
 
-def estimated_cache_bytes(sources, color: str, paired_run: bool) -> int:
+def estimated_cache_bytes(sources, color: str, paired_run: bool, patch_size: int = 1,
+                          small_images: str = "pad") -> int:
     """The bytes the cached images of `sources` (directories and paired ones) would take, from
     the file headers only, so that a dataset too large to cache is streamed without being
-    decoded first. Small images padded to the patch add a little; unreadable files count 0."""
+    decoded first. Images smaller than `patch_size` count as the cache holds them: padded up
+    to the patch (`small_images: pad`) or not at all (`skip`); unreadable files count 0."""
     channels = 1 if color == "gray" else 3
+
+    def cached_pixels(size):
+        h, w = size
+        if min(h, w) == 0 or (small_images == "skip" and min(h, w) < patch_size):
+            return 0
+        return max(h, patch_size) * max(w, patch_size)
+
     total = 0
     for source in sources:
         if source.paired is not None:
@@ -232,7 +245,7 @@ def estimated_cache_bytes(sources, color: str, paired_run: bool) -> int:
         else:
             files = list_images(source.directory)
             copies = 2 if paired_run else 1  # a paired run stores a plain image twice
-        total += sum(h * w for h, w in map(_header_size, files)) * channels * copies
+        total += sum(cached_pixels(_header_size(path)) for path in files) * channels * copies
     return total
 
 
@@ -398,6 +411,12 @@ def _to_uint8(image: tf.Tensor) -> tf.Tensor:
     return tf.cast(tf.clip_by_value(tf.round(tf.cast(image, tf.float32) / scale), 0.0, 255.0), tf.uint8)
 
 
+def _is_image_spec(spec) -> bool:
+    """Whether a tf.data element spec is one image: a [H, W, C] (or [H, W]) tensor of numbers."""
+    return (isinstance(spec, tf.TensorSpec) and spec.shape.rank in (2, 3)
+            and (spec.dtype.is_integer or spec.dtype.is_floating))
+
+
 def _tfds_images(source, color: str):
     """A tf.data.Dataset of uint8 [H, W, C] images from a tensorflow-datasets source."""
     try:
@@ -419,9 +438,13 @@ def _tfds_images(source, color: str):
                 f"`tfds build {spec.name} --data_dir DIR`, and give that folder as tfds.data_dir"
             ) from None
         key = spec.image_key
+        images = sorted(name for name, feature in ds.element_spec.items() if _is_image_spec(feature))
         if key not in ds.element_spec:
             raise BfcnnError(f"tensorflow-datasets {spec.name!r} has no feature {key!r} (tfds.image_key); "
-                             f"it has {sorted(ds.element_spec)}")
+                             f"it has {sorted(ds.element_spec)}; its image features: {images}")
+        if key not in images:
+            raise BfcnnError(f"tensorflow-datasets {spec.name!r}: feature {key!r} (tfds.image_key) is not an image "
+                             f"({ds.element_spec[key]}); its image features: {images}")
     else:
         spec = source.image_folder
         try:

@@ -620,7 +620,7 @@ class Trainer:
         cfg = self.config.dataset
         cacheable = cfg.cache and all(s.directory is not None or s.paired is not None for s in cfg.inputs)
         if cacheable:  # measured from the file headers, before anything is decoded
-            estimate = estimated_cache_bytes(cfg.inputs, cfg.color, self.paired)
+            estimate = estimated_cache_bytes(cfg.inputs, cfg.color, self.paired, cfg.patch_size, cfg.small_images)
             if estimate > MAX_CACHE_BYTES:
                 log.info("training data too large to cache (%d MiB from the file headers): streaming instead",
                          estimate >> 20)
