@@ -132,6 +132,18 @@ def test_soft_threshold_matches_its_formula():
     np.testing.assert_allclose(np.asarray(SoftThreshold(0.0)(x)), x, rtol=1e-6)
 
 
+
+def test_soft_threshold_takes_each_channels_rms_over_the_spatial_axes_of_any_rank():
+    """[B, N, C] used to be averaged over N and C, so a loud channel wiped a quiet one out."""
+    x = np.stack([np.linspace(-1, 1, 10), 100 * np.linspace(-1, 1, 10)], axis=-1)[None].astype(np.float32)
+    y = np.asarray(SoftThreshold(0.5)(x))
+    scale = np.sqrt(np.mean(x.astype(np.float64) ** 2, axis=1, keepdims=True))
+    np.testing.assert_allclose(y, np.sign(x) * np.maximum(np.abs(x) - 0.5 * scale, 0.0), rtol=1e-5, atol=1e-6)
+    assert np.all(np.any(y != 0, axis=1))  # both channels keep their large values
+    with pytest.raises(ValueError, match=r"SoftThreshold needs input \[B, \.\.\., C\] with spatial axes.*\(2, 5\)"):
+        SoftThreshold(0.5)(np.ones((2, 5), np.float32))
+
+
 def test_stochastic_depth_drops_whole_branches_per_sample_in_training():
     block = BiasFreeResidualBlock(8, stochastic_depth=0.5)
     x = random_images((32, 6, 6, 8), seed=5) / 255.0

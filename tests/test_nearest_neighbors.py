@@ -122,7 +122,28 @@ def test_single_candidate_and_infinite_distances_stay_finite():
     np.testing.assert_allclose(w[0, :, 0], [1.0, 0.0, 0.0])
 
 
-@pytest.mark.parametrize("k", [0, -1, 2.0, True])
+def test_a_row_of_only_infinite_distances_is_uniform_not_nan():
+    """Masking every candidate of a query with inf gave inf - inf = NaN for the whole row."""
+    import tensorflow as tf
+
+    d = tf.constant([[0.0, np.inf, 1.0, np.inf], [np.inf] * 4], tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(d)
+        w = neural_nearest_neighbors(d, -2.0, k=2)
+        loss = tf.reduce_sum(w * tf.constant([1.0, 2.0, 3.0, 4.0])[:, None])
+    w = np.asarray(w)
+    np.testing.assert_allclose(w[1], np.full((4, 2), 0.25), atol=1e-6)
+    np.testing.assert_allclose(w[0].sum(axis=0), [1.0, 1.0], atol=1e-6)
+    assert np.all(np.isfinite(np.asarray(tape.gradient(loss, d))[0, [0, 2]]))
+
+
+def test_numpy_integer_k_is_accepted():
+    d = distinct_distances((1, 5), seed=3)
+    np.testing.assert_array_equal(np.asarray(neural_nearest_neighbors(d, 0.0, k=np.int64(2))),
+                                  np.asarray(neural_nearest_neighbors(d, 0.0, k=2)))
+
+
+@pytest.mark.parametrize("k", [0, -1, 2.0, True, "2"])
 def test_bad_k_is_rejected(k):
     with pytest.raises(ValueError, match="k must be"):
         neural_nearest_neighbors(np.zeros((1, 3), "float32"), 0.0, k=k)

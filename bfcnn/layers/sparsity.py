@@ -18,6 +18,9 @@ from bfcnn.layers.arguments import check_number
 class SoftThreshold(keras.layers.Layer):
     """`y = sign(x) * relu(|x| - t_c * s_c(x))`, with `s_c(x)` the spatial RMS of channel c of each sample.
 
+    Input `[B, ..., C]` with at least one spatial axis (`[B, H, W, C]` in the models; `[B, N, C]`
+    works too): the RMS is over every axis but the batch and the channels.
+
     `t_c >= 0` is learned per channel (clipped at 0 in the forward pass and kept non-negative
     by a constraint). Because `s_c(a*x) = a * s_c(x)`, the layer is positively homogeneous.
     With `t_c = 0` it is the identity.
@@ -39,7 +42,10 @@ class SoftThreshold(keras.layers.Layer):
         channels = input_shape[-1]
         if channels is None:
             raise ValueError("SoftThreshold needs a known number of channels (last axis)")
-        self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: channels})
+        if len(input_shape) < 3:
+            raise ValueError(f"SoftThreshold needs input [B, ..., C] with spatial axes (e.g. [B, H, W, C]) to take "
+                             f"each channel's RMS over, got shape {tuple(input_shape)}")
+        self.input_spec = keras.InputSpec(min_ndim=3, axes={-1: channels})
         self.thresholds = self.add_weight(
             name="threshold",
             shape=(channels,),
@@ -49,7 +55,8 @@ class SoftThreshold(keras.layers.Layer):
 
     def call(self, inputs):
         x = ops.cast(inputs, "float32")
-        scale = ops.sqrt(ops.mean(ops.square(x), axis=(1, 2), keepdims=True) + self.epsilon)
+        spatial = tuple(range(1, len(x.shape) - 1))
+        scale = ops.sqrt(ops.mean(ops.square(x), axis=spatial, keepdims=True) + self.epsilon)
         t = ops.maximum(ops.cast(self.thresholds, "float32"), 0.0)
         y = ops.sign(x) * ops.relu(ops.abs(x) - t * scale)
         return ops.cast(y, self.compute_dtype)

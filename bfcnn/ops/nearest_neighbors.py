@@ -42,6 +42,8 @@ and the following `w_j` keep sharing the weight between them instead of choosing
 With fewer than k candidates, the extra distributions fall back on candidates already used.
 """
 
+import operator
+
 from keras import ops
 
 # Range of the log-temperature: T in [2.1e-9, 4.9e8]. Together with ALPHA_RANGE this keeps
@@ -112,15 +114,23 @@ def neural_nearest_neighbors(distances, log_temperature, k):
 
 def neighbor_weight_list(distances, log_temperature, k):
     """`neural_nearest_neighbors` as a list of k tensors `[..., M, O]` (no stacked copy)."""
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+    try:
+        k_int = operator.index(k)  # Python and numpy integers, not floats
+    except TypeError:
+        k_int = 0
+    if isinstance(k, bool) or k_int < 1:
         raise ValueError(f"k must be an integer >= 1, got {k!r}")
+    k = k_int
     d = ops.convert_to_tensor(distances)
     if d.dtype not in ("float32", "float64"):
         d = ops.cast(d, "float32")
     log_t = ops.clip(ops.cast(log_temperature, d.dtype), LOG_TEMPERATURE_MIN, LOG_TEMPERATURE_MAX)
     inverse_t = ops.exp(-log_t)
     # Relative to the nearest candidate: alpha <= 0 with maximum 0 (softmax is shift invariant).
-    alpha = ops.maximum(ops.min(d, axis=-1, keepdims=True) - d, -ALPHA_RANGE)
+    # The nearest candidates get exactly 0, so a row of infinite distances (candidates masked
+    # with inf, all of them) is uniform rather than inf - inf = NaN.
+    nearest = ops.min(d, axis=-1, keepdims=True)
+    alpha = ops.maximum(ops.where(d == nearest, ops.zeros_like(d), nearest - d), -ALPHA_RANGE)
     weights = []
     for j in range(k):
         log_w, log1m_w = _log_softmax_and_log1m(alpha * inverse_t)
