@@ -61,6 +61,10 @@ def test_fold_puts_each_channel_in_the_batch_and_back():
     np.testing.assert_array_equal(BatchToChannels(3)(folded).numpy(), x)
     with pytest.raises(ValueError, match="channels must be an integer"):
         BatchToChannels(0)
+    unfold = BatchToChannels(3)
+    unfold(folded)
+    with pytest.raises(ValueError, match=r"needs a batch that is a multiple of 3 .*got 4"):
+        unfold(folded[:4])  # was a Split error from inside TensorFlow
 
 
 def test_chroma_offset_lifts_chrominance_by_the_mean_gray_level_and_scales_with_the_input():

@@ -105,6 +105,21 @@ def test_laplacian_pyramid_reconstructs_exactly(size, channels):
     np.testing.assert_allclose(np.asarray(pyramid.merge(bands)), x, atol=1e-4, rtol=0)
 
 
+
+def test_conv_block_config_is_json_and_its_gamma_initializer_is_checked():
+    """The block kept the initializer object in its config (json.dumps failed) and never
+    checked it when batch_norm was off."""
+    import json
+
+    block = BiasFreeConvBlock(4, batch_norm=True, gamma_initializer=keras.initializers.Constant(0.5))
+    config = json.loads(json.dumps(block.get_config()))
+    block2 = BiasFreeConvBlock.from_config(config)
+    block2.build((None, 6, 6, 2))
+    np.testing.assert_allclose(np.asarray(block2.norm.gamma), 0.5)
+    with pytest.raises(ValueError, match="nope"):
+        BiasFreeConvBlock(4, batch_norm=False, gamma_initializer="nope")
+
+
 def test_laplacian_pyramid_detail_bands_of_a_constant_are_zero():
     bands = LaplacianPyramid(levels=3)(np.full((1, 21, 18, 1), 42.0, "float32"))
     for band in bands[:-1]:

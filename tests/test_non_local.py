@@ -103,6 +103,19 @@ def test_return_attention():
     assert attention.shape == (2, 72, 72)
 
 
+
+@pytest.mark.parametrize("subsample", [True, False])
+def test_spatial_attention_in_a_graph_with_unknown_sizes(subsample):
+    """`attention(spatial=True)` read H and W as Python ints, which a tf.function with None sizes lacks."""
+    block = NonLocalBlock(subsample=subsample)
+    x = uniform((1, 5, 7, 3), seed=14)
+    eager = np.asarray(block.attention(x, spatial=True))
+    assert eager.shape == (1, 5, 7, *block.key_grid_shape(5, 7))
+    graph = tf.function(lambda t: block.attention(t, spatial=True),
+                        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    np.testing.assert_allclose(graph(x).numpy(), eager, atol=1e-6)
+
+
 def test_dot_product_branch_is_homogeneous_of_degree_three():
     block = NonLocalBlock(mode="dot_product")
     x = uniform((1, 10, 9, 4), seed=5)

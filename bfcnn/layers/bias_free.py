@@ -175,9 +175,9 @@ class BiasFreeConvBlock(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="conv",
         )
-        self.gamma_initializer = gamma_initializer
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)  # checked even without batch norm
         self.norm = _normalization(self.batch_norm, self.use_bias, "norm", dtype=self.dtype_policy,
-                                   gamma_initializer=gamma_initializer)
+                                   gamma_initializer=self.gamma_initializer)
         self.act = activation_layer(activation, dtype=self.dtype_policy, name="act")
 
     def build(self, input_shape):
@@ -205,7 +205,7 @@ class BiasFreeConvBlock(keras.layers.Layer):
             activation=self.activation,
             use_bias=self.use_bias,
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-            gamma_initializer=self.gamma_initializer,
+            gamma_initializer=keras.initializers.serialize(self.gamma_initializer),
         )
         return config
 

@@ -129,6 +129,10 @@ class BatchToChannels(keras.layers.Layer):
         self.channels = check_int("channels", channels)
 
     def call(self, x):
+        batch = x.shape[0]  # known when eager or static; a graph with a None batch splits as it can
+        if batch is not None and batch % self.channels:
+            raise ValueError(f"BatchToChannels(channels={self.channels}) needs a batch that is a multiple of "
+                             f"{self.channels} (the output of ChannelsToBatch), got {batch}")
         x = ops.cast(x, self.compute_dtype)
         return ops.concatenate(ops.split(x, self.channels, axis=0), axis=-1)
 

@@ -136,7 +136,7 @@ class NonLocalBlock(keras.layers.Layer):
         attention, _ = self._attend(inputs)
         if not spatial:
             return attention
-        height, width = int(inputs.shape[1]), int(inputs.shape[2])
+        height, width = ops.shape(inputs)[1:3]  # ints where known, tensors in a graph with None sizes
         return ops.reshape(attention, (-1, height, width, *self.key_grid_shape(height, width)))
 
     def call(self, inputs, training=False):

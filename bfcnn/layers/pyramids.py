@@ -80,8 +80,11 @@ def upsample(x, like):
     a depth-to-space (no multiplications by inserted zeros, static shapes for TFLite).
 
     Along an axis, output pixel 2i is (x[i-1] + 6 x[i] + x[i+1]) / 8 and pixel 2i+1 is
-    (x[i] + x[i+1]) / 2, with x[-1] = x[1] (reflection) and x[n] = x[n-1] (the edge), which is
-    what blurring the zero-inserted signal with reflected borders gives.
+    (x[i] + x[i+1]) / 2, with x[-1] = x[1] (reflection) and x[n] = x[n-1] (the edge). For an
+    even output size that is what blurring the zero-inserted signal with reflected borders
+    gives; for an odd one (2n - 1) the last pixel is (x[n-2] + 7 x[n-1]) / 8 where that blur
+    gives (2 x[n-2] + 6 x[n-1]) / 8. Reconstruction stays exact either way: `merge` adds back
+    the same expansion that the Laplacian band subtracted.
     """
     channels = x.shape[-1]
     x = _pad_for_upsample(_pad_for_upsample(x, 1), 2)

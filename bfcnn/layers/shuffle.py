@@ -4,7 +4,9 @@ FFDNet (Zhang, Zuo & Zhang, "FFDNet: Toward a fast and flexible solution for CNN
 denoising", IEEE TIP 2018) runs its convolutions on the four sub-images of a 2x2 reversible
 down-sampling: a quarter of the pixels at four times the channels, so the same layers cost a
 quarter of the FLOPs per image pixel and see twice as far. Both operations only move pixels,
-so a model built with them stays bias-free (`f(a*x) = a*f(x)`).
+so a model built with them stays bias-free (`f(a*x) = a*f(x)`). Pixel shuffle as an
+up-sampling layer is from Shi et al., "Real-time single image and video super-resolution using
+an efficient sub-pixel convolutional neural network", CVPR 2016.
 
 Sizes need not be multiples of the factor: `PixelUnshuffle` repeats the last row and column
 up to the next multiple, and `PixelShuffle` crops back to the size of a reference tensor.
