@@ -4,7 +4,10 @@ Clean images are uint8 decoded as float on the 0-255 scale; noisy = clean + sigm
 with n ~ N(0, 1) per pixel and channel, from a fixed seed, NOT clipped or rounded; the
 denoised output is clipped to [0, 255] and rounded to uint8; PSNR = 10 log10(255^2 / MSE)
 against the uint8 clean image; the table reports the mean of per-image PSNR. Used by the
-trainer's validation and by `python -m bfcnn.evaluate`, so the numbers agree.
+trainer's validation and by `python -m bfcnn.evaluate`: the same noise, clipping and PSNR code.
+The trainer's validation also center-crops each image to `validation.max_size` (default 256)
+and runs the model at `train.precision`, so its numbers equal `bfcnn.evaluate`'s only with
+`max_size: null` in float32.
 """
 
 import time
