@@ -68,6 +68,35 @@ def homogeneity_errors(model, x):
     return [relative_error(model(a * x, training=False), a * y) for a in (0.1, 7.0)]
 
 
+# The layer each option must add to every residual block (the regularizer adds losses instead).
+OPTION_LAYERS = {"block_gate": BlockGate, "squeeze_excite": SqueezeExcite, "sparsity": SoftThreshold,
+                 "stochastic_depth": StochasticDepth, "prelu": keras.layers.PReLU}
+
+
+def sublayers(layer):
+    """Every layer nested in `layer`, depth first."""
+    for inner in getattr(layer, "_layers", None) or []:
+        yield inner
+        yield from sublayers(inner)
+
+
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_option_reaches_every_block(option):
+    """Homogeneity and saving hold without the option too: this is the check that it was built."""
+    model = bfcnn.build_model({**SMALL_RESNET, **OPTIONS[option]})
+    blocks = [layer for layer in model.layers if isinstance(layer, BiasFreeResidualBlock)]
+    assert len(blocks) == SMALL_RESNET["blocks"]
+    if option == "regularizer":
+        model(random_images((1, 8, 8, 1), seed=0))
+        assert len(model.losses) >= 2 * len(blocks)  # both convolutions of every block
+        assert bfcnn.build_model(SMALL_RESNET).losses == []
+        return
+    for block in blocks:
+        assert any(isinstance(inner, OPTION_LAYERS[option]) for inner in sublayers(block)), (option, block.name)
+    plain = bfcnn.build_model(SMALL_RESNET)
+    assert not any(isinstance(inner, OPTION_LAYERS[option]) for layer in plain.layers for inner in sublayers(layer))
+
+
 @pytest.mark.parametrize("option", sorted(OPTIONS))
 def test_option_keeps_the_model_homogeneous_and_saves(option, tmp_path):
     model = randomize(bfcnn.build_model({**SMALL_RESNET, **OPTIONS[option]}))

@@ -50,6 +50,11 @@ def test_sixteen_bit_round_trip(gray_model):
     image = np.random.default_rng(3).integers(0, 65536, size=(8, 8)).astype(np.uint16)
     out = bfcnn.denoise(image, model=gray_model)
     assert out.dtype == np.uint16 and out.shape == image.shape
+    # A model that is not homogeneous shows the scale: it sees 0-255 values (65535 -> 255) and
+    # its output is scaled back; a bias-free model would hide a wrong scale.
+    clipped = bfcnn.denoise(image, model=lambda x: np.minimum(x, 200.0))
+    expected = np.round(np.minimum(image / 257.0, 200.0) * 257.0).astype(np.uint16)
+    np.testing.assert_array_equal(clipped, expected)
 
 
 def test_pil_in_pil_out(color_model):
@@ -107,7 +112,14 @@ def test_cli_denoises_many_files_and_reports_bad_ones(gray_model, tmp_path, caps
 
 def test_default_tiling_takes_tiles_of_at_least_twice_a_wide_overlap():
     image = np.zeros((1100, 1000), np.uint8)  # above one megapixel: tiled by default
-    assert bfcnn.denoise(image, model=lambda x: x, overlap=300).shape == image.shape
+    for overlap, tile in ((48, 512), (300, 600)):
+        sizes = []
+        out = bfcnn.denoise(image, model=lambda x: sizes.append(x.shape[:2]) or x, overlap=overlap)
+        assert out.shape == image.shape
+        assert len(sizes) > 1 and max(max(size) for size in sizes) == tile, (overlap, sizes)
+    sizes = []
+    bfcnn.denoise(image[:1000], model=lambda x: sizes.append(x.shape[:2]) or x)  # one megapixel: whole
+    assert sizes == [(1000, 1000)]
 
 
 def test_pil_photographs_come_back_upright(tmp_path):

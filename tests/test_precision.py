@@ -79,6 +79,9 @@ def test_denoise_in_bfloat16_stays_within_a_few_levels_and_copies_the_model_once
     rounded = bfcnn.denoise(noisy, model=gray_model, precision="bfloat16")
     assert rounded.dtype == np.uint8 and rounded.shape == noisy.shape
     assert np.abs(rounded.astype(int) - exact).max() <= 4
+    floats = noisy.astype(np.float32)
+    assert np.abs(bfcnn.denoise(floats, model=gray_model, precision="bfloat16")
+                  - bfcnn.denoise(floats, model=gray_model)).max() > 0  # it did run in bfloat16
     copy = inference._BFLOAT16[gray_model]
     bfcnn.denoise(noisy, model=gray_model, precision="bfloat16")
     assert inference._BFLOAT16[gray_model] is copy
@@ -91,7 +94,7 @@ def test_the_bfloat16_copy_follows_the_models_weights():
     randomized(model, seed=7)  # as if trained further
     exact, rounded = bfcnn.denoise(noisy, model=model), bfcnn.denoise(noisy, model=model, precision="bfloat16")
     assert np.abs(rounded - before).max() > 1.0  # the copy moved with the weights
-    assert np.abs(rounded - exact).max() < 0.02 * np.abs(exact).max()
+    assert 0 < np.abs(rounded - exact).max() < 0.02 * np.abs(exact).max()
 
 
 @pytest.mark.parametrize("model, precision, message", [
