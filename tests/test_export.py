@@ -47,13 +47,14 @@ def resnet_export(tmp_path_factory):
     return model, out, report
 
 
-def test_the_export_folder_is_not_private(resnet_export):
-    """The temporary folder it was written in is private (mkdtemp); the placed one is not."""
-    from bfcnn.io import usual_mode
-
+def test_the_export_folder_is_not_private(resnet_export, tmp_path):
+    """The temporary folder it was written in is private (mkdtemp); the placed one has the
+    permissions of a folder made by os.mkdir under the same umask (the reference)."""
     _, out, _ = resnet_export
-    assert out.stat().st_mode & 0o777 == usual_mode(directory=True)
-    assert usual_mode(directory=True) & 0o700 == 0o700
+    (tmp_path / "reference").mkdir()
+    assert out.stat().st_mode & 0o777 == (tmp_path / "reference").stat().st_mode & 0o777
+    (tmp_path / "reference.txt").write_text("x")
+    assert (out / "model_card.json").stat().st_mode & 0o777 == (tmp_path / "reference.txt").stat().st_mode & 0o777
 
 
 def test_round_trip_resnet(resnet_export):

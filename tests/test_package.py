@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,19 @@ def test_the_import_check_sees_every_form_of_import(tmp_path):
     module.write_text("import bfcnn.zoo\nfrom bfcnn import models\nfrom bfcnn.training.loop import Trainer\n"
                       "from ..export import tflite\nfrom . import pyramids\n")
     assert sorted(_imported_parts(module, package)) == ["export", "layers", "models", "training", "zoo"]
+
+
+def test_the_test_extras_are_installed():
+    """Some tests skip without an optional package (tensorflow-datasets, bm3d, ...) so that the
+    library's own tests run without them; with the `test` extra installed, as `make test` and CI
+    do, none may be missing, or its tests would skip unseen."""
+    import importlib.util
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "setup.py").read_text()
+    extras = re.search(r'"test": \[([^\]]*)\]', text).group(1)
+    modules = {"scikit-image": "skimage", "ai-edge-litert": "ai_edge_litert", "tensorflow-datasets": "tensorflow_datasets"}
+    names = [modules.get(name, name) for name in re.findall(r'"([^"]+)"', extras)]
+    assert {"skimage", "bm3d", "tensorflow_datasets", "ai_edge_litert"} <= set(names)
+    missing = [name for name in names if importlib.util.find_spec(name) is None]
+    assert missing == []
