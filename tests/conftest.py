@@ -8,12 +8,20 @@ import numpy as np
 import pytest
 
 
-@pytest.fixture(autouse=True)
-def _seeded():
-    """Every test starts from the same random state: initial weights do not depend on test order."""
+def seed_everything(seed: int = 0) -> None:
+    """Python, numpy and TensorFlow / Keras random state, as at the start of every test."""
     import keras
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same random state: initial weights do not depend on test order.
+
+    A module-scoped fixture is built inside whichever test first asks for it, after that test's
+    own draws: such fixtures call `seed_everything()` first themselves."""
+    seed_everything()
     yield
 
 

@@ -11,6 +11,7 @@ import pytest
 from bfcnn import baselines, evaluate
 from bfcnn.evaluation import add_noise, noise_seed, psnr
 from bfcnn.io import read_image, write_image
+from conftest import seed_everything
 
 HAS_BM3D = importlib.util.find_spec("bm3d") is not None
 
@@ -18,6 +19,7 @@ HAS_BM3D = importlib.util.find_spec("bm3d") is not None
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A saved one-block gray ResNet and a folder of two small real photographs."""
+    seed_everything()  # the weights must not depend on which test built them
     import bfcnn
     from skimage import data
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import seed_everything
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RESNET = {"type": "resnet", "channels": 1, "filters": 8, "blocks": 1}
 TINY_MULTISCALE = {"type": "multiscale", "channels": 3, "levels": 2, "filters": 8, "blocks": 1}
@@ -37,6 +39,7 @@ def noisy_images(shape, seed=1):
 @pytest.fixture(scope="module")
 def resnet_export(tmp_path_factory):
     """A tiny gray ResNet, trained two steps, exported with float32 and fp16 TFLite."""
+    seed_everything()  # the weights must not depend on which test built them
     import bfcnn
     from bfcnn.export import export_model
 

@@ -6,15 +6,18 @@ from PIL import Image
 
 import bfcnn
 from bfcnn.errors import BfcnnError
+from conftest import seed_everything
 
 
 @pytest.fixture(scope="module")
 def gray_model():
+    seed_everything()  # the weights must not depend on which test built them
     return bfcnn.build_model({"type": "resnet", "channels": 1, "filters": 8, "blocks": 1})
 
 
 @pytest.fixture(scope="module")
 def color_model():
+    seed_everything()  # the weights must not depend on which test built them
     return bfcnn.build_model({"type": "resnet", "channels": 3, "filters": 8, "blocks": 1})
 
 

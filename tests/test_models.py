@@ -9,7 +9,7 @@ import tensorflow as tf
 import bfcnn
 from bfcnn.errors import ConfigError
 from bfcnn.models import describe, flops_per_pixel, is_bias_free
-from conftest import assert_saving_round_trip, random_images, relative_error
+from conftest import assert_saving_round_trip, random_images, relative_error, seed_everything
 
 TINY = {"filters": 8, "blocks": 1}
 VARIANTS = {
@@ -39,6 +39,7 @@ def _trained_like(model, seed=0):
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
 def built(request):
+    seed_everything()  # the weights must not depend on which test built them
     config = VARIANTS[request.param]
     return config, _trained_like(bfcnn.build_model(config))
 
