@@ -495,6 +495,28 @@ def test_n3net_to_builtin_tflite():
         to_tflite(model, "int8", [noisy_images((16, 16, 1))])
 
 
+
+def test_int8_export_of_an_n3net_is_refused_before_any_work(tmp_path, monkeypatch):
+    """The refusal came after the SavedModel, the .keras file and the float32 TFLite (10 s)."""
+    from PIL import Image
+
+    import bfcnn
+    import bfcnn.export
+    from bfcnn.export import UnsupportedOpsError, export_model
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the export started working before refusing int8")
+
+    monkeypatch.setattr(bfcnn.export, "write_saved_model", no_work)
+    monkeypatch.setattr(bfcnn.export, "_convert", no_work)
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50), dtype=np.uint8)).save(tmp_path / "photos/a.png")
+    with pytest.raises(UnsupportedOpsError, match="int8 graph of its N3 block"):
+        export_model(bfcnn.build_model(TINY_N3NET), tmp_path / "out", quantize=["int8"],
+                     representative_dir=tmp_path / "photos", log=None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+
+
 @pytest.mark.slow
 def test_fixed_size_export_of_an_n3net_is_sized_ahead_and_verified(tmp_path, capsys):
     """`--tflite-size`: every shape known when converting, so the N3 block's loop and run-time

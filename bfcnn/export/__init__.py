@@ -41,8 +41,8 @@ from bfcnn.export.errors import ExportError, UnsupportedOpsError, VerificationEr
 from bfcnn.export.loading import WEIGHTS, load_for_export, resolve_model
 from bfcnn.export.saved_model import write_saved_model
 from bfcnn.export.signature import INPUT_NAME, OUTPUT_NAME, VALUE_RANGE, model_channels
-from bfcnn.export.tflite import (CONTROL_FLOW_OPS, QUANTIZATIONS, TFLITE_FILES, representative_images,
-                                 runtime_sized_tensors, tflite_ops, to_tflite)
+from bfcnn.export.tflite import (CONTROL_FLOW_OPS, QUANTIZATIONS, TFLITE_FILES, check_int8_supported,
+                                 representative_images, runtime_sized_tensors, tflite_ops, to_tflite)
 from bfcnn.export.verification import (FP32_TOLERANCE, FP32_TOLERANCE_CAP, PSNR_MARGINS_DB, SENSITIVITY_FACTOR,
                                        SENSITIVITY_ULPS, SMALL_TEST_SIZE, TEST_SIGMA, TEST_SIZE,
                                        float32_sensitivity, format_verification, fp32_tolerance, sample_image,
@@ -282,6 +282,7 @@ def export_model(
         name = stem.removesuffix(".keras") if stem not in ("", "model.keras", "best.keras") else model.name
     samples = None
     if "int8" in modes:
+        check_int8_supported(model)  # before any file is written or converted
         samples = representative_images(representative_dir, model_channels(model))
 
     out.parent.mkdir(parents=True, exist_ok=True)

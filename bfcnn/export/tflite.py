@@ -153,12 +153,7 @@ def to_tflite(model, quantize: str = "none", representative_images: Optional[Ite
                              input_signature=[tf.TensorSpec([1, height, width, channels], tf.float32, INPUT_NAME)])
         archive.write_out(tmp, verbose=False)
         if quantize == "int8":
-            if any(type(layer).__name__ == "N3Block" for layer in model._flatten_layers()):
-                # Sized ahead (input_size), the block has no loop and calibrates, but LiteRT
-                # then aborts the process (SIGABRT) allocating its int8 graph.
-                raise UnsupportedOpsError(
-                    f"cannot quantize {model.name!r} to int8: LiteRT cannot run the int8 graph of its N3 "
-                    "block (it aborts allocating it); use fp16 or dynamic", ["N3Block"])
+            check_int8_supported(model)
             # TFLite's calibrator aborts the whole process (SIGABRT, not an exception) on
             # control flow such as the N3 block's WHILE loop: look at the float graph first.
             loops = sorted(set(tflite_ops(_convert_saved_model(tmp, "none", None, model.name))) & CONTROL_FLOW_OPS)
@@ -169,6 +164,20 @@ def to_tflite(model, quantize: str = "none", representative_images: Optional[Ite
         content = _convert_saved_model(tmp, quantize, samples, model.name)
     _check_builtin_only(content)
     return bytes(content)
+
+
+def check_int8_supported(model) -> None:
+    """Refuses, before any conversion, a model whose int8 TFLite graph LiteRT cannot run.
+
+    Raises:
+        UnsupportedOpsError: the model has an N3 block. Sized ahead (`input_size`) the block
+            has no loop and calibrates, but LiteRT then aborts the process (SIGABRT)
+            allocating its int8 graph; sized at run time its WHILE loop stops the calibrator.
+    """
+    if any(type(layer).__name__ == "N3Block" for layer in model._flatten_layers()):
+        raise UnsupportedOpsError(
+            f"cannot quantize {model.name!r} to int8: LiteRT cannot run the int8 graph of its N3 "
+            "block (it aborts allocating it); use fp16 or dynamic", ["N3Block"])
 
 
 def _fixed_size(input_size) -> Tuple[int, int]:
