@@ -10,6 +10,7 @@ from bfcnn.layers.color import BatchToChannels, ChannelsToBatch, ChromaOffset, O
 from bfcnn.layers.gates import BlockGate, SqueezeExcite
 from bfcnn.layers.n3 import N3Block, N3Branch
 from bfcnn.layers.non_local import NonLocalBlock
+from bfcnn.layers.padding import ReflectToMultiple
 from bfcnn.layers.pyramids import CropLike, GaussianPyramid, LaplacianPyramid, UpsampleLike
 from bfcnn.layers.shuffle import PixelShuffle, PixelUnshuffle
 from bfcnn.layers.regularizers import CenterAway, RegularizerSum, SoftOrthogonal, SoftOrthonormal
@@ -34,6 +35,7 @@ __all__ = [
     "OpponentTransform",
     "PixelShuffle",
     "PixelUnshuffle",
+    "ReflectToMultiple",
     "RegularizerSum",
     "SoftOrthogonal",
     "SoftOrthonormal",

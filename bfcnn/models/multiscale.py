@@ -18,7 +18,8 @@ from keras import ops
 from bfcnn.layers.arguments import check_int
 from bfcnn.layers.bias_free import BiasFreeConvBlock, BiasFreeResidualBlock
 from bfcnn.layers.n3 import N3Branch
-from bfcnn.layers.pyramids import GaussianPyramid, LaplacianPyramid, UpsampleLike
+from bfcnn.layers.padding import ReflectToMultiple
+from bfcnn.layers.pyramids import CropLike, GaussianPyramid, LaplacianPyramid, UpsampleLike
 from bfcnn.layers.shuffle import PixelShuffle
 from bfcnn.models.common import (
     PREDICT,
@@ -247,6 +248,9 @@ def build_multiscale(
 
     Returns:
         A keras.Model, float32 [B, H, W, channels + guide_channels] 0-255 in, [B, H, W, channels] out.
+        Any H, W >= 1: with `levels` > 1 the image is mirrored up to a multiple of
+        2^(levels - 1) first and the result cropped back (`ReflectToMultiple`), so the last rows
+        and columns of other sizes are denoised as well as those of multiples.
     """
     if pyramid not in PYRAMIDS:
         raise ValueError(f"pyramid={pyramid!r} is not supported; allowed: 'laplacian', 'gaussian'")
@@ -274,6 +278,8 @@ def build_multiscale(
     shared_level = make_level("shared", 0) if shared else None
     inputs = image_input(channels, guide_channels)
     x = scale_in(inputs)
+    if levels > 1:  # every level's edge a mirrored image edge, not a partly empty row (bfcnn.layers.padding)
+        x = ReflectToMultiple(2 ** (levels - 1), name="reflect_to_levels")(x)
     split = (LaplacianPyramid if pyramid == "laplacian" else GaussianPyramid)(levels, dtype="float32",
                                                                               name="pyramid")
     bands = split(x)
@@ -297,6 +303,8 @@ def build_multiscale(
         estimate = band - out if predict == "noise" else out
         image = estimate + context if pyramid == "laplacian" else estimate
         features = h
+    if levels > 1:
+        image = CropLike(dtype="float32", name="crop_to_input")([image, inputs])
     outputs = denoiser_head(inputs[..., :channels] if guide_channels else inputs, image, "image")
     return keras.Model(inputs, outputs, name=name)
 
