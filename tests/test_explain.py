@@ -240,10 +240,22 @@ def test_cli_errors(tmp_path, capsys):
     assert "outside the 24x24 image" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(args + ["--pixels", "3x4", "-o", str(tmp_path / "d")])
+    # a negative pixel is named as one (argparse read "-1,5" as an option)
+    assert main(args + ["--allow-bias", "--pixels", "2,2", "-1,5", "-o", str(tmp_path / "e")]) == 2
+    assert "pixel (row=-1, column=5) is outside the 24x24 image" in capsys.readouterr().err
+
+
+def test_a_second_panel_may_set_its_own_log_axes(tmp_path):
+    from bfcnn.explain import plots
+
+    curves = [{"x": [1, 2, 3], "y": [1, 4, 9], "label": "a"}]
+    plots.line_figure(tmp_path / "two.png", curves, "x", "y", backend="pillow",
+                      second={"curves": curves, "xlabel": "s", "ylabel": "d", "log_x": True, "log_y": False})
+    assert (tmp_path / "two.png").stat().st_size > 0
 
 
 @pytest.mark.parametrize("hidden", [
-    keras.layers.Rescaling(1.0, offset=0.5),
+    keras.layers.Lambda(lambda t: 2.0 * t + 0.5),  # (a Rescaling with an offset: the layer check sees it)
     keras.layers.Lambda(lambda t: t + 1.0),
 ])
 def test_a_constant_the_layer_check_cannot_see_is_caught_by_f_equals_a_y(hidden):
@@ -294,3 +306,15 @@ def test_crop_and_colour_range_helpers_check_their_arguments():
     with pytest.raises(BfcnnError, match=r"pixel \(row=-1"):
         explain.off_centre_limit(np.ones((3, 3)), (-1, 0))  # numpy would wrap it to the last row
     assert explain.off_centre_limit(np.diag([9.0, 2.0, 1.0]), (0, 0)) == 2.0
+
+
+def test_the_default_batch_shrinks_with_the_image():
+    """32 copies of a 512 x 512 image per backward pass needed about 38 GB for the flagships."""
+    from bfcnn.explain import BATCH_PIXELS, DEFAULT_BATCH_SIZE, _check_batch_size
+
+    assert _check_batch_size(None, np.zeros((64, 64, 1))) == DEFAULT_BATCH_SIZE
+    assert _check_batch_size(None, np.zeros((512, 512, 3))) == BATCH_PIXELS // (512 * 512) == 2
+    assert _check_batch_size(None, np.zeros((4000, 3000, 1))) == 1
+    assert _check_batch_size(5, np.zeros((4000, 3000, 1))) == 5  # given, it is kept
+    with pytest.raises(BfcnnError, match="batch_size must be an integer >= 1 or None, got 0"):
+        _check_batch_size(0, np.zeros((8, 8, 1)))

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -104,6 +105,30 @@ def test_with_bias_twin_fails_the_homogeneity_check(name):
     assert not is_bias_free(model)
     x = random_images((1, 24, 19, config["channels"]), seed=5)
     assert relative_error(model(2.0 * x), 2.0 * np.asarray(model(x))) > 1e-3
+
+
+
+@pytest.mark.parametrize("layer, words", [
+    (lambda: keras.layers.LayerNormalization(center=False), "LayerNormalization"),
+    (lambda: keras.layers.GroupNormalization(groups=2, center=False), "GroupNormalization"),
+    (lambda: keras.layers.Rescaling(1.0, offset=0.5), "Rescaling with offset"),
+    (lambda: keras.layers.Activation("sigmoid"), "activation 'sigmoid'"),
+    (lambda: keras.layers.Conv2D(4, 3, padding="same", use_bias=False, activation="tanh"), "activation 'tanh'"),
+    (lambda: keras.layers.ReLU(max_value=6.0), "max_value"),
+])
+def test_is_bias_free_sees_layers_without_a_bias_weight_that_break_homogeneity(layer, words):
+    """Each of these passed the check by weight names alone, and each breaks f(2y) = 2f(y)."""
+    from bfcnn.models.cost import why_not_bias_free
+
+    inputs = keras.Input((None, None, 1))
+    hidden = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inputs)
+    model = keras.Model(inputs, layer()(hidden))
+    x = np.random.default_rng(0).uniform(0.0, 255.0, (1, 6, 6, 1)).astype("float32")
+    assert np.abs(np.asarray(model(2 * x)) - 2 * np.asarray(model(x))).max() > 1e-3  # really not homogeneous
+    assert not is_bias_free(model)
+    assert words in why_not_bias_free(model)
+    plain = keras.Model(inputs, keras.layers.LeakyReLU()(keras.layers.ReLU()(hidden)))
+    assert is_bias_free(plain)
 
 
 def test_flops_per_pixel_matches_hand_count():

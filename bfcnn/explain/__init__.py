@@ -29,6 +29,10 @@ from bfcnn.errors import BfcnnError
 # values its SVD takes minutes, so `jacobian` refuses unless told otherwise.
 MAX_JACOBIAN_INPUTS = 4096
 DEFAULT_BATCH_SIZE = 32
+# Copies of the image times its pixels per backward pass when `batch_size` is None: the
+# activations of every copy are kept for the gradient (about 5 KB per pixel and copy for the
+# pyramid flagships), so a 128 x 128 crop gets 32 copies and a 512 x 512 photograph 2.
+BATCH_PIXELS = 2**19
 # |f(y) - A(y) y| allowed at a pixel of a model taken for bias-free, on the 0-255 scale (plus
 # 1e-4 of |f(y)|): float32 rounding gives up to about 2e-3 on the zoo's models (1e-6 to 8e-4
 # on the gray ones at sigma 0 to 100); an offset of half a gray level in one layer gives 0.5.
@@ -192,9 +196,12 @@ def _check_channel(channel, channels: int) -> int:
     return int(channel)
 
 
-def _check_batch_size(batch_size) -> int:
+def _check_batch_size(batch_size, y: np.ndarray) -> int:
+    """`batch_size`, checked; None: `DEFAULT_BATCH_SIZE`, fewer for a large image (`BATCH_PIXELS`)."""
+    if batch_size is None:
+        return max(1, min(DEFAULT_BATCH_SIZE, BATCH_PIXELS // (y.shape[0] * y.shape[1])))
     if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size < 1:
-        raise BfcnnError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        raise BfcnnError(f"batch_size must be an integer >= 1 or None, got {batch_size!r}")
     return int(batch_size)
 
 
@@ -266,15 +273,16 @@ def _targets(pixels: Sequence, channel, y: np.ndarray) -> np.ndarray:
 
 
 def adaptive_filters(model, image, pixels: Iterable, channel: int = 0, allow_bias: bool = False,
-                     batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+                     batch_size: Optional[int] = None) -> np.ndarray:
     """The adaptive filters of several output pixels: rows of the Jacobian A(y), [P, H, W, C].
 
-    See `adaptive_filter`; rows are computed `batch_size` at a time (memory grows with it).
+    See `adaptive_filter`; rows are computed `batch_size` at a time (memory grows with it and with
+    the image size; None picks up to 32 by the image's size, `BATCH_PIXELS`).
     Unless `allow_bias`, `f(y) = A(y) y` is also checked at the pixels (one more forward pass).
     """
     model, y = _prepared(model, image, allow_bias)
     targets = _targets(list(pixels), channel, y)
-    rows = _jacobian_rows(model, y, targets, _check_batch_size(batch_size))
+    rows = _jacobian_rows(model, y, targets, _check_batch_size(batch_size, y))
     if not allow_bias:
         _check_linear(model, y, targets, rows)
     return rows
@@ -324,7 +332,7 @@ def sample_pixels(height: int, width: int, count: int, seed: int = 0) -> List[Tu
 
 def reconstruction(model, image, pixels: Optional[Iterable] = None, num_pixels: int = 32, seed: int = 0,
                    channel: int = 0, allow_bias: bool = False,
-                   batch_size: int = DEFAULT_BATCH_SIZE) -> Reconstruction:
+                   batch_size: Optional[int] = None) -> Reconstruction:
     """Compares the model's output `f(y)` with `A(y) y` at a set of pixels.
 
     For a bias-free piecewise-linear network the two agree to float rounding (Mohan et al.,
@@ -341,7 +349,7 @@ def reconstruction(model, image, pixels: Optional[Iterable] = None, num_pixels: 
     model, y = _prepared(model, image, allow_bias)
     pixels = sample_pixels(y.shape[0], y.shape[1], num_pixels, seed) if pixels is None else list(pixels)
     targets = _targets(pixels, channel, y)
-    rows = _jacobian_rows(model, y, targets, _check_batch_size(batch_size))
+    rows = _jacobian_rows(model, y, targets, _check_batch_size(batch_size, y))
     f, ay = _output_and_reconstruction(model, y, targets, rows)
     difference = f - ay
     relative = float(np.linalg.norm(difference) / max(np.linalg.norm(f), 1e-12))
@@ -362,7 +370,7 @@ def reconstruction_error(model, image, **kwargs) -> float:
     return reconstruction(model, image, **kwargs).relative_error
 
 
-def jacobian(model, image, allow_bias: bool = False, batch_size: int = DEFAULT_BATCH_SIZE,
+def jacobian(model, image, allow_bias: bool = False, batch_size: Optional[int] = None,
              max_inputs: int = MAX_JACOBIAN_INPUTS) -> np.ndarray:
     """The full Jacobian A(y) of the model at a small image, [H W C, H W C].
 
@@ -383,14 +391,14 @@ def jacobian(model, image, allow_bias: bool = False, batch_size: int = DEFAULT_B
         )
     grid = np.stack(np.meshgrid(np.arange(height), np.arange(width), np.arange(channels), indexing="ij"), -1)
     targets = grid.reshape(-1, 3)
-    rows = _jacobian_rows(model, y, targets, _check_batch_size(batch_size))
+    rows = _jacobian_rows(model, y, targets, _check_batch_size(batch_size, y))
     if not allow_bias:
         _check_linear(model, y, targets, rows)
     return rows.reshape(height * width * channels, -1)
 
 
 def effective_dimensionality(model, image_crop, allow_bias: bool = False,
-                             batch_size: int = DEFAULT_BATCH_SIZE,
+                             batch_size: Optional[int] = None,
                              max_inputs: int = MAX_JACOBIAN_INPUTS) -> EffectiveDimension:
     """Singular values of A(y) on a small crop and the effective dimension of its range.
 

@@ -29,6 +29,7 @@ cannot be made).
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -72,6 +73,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="explain a model that is not bias-free (its filters then miss the constant part)")
     parser.add_argument("--backend", choices=("auto", "matplotlib", "pillow"), default="auto",
                         help="how figures are drawn (default: matplotlib when installed, else Pillow)")
+    # argparse reads "-1,5" as an option, and --pixels would then say it got no pixel; a leading
+    # space keeps it a value (int() ignores it), so the pixel check names it instead.
+    argv = [" " + a if re.fullmatch(r"-\d+,-?\d+", a) else a for a in (sys.argv[1:] if argv is None else argv)]
     args = parser.parse_args(argv)
     bad = [s for s in [args.sigma, *args.sigmas] if not np.isfinite(s) or s < 0]
     if bad:

@@ -195,7 +195,7 @@ def line_figure(path, curves: List[Dict], xlabel: str, ylabel: str, title: str =
     panel `second` = {"curves": [...], "xlabel", "ylabel", "log_x", "log_y"} to its right."""
     panels = [dict(curves=curves, xlabel=xlabel, ylabel=ylabel, log_x=log_x, log_y=log_y)]
     if second:
-        panels.append(dict(log_x=False, log_y=False, **second))
+        panels.append({"log_x": False, "log_y": False, **second})
     if resolve_backend(backend) == "matplotlib":
         from matplotlib.figure import Figure
 

@@ -3,6 +3,7 @@
 from typing import Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from bfcnn.layers.bias_free import BiasFreeBatchNorm
@@ -63,12 +64,23 @@ def _profiled_flops(model: keras.Model, size: int) -> float:
     return float(profile.total_float_ops) / float(size * size)
 
 
-def is_bias_free(model: keras.Model) -> bool:
-    """True when no weight is an additive constant and every normalization is BiasFreeBatchNorm.
+# Activation functions with f(a x) = a f(x) for a > 0, by the name Keras gives them.
+HOMOGENEOUS_ACTIVATIONS = ("linear", "relu", "leaky_relu")
+# Keras normalizations that subtract a mean or divide by a norm (degree 0, not 1).
+_NORMALIZATIONS = (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
+                   keras.layers.GroupNormalization, keras.layers.UnitNormalization, keras.layers.Normalization)
 
-    Checked on the built model, not declared: a bias, beta or a standard (mean-subtracting)
-    batch norm anywhere makes it False, as does a layer marking itself `homogeneous = False`
-    (e.g. sigmoid gates). `why_not_bias_free` says which.
+
+def is_bias_free(model: keras.Model) -> bool:
+    """True when no weight is an additive constant and nothing else breaks `f(a*x) = a*f(x)`.
+
+    Checked on the built model's layers and weights, not declared, and not by running it: a
+    bias or beta weight, a Keras normalization other than BiasFreeBatchNorm (batch, layer,
+    group, unit, or feature-wise `Normalization`), a `Rescaling` with an offset, an activation
+    that is not positively homogeneous (anything but linear, relu and leaky_relu; PReLU layers
+    are fine), or a layer marking itself `homogeneous = False` (e.g. sigmoid gates) makes it
+    False. `why_not_bias_free` says which. A custom layer that adds a constant without a
+    weight is not seen: `bfcnn.explain` checks `f(y) = A(y) y` numerically as well.
     """
     return why_not_bias_free(model) is None
 
@@ -80,8 +92,16 @@ def why_not_bias_free(model: keras.Model) -> Optional[str]:
         if leaf in ("bias", "beta") or leaf.startswith("bias"):
             return f"it has an additive constant, weight {weight.path!r}"
     for layer in _all_layers(model):
-        if isinstance(layer, keras.layers.BatchNormalization) and not isinstance(layer, BiasFreeBatchNorm):
-            return f"layer {layer.name!r} is a mean-subtracting BatchNormalization"
+        if isinstance(layer, _NORMALIZATIONS) and not isinstance(layer, BiasFreeBatchNorm):
+            return f"layer {layer.name!r} is a {type(layer).__name__}, which is not homogeneous"
+        if isinstance(layer, keras.layers.Rescaling) and np.any(np.asarray(layer.offset) != 0):
+            return f"layer {layer.name!r} is a Rescaling with offset {layer.offset!r}"
+        activation = getattr(layer, "activation", None)
+        name = getattr(activation, "__name__", None)
+        if callable(activation) and name is not None and name not in HOMOGENEOUS_ACTIVATIONS:
+            return f"layer {layer.name!r} has activation {name!r}; homogeneous ones: {', '.join(HOMOGENEOUS_ACTIVATIONS)}"
+        if isinstance(layer, keras.layers.ReLU) and (layer.max_value is not None or layer.threshold != 0):
+            return f"layer {layer.name!r} is a ReLU with max_value or threshold, which is not homogeneous"
         if getattr(layer, "homogeneous", True) is False:
             return f"layer {layer.name!r} ({type(layer).__name__}) is not homogeneous"
     return None
