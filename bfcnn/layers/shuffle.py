@@ -20,22 +20,7 @@ from keras import ops
 
 from bfcnn.layers.arguments import check_int
 from bfcnn.layers.cropping import crop_to
-
-
-def _pad_to_multiple(x, factor, axis):
-    """Repeats the last pixel of `axis` up to the next multiple of `factor`.
-
-    Written so TFLite sizes every tensor when the input is resized (no FLOOR_DIV or MINIMUM on
-    a shape, which LiteRT works out only at run time): the axis is first extended by
-    `factor - 1` copies of its last pixel with constant slices, and the number of blocks,
-    ceil(n / factor), is read off the shape of a strided slice. `bfcnn.export.tflite.runtime_sized_tensors`
-    lists a converted model's tensors sized at run time.
-    """
-    last = x[:, -1:] if axis == 1 else x[:, :, -1:]
-    extended = ops.concatenate([x] + [last] * (factor - 1), axis=axis)
-    corner = x[:, ::factor, :1, :1] if axis == 1 else x[:, :1, ::factor, :1]
-    blocks = ops.shape(corner)[axis]
-    return ops.take(extended, ops.arange(blocks * factor, dtype="int32"), axis=axis)
+from bfcnn.layers.padding import repeat_to_multiple
 
 
 @keras.saving.register_keras_serializable(package="bfcnn")
@@ -54,7 +39,7 @@ class PixelUnshuffle(keras.layers.Layer):
     def call(self, x):
         if self.factor == 1:
             return x
-        x = _pad_to_multiple(_pad_to_multiple(x, self.factor, 1), self.factor, 2)
+        x = repeat_to_multiple(repeat_to_multiple(x, self.factor, 1), self.factor, 2)  # sized ahead in TFLite
         return tf.nn.space_to_depth(x, self.factor)
 
     def compute_output_shape(self, input_shape):
