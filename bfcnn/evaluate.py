@@ -42,6 +42,7 @@ PROTOCOL = (
     "estimates clipped to [0, 255] and rounded to uint8; PSNR / SSIM / MAE against the uint8 clean "
     "image, mean over images; the noisy image's MAE is taken before rounding"
 )
+EIGHT_BIT = "; --eight-bit: the noisy image clipped to [0, 255] and rounded before the denoisers see it"
 MODEL_KEY = "model"
 ENSEMBLE_KEY = "model_x8"
 
@@ -72,6 +73,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "to measure what that costs; default float32")
     parser.add_argument("--ensemble", action="store_true",
                         help="also score the model averaged over the 8 rotations and flips (x8, 8x slower)")
+    parser.add_argument("--eight-bit", action="store_true",
+                        help="clip the noisy images to [0, 255] and round them, as an 8-bit photograph holds them, "
+                             "before any denoiser sees them (not the published protocol, which leaves them unclipped)")
     parser.add_argument("--color", choices=("gray", "rgb"), default=None,
                         help="read images as gray or RGB (default: the model's input channels)")
     args = parser.parse_args(argv)
@@ -321,9 +325,10 @@ def main(argv=None) -> int:
             write_image(save_dir / f"{index + 1:03d}_{stem}_sigma{sigma:g}.png", side_by_side(panels))
 
     results = evaluate_denoisers(denoisers, images, args.sigma, seed=args.seed, metrics=metrics,
-                                 callback=after_image)
+                                 callback=after_image, eight_bit=args.eight_bit)
     what = "MAE on the 0-255 scale" if args.metric == "mae" else "PSNR dB and SSIM"
-    print(f"{args.dataset}: {len(images)} images ({color}), model {model_label}, seed {args.seed}; "
+    noisy_kind = "; noisy images clipped and rounded to 8 bits" if args.eight_bit else ""
+    print(f"{args.dataset}: {len(images)} images ({color}), model {model_label}, seed {args.seed}{noisy_kind}; "
           f"{what}, mean over images; s/img = seconds per image")
     print(format_report(results, labels, args.metric))
     if args.out:
@@ -331,7 +336,7 @@ def main(argv=None) -> int:
             "model": str(args.model), "dataset": str(args.dataset), "color": color, "metric": args.metric,
             "seed": args.seed, "sigmas": [float(s) for s in args.sigma], "baselines": list(baselines),
             "precision": args.precision,
-            "protocol": PROTOCOL, "images": names,
+            "protocol": PROTOCOL + (EIGHT_BIT if args.eight_bit else ""), "images": names,
             "results": {f"{sigma:g}": entry for sigma, entry in results.items()},
             "machine": _machine(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         })

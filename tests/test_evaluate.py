@@ -322,3 +322,17 @@ def test_results_table_compares_two_precisions_of_one_model(tiny, tmp_path, caps
     (tmp_path / "a.json").write_text(json.dumps(first))
     assert script.main([str(tmp_path / "a.json"), "--compare-with", str(tmp_path / "b.json")]) == 0
     assert "model - runs/b/model.keras at sigma 25: +0.000 dB" in capsys.readouterr().out
+
+
+def test_cli_eight_bit_says_so_and_records_it(tiny, tmp_path, capsys):
+    model, images = tiny
+    out = tmp_path / "r.json"
+    args = ["--model", str(model), "--dataset", str(images), "--sigma", "50", "--max-images", "1", "--out", str(out)]
+    assert evaluate.main(args + ["--eight-bit"]) == 0
+    assert "noisy images clipped and rounded to 8 bits" in capsys.readouterr().out
+    eight = json.loads(out.read_text())
+    assert "--eight-bit" in eight["protocol"]
+    assert evaluate.main(args) == 0
+    plain = json.loads(out.read_text())
+    assert "--eight-bit" not in plain["protocol"]
+    assert eight["results"]["50"]["model"]["psnr"] != plain["results"]["50"]["model"]["psnr"]  # it saw other input

@@ -119,3 +119,23 @@ def test_ssim_of_images_smaller_than_its_window():
     clean = np.arange(5 * 7, dtype=np.uint8).reshape(5, 7, 1) * 7
     assert ssim(clean, clean.astype(np.float32)) == pytest.approx(1.0)
     assert ssim(clean, clean.astype(np.float32) + 20) < 1.0
+
+
+def test_eight_bit_noisy_images_are_clipped_and_rounded_before_any_denoiser():
+    """What an 8-bit camera file holds; off by default (the published protocol leaves noise unclipped)."""
+    clean = np.full((1, 16, 16, 1), 250, np.uint8)[0]
+    seen = {}
+
+    def record(noisy, sigma):
+        seen[bool(seen)] = noisy
+        return noisy
+
+    plain = evaluate_denoisers({"identity": record}, [clean], [25], metrics=("mae",))
+    eight = evaluate_denoisers({"identity": record}, [clean], [25], metrics=("mae",), eight_bit=True)
+    unclipped, clipped = seen[False], seen[True]
+    assert unclipped.max() > 255 and unclipped.dtype == np.float32
+    np.testing.assert_array_equal(clipped, np.clip(np.round(unclipped), 0, 255))
+    assert clipped.dtype == np.float32
+    # the noisy row scores what the denoisers saw
+    assert eight[25.0]["noisy"]["mae"] == pytest.approx(mae(clean, clipped, quantize=False))
+    assert eight[25.0]["noisy"]["mae"] < plain[25.0]["noisy"]["mae"]
