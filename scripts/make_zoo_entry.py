@@ -92,6 +92,8 @@ def todays_graph(model, architecture):
     def kinds(m):
         return sorted(type(layer).__name__ for layer in m._flatten_layers(include_self=False))
 
+    if architecture is None:  # an entry without its architecture cannot be rebuilt
+        return model
     rebuilt = build_model(architecture)
     if kinds(rebuilt) == kinds(model):
         return model
