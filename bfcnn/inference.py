@@ -7,7 +7,7 @@ from typing import Optional
 import numpy as np
 
 from bfcnn.errors import BfcnnError
-from bfcnn.tiling import is_int, min_tile_size, tiled_apply, to_dtype
+from bfcnn.tiling import is_int, min_size_apply, min_tile_size, tiled_apply, to_dtype
 
 # Images above this many pixels are denoised tile by tile, so memory stays bounded.
 DEFAULT_MAX_PIXELS = 1024 * 1024
@@ -165,7 +165,8 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
             uint8, uint16 (16-bit PNG) or float (on the 0-255 scale, all values finite),
             or a PIL image (turned upright by its EXIF orientation, as photographs from
             phones need; 16-bit gray and gray-with-alpha images keep their mode; other
-            modes come back as L, RGB or RGBA).
+            modes come back as L, RGB or RGBA). Any size: a side under 8 pixels is mirrored
+            up to 8 before the model sees it (`bfcnn.tiling.min_size_apply`), and cropped back.
         model: a zoo name, a path to a `.keras` file or model folder, a keras.Model, or any
             callable taking float32 [H, W, C] (0-255) and returning the same shape. A gray
             image through a color model is denoised as gray RGB; a color image through a
@@ -317,6 +318,10 @@ def _apply(function, pixels: np.ndarray, tile_size, overlap) -> np.ndarray:
     height, width = pixels.shape[:2]
     if tile_size is None:  # tiles of 512, or larger for a wide overlap (a tile holds at least twice it)
         tile_size = max(DEFAULT_TILE, min_tile_size(overlap)) if height * width > DEFAULT_MAX_PIXELS else 0
+
+    def at_least_min_side(image):  # a side under MIN_SIDE pixels mirrored up to it (bfcnn.tiling)
+        return min_size_apply(function, image)
+
     if not tile_size or (height <= tile_size and width <= tile_size):
-        return np.array(function(pixels), np.float32)  # a copy: the result is rounded in place later
-    return tiled_apply(function, pixels, tile_size, overlap)
+        return np.array(at_least_min_side(pixels), np.float32)  # a copy: the result is rounded in place later
+    return tiled_apply(at_least_min_side, pixels, tile_size, overlap)

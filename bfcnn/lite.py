@@ -11,7 +11,7 @@ from typing import Optional, Union
 import numpy as np
 
 from bfcnn.errors import BfcnnError
-from bfcnn.tiling import TileSize, fixed_size_apply, is_int, min_tile_size, tiled_apply
+from bfcnn.tiling import TileSize, fixed_size_apply, is_int, min_size_apply, min_tile_size, tiled_apply
 
 # tile_size="auto": LiteRT with XNNPACK needs about 1.9 GB per megapixel it sees at once for
 # the pyramids (three times Keras), and setting it up
@@ -157,7 +157,8 @@ class TFLiteDenoiser:
             image: [H, W], [H, W, 1], [H, W, 3] or [H, W, 4] (alpha kept as it is), uint8,
                 uint16 (16-bit PNG) or float (0-255 scale, finite). A gray image through a
                 color model is denoised as gray RGB, a color one through a gray model
-                channel by channel.
+                channel by channel. A side under 8 pixels is mirrored up to 8 first, as in
+                `bfcnn.denoise` (`bfcnn.tiling.min_size_apply`); `__call__` runs the file as it is.
             tile_size: tile height and width; None or 0 for the whole image at once; "auto"
                 (default): tiles of `AUTO_TILE` (256) for images larger than that, which
                 bounds memory (about 0.13 GB for the pyramids) for about 1.5x the time of
@@ -184,6 +185,8 @@ class TFLiteDenoiser:
         if scale != 1.0:
             run = function
             function = lambda tile: run(np.multiply(tile, scale, dtype=np.float32)) / np.float32(scale)  # noqa: E731
+        unpadded = function
+        function = lambda tile: min_size_apply(unpadded, tile)  # noqa: E731  (a side under MIN_SIDE mirrored up)
         if isinstance(tile_size, str):
             if tile_size != "auto":
                 raise BfcnnError(f'tile_size must be "auto", None, an int or a pair of ints, got {tile_size!r}')

@@ -199,6 +199,28 @@ def tiled_apply(
     return output
 
 
+# The smallest side an image goes through a model at: the zoo's 3-level pyramids see a side of
+# 4 pixels or fewer as a coarsest level of 1 pixel, all zero padding, and return it about a
+# third too dark; from 5 pixels up (8 once mirrored to a multiple of 4) they are right.
+MIN_SIDE = 8
+
+
+def min_size_apply(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, minimum: int = MIN_SIDE) -> np.ndarray:
+    """`fn(image)`, with a side shorter than `minimum` mirrored up to it first (numpy's "reflect",
+    repeated as needed; an edge repeat for 1 pixel) and the result cropped back.
+
+    Args:
+        fn: maps a float32 [h, w, C] image to a [h, w, C'] result.
+        image: [H, W, C], any H, W >= 1.
+        minimum: the smallest side `fn` sees (default `MIN_SIDE`).
+    """
+    height, width = image.shape[:2]
+    if height >= minimum and width >= minimum:
+        return np.asarray(fn(image))
+    padded = np.pad(image, ((0, max(minimum - height, 0)), (0, max(minimum - width, 0)), (0, 0)), mode="reflect")
+    return np.asarray(fn(padded))[:height, :width]
+
+
 def fixed_size_apply(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, size: TileSize,
                      overlap: int = 48) -> np.ndarray:
     """Runs `fn`, which only takes images of exactly `size`, on an image of any size.
@@ -206,7 +228,8 @@ def fixed_size_apply(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, 
     Larger images go through `tiled_apply` in tiles of `size` (the last tile of a row or
     column is moved back inside the image, so tiles are never short where the image is
     large enough); an image, or an axis of it, smaller than `size` is mirror-padded at the
-    bottom and right up to it, and the result is cropped back.
+    bottom and right up to it (numpy's "reflect": a thin strip repeated row by row, as
+    "symmetric" would, keeps its noise as structure), and the result is cropped back.
 
     Args:
         fn: maps a float32 [size_h, size_w, C] image to a result of the same height and width.
@@ -222,7 +245,7 @@ def fixed_size_apply(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, 
     def padded(tile):
         h, w = tile.shape[:2]
         if (h, w) != (height, width):
-            tile = np.pad(tile, ((0, height - h), (0, width - w), (0, 0)), mode="symmetric")
+            tile = np.pad(tile, ((0, height - h), (0, width - w), (0, 0)), mode="reflect")  # as ReflectToMultiple
         return np.asarray(fn(tile))[:h, :w]
 
     return tiled_apply(padded, image, (height, width), min(overlap, min(height, width) // 2))

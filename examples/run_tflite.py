@@ -31,6 +31,8 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 from PIL import Image, ImageOps
 
+MIN_SIDE = 8  # the smallest side an image goes through the model at (bfcnn.tiling.MIN_SIDE)
+
 
 class RunError(Exception):
     """A model or an image that cannot be used; the message says which and why."""
@@ -73,9 +75,12 @@ def run_window(interpreter: Interpreter, window: np.ndarray) -> np.ndarray:
     """Steps 3 to 5 on one uint8 [h, w, C] window: the float32 output [h, w, C]."""
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     h, w = window.shape[:2]
-    size = fixed_size(interpreter)
-    if size:  # a file of one size: mirror-pad the window up to it (bottom, right), crop back below
-        window = np.pad(window, ((0, size[0] - h), (0, size[1] - w), (0, 0)), mode="symmetric")
+    # A file of one size: mirror-pad the window up to it (bottom, right), crop back below. Any
+    # file: a side under MIN_SIDE pixels is mirrored up to it the same way (the pyramid models
+    # return a side of 4 pixels or fewer far too dark).
+    size = fixed_size(interpreter) or (max(h, MIN_SIDE), max(w, MIN_SIDE))
+    if (h, w) != size:
+        window = np.pad(window, ((0, size[0] - h), (0, size[1] - w), (0, 0)), mode="reflect")
     shape = [1, *window.shape]
     if list(inp["shape"]) != shape:  # resizing and allocating only when the size changes
         interpreter.resize_tensor_input(inp["index"], shape, strict=True)

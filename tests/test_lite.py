@@ -378,3 +378,18 @@ def test_fixed_size_file_takes_any_size_by_tiling_and_padding(tiny_fixed):
     assert abs(psnr(clean, out) - psnr(clean, whole)) < 0.05
     with pytest.raises(ValueError, match="1 channel"):
         denoiser(np.zeros((32, 48, 3), np.float32))
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 200), (200, 4)])
+def test_thin_images_keep_their_level_through_the_shipped_pyramid_file(shape):
+    """TFLiteDenoiser and the app example mirror a side under 8 pixels up to 8, as bfcnn.denoise does
+    (the 3-level pyramid returned a constant 128 as 85 to 105)."""
+    from bfcnn.lite import TFLiteDenoiser
+    from bfcnn.zoo import zoo_directory
+
+    path = str(zoo_directory() / "pyramid_gray_m.tflite")
+    flat = np.full((*shape, 1), 128.0, np.float32)
+    assert abs(float(TFLiteDenoiser(path).denoise(flat).mean()) - 128.0) < 2.0
+    example = load_example()
+    out = example.denoise_pixels(example.load_interpreter(path), flat.astype(np.uint8))
+    assert out.shape == flat.shape and abs(float(out.mean()) - 128.0) < 2.0

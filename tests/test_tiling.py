@@ -186,3 +186,34 @@ def test_public_argument_helpers():
     for bad in (2.5, "64", b"64", (1, 2, 3), (1.0, 2), (True, 2), None):
         with pytest.raises(TilingError, match=r"size must be an int or a pair of ints \(height, width\)"):
             as_pair("size", bad)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 20, 2), (20, 5, 1), (8, 8, 1), (30, 40, 3)])
+def test_min_size_apply_mirrors_a_short_side_up_to_the_minimum(shape):
+    """The zoo's pyramids return a side of 4 pixels or fewer about a third too dark."""
+    from bfcnn.tiling import MIN_SIDE, min_size_apply
+
+    seen = []
+
+    def fn(image):
+        seen.append(image)
+        return 2 * image + image[::-1]  # not pointwise: the mirrored rows come back as values
+
+    image = np.random.default_rng(1).uniform(0, 255, shape).astype(np.float32)
+    out = min_size_apply(fn, image)
+    (given,) = seen
+    assert out.shape == shape
+    assert given.shape[:2] == (max(shape[0], MIN_SIDE), max(shape[1], MIN_SIDE))
+    widths = ((0, given.shape[0] - shape[0]), (0, given.shape[1] - shape[1]), (0, 0))
+    np.testing.assert_array_equal(given, np.pad(image, widths, mode="reflect"))
+    np.testing.assert_allclose(out, fn(given)[: shape[0], : shape[1]])
+
+
+def test_fixed_size_apply_mirrors_with_reflect_not_symmetric():
+    """"symmetric" repeats a thin strip row by row, noise included, which the model keeps."""
+    from bfcnn.tiling import fixed_size_apply
+
+    seen = []
+    image = np.arange(3 * 5, dtype=np.float32).reshape(3, 5, 1)
+    fixed_size_apply(lambda t: seen.append(t) or t, image, (8, 8), overlap=0)
+    np.testing.assert_array_equal(seen[0], np.pad(image, ((0, 5), (0, 3), (0, 0)), mode="reflect"))
