@@ -250,7 +250,10 @@ def build_multiscale(
         A keras.Model, float32 [B, H, W, channels + guide_channels] 0-255 in, [B, H, W, channels] out.
         Any H, W >= 1: with `levels` > 1 the image is mirrored up to a multiple of
         2^(levels - 1) first and the result cropped back (`ReflectToMultiple`), so the last rows
-        and columns of other sizes are denoised as well as those of multiples.
+        and columns of other sizes are denoised as well as those of multiples. A side of
+        2^(levels - 1) pixels or fewer still leaves a 1-pixel coarsest level, which the
+        network sees only as zero padding: `bfcnn.denoise` mirrors such sides up to 8 first
+        (`bfcnn.tiling.min_size_apply`); a direct call does not.
     """
     if pyramid not in PYRAMIDS:
         raise ValueError(f"pyramid={pyramid!r} is not supported; allowed: 'laplacian', 'gaussian'")
