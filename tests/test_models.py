@@ -45,6 +45,43 @@ def built(request):
     return config, _trained_like(bfcnn.build_model(config))
 
 
+
+def _all_layers(layer):
+    for inner in getattr(layer, "_layers", None) or []:
+        yield inner
+        yield from _all_layers(inner)
+
+
+def test_the_config_reaches_the_built_model(built):
+    """Each variant's options are in the graph: homogeneity and saving hold without them too."""
+    from bfcnn.layers import BiasFreeBatchNorm, GaussianPyramid, PixelUnshuffle
+
+    import inspect
+
+    from bfcnn.models.multiscale import build_multiscale
+    from bfcnn.models.resnet import build_resnet
+
+    config, model = built
+    builder = build_resnet if config["type"] == "resnet" else build_multiscale
+    settings = {name: p.default for name, p in inspect.signature(builder).parameters.items()}
+    settings.update(config)
+    layers = list(_all_layers(model))
+    kinds = {type(layer) for layer in layers}
+    names = [layer.name for layer in layers]
+    assert (BiasFreeBatchNorm in kinds) == settings["batch_norm"]
+    assert (keras.layers.LeakyReLU in kinds) == (settings["activation"] == "leaky_relu")
+    if config["type"] == "resnet":
+        assert (PixelUnshuffle in kinds) == (settings["downsample"] > 1)
+        assert model.get_layer("output").predict == settings["predict"]
+    else:
+        assert (GaussianPyramid in kinds) == (settings["pyramid"] == "gaussian")
+        assert any(name.endswith("_lift") for name in names) == settings["pass_features"]
+        assert any(name.startswith("encoder") for name in names) == any(np.atleast_1d(settings["encoder_blocks"]))
+        assert any(name.startswith("shared_") for name in names) == settings["shared"]
+        heads = [layer for layer in layers if layer.name.endswith("_head")]
+        assert heads and all(h.filters == settings["channels"] for h in heads)
+
+
 def test_output_shape_equals_input_shape(built):
     config, model = built
     for size in [(1, 1), (17, 9), (30, 33)]:
