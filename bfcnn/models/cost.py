@@ -99,7 +99,8 @@ def why_not_bias_free(model: keras.Model) -> Optional[str]:
         activation = getattr(layer, "activation", None)
         name = getattr(activation, "__name__", None)
         if callable(activation) and name is not None and name not in HOMOGENEOUS_ACTIVATIONS:
-            return f"layer {layer.name!r} has activation {name!r}; homogeneous ones: {', '.join(HOMOGENEOUS_ACTIVATIONS)}"
+            return (f"layer {layer.name!r} has activation {name!r}; homogeneous ones: "
+                    f"{', '.join(HOMOGENEOUS_ACTIVATIONS)}")
         if isinstance(layer, keras.layers.ReLU) and (layer.max_value is not None or layer.threshold != 0):
             return f"layer {layer.name!r} is a ReLU with max_value or threshold, which is not homogeneous"
         if getattr(layer, "homogeneous", True) is False:
