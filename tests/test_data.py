@@ -157,6 +157,30 @@ def test_sampler_patches_per_image():
     assert len(set(single.sample(12, tf.constant([3, 4], tf.int64)).numpy()[:, 0, 0, 0])) > 4
 
 
+
+def test_sampler_release_frees_the_images_as_it_copies_them_and_samples_the_same():
+    """The trainer's decoded images, their flat copy and the tensor were all in memory at once
+    (3x the dataset); with `release` each image is dropped once copied."""
+    import gc
+    import weakref
+
+    class Image_(np.ndarray):  # an ndarray that can be weakly referenced
+        pass
+
+    def make():
+        return [np.random.default_rng(k).integers(0, 256, (9 + k, 7, 1), dtype=np.uint8).view(Image_)
+                for k in range(4)]
+
+    kept = InMemorySampler(make(), [1.0] * 4, patch_size=4, patches_per_image=2)
+    images = make()
+    refs = [weakref.ref(im) for im in images]
+    released = InMemorySampler(images, [1.0] * 4, patch_size=4, patches_per_image=2, release=True)
+    gc.collect()
+    assert images == [None] * 4 and all(ref() is None for ref in refs)
+    seed = tf.constant([5, 6], tf.int64)
+    np.testing.assert_array_equal(released.sample(8, seed).numpy(), kept.sample(8, seed).numpy())
+
+
 def test_sampler_rejects_bad_input(sources):
     with pytest.raises(ValueError, match="smaller than patch_size"):
         InMemorySampler(sources, [1.0, 1.0, 1.0], patch_size=10)

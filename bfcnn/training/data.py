@@ -306,6 +306,9 @@ class InMemorySampler:
         patch_size: side of the square patches.
         patches_per_image: crops taken from each drawn image per batch.
         flips, rotations: random flips / 90-degree rotations.
+        release: `images` is a list the sampler may empty as it copies each image into the
+            store (its entries become None), so the decoded images and the tensors are never
+            all in memory at once. For callers that keep no other reference (the trainer).
 
     Raises:
         ValueError: no images, an image smaller than the patch, mixed channel counts, or
@@ -317,7 +320,8 @@ class InMemorySampler:
     """
 
     def __init__(self, images: Sequence[np.ndarray], weights: Sequence[float], patch_size: int,
-                 patches_per_image: int = 4, flips: bool = True, rotations: bool = True):
+                 patches_per_image: int = 4, flips: bool = True, rotations: bool = True, release: bool = False):
+        given = images
         images = [np.asarray(im) for im in images]
         if not images:
             raise ValueError("InMemorySampler needs at least one image")
@@ -341,11 +345,19 @@ class InMemorySampler:
             # runs started before the flat storage (a resumed run must see the same batches).
             images = [im.transpose(1, 0, 2) if im.shape[0] > im.shape[1] else im for im in images]
         sizes = np.array([im.shape[:2] for im in images], np.int64)
-        starts = np.concatenate([[0], np.cumsum(sizes[:, 0] * sizes[:, 1])[:-1]])
-        flat = np.concatenate([im.reshape(-1, channels) for im in images])
+        counts = sizes[:, 0] * sizes[:, 1]
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         # Host memory: on an accelerator the gather runs on the CPU and only the batch is copied.
         with tf.device("/cpu:0"):
-            self.pixels = tf.constant(flat)
+            # One tensor per image, then one concatenation: TensorFlow's copy of a numpy array
+            # briefly takes twice its size, which for one flat array of everything was 2x the dataset.
+            parts = []
+            for i in range(len(images)):
+                parts.append(tf.constant(images[i].reshape(-1, channels)))
+                if release:  # the last references to the decoded image: freed once copied
+                    images[i] = given[i] = None
+            self.pixels = tf.concat(parts, axis=0) if len(parts) > 1 else parts[0]
+            del parts
             self.starts = tf.constant(starts, tf.int64)
             self.sizes = tf.constant(sizes, tf.int64)
             with np.errstate(divide="ignore"):
@@ -354,7 +366,7 @@ class InMemorySampler:
         self.patches_per_image = int(patches_per_image)
         self.flips, self.rotations = bool(flips), bool(rotations)
         self.channels = int(channels)
-        self.nbytes = flat.nbytes
+        self.nbytes = int(counts.sum()) * int(channels)
 
     def sample(self, batch_size: int, seed: tf.Tensor, return_index: bool = False):
         """A float32 [batch_size, P, P, C] batch; the same seed gives the same batch.

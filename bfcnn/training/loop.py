@@ -639,13 +639,14 @@ class Trainer:
                 images += loaded
                 weights += [source.weight / len(loaded)] * len(loaded)
                 is_pair += [source.paired is not None] * len(loaded)
+            loaded = None  # `images` holds the only references: the sampler frees them as it copies
             if sum(im.nbytes for im in images) <= MAX_CACHE_BYTES:
                 log.info("training data: %d images in memory (%d files skipped)", len(images), skipped)
                 self.skipped_files = skipped
                 with tf.device("/cpu:0"):
                     self.is_pair = tf.constant(is_pair, tf.bool)
                 return InMemorySampler(images, weights, cfg.patch_size, cfg.patches_per_image, cfg.flips,
-                                       cfg.rotations), None
+                                       cfg.rotations, release=True), None
             log.info("training data too large to cache: streaming instead")
         self.skipped_files = None  # not counted when streaming: files are read (and skipped) as training goes
         dataset = streaming_dataset(cfg.inputs, cfg, self.config.train.seed)
