@@ -183,3 +183,13 @@ def test_bench_bm3d_speed_writes_its_json_whole(tmp_path):
 def test_tile_sizes_under_twice_the_overlap_are_refused_up_front(script):
     done = bench(script, "--tiles", "64")
     assert done.returncode == 2 and "must be at least 96 (twice the tile overlap, 48), got 64" in done.stderr
+
+
+def test_bench_cache_memory_prints_both_ways_of_building_the_store():
+    done = bench("bench_cache_memory.py", "--images", "3", "--size", "64")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| True") or
+            line.startswith("| False")]
+    assert [row[0].strip() for row in rows] == ["False", "True"]
+    assert all(row[1].strip() == "0 MiB" and row[3].strip().endswith("x") for row in rows)  # 3 x 64 x 64 x 3 bytes
+    assert bench("bench_cache_memory.py", "--images", "0").returncode == 2
