@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout
+from bfcnn.cli import positive_int  # noqa: E402  (imports no TensorFlow)
 
 CHILD = """
 import json, resource, sys
@@ -31,16 +33,10 @@ print(json.dumps({"dataset": sampler.nbytes, "above": peak - before}))
 """
 
 
-def positive(text: str) -> int:
-    from bfcnn.cli import positive_int
-
-    return positive_int(text)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=positive, default=130, help="how many images (default 130)")
-    parser.add_argument("--size", type=positive, default=1000, help="their side in pixels, RGB (default 1000)")
+    parser.add_argument("--images", type=positive_int, default=130, help="how many images (default 130)")
+    parser.add_argument("--size", type=positive_int, default=1000, help="their side in pixels, RGB (default 1000)")
     args = parser.parse_args(argv)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     print(f"{args.images} random RGB images of {args.size} x {args.size}; peak resident memory while building "
@@ -60,5 +56,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     sys.exit(main())

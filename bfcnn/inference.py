@@ -1,5 +1,6 @@
 """`bfcnn.denoise`: denoise numpy arrays and PIL images with any bfcnn model, tiled when large."""
 
+import functools
 import os
 import weakref
 from typing import Optional
@@ -318,10 +319,7 @@ def _apply(function, pixels: np.ndarray, tile_size, overlap) -> np.ndarray:
     height, width = pixels.shape[:2]
     if tile_size is None:  # tiles of 512, or larger for a wide overlap (a tile holds at least twice it)
         tile_size = max(DEFAULT_TILE, min_tile_size(overlap)) if height * width > DEFAULT_MAX_PIXELS else 0
-
-    def at_least_min_side(image):  # a side under MIN_SIDE pixels mirrored up to it (bfcnn.tiling)
-        return min_size_apply(function, image)
-
+    at_least_min_side = functools.partial(min_size_apply, function)  # a side under MIN_SIDE mirrored up to it
     if not tile_size or (height <= tile_size and width <= tile_size):
         return np.array(at_least_min_side(pixels), np.float32)  # a copy: the result is rounded in place later
     return tiled_apply(at_least_min_side, pixels, tile_size, overlap)

@@ -4,6 +4,7 @@
 only, and imports neither TensorFlow nor Keras, so it works with `pip install ai-edge-litert`.
 """
 
+import functools
 import os
 from pathlib import Path
 from typing import Optional, Union
@@ -185,8 +186,7 @@ class TFLiteDenoiser:
         if scale != 1.0:
             run = function
             function = lambda tile: run(np.multiply(tile, scale, dtype=np.float32)) / np.float32(scale)  # noqa: E731
-        unpadded = function
-        function = lambda tile: min_size_apply(unpadded, tile)  # noqa: E731  (a side under MIN_SIDE mirrored up)
+        function = functools.partial(min_size_apply, function)  # a side under MIN_SIDE mirrored up to it
         if isinstance(tile_size, str):
             if tile_size != "auto":
                 raise BfcnnError(f'tile_size must be "auto", None, an int or a pair of ints, got {tile_size!r}')

@@ -140,6 +140,7 @@ def to_tflite(model, quantize: str = "none", representative_images: Optional[Ite
         if not samples:
             raise ExportError("int8 quantization needs representative images (--representative-dir DIR: "
                               "photos like the ones the model will denoise, e.g. its training set)")
+        check_int8_supported(model)  # before the SavedModel is written
     channels = model_channels(model)
     height, width = (None, None) if input_size is None else _fixed_size(input_size)
     if samples and input_size is not None:
@@ -153,7 +154,6 @@ def to_tflite(model, quantize: str = "none", representative_images: Optional[Ite
                              input_signature=[tf.TensorSpec([1, height, width, channels], tf.float32, INPUT_NAME)])
         archive.write_out(tmp, verbose=False)
         if quantize == "int8":
-            check_int8_supported(model)
             # TFLite's calibrator aborts the whole process (SIGABRT, not an exception) on
             # control flow such as the N3 block's WHILE loop: look at the float graph first.
             loops = sorted(set(tflite_ops(_convert_saved_model(tmp, "none", None, model.name))) & CONTROL_FLOW_OPS)
