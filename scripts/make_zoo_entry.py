@@ -83,14 +83,23 @@ def parse_args(argv=None):
 
 def todays_graph(model, architecture):
     """`model` as today's builder makes it, with the same weights (`copy_legacy_weights`, by layer
-    name): rebuilt from `architecture` when today's graph has other kinds of layers, e.g. a
-    multiscale model saved with transposed-convolution lifts, or before it mirrored other sizes up
-    to a multiple of its levels (`ReflectToMultiple`). Returns `model` itself when nothing changed."""
+    name): rebuilt from `architecture` when today's graph has other kinds of layers or layers set
+    otherwise, e.g. a multiscale model saved with transposed-convolution lifts, before it mirrored
+    other sizes up to a multiple of its levels (`ReflectToMultiple`), or before its expansions
+    skipped their crops (`exact_halves`). Returns `model` itself when nothing changed."""
     from bfcnn.models.builder import build_model
     from bfcnn.models.multiscale import copy_legacy_weights
 
     def kinds(m):
-        return sorted(type(layer).__name__ for layer in m._flatten_layers(include_self=False))
+        def settings(layer):
+            try:
+                config = layer.get_config()
+            except NotImplementedError:  # Keras's inner layers built with objects (an Identity)
+                config = {}
+            config = {k: v for k, v in config.items() if k not in ("name", "dtype", "trainable")}
+            return json.dumps([type(layer).__name__, config], sort_keys=True, default=str)
+
+        return sorted(settings(layer) for layer in m._flatten_layers(include_self=False))
 
     if architecture is None:  # an entry without its architecture cannot be rebuilt
         return model

@@ -201,3 +201,29 @@ def test_upsample_keeps_a_constant():
 
     out = keras.ops.convert_to_numpy(upsample(np.full((1, 3, 2, 1), 5.0, np.float32), np.zeros((1, 5, 4, 1))))
     np.testing.assert_allclose(out, 5.0, atol=1e-5)
+
+
+def test_exact_halves_skips_the_crops_and_gives_the_same_bands():
+    """At a multiple of 2^(levels-1) the expansions' crops keep everything: skipping them
+    (`exact_halves`, `crop=False`) changes no value; other sizes are refused where known."""
+    from bfcnn.layers import PixelShuffle, UpsampleLike
+
+    x = random_images((2, 24, 16, 2), seed=7)
+    cropped, exact = LaplacianPyramid(levels=4), LaplacianPyramid(levels=4, exact_halves=True)
+    for a, b in zip(cropped(x), exact(x)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(np.asarray(exact.merge(exact(x))), x, atol=1e-4, rtol=0)
+    assert LaplacianPyramid.from_config(exact.get_config()).exact_halves
+    with pytest.raises(ValueError, match="multiples of 8"):
+        exact(random_images((1, 24, 12, 1)))
+    coarse = random_images((1, 5, 4, 3), seed=8)
+    like = np.zeros((1, 10, 8, 3), "float32")
+    np.testing.assert_array_equal(np.asarray(UpsampleLike(crop=False)([coarse, like])),
+                                  np.asarray(UpsampleLike()([coarse, like])))
+    assert not UpsampleLike.from_config(UpsampleLike(crop=False).get_config()).crop
+    features = random_images((1, 5, 4, 12), seed=9)
+    np.testing.assert_array_equal(np.asarray(PixelShuffle(2, crop=False)([features, like])),
+                                  np.asarray(PixelShuffle(2)([features, like])))
+    assert not PixelShuffle.from_config(PixelShuffle(2, crop=False).get_config()).crop
+    # the crop is what makes odd sizes work
+    assert UpsampleLike(crop=False)([coarse, like[:, :9]]).shape[1] == 10

@@ -351,3 +351,28 @@ def test_a_failure_before_the_card_leaves_the_old_entry_as_it_was(tiny_run, tmp_
                      "--zoo", str(tmp_path)])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json", "tiny.keras", "tiny.tflite"]
     assert {name: (tmp_path / name).read_text() for name in old} == old
+
+
+def test_todays_graph_rebuilds_a_model_whose_layers_are_set_otherwise():
+    """Layer kinds alike is not enough: a multiscale model saved before its lifts skipped their
+    crop (`PixelShuffle(crop=True)`, same weights) is rebuilt; today's own graph is kept."""
+    import keras
+
+    from bfcnn.layers import PixelShuffle
+
+    architecture = {"type": "multiscale", "channels": 1, "levels": 2, "filters": 4, "blocks": 1}
+    model = bfcnn.build_model(architecture)
+    script = load()
+    assert script.todays_graph(model, architecture) is model
+
+    def cropping(layer):
+        if isinstance(layer, PixelShuffle):
+            return PixelShuffle.from_config({**layer.get_config(), "crop": True})
+        return layer.__class__.from_config(layer.get_config())
+
+    older = keras.models.clone_model(model, clone_function=cropping)
+    older.set_weights(model.get_weights())
+    assert any(isinstance(layer, PixelShuffle) and layer.crop for layer in older.layers)
+    rebuilt = script.todays_graph(older, architecture)
+    assert rebuilt is not older
+    assert not any(isinstance(layer, PixelShuffle) and layer.crop for layer in rebuilt.layers)

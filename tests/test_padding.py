@@ -71,3 +71,21 @@ def test_multiscale_models_mirror_other_sizes_up_to_a_multiple_of_their_levels(s
     np.testing.assert_allclose(np.asarray(model(x)), reference, rtol=1e-5, atol=1e-3)
     out = np.asarray(model(x))
     assert np.abs(np.asarray(model(3.0 * x)) - 3.0 * out).max() < 1e-5 * np.abs(out).max()
+
+
+def test_multiscale_models_gather_only_at_the_input_padding_and_output_crop():
+    """Every level is exactly half the one above once the input is mirrored to a multiple, so
+    the expansions and lifts do not crop: in TFLite such crops are gathers outside XNNPACK that
+    copied every full-size feature map."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from bfcnn.export import to_tflite
+
+    model = bfcnn.build_model({**MULTISCALE, "pass_features": True})
+    interpreter = Interpreter(model_content=to_tflite(model))
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [1, 37, 29, 1])
+    interpreter.allocate_tensors()
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    gathers = [names[op["outputs"][0]] for op in interpreter._get_ops_details() if op["op_name"] == "GATHER"]
+    assert len(gathers) == 6  # 2 + 2 for the padding (one mirror and one crop per axis), 2 for the output crop
+    assert all("reflect_to_levels" in name or "crop_to_input" in name for name in gathers), gathers

@@ -5,6 +5,10 @@
 of a level is the level minus the expanded coarser level, so merging the bands back
 reconstructs the image exactly, whatever filter the expansion uses. Borders are
 reflected; sizes need not be powers of two (a level of n pixels has ceil(n/2) below it).
+Each expansion crops its result to the finer level's size; a model that mirrors its input up to
+a multiple of 2^(levels - 1) first (`bfcnn.layers.padding.ReflectToMultiple`) can skip those
+crops (`exact_halves=True`, `crop=False`), which in TFLite are gathers outside the XNNPACK
+delegate that copy every full-size feature map.
 All of it is linear and has no constant, so pyramids keep a model bias-free.
 
 The pyramid layers compute in float32 whatever the global precision policy (pass `dtype` to
@@ -74,8 +78,9 @@ def _pad_for_upsample(x, axis):
     return ops.concatenate([second_or_first, x, _slice(x, axis, -1, None)], axis=axis)
 
 
-def upsample(x, like):
-    """Expands `x` by two to the size of `like`: zero insertion then the binomial blur times 2
+def upsample(x, like, crop=True):
+    """Expands `x` by two to the size of `like` (to twice its own size with `crop=False`, for
+    a `like` known to be exactly that): zero insertion then the binomial blur times 2
     per axis, computed as its four polyphase components at the coarse size and interleaved by
     a depth-to-space (no multiplications by inserted zeros, static shapes for TFLite).
 
@@ -99,6 +104,8 @@ def upsample(x, like):
     rows = [along(x, even, 1), along(x, odd, 1)]
     phases = [along(r, taps, 2) for r in rows for taps in (even, odd)]
     x = tf.nn.depth_to_space(ops.concatenate(phases, axis=-1), 2)
+    if not crop:
+        return x
     target = ops.shape(like)
     return crop_to(x, target[1], target[2])
 
@@ -161,6 +168,11 @@ class LaplacianPyramid(keras.layers.Layer):
 
     Args:
         levels: number of levels, >= 1 (1 returns `[x]`).
+        exact_halves: True when the input's height and width are multiples of 2^(levels - 1),
+            as `ReflectToMultiple` makes them: every level is then exactly half the one above
+            and the expansions skip their crop (module docstring). A ValueError for other sizes
+            where they are known when the layer is called; a graph with sizes known only at run
+            time fails there with a shape mismatch.
 
     Example:
         >>> pyramid = LaplacianPyramid(levels=3)
@@ -169,10 +181,11 @@ class LaplacianPyramid(keras.layers.Layer):
         >>> x_again = pyramid(bands, inverse=True)
     """
 
-    def __init__(self, levels=3, **kwargs):
+    def __init__(self, levels=3, exact_halves=False, **kwargs):
         kwargs.setdefault("dtype", "float32")  # see the module docstring
         super().__init__(**kwargs)
         self.levels = check_int("levels", levels)
+        self.exact_halves = bool(exact_halves)
 
     def call(self, inputs, inverse=False):
         if inverse:
@@ -180,10 +193,13 @@ class LaplacianPyramid(keras.layers.Layer):
         if len(inputs.shape) != 4:  # no input_spec: the inverse takes a list of bands
             raise ValueError(f"LaplacianPyramid needs a [B, H, W, C] tensor, got shape {tuple(inputs.shape)} "
                              "(to merge bands, call it with inverse=True)")
+        if self.exact_halves:
+            _check_multiple(inputs.shape, 2 ** (self.levels - 1))
         gaussian = [ops.cast(inputs, self.compute_dtype)]
         for _ in range(self.levels - 1):
             gaussian.append(downsample(gaussian[-1]))
-        bands = [g - upsample(coarse, g) for g, coarse in zip(gaussian[:-1], gaussian[1:])]
+        crop = not self.exact_halves
+        bands = [g - upsample(coarse, g, crop) for g, coarse in zip(gaussian[:-1], gaussian[1:])]
         return bands + [gaussian[-1]]
 
     def merge(self, bands):
@@ -193,7 +209,7 @@ class LaplacianPyramid(keras.layers.Layer):
         _check_band_sizes(bands)
         image = bands[-1]
         for band in reversed(bands[:-1]):
-            image = band + upsample(image, band)
+            image = band + upsample(image, band, not self.exact_halves)
         return image
 
     def compute_output_shape(self, input_shape):
@@ -202,7 +218,15 @@ class LaplacianPyramid(keras.layers.Layer):
         return GaussianPyramid(self.levels).compute_output_shape(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "levels": self.levels}
+        return {**super().get_config(), "levels": self.levels, "exact_halves": self.exact_halves}
+
+
+def _check_multiple(shape, multiple: int) -> None:
+    """A ValueError unless the spatial sizes in `shape` that are known now are multiples of `multiple`."""
+    sizes = tuple(shape[1:3])
+    if any(isinstance(n, int) and n % multiple for n in sizes):
+        raise ValueError(f"exact_halves=True needs height and width multiples of {multiple} (mirror the image "
+                         f"up with bfcnn.layers.ReflectToMultiple({multiple}) first), got {sizes}")
 
 
 def _check_band_sizes(bands) -> None:
@@ -222,19 +246,27 @@ class UpsampleLike(keras.layers.Layer):
 
     `call([x, like])`; the channels of `x` are kept. Used to carry a coarse level's
     result (image or features) up to the next finer level.
+
+    Args:
+        crop: False when `like` is known to be exactly twice `x` (a level of a pyramid with
+            `exact_halves=True`): the crop, a copy in TFLite, is skipped.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, crop=True, **kwargs):
         kwargs.setdefault("dtype", "float32")  # see the module docstring
         super().__init__(**kwargs)
+        self.crop = bool(crop)
 
     def call(self, inputs):
         x, like = inputs
-        return upsample(x, like)
+        return upsample(x, like, self.crop)
 
     def compute_output_shape(self, input_shape):
         x_shape, like_shape = input_shape
         return (*like_shape[:3], x_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "crop": self.crop}
 
 
 @keras.saving.register_keras_serializable(package="bfcnn")

@@ -64,11 +64,14 @@ class PixelShuffle(keras.layers.Layer):
 
     Args:
         factor: the up-sampling factor f.
+        crop: False when `like` is known to be exactly f times `x` (inside a model that mirrors
+            its input up to a multiple first): the crop, a copy in TFLite, is skipped.
     """
 
-    def __init__(self, factor=2, **kwargs):
+    def __init__(self, factor=2, crop=True, **kwargs):
         super().__init__(**kwargs)
         self.factor = check_int("factor", factor)
+        self.crop = bool(crop)
 
     def build(self, input_shape):
         channels = input_shape[0][-1]
@@ -80,6 +83,8 @@ class PixelShuffle(keras.layers.Layer):
         x, like = inputs
         if self.factor > 1:
             x = tf.nn.depth_to_space(x, self.factor)
+        if not self.crop:
+            return x
         shape = ops.shape(like)
         return crop_to(x, shape[1], shape[2])
 
@@ -89,4 +94,4 @@ class PixelShuffle(keras.layers.Layer):
         return (*like_shape[:3], None if channels is None else channels // (self.factor * self.factor))
 
     def get_config(self):
-        return {**super().get_config(), "factor": self.factor}
+        return {**super().get_config(), "factor": self.factor, "crop": self.crop}

@@ -132,7 +132,8 @@ class _Level:
                 self.lift = keras.layers.Conv2D(4 * self.filters, 1, use_bias=self.use_bias,
                                                 kernel_initializer="he_normal",
                                                 kernel_regularizer=self.regularizer, name=f"{self.tag}_lift")
-            h = h + PixelShuffle(2, name=f"level{level}_lift_shuffle")([self.lift(features), h])
+            # `features` is exactly half of `h` (the model mirrors its input to a multiple): no crop
+            h = h + PixelShuffle(2, crop=False, name=f"level{level}_lift_shuffle")([self.lift(features), h])
         for i, block in enumerate(self.blocks):
             h = block(h)
             if i == 0 and self.non_local is not None:
@@ -283,8 +284,11 @@ def build_multiscale(
     x = scale_in(inputs)
     if levels > 1:  # every level's edge a mirrored image edge, not a partly empty row (bfcnn.layers.padding)
         x = ReflectToMultiple(2 ** (levels - 1), name="reflect_to_levels")(x)
+    # Mirrored to a multiple, every level is exactly half the one above: the expansions and
+    # lifts skip their crops (gathers outside XNNPACK in TFLite that copied every feature map).
+    exact = {"exact_halves": True} if pyramid == "laplacian" and levels > 1 else {}
     split = (LaplacianPyramid if pyramid == "laplacian" else GaussianPyramid)(levels, dtype="float32",
-                                                                              name="pyramid")
+                                                                              name="pyramid", **exact)
     bands = split(x)
     if levels == 1:
         bands = [bands[0]] if isinstance(bands, (list, tuple)) else [bands]
@@ -298,7 +302,7 @@ def build_multiscale(
         if image is None:
             context = ops.zeros_like(band)
         else:
-            context = UpsampleLike(dtype="float32", name=f"level{level}_context")([image, band])
+            context = UpsampleLike(crop=False, dtype="float32", name=f"level{level}_context")([image, band])
         backbone = shared_level or make_level(f"level{level}", level)
         h, out = backbone(band, context, features if pass_features and image is not None else None,
                           skips[level], level, guide)
