@@ -11,16 +11,11 @@ noisy image, and prints the median ms per megapixel and TFLite / Keras for each 
 
 import argparse
 import os
-import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import numpy as np  # noqa: E402
 
 
 def three_passes(folded):
@@ -50,51 +45,18 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="LiteRT threads (default: the cores)")
     args = parser.parse_args(argv)
 
-    import tensorflow as tf
-
     import bfcnn
-    from bfcnn.export import to_tflite
-    from bfcnn.lite import TFLiteDenoiser
+    from graph_timing import compare_graphs, noisy_image, print_table
 
     folded = bfcnn.load_model(args.model)
     if not any(layer.name == "gray" for layer in folded.layers):
         print(f"error: {args.model!r} is not an opponent model (no layer 'gray')", file=sys.stderr)
         return 2
     graphs = {"batch of 3 (as shipped)": folded, "3 passes of batch 1": three_passes(folded)}
-    rng = np.random.default_rng(0)
-    image = np.clip(rng.uniform(0, 255, (1, args.size, args.size, 3)) + 25 * rng.standard_normal(
-        (1, args.size, args.size, 3)), 0, 255).astype(np.float32)
-    engines, reference = {}, None
-    with tempfile.TemporaryDirectory() as tmp:
-        for label, model in graphs.items():
-            infer = tf.function(lambda x, m=model: m(x, training=False),
-                                input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
-            path = Path(tmp) / f"{len(engines)}.tflite"
-            path.write_bytes(to_tflite(model))
-            lite = TFLiteDenoiser(path, num_threads=args.threads)
-            engines[(label, "Keras graph")] = lambda f=infer: f(image).numpy()
-            engines[(label, "TFLite fp32")] = lambda lite=lite: lite(image)
-        for key, run in engines.items():
-            out = run()
-            reference = out if reference is None else reference
-            print(f"{key[0]}, {key[1]}: max |difference| to the first {float(np.abs(out - reference).max()):.1e}",
-                  file=sys.stderr)
-        times = {key: [] for key in engines}
-        load = os.getloadavg()[0]
-        for _ in range(args.runs):
-            for key, run in engines.items():
-                start = time.perf_counter()
-                run()
-                times[key].append(time.perf_counter() - start)
-    megapixels = args.size * args.size / 1e6
-    ms = {key: 1000 * statistics.median(t) / megapixels for key, t in times.items()}
+    ms, load = compare_graphs(graphs, noisy_image(args.size, 3), args.runs, args.threads)
     print(f"{args.model}, {args.size}x{args.size} image, median of {args.runs} interleaved runs, "
           f"LiteRT {args.threads or 'default'} threads, 1-minute load average {load:.1f} at the start\n")
-    print("| graph | engine | ms / MP | TFLite / Keras |")
-    print("|---|---|---:|---:|")
-    for (label, engine), value in ms.items():
-        ratio = f"{value / ms[(label, 'Keras graph')]:.2f}" if engine != "Keras graph" else "-"
-        print(f"| {label} | {engine} | {value:.0f} | {ratio} |")
+    print_table(ms)
     return 0
 
 

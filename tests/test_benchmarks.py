@@ -68,6 +68,36 @@ def test_bench_opponent_fold_times_both_graphs_in_both_engines():
     assert len(differences) == 4 and max(differences) < 1e-2
 
 
+@pytest.mark.slow
+def test_bench_multiscale_crops_times_the_same_weights_with_and_without_crops():
+    done = bench("bench_multiscale_crops.py", "--model", "pyramid_gray_m", "--size", "40", "--runs", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ") and "ms / MP" not in line]
+    assert [(r[0].strip(), r[1].strip()) for r in rows] == [
+        ("no crops (today)", "Keras graph"), ("no crops (today)", "TFLite fp32"),
+        ("crops in expansions and lifts", "Keras graph"), ("crops in expansions and lifts", "TFLite fp32")]
+    assert all(float(r[2]) > 0 for r in rows)
+    differences = [float(line.rsplit(" ", 1)[1]) for line in done.stderr.splitlines() if "max |difference|" in line]
+    assert len(differences) == 4 and max(differences) < 1e-2
+    refused = bench("bench_multiscale_crops.py", "--model", "resnet_gray_s", "--size", "16", "--runs", "1")
+    assert refused.returncode == 2 and "no Laplacian pyramid" in refused.stderr
+
+
+def test_bench_multiscale_crops_second_graph_does_crop():
+    import bfcnn
+    from bfcnn.layers import LaplacianPyramid, PixelShuffle, UpsampleLike
+    from conftest import load_script
+
+    model = bfcnn.build_model({"type": "multiscale", "channels": 1, "levels": 3, "filters": 4, "blocks": 1})
+    cropped = load_script("benchmarks/bench_multiscale_crops.py").with_crops(model)
+
+    def settings(m):
+        return [getattr(layer, "crop", getattr(layer, "exact_halves", None)) for layer in m._flatten_layers()
+                if isinstance(layer, (LaplacianPyramid, PixelShuffle, UpsampleLike))]
+
+    assert settings(model) == [True] + [False] * 4 and settings(cropped) == [False] + [True] * 4
+
+
 def test_bench_opponent_fold_refuses_a_gray_model():
     done = bench("bench_opponent_fold.py", "--model", "resnet_gray_s", "--size", "16", "--runs", "1")
     assert done.returncode == 2 and "not an opponent model" in done.stderr

@@ -1,0 +1,67 @@
+"""Two or more graphs with the same weights, each in Keras (graph mode) and LiteRT: interleaved timing.
+
+Shared by the benchmarks that ask whether a change of graph (not of weights) changes speed
+(`bench_opponent_fold.py`, `bench_multiscale_crops.py`). Each graph is converted with
+`bfcnn.export.to_tflite` and run through `bfcnn.lite.TFLiteDenoiser`; every output is compared
+with the first (printed to stderr), then the engines run in interleaved rounds.
+"""
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def compare_graphs(graphs: dict, image: np.ndarray, runs: int, threads=None) -> tuple:
+    """Median ms per megapixel of each (graph label, engine) on `image` [1, H, W, C], and the
+    1-minute load average when the timing started."""
+    import tensorflow as tf
+
+    from bfcnn.export import to_tflite
+    from bfcnn.lite import TFLiteDenoiser
+
+    channels = image.shape[-1]
+    engines, reference = {}, None
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, model in graphs.items():
+            infer = tf.function(lambda x, m=model: m(x, training=False),
+                                input_signature=[tf.TensorSpec([1, None, None, channels], tf.float32)])
+            path = Path(tmp) / f"{len(engines)}.tflite"
+            path.write_bytes(to_tflite(model))
+            lite = TFLiteDenoiser(path, num_threads=threads)
+            engines[(label, "Keras graph")] = lambda f=infer: f(image).numpy()
+            engines[(label, "TFLite fp32")] = lambda lite=lite: lite(image)
+        for key, run in engines.items():
+            out = run()
+            reference = out if reference is None else reference
+            print(f"{key[0]}, {key[1]}: max |difference| to the first {float(np.abs(out - reference).max()):.1e}",
+                  file=sys.stderr)
+        times = {key: [] for key in engines}
+        load = os.getloadavg()[0]
+        for _ in range(runs):
+            for key, run in engines.items():
+                start = time.perf_counter()
+                run()
+                times[key].append(time.perf_counter() - start)
+    megapixels = image.shape[1] * image.shape[2] / 1e6
+    return {key: 1000 * statistics.median(t) / megapixels for key, t in times.items()}, load
+
+
+def print_table(ms: dict) -> None:
+    """The markdown table of `compare_graphs`' result, with TFLite / Keras per graph."""
+    print("| graph | engine | ms / MP | TFLite / Keras |")
+    print("|---|---|---:|---:|")
+    for (label, engine), value in ms.items():
+        ratio = f"{value / ms[(label, 'Keras graph')]:.2f}" if engine != "Keras graph" else "-"
+        print(f"| {label} | {engine} | {value:.0f} | {ratio} |")
+
+
+def noisy_image(size: int, channels: int) -> np.ndarray:
+    """A [1, size, size, channels] float32 image: uniform values plus noise of std 25, clipped."""
+    rng = np.random.default_rng(0)
+    shape = (1, size, size, channels)
+    return np.clip(rng.uniform(0, 255, shape) + 25 * rng.standard_normal(shape), 0, 255).astype(np.float32)
