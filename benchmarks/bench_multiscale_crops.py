@@ -11,7 +11,6 @@ each in Keras (graph mode) and LiteRT, in interleaved rounds on one noisy image.
     python benchmarks/bench_multiscale_crops.py --model pyramid_gray_m --size 1024 --runs 5
 """
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -42,31 +41,20 @@ def with_crops(model):
 
 
 def main(argv=None) -> int:
-    from bfcnn.cli import positive_int
+    from graph_timing import parser_for, report
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="pyramid_gray_m", help="a multiscale or opponent zoo model, or .keras file")
-    parser.add_argument("--size", type=positive_int, default=1024)
-    parser.add_argument("--runs", type=positive_int, default=5)
-    parser.add_argument("--threads", type=positive_int, default=None, help="LiteRT threads (default: the cores)")
-    args = parser.parse_args(argv)
+    args = parser_for(__doc__, "pyramid_gray_m", 1024, 5).parse_args(argv)
 
     import bfcnn
     from bfcnn.layers import LaplacianPyramid
-    from graph_timing import compare_graphs, noisy_image, print_table
 
     model = bfcnn.load_model(args.model)
     if not any(isinstance(layer, LaplacianPyramid) for layer in model._flatten_layers()):
         print(f"error: {args.model!r} has no Laplacian pyramid (a multiscale model, or an opponent one around it)",
               file=sys.stderr)
         return 2
-    graphs = {"no crops (today)": model, "crops in expansions and lifts": with_crops(model)}
-    ms, load = compare_graphs(graphs, noisy_image(args.size, model.input_shape[-1]), args.runs, args.threads)
-    print(f"{args.model}, {args.size}x{args.size} image, median of {args.runs} interleaved runs, "
-          f"LiteRT {args.threads or 'default'} threads, 1-minute load average {load:.1f} at the start\n")
-    print_table(ms)
+    report({"no crops (today)": model, "crops in expansions and lifts": with_crops(model)}, args)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

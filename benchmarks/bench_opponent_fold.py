@@ -9,7 +9,6 @@ noisy image, and prints the median ms per megapixel and TFLite / Keras for each 
     python benchmarks/bench_opponent_fold.py --model pyramid_color_m --size 512 --runs 7
 """
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -38,27 +37,18 @@ def three_passes(folded):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="pyramid_color_m", help="an opponent zoo model or .keras file")
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=None, help="LiteRT threads (default: the cores)")
-    args = parser.parse_args(argv)
+    from graph_timing import parser_for, report
+
+    args = parser_for(__doc__, "pyramid_color_m", 512, 7).parse_args(argv)
 
     import bfcnn
-    from graph_timing import compare_graphs, noisy_image, print_table
 
     folded = bfcnn.load_model(args.model)
     if not any(layer.name == "gray" for layer in folded.layers):
         print(f"error: {args.model!r} is not an opponent model (no layer 'gray')", file=sys.stderr)
         return 2
-    graphs = {"batch of 3 (as shipped)": folded, "3 passes of batch 1": three_passes(folded)}
-    ms, load = compare_graphs(graphs, noisy_image(args.size, 3), args.runs, args.threads)
-    print(f"{args.model}, {args.size}x{args.size} image, median of {args.runs} interleaved runs, "
-          f"LiteRT {args.threads or 'default'} threads, 1-minute load average {load:.1f} at the start\n")
-    print_table(ms)
+    report({"batch of 3 (as shipped)": folded, "3 passes of batch 1": three_passes(folded)}, args)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -51,6 +51,29 @@ def compare_graphs(graphs: dict, image: np.ndarray, runs: int, threads=None) -> 
     return {key: 1000 * statistics.median(t) / megapixels for key, t in times.items()}, load
 
 
+def parser_for(doc: str, model: str, size: int, runs: int):
+    """The command line both graph benchmarks take: --model, --size, --runs, --threads."""
+    import argparse
+
+    from bfcnn.cli import positive_int
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--model", default=model, help="a zoo model name or a .keras file")
+    parser.add_argument("--size", type=positive_int, default=size)
+    parser.add_argument("--runs", type=positive_int, default=runs)
+    parser.add_argument("--threads", type=positive_int, default=None, help="LiteRT threads (default: the cores)")
+    return parser
+
+
+def report(graphs: dict, args) -> None:
+    """Times `graphs` on a noisy image of `args.size` and prints the heading and the table."""
+    channels = next(iter(graphs.values())).input_shape[-1]
+    ms, load = compare_graphs(graphs, noisy_image(args.size, channels), args.runs, args.threads)
+    print(f"{args.model}, {args.size}x{args.size} image, median of {args.runs} interleaved runs, "
+          f"LiteRT {args.threads or 'default'} threads, 1-minute load average {load:.1f} at the start\n")
+    print_table(ms)
+
+
 def print_table(ms: dict) -> None:
     """The markdown table of `compare_graphs`' result, with TFLite / Keras per graph."""
     print("| graph | engine | ms / MP | TFLite / Keras |")

@@ -54,31 +54,28 @@ def test_bench_training_prints_a_row_per_precision():
     assert rows[0][6].strip() == "1.00x"
 
 
-@pytest.mark.slow
-def test_bench_opponent_fold_times_both_graphs_in_both_engines():
-    done = bench("bench_opponent_fold.py", "--model", "resnet_color_s", "--size", "48", "--runs", "1")
+def assert_two_graphs_timed(done, first: str, second: str) -> None:
+    """A graph benchmark (benchmarks/graph_timing.py) printed both graphs in both engines, and
+    every output is within float rounding of the first: the two graphs are the same map."""
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ") and "ms / MP" not in line]
     assert [(r[0].strip(), r[1].strip()) for r in rows] == [
-        ("batch of 3 (as shipped)", "Keras graph"), ("batch of 3 (as shipped)", "TFLite fp32"),
-        ("3 passes of batch 1", "Keras graph"), ("3 passes of batch 1", "TFLite fp32")]
+        (first, "Keras graph"), (first, "TFLite fp32"), (second, "Keras graph"), (second, "TFLite fp32")]
     assert all(float(r[2]) > 0 for r in rows)
-    # The two graphs are the same map: every output within float rounding of the first.
     differences = [float(line.rsplit(" ", 1)[1]) for line in done.stderr.splitlines() if "max |difference|" in line]
     assert len(differences) == 4 and max(differences) < 1e-2
+
+
+@pytest.mark.slow
+def test_bench_opponent_fold_times_both_graphs_in_both_engines():
+    done = bench("bench_opponent_fold.py", "--model", "resnet_color_s", "--size", "48", "--runs", "1")
+    assert_two_graphs_timed(done, "batch of 3 (as shipped)", "3 passes of batch 1")
 
 
 @pytest.mark.slow
 def test_bench_multiscale_crops_times_the_same_weights_with_and_without_crops():
     done = bench("bench_multiscale_crops.py", "--model", "pyramid_gray_m", "--size", "40", "--runs", "1")
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ") and "ms / MP" not in line]
-    assert [(r[0].strip(), r[1].strip()) for r in rows] == [
-        ("no crops (today)", "Keras graph"), ("no crops (today)", "TFLite fp32"),
-        ("crops in expansions and lifts", "Keras graph"), ("crops in expansions and lifts", "TFLite fp32")]
-    assert all(float(r[2]) > 0 for r in rows)
-    differences = [float(line.rsplit(" ", 1)[1]) for line in done.stderr.splitlines() if "max |difference|" in line]
-    assert len(differences) == 4 and max(differences) < 1e-2
+    assert_two_graphs_timed(done, "no crops (today)", "crops in expansions and lifts")
     refused = bench("bench_multiscale_crops.py", "--model", "resnet_gray_s", "--size", "16", "--runs", "1")
     assert refused.returncode == 2 and "no Laplacian pyramid" in refused.stderr
 
