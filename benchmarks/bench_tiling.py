@@ -9,7 +9,9 @@ scale, before rounding) and the PSNR change of the rounded output against the cl
 
     python benchmarks/bench_tiling.py --model pyramid_gray_m --size 512 --sigma 25
 
-Cases are `TILE,OVERLAP` or `TILE,OVERLAP,MARGIN` (`--cases 128,32 256,64,24`).
+Cases are `TILE,OVERLAP` or `TILE,OVERLAP,MARGIN` (`--cases 128,32 256,64,24`). Tiles start at
+multiples of the model's shift period (`--align 1` starts them anywhere, to see what that costs
+at a size where the last tiles would start off the model's grid, e.g. `--size 509`).
 """
 
 import argparse
@@ -22,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from bfcnn.cli import positive_int  # noqa: E402
 from bfcnn.tiling import min_tile_size  # noqa: E402
 
 DEFAULT_CASES = ["128,32", "256,32", "128,48", "256,48", "128,64", "256,64", "256,64,24", "192,96,40"]
@@ -74,12 +77,16 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=512, help="center crop of at most this size")
     parser.add_argument("--sigma", type=float, default=25.0)
     parser.add_argument("--cases", nargs="+", type=parse_case, default=[parse_case(c) for c in DEFAULT_CASES])
+    parser.add_argument("--align", type=positive_int, default=None,
+                        help="tiles start at multiples of it (default: the model's shift period, "
+                             "bfcnn.models.shift; 1 starts them anywhere, as before the alignment)")
     args = parser.parse_args(argv)
 
     import bfcnn
     from bfcnn.errors import BfcnnError
     from bfcnn.evaluation import add_noise, noise_seed, psnr, to_uint8
     from bfcnn.inference import graph_runner
+    from bfcnn.models.shift import shift_period
     from bfcnn.tiling import tiled_apply
 
     try:
@@ -88,6 +95,7 @@ def main(argv=None) -> int:
         print(f"error: --model: {error}", file=sys.stderr)
         return 2
     channels = model.input_shape[-1]
+    align = shift_period(model) if args.align is None else args.align
     names = args.images or (["camera", "moon"] if channels == 1 else ["astronaut", "coffee"])
     run = graph_runner(model)
     rows = []
@@ -99,12 +107,12 @@ def main(argv=None) -> int:
     for tile, overlap, margin in args.cases:
         cells = []
         for name, clean, noisy, whole, whole_psnr in images:
-            tiled = tiled_apply(run, noisy, tile, overlap, margin)
+            tiled = tiled_apply(run, noisy, tile, overlap, margin, align=align)
             cells.append((float(np.max(np.abs(tiled - whole))), psnr(clean, to_uint8(tiled)) - whole_psnr))
         rows.append((tile, overlap, overlap // 4 if margin is None else margin, cells))
 
     print(f"{args.model} on {' / '.join(names)} (at most {args.size} x {args.size}), sigma {args.sigma:g}, "
-          f"whole-image PSNR {' / '.join(f'{i[4]:.2f}' for i in images)} dB")
+          f"whole-image PSNR {' / '.join(f'{i[4]:.2f}' for i in images)} dB; tiles start at multiples of {align}")
     print()
     print("| tile | overlap | margin | PSNR change vs whole image (dB) | max abs diff (0-255) |")
     print("|---:|---:|---:|---|---|")

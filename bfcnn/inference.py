@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 
 from bfcnn.errors import BfcnnError
-from bfcnn.tiling import is_int, min_size_apply, min_tile_size, tiled_apply, to_dtype
+from bfcnn.tiling import MIN_SIDE, is_int, min_size_apply, min_tile_size, tiled_apply, to_dtype
 
 # Images above this many pixels are denoised tile by tile, so memory stays bounded.
 DEFAULT_MAX_PIXELS = 1024 * 1024
@@ -210,8 +210,19 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
     function = _same_shape(graph_runner(model) if hasattr(model, "input_shape") else model)
     if ensemble:
         function = self_ensemble(function)
-    out = _through_model(function, pixels, _model_channels(model), tile_size, overlap)
+    out = _through_model(function, pixels, _model_channels(model), tile_size, overlap, _shift_period(model))
     return _from_pixels(out, array, alpha, scale)
+
+
+def _shift_period(model) -> int:
+    """The shift period tiles are aligned to (`bfcnn.models.shift.shift_period`); 1 for a plain callable."""
+    import keras
+
+    if not isinstance(model, keras.Model):
+        return 1
+    from bfcnn.models.shift import shift_period
+
+    return shift_period(model)
 
 
 def _denoise_pil(image, options: dict):
@@ -293,9 +304,11 @@ def _to_pixels(array: np.ndarray, image):
     return pixels, None, scale
 
 
-def _through_model(function, pixels: np.ndarray, wanted: Optional[int], tile_size, overlap) -> np.ndarray:
-    """`function` on the pixels, matching the model's `wanted` channels (`channel_matched`)."""
-    return _apply(channel_matched(function, wanted, pixels.shape[-1]), pixels, tile_size, overlap)
+def _through_model(function, pixels: np.ndarray, wanted: Optional[int], tile_size, overlap,
+                   align: int = 1) -> np.ndarray:
+    """`function` on the pixels, matching the model's `wanted` channels (`channel_matched`), tiles
+    aligned to `align` pixels (the model's shift period)."""
+    return _apply(channel_matched(function, wanted, pixels.shape[-1]), pixels, tile_size, overlap, align)
 
 
 def _from_pixels(out: np.ndarray, array: np.ndarray, alpha, scale: float) -> np.ndarray:
@@ -315,11 +328,13 @@ def _from_pixels(out: np.ndarray, array: np.ndarray, alpha, scale: float) -> np.
     return out
 
 
-def _apply(function, pixels: np.ndarray, tile_size, overlap) -> np.ndarray:
+def _apply(function, pixels: np.ndarray, tile_size, overlap, align: int = 1) -> np.ndarray:
     height, width = pixels.shape[:2]
     if tile_size is None:  # tiles of 512, or larger for a wide overlap (a tile holds at least twice it)
-        tile_size = max(DEFAULT_TILE, min_tile_size(overlap)) if height * width > DEFAULT_MAX_PIXELS else 0
+        # what the model sees: a side under MIN_SIDE is mirrored up to it (a 1 x 10^6 strip is 8 x 10^6)
+        seen = max(height, MIN_SIDE) * max(width, MIN_SIDE)
+        tile_size = max(DEFAULT_TILE, min_tile_size(overlap)) if seen > DEFAULT_MAX_PIXELS else 0
     at_least_min_side = functools.partial(min_size_apply, function)  # a side under MIN_SIDE mirrored up to it
     if not tile_size or (height <= tile_size and width <= tile_size):
         return np.array(at_least_min_side(pixels), np.float32)  # a copy: the result is rounded in place later
-    return tiled_apply(at_least_min_side, pixels, tile_size, overlap)
+    return tiled_apply(at_least_min_side, pixels, tile_size, overlap, align=align)

@@ -12,7 +12,7 @@ from typing import Optional, Union
 import numpy as np
 
 from bfcnn.errors import BfcnnError
-from bfcnn.tiling import TileSize, fixed_size_apply, is_int, min_size_apply, min_tile_size, tiled_apply
+from bfcnn.tiling import TileSize, as_pair, fixed_size_apply, is_int, min_size_apply, min_tile_size, tiled_apply
 
 # tile_size="auto": LiteRT with XNNPACK needs about 1.9 GB per megapixel it sees at once for
 # the pyramids (three times Keras), and setting it up
@@ -24,6 +24,11 @@ from bfcnn.tiling import TileSize, fixed_size_apply, is_int, min_size_apply, min
 # The overlap matches bfcnn.denoise's.
 AUTO_TILE = 256
 DEFAULT_OVERLAP = 48
+# Tiles start at multiples of the model's shift period (`bfcnn.models.shift`), read from the
+# model card beside the file (the zoo's and every export's have it); without one the period is
+# unknown and tiles start anywhere, as a model without strides allows (the zoo's have periods
+# 2, 4 and 5: pass shift_period for a bare file of such a model).
+FALLBACK_SHIFT_PERIOD = 1
 
 
 def available_cores() -> int:
@@ -50,6 +55,9 @@ class TFLiteDenoiser:
         num_threads: CPU threads for LiteRT (and its default XNNPACK delegate); None uses
             every core this process may run on (LiteRT's own default is one thread, 1.6x
             slower for pyramid_gray_m on a 2-core CPU).
+        shift_period: tiles start at multiples of it (`bfcnn.tiling.tile_spans`); None reads
+            `shift_period` from the model card beside the file (`<name>.json`, as the zoo's,
+            or an export folder's `model_card.json`), else `FALLBACK_SHIFT_PERIOD`.
 
     Raises:
         BfcnnError: the file is missing, is not a TFLite model, or does not have one
@@ -62,7 +70,7 @@ class TFLiteDenoiser:
         >>> clean = denoiser.denoise(noisy_uint8, tile_size=512)
     """
 
-    def __init__(self, path, num_threads: Optional[int] = None):
+    def __init__(self, path, num_threads: Optional[int] = None, shift_period: Optional[int] = None):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError as error:
@@ -97,6 +105,9 @@ class TFLiteDenoiser:
                              "a bfcnn denoiser returns float32 of its input's shape")
         self.channels = signature[-1]
         self.input_name = inputs[0]["name"]
+        if shift_period is not None and (not is_int(shift_period) or shift_period < 1):
+            raise BfcnnError(f"shift_period must be None or an integer >= 1, got {shift_period!r}")
+        self.shift_period = int(shift_period) if shift_period is not None else card_shift_period(self.path)
         self.output_name = outputs[0]["name"]
         self.shape_signature = signature
         # (H, W) of a file exported for one input size; None when it is resized to each image.
@@ -134,7 +145,7 @@ class TFLiteDenoiser:
 
         if self.fixed_size is None:
             return run(image)
-        return fixed_size_apply(run, image, self.fixed_size, DEFAULT_OVERLAP)
+        return fixed_size_apply(run, image, self.fixed_size, DEFAULT_OVERLAP, self.shift_period)
 
     def __call__(self, images) -> np.ndarray:
         """Denoises float [H, W, C] or [B, H, W, C] on the 0-255 scale; returns float32 of the same shape.
@@ -199,7 +210,26 @@ class TFLiteDenoiser:
         elif isinstance(tile_size, (int, np.integer)) and not isinstance(tile_size, bool) and tile_size == 0:
             tile_size = None
         # tile by tile, band by band: no full-size float32 copy of the input or the output
-        out = tiled_apply(function, x, tile_size, overlap, margin, dtype=image.dtype)
+        # a file of fixed size gets tiles of exactly its size (the image mirrored at the bottom and
+        # right where the aligned tiles would end past it), not some a few pixels longer
+        equal = self.fixed_size is not None and tile_size is not None and as_pair("tile_size", tile_size) == self.fixed_size
+        out = tiled_apply(function, x, tile_size, overlap, margin, dtype=image.dtype, align=self.shift_period,
+                          equal_tiles=equal)
         if alpha is not None:
             out = np.concatenate([out, alpha], axis=-1)
         return out.reshape(image.shape)
+
+
+def card_shift_period(path: Path) -> int:
+    """`shift_period` from the model card beside a `.tflite` file (`<name>.json`, or the export
+    folder's `model_card.json`), or `FALLBACK_SHIFT_PERIOD` when there is none or it lacks one."""
+    import json
+
+    for card in (path.with_suffix(".json"), path.parent / "model_card.json"):
+        try:
+            period = json.loads(card.read_text()).get("shift_period")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if is_int(period) and period >= 1:
+            return int(period)
+    return FALLBACK_SHIFT_PERIOD

@@ -1,8 +1,9 @@
 """Tiled inference: run a denoiser on overlapping tiles and blend them, so memory stays bounded.
 
-The image is covered by a grid of equal tiles (`min(tile, H)` x `min(tile, W)`, the last row
-and column shifted back to end at the border, so a runtime that resizes its input does so
-once). Each tile's output is weighted by a separable window that is 0 within `margin` pixels
+The image is covered by a grid of tiles of `min(tile, H)` x `min(tile, W)` starting at
+multiples of the model's shift period (`align`), the last row and column shifted back to end at
+the border, and up to `align - 1` pixels longer where that takes them (so a runtime that resizes
+its input does so for at most four sizes). Each tile's output is weighted by a separable window that is 0 within `margin` pixels
 of an edge shared with a neighbour (where the tile lacks context), rises as a raised cosine
 across the rest of the overlap, and is 1 elsewhere and at the image's own borders. The
 weights are normalized per axis, so they sum to exactly 1 at every pixel for any layout.
@@ -62,18 +63,32 @@ def as_pair(name: str, value) -> Tuple[int, int]:
     return int(values[0]), int(values[1])
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> List[int]:
-    """Start offsets of tiles of size `min(tile, length)` covering `length` pixels.
+def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> List[Tuple[int, int]]:
+    """(start, size) of the tiles covering `length` pixels: size `min(tile, length)`, starts at
+    multiples of `align`, neighbours sharing at least `overlap` pixels, the last tile ending at
+    the border (up to `align - 1` pixels longer than the others where that takes it).
 
-    Neighbours share at least `overlap` pixels; the last tile ends at the border.
+    `align` is the model's shift period (`bfcnn.models.shift_period`): a model with a stride or
+    a pixel unshuffle gives the same output for an image shifted by a multiple of it only, so
+    tiles at such offsets compute what the whole image would.
+
+    Raises:
+        TilingError: a step `tile - overlap` shorter than `align` (no aligned tiling keeps the overlap).
     """
     tile = min(tile, length)
     if tile >= length:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return starts
+        return [(0, length)]
+    step = (tile - overlap) // align * align
+    if step < 1:
+        raise TilingError(f"tiles of {tile} with overlap {overlap} advance {tile - overlap} pixels, less than the "
+                          f"model's shift period {align}: use larger tiles or a smaller overlap")
+    last = (length - tile) // align * align
+    return [(start, tile) for start in range(0, last, step)] + [(last, length - last)]
+
+
+def tile_starts(length: int, tile: int, overlap: int, align: int = 1) -> List[int]:
+    """Start offsets of `tile_spans`' tiles."""
+    return [start for start, _ in tile_spans(length, tile, overlap, align)]
 
 
 def _ramp(overlap: int, margin: int) -> np.ndarray:
@@ -87,25 +102,24 @@ def _ramp(overlap: int, margin: int) -> np.ndarray:
     return ramp
 
 
-def axis_weights(length: int, tile: int, overlap: int, margin: int) -> List[np.ndarray]:
-    """One 1-D weight vector per tile along an axis; together they sum to 1 at every pixel."""
-    starts = tile_starts(length, tile, overlap)
-    tile = min(tile, length)
+def axis_weights(length: int, tile: int, overlap: int, margin: int, align: int = 1) -> List[np.ndarray]:
+    """One 1-D weight vector per tile of `tile_spans` along an axis; together they sum to 1 at every pixel."""
+    spans = tile_spans(length, tile, overlap, align)
     ramp = _ramp(overlap, margin)
     weights = []
-    for i, start in enumerate(starts):
-        w = np.ones(tile, np.float64)
+    for i, (start, size) in enumerate(spans):
+        w = np.ones(size, np.float64)
         if i > 0:  # a neighbour before: no context on this side
             w[:overlap] *= ramp
-        if i < len(starts) - 1:
-            w[tile - overlap :] *= ramp[::-1]
+        if i < len(spans) - 1:
+            w[size - overlap :] *= ramp[::-1]
         weights.append(w)
     total = np.zeros(length, np.float64)
-    for start, w in zip(starts, weights):
-        total[start : start + tile] += w
+    for (start, size), w in zip(spans, weights):
+        total[start : start + size] += w
     if np.any(total <= 0.0):  # cannot happen when 2 * margin < overlap < tile; kept as a guard
         raise TilingError(f"tiling leaves pixels without weight (tile={tile}, overlap={overlap}, margin={margin})")
-    return [w / total[start : start + tile] for start, w in zip(starts, weights)]
+    return [w / total[start : start + size] for (start, size), w in zip(spans, weights)]
 
 
 def _checked_tiling(tile_size: TileSize, overlap: int, margin: Optional[int]) -> Tuple[int, int, int]:
@@ -133,6 +147,8 @@ def tiled_apply(
     overlap: int = 32,
     margin: Optional[int] = None,
     dtype=np.float32,
+    align: int = 1,
+    equal_tiles: bool = False,
 ) -> np.ndarray:
     """Applies an image-to-image function tile by tile and blends the tiles smoothly.
 
@@ -153,6 +169,14 @@ def tiled_apply(
             at most `margin`. Must satisfy 0 <= 2 * margin < overlap (or 0 when overlap is 0).
         dtype: the result's dtype; an integer dtype gets the blended values rounded (half to
             even) and clipped to its range, e.g. `np.uint8` for a denoised 8-bit photograph.
+        align: tiles start at multiples of it (`tile_spans`): `fn`'s shift period, e.g. 2 for a
+            model with a 2x2 pixel unshuffle, 4 for a 3-level pyramid
+            (`bfcnn.models.shift_period`). With 1 the result of such a model differs from the
+            whole image's wherever a tile starts off its grid (by up to 20 levels at single
+            pixels), though the PSNR hardly moves.
+        equal_tiles: every tile exactly `tile_size` on an axis longer than it (for `fn` of one
+            input size): the image is mirrored at the bottom and right up to where the aligned
+            tiles end (fewer than `align` pixels), and the result cropped back.
 
     Returns:
         [H, W, C'] of `dtype`: the blended result.
@@ -172,18 +196,25 @@ def tiled_apply(
     if tile_size is None:
         return to_dtype(np.array(fn(image.astype(np.float32, copy=False)), np.float32), dtype)  # fn's own array kept
     tile_h, tile_w, margin = _checked_tiling(tile_size, overlap, margin)
+    if not is_int(align) or align < 1:
+        raise TilingError(f"align must be an integer >= 1, got {align!r}")
     if height <= tile_h and width <= tile_w:
         result = _checked(fn(image.astype(np.float32, copy=False)), image.shape, "the image")
         return to_dtype(result.copy(), dtype)  # fn's own array kept
 
-    ys, xs = tile_starts(height, tile_h, overlap), tile_starts(width, tile_w, overlap)
-    wy, wx = axis_weights(height, tile_h, overlap, margin), axis_weights(width, tile_w, overlap, margin)
-    th, tw = min(tile_h, height), min(tile_w, width)
+    if equal_tiles:
+        extended = [n if n <= t else t + -(-(n - t) // align) * align for n, t in ((height, tile_h), (width, tile_w))]
+        if extended != [height, width]:
+            padding = ((0, extended[0] - height), (0, extended[1] - width), (0, 0))
+            out = tiled_apply(fn, np.pad(image, padding, mode="reflect"), tile_size, overlap, margin, dtype, align)
+            return out[:height, :width]
+    rows, columns = tile_spans(height, tile_h, overlap, align), tile_spans(width, tile_w, overlap, align)
+    wy, wx = axis_weights(height, tile_h, overlap, margin, align), axis_weights(width, tile_w, overlap, margin, align)
     output = band = None
-    for i, (y, weight_y) in enumerate(zip(ys, wy)):
-        carried = band[y - ys[i - 1]:] if band is not None else None  # rows the previous tiles share
+    for i, ((y, th), weight_y) in enumerate(zip(rows, wy)):
+        carried = band[y - rows[i - 1][0]:] if band is not None else None  # rows the previous tiles share
         band = None
-        for x, weight_x in zip(xs, wx):
+        for (x, tw), weight_x in zip(columns, wx):
             tile = image[y : y + th, x : x + tw].astype(np.float32)
             result = _checked(fn(tile), tile.shape, f"the tile at ({y}, {x})")
             if band is None:
@@ -194,7 +225,7 @@ def tiled_apply(
                 output = np.empty((height, width, result.shape[-1]), dtype)
             weight = (weight_y[:, None] * weight_x[None, :]).astype(np.float32)[..., None]
             band[:, x : x + tw] += result * weight
-        done = (ys[i + 1] if i + 1 < len(ys) else height) - y  # no later tile reaches these rows
+        done = (rows[i + 1][0] if i + 1 < len(rows) else height) - y  # no later tile reaches these rows
         output[y : y + done] = to_dtype(band[:done], dtype)
     return output
 
@@ -222,7 +253,7 @@ def min_size_apply(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, mi
 
 
 def fixed_size_apply(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, size: TileSize,
-                     overlap: int = 48) -> np.ndarray:
+                     overlap: int = 48, align: int = 1) -> np.ndarray:
     """Runs `fn`, which only takes images of exactly `size`, on an image of any size.
 
     Larger images go through `tiled_apply` in tiles of `size` (the last tile of a row or
@@ -236,6 +267,8 @@ def fixed_size_apply(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, 
         image: [H, W, C], any H, W >= 1.
         size: the one input size of `fn` (an int or a pair).
         overlap: as in `tiled_apply`; at most half the smaller side of `size`.
+        align: as in `tiled_apply` (the model's shift period); the image is mirrored at the
+            bottom and right by fewer than `align` pixels where the aligned tiles end past it.
 
     Returns:
         float32 [H, W, C'].
@@ -248,7 +281,8 @@ def fixed_size_apply(fn: Callable[[np.ndarray], np.ndarray], image: np.ndarray, 
             tile = np.pad(tile, ((0, height - h), (0, width - w), (0, 0)), mode="reflect")  # as ReflectToMultiple
         return np.asarray(fn(tile))[:h, :w]
 
-    return tiled_apply(padded, image, (height, width), min(overlap, min(height, width) // 2))
+    return tiled_apply(padded, image, (height, width), min(overlap, min(height, width) // 2), align=align,
+                       equal_tiles=True)
 
 
 def to_dtype(values: np.ndarray, dtype) -> np.ndarray:

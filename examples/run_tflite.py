@@ -12,7 +12,8 @@ one onto the Android (Kotlin) and iOS (Swift) code in docs/mobile.md:
      run with `context` pixels of its surroundings and only its core is kept, so memory
      stays that of one tile (XNNPACK needs about 1.9 GB per megapixel it sees at once for the
      zoo's pyramids; a 256 x 256 tile about 0.13 GB). Every window has the same size, so the
-     interpreter is resized once.
+     interpreter is resized once, and starts at a multiple of the model's shift period (read
+     from its model card), so it computes what the whole image would.
 
     python examples/run_tflite.py out/model.tflite noisy.png denoised.png --threads 2
     python examples/run_tflite.py out/model.tflite big.jpg denoised.png --tile 0   # the whole image at once
@@ -22,6 +23,7 @@ that cannot be written (the output is written whole or not at all).
 """
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -90,21 +92,41 @@ def run_window(interpreter: Interpreter, window: np.ndarray) -> np.ndarray:
     return interpreter.get_tensor(out["index"])[0, :h, :w]
 
 
-def window_starts(length: int, core: int, window: int):
+def window_starts(length: int, core: int, window: int, period: int = 1):
     """(core start, core end, window start) along one axis: cores tile the axis, each window of
-    `window` pixels holds its core with as much context around it as the image allows."""
+    `window` pixels holds its core with as much context around it as the image allows, and
+    starts at a multiple of `period` (`length - window` must be one: `denoise_pixels` mirrors
+    the image up to that), which costs the window up to `period - 1` pixels of context after its core."""
     spans = []
     for start in range(0, length, core):
         end = min(start + core, length)
         middle = start - (window - (end - start)) // 2
-        spans.append((start, end, max(0, min(middle, length - window))))
+        spans.append((start, end, max(0, min(middle, length - window)) // period * period))
     return spans
 
 
-def denoise_pixels(interpreter: Interpreter, pixels: np.ndarray, tile: int = 0, context: int = 24) -> np.ndarray:
+def shift_period(model_path: str) -> int:
+    """The model's shift period from its card beside the file (`<name>.json` in the zoo,
+    `model_card.json` in an export folder), else 1. A model with strides (a pixel unshuffle, a
+    pyramid, an N3 block) gives the same output for a shifted image only when the shift is a
+    multiple of it: windows start at such offsets, so each computes what the whole image would."""
+    for card in (os.path.splitext(model_path)[0] + ".json", os.path.join(os.path.dirname(model_path), "model_card.json")):
+        try:
+            with open(card) as file:
+                period = json.load(file).get("shift_period")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(period, int) and period >= 1:
+            return period
+    return 1
+
+
+def denoise_pixels(interpreter: Interpreter, pixels: np.ndarray, tile: int = 0, context: int = 24,
+                   period: int = 1) -> np.ndarray:
     """Steps 3 to 6: uint8 [H, W, C] in, uint8 [H, W, C] out; `tile` 0 runs the whole image at once.
 
     A file of one input size (`--tflite-size`) sets the window size itself (`tile` is ignored).
+    Windows start at multiples of `period`, the model's shift period (`shift_period`).
     """
     inp = interpreter.get_input_details()[0]
     channels = int(inp["shape_signature"][-1])
@@ -123,12 +145,17 @@ def denoise_pixels(interpreter: Interpreter, pixels: np.ndarray, tile: int = 0, 
         result = run_window(interpreter, pixels)
     else:
         window_h, window_w = min(tile_h, height), min(tile_w, width)
-        result = np.empty(pixels.shape, np.float32)
-        for top, bottom, y in window_starts(height, window_h - 2 * context if window_h < height else height, window_h):
-            for left, right, x in window_starts(width, window_w - 2 * context if window_w < width else width,
-                                                window_w):
-                out = run_window(interpreter, pixels[y : y + window_h, x : x + window_w])
+        # mirror the bottom and right (fewer than `period` pixels) so the last windows start on the period too
+        extended = [n if n <= w else w + -(-(n - w) // period) * period for n, w in ((height, window_h), (width, window_w))]
+        image = np.pad(pixels, ((0, extended[0] - height), (0, extended[1] - width), (0, 0)), mode="reflect")
+        result = np.empty((*extended, pixels.shape[-1]), np.float32)
+        core_h = window_h - 2 * context if window_h < extended[0] else extended[0]
+        core_w = window_w - 2 * context if window_w < extended[1] else extended[1]
+        for top, bottom, y in window_starts(extended[0], core_h, window_h, period):
+            for left, right, x in window_starts(extended[1], core_w, window_w, period):
+                out = run_window(interpreter, image[y : y + window_h, x : x + window_w])
                 result[top:bottom, left:right] = out[top - y : bottom - y, left - x : right - x]
+        result = result[:height, :width]
     return np.clip(np.round(result), 0, 255).astype(np.uint8)
 
 
@@ -177,7 +204,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         interpreter = load_interpreter(args.model, args.threads)
         channels = int(interpreter.get_input_details()[0]["shape_signature"][-1])
         pixels = read_pixels(args.input, channels)
-        denoised = denoise_pixels(interpreter, pixels, args.tile)
+        denoised = denoise_pixels(interpreter, pixels, args.tile, period=shift_period(args.model))
         write_pixels(args.output, denoised, image_format)
     except RunError as error:
         print(f"error: {error}", file=sys.stderr)

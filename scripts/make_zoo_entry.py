@@ -430,6 +430,7 @@ def refresh(names, zoo: Path) -> int:
     from bfcnn.export import fp32_tolerance, sample_image
     from bfcnn.lite import TFLiteDenoiser
     from bfcnn.models.cost import flops_per_pixel
+    from bfcnn.models.shift import shift_period
     from bfcnn.training.loop import atomic_save_model
 
     for name in names:
@@ -468,6 +469,7 @@ def refresh(names, zoo: Path) -> int:
                                    "keras_float32_sensitivity": sensitivity,
                                    "image": "bfcnn.export.sample_image (noisy photograph, sigma 25)"}
         card["flops_per_pixel"] = flops_per_pixel(model)  # counted again: the count may have been fixed since
+        card["shift_period"] = shift_period(model)  # where TFLiteDenoiser's tiles may start (bfcnn.models.shift)
         card["speed"] = speed(model, channels, tflite_path)
         card["files"] = file_entries(keras_path, tflite_path)
         write_card(card_path, card)
@@ -483,6 +485,7 @@ def card_of(args, config, model, steps: int, seconds: float, checkpoint: str, to
     """The model card of a new entry, from what `ship` measured."""
     from bfcnn.config import config_to_dict
     from bfcnn.models.cost import describe
+    from bfcnn.models.shift import shift_period
 
     channels = config.model.get("channels", 1)
     cost = describe(model)
@@ -494,6 +497,7 @@ def card_of(args, config, model, steps: int, seconds: float, checkpoint: str, to
         "bias_free": cost["bias_free"],
         "parameters": cost["parameters"],
         "flops_per_pixel": cost["flops_per_pixel"],
+        "shift_period": shift_period(model),
         "input": {"name": model.inputs[0].name, "dtype": "float32", "shape": [None, None, None, channels],
                   "value_range": [0, 255]},
         "training": {

@@ -361,6 +361,11 @@ def test_round_trip_unshuffled_resnet(tmp_path):
     for shape in [(1, 1, 1, 1), (1, 3, 200, 1), (1, 33, 17, 1)]:
         images = noisy_images(shape)
         np.testing.assert_allclose(denoiser(images), keras_out(model, images), atol=1e-3, rtol=0)
+    # the card says the model's shift period; the runner's tiles follow it and give the whole image's result
+    assert json.loads((tmp_path / "out" / "model_card.json").read_text())["shift_period"] == denoiser.shift_period == 2
+    image = noisy_images((1, 101, 133, 1))[0]
+    np.testing.assert_allclose(denoiser.denoise(image, tile_size=64, overlap=32), denoiser(image), atol=1e-3, rtol=0)
+    assert TFLiteDenoiser(tmp_path / "out" / "model.tflite", shift_period=3).shift_period == 3
 
 
 @pytest.mark.slow

@@ -353,3 +353,31 @@ def test_a_thin_image_keeps_its_level_through_a_pyramid_model(shape):
     came back about a third too dark (85 for a constant 128); it is now mirrored up to 8 first."""
     out = bfcnn.denoise(np.full(shape, 128.0, np.float32), model="pyramid_gray_m")
     assert out.shape == shape and abs(float(out.mean()) - 128.0) < 2.0
+
+
+def test_tiles_follow_the_models_shift_period():
+    """A ResNet with a 2x2 pixel unshuffle sees another grid when shifted by one pixel: tiles start
+    at even offsets (odd sizes included), so the tiled result is the whole image's."""
+    from bfcnn.models.shift import shift_period
+
+    seed_everything()
+    model = bfcnn.build_model({"type": "resnet", "channels": 1, "filters": 8, "blocks": 1, "downsample": 2})
+    assert shift_period(model) == 2
+    noisy = np.random.default_rng(8).uniform(0, 255, (151, 193)).astype(np.float32)
+    whole = bfcnn.denoise(noisy, model=model, tile_size=0)
+    tiled = bfcnn.denoise(noisy, model=model, tile_size=64, overlap=32)
+    np.testing.assert_allclose(tiled, whole, atol=1e-3, rtol=0)
+
+
+def test_a_thin_image_is_tiled_by_what_the_model_sees(monkeypatch):
+    """A side under 8 pixels is mirrored up to 8: a 2 x 1000 strip is 8000 pixels to the model,
+    over a limit of 4096, so it goes in tiles."""
+    import bfcnn.inference
+
+    monkeypatch.setattr(bfcnn.inference, "DEFAULT_MAX_PIXELS", 4096)
+    sizes = []
+    out = bfcnn.denoise(np.zeros((2, 1000), np.uint8), model=lambda x: sizes.append(x.shape[:2]) or x)
+    assert out.shape == (2, 1000) and len(sizes) > 1 and max(w for _, w in sizes) == 512
+    sizes.clear()
+    bfcnn.denoise(np.zeros((2, 500), np.uint8), model=lambda x: sizes.append(x.shape[:2]) or x)
+    assert sizes == [(8, 500)]  # 4000 pixels seen: whole

@@ -114,6 +114,7 @@ def test_denoise_tiles_large_images_by_default(tiny, monkeypatch):
     denoiser.__call__ = lambda tile: sizes.append(tile.shape[:2]) or run(tile)
     image = to_uint8(noisy_camera((150, 180))[1])
     tiled = denoiser.denoise(image)
+    assert denoiser.shift_period == 1  # no model card beside the file
     assert sizes and set(sizes) == {(96, 96)}
     sizes.clear()
     whole = denoiser.denoise(image, tile_size=None)
@@ -393,3 +394,55 @@ def test_thin_images_keep_their_level_through_the_shipped_pyramid_file(shape):
     example = load_example()
     out = example.denoise_pixels(example.load_interpreter(path), flat.astype(np.uint8))
     assert out.shape == flat.shape and abs(float(out.mean()) - 128.0) < 2.0
+
+
+def test_the_shift_period_comes_from_the_card_beside_the_file(tiny, tmp_path):
+    """`<name>.json` (the zoo's layout) or `model_card.json` (an export's) beside the file sets where
+    tiles may start; none, or a card without it, leaves them anywhere; a bad value is named."""
+    import json
+    import shutil
+
+    from bfcnn.lite import TFLiteDenoiser
+
+    zoo_like = tmp_path / "zoo" / "gray.tflite"
+    zoo_like.parent.mkdir()
+    shutil.copy(tiny[1], zoo_like)
+    assert TFLiteDenoiser(zoo_like).shift_period == 1
+    zoo_like.with_suffix(".json").write_text(json.dumps({"name": "gray"}))
+    assert TFLiteDenoiser(zoo_like).shift_period == 1
+    zoo_like.with_suffix(".json").write_text(json.dumps({"shift_period": 4}))
+    assert TFLiteDenoiser(zoo_like).shift_period == 4
+    export_like = tmp_path / "export" / "model.tflite"
+    export_like.parent.mkdir()
+    shutil.copy(tiny[1], export_like)
+    (export_like.parent / "model_card.json").write_text(json.dumps({"shift_period": 5}))
+    assert TFLiteDenoiser(export_like.parent).shift_period == 5
+    with pytest.raises(BfcnnError, match="shift_period must be None or an integer >= 1"):
+        TFLiteDenoiser(export_like, shift_period=0)
+
+
+def test_example_windows_follow_the_models_shift_period(tmp_path):
+    """resnet_gray_s (a 2x2 pixel unshuffle) shifted by one pixel computes another result: windows
+    at even offsets give the whole image's result, windows anywhere do not; the period comes from
+    the card beside the file."""
+    import json
+    import shutil
+
+    from bfcnn.zoo import zoo_directory
+
+    example = load_example()
+    model = tmp_path / "gray.tflite"
+    shutil.copy(zoo_directory() / "resnet_gray_s.tflite", model)
+    assert example.shift_period(str(model)) == 1
+    model.with_suffix(".json").write_text(json.dumps({"shift_period": 2}))
+    assert example.shift_period(str(model)) == 2
+    interpreter = example.load_interpreter(str(model))
+    noisy_uint8 = to_uint8(noisy_camera((100, 131))[1])
+    whole = example.denoise_pixels(interpreter, noisy_uint8, tile=0).astype(int)
+    aligned = example.denoise_pixels(interpreter, noisy_uint8, tile=64, period=2).astype(int)
+    # the odd width is mirrored by a column to put the last windows on the period too: the
+    # model's receptive field (13 pixels) away from the right edge, the whole image's result
+    inner = (slice(None), slice(0, 131 - 16))
+    assert np.abs(aligned[inner] - whole[inner]).max() <= 1  # float ties at .5 only
+    anywhere = example.denoise_pixels(interpreter, noisy_uint8, tile=64).astype(int)
+    assert np.abs(anywhere[inner] - whole[inner]).max() > 2

@@ -32,6 +32,7 @@ def test_refresh_writes_tflite_speed_and_checksums_and_keeps_the_rest(zoo):
         assert card["files"][kind]["sha256"] == sha256(zoo / name)
     assert card["speed"]["keras_ms_per_megapixel"] > 0
     assert card["speed"]["tflite_fp32_ms_per_megapixel"] > 0
+    assert card["shift_period"] == 2  # a 2-level pyramid: mirrored to a multiple of 2
     assert not list(zoo.glob("*.tmp"))
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bfcnn.errors import BfcnnError
-from bfcnn.tiling import TilingError, as_pair, axis_weights, is_int, tile_starts, tiled_apply
+from bfcnn.tiling import TilingError, as_pair, axis_weights, is_int, tile_spans, tile_starts, tiled_apply
 
 
 def box_filter(image, radius):
@@ -217,3 +217,66 @@ def test_fixed_size_apply_mirrors_with_reflect_not_symmetric():
     image = np.arange(3 * 5, dtype=np.float32).reshape(3, 5, 1)
     fixed_size_apply(lambda t: seen.append(t) or t, image, (8, 8), overlap=0)
     np.testing.assert_array_equal(seen[0], np.pad(image, ((0, 5), (0, 3), (0, 0)), mode="reflect"))
+
+
+def block_detail(image, period):
+    """Each pixel minus the mean of its period x period block, blocks anchored at (0, 0) (the last
+    ones cut short): a 'model' with a receptive radius under `period` that gives the same
+    output for a shifted image only when the shift is a multiple of `period`, like a pixel unshuffle."""
+    out = np.empty_like(image, dtype=np.float32)
+    for y in range(0, image.shape[0], period):
+        for x in range(0, image.shape[1], period):
+            block = image[y : y + period, x : x + period]
+            out[y : y + period, x : x + period] = block - block.mean(axis=(0, 1))
+    return out
+
+
+@pytest.mark.parametrize("length,tile,overlap,align", [
+    (100, 16, 8, 2), (101, 16, 8, 4), (1000, 256, 48, 5), (1051, 512, 48, 4), (300, 96, 48, 40), (43, 40, 10, 8),
+])
+def test_tile_spans_start_on_the_period_and_end_at_the_border(length, tile, overlap, align):
+    spans = tile_spans(length, tile, overlap, align)
+    assert spans[0][0] == 0 and sum(spans[-1]) == length
+    assert all(start % align == 0 for start, _ in spans)
+    assert all(size == min(tile, length) for _, size in spans[:-1])
+    assert min(tile, length) <= spans[-1][1] < min(tile, length) + align
+    assert all(a + size_a - b >= overlap for (a, size_a), (b, _) in zip(spans, spans[1:]))
+    total = np.zeros(length)
+    for (start, size), w in zip(spans, axis_weights(length, tile, overlap, overlap // 4, align)):
+        assert len(w) == size
+        total[start : start + size] += w
+    np.testing.assert_allclose(total, 1.0, atol=1e-12)
+
+
+def test_tiles_on_the_period_reproduce_a_shift_variant_model():
+    """Tiles starting off a model's grid compute another result than the whole image; aligned
+    ones reproduce it exactly (odd sizes, where the last tiles end off the grid, included)."""
+    image = np.random.default_rng(3).uniform(0, 255, (101, 131, 1)).astype(np.float32)
+    whole = block_detail(image, 4)
+    aligned = tiled_apply(lambda t: block_detail(t, 4), image, tile_size=32, overlap=15, align=4)
+    np.testing.assert_allclose(aligned, whole, atol=1e-3)
+    unaligned = tiled_apply(lambda t: block_detail(t, 4), image, tile_size=32, overlap=15)
+    assert np.abs(unaligned - whole).max() > 1.0
+    with pytest.raises(TilingError, match="shift period 40"):
+        tiled_apply(lambda t: t, image, tile_size=32, overlap=15, align=40)
+    with pytest.raises(TilingError, match="align must be an integer >= 1"):
+        tiled_apply(lambda t: t, image, tile_size=32, overlap=15, align=0)
+
+
+def test_equal_tiles_feed_a_fixed_size_function_exactly_its_size():
+    """A function of one input size gets exactly that size, aligned, even where the aligned tiles
+    end past the image (mirrored there and cropped back)."""
+    from bfcnn.tiling import fixed_size_apply
+
+    image = np.random.default_rng(4).uniform(0, 255, (101, 131, 1)).astype(np.float32)
+    sizes = []
+
+    def fixed(tile):
+        sizes.append(tile.shape[:2])
+        assert tile.shape[:2] == (32, 40)
+        return block_detail(tile, 4)
+
+    out = fixed_size_apply(fixed, image, (32, 40), overlap=15, align=4)
+    assert out.shape == image.shape and set(sizes) == {(32, 40)}
+    # away from the mirrored bottom and right edges, the whole image's result
+    np.testing.assert_allclose(out[:96, :128], block_detail(image, 4)[:96, :128], atol=1e-3)

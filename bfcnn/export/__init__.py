@@ -132,6 +132,7 @@ def _model_card(model, name, config, source, tflite: Dict[str, dict]) -> Dict[st
 
     import bfcnn
     from bfcnn.models.cost import count_parameters, flops_per_pixel, is_bias_free
+    from bfcnn.models.shift import shift_period
 
     channels = model_channels(model)
     image_spec = {"dtype": "float32", "shape": [None, None, None, channels], "value_range": list(VALUE_RANGE)}
@@ -162,6 +163,9 @@ def _model_card(model, name, config, source, tflite: Dict[str, dict]) -> Dict[st
         "parameters": count_parameters(model),
         "flops_per_pixel": flops_per_pixel(model),
         "bias_free": is_bias_free(model),
+        "shift_period": shift_period(model),
+        "shift_period_note": "tiles start at multiples of it (bfcnn.tiling.tile_spans): a shift by it moves the "
+                             "output alike, a smaller one may not",
         "bfcnn_version": bfcnn.__version__,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
