@@ -162,7 +162,7 @@ def main(argv=None) -> int:
 
     from bfcnn.errors import BfcnnError
     from bfcnn.inference import in_precision
-    from bfcnn.io import check_output_folder, write_image
+    from bfcnn.io import check_output_folder, decodes_to_fewer_bits, write_image
     from bfcnn.zoo import load_model
 
     out_dir = Path(args.output_directory).expanduser()
@@ -178,6 +178,7 @@ def main(argv=None) -> int:
     for index, (path, output) in enumerate(zip(files, outputs), 1):
         try:
             with Image.open(path) as image:  # denoise turns it upright by its EXIF orientation
+                fewer_bits = decodes_to_fewer_bits(image)
                 image.load()
                 result = denoise(image, model=model, tile_size=args.tile_size, ensemble=args.ensemble)
         except Exception as error:  # Pillow's decoders raise OSError, EOFError, SyntaxError, ...: keep going
@@ -185,9 +186,12 @@ def main(argv=None) -> int:
             status = f"FAILED: cannot read or denoise {path}: {type(error).__name__}: {error}"
         else:
             try:
-                write_image(output, np.asarray(result))
+                write_image(output, np.asarray(result), result.info.get("icc_profile"))
                 name = output.name
                 status = "ok" if name == f"{path.stem}.png" else f"ok -> {name} (an earlier input had the same name)"
+                if fewer_bits:
+                    status += (" (16-bit color read and written as 8-bit: Pillow decodes it so; bfcnn.denoise "
+                               "keeps a uint16 array, e.g. from tifffile or imageio, 16-bit)")
             except OSError as error:  # a full disk, a folder made meanwhile: the next file may still go
                 failed += 1
                 status = f"FAILED: cannot write {output}: {error.strerror or error}"

@@ -137,7 +137,7 @@ def _check_tiling(tile_size, overlap) -> None:
                          f"or an integer at least twice overlap={overlap}, got {tile_size!r}")
 
 
-def _as_array(image) -> np.ndarray:
+def as_array(image) -> np.ndarray:
     """`image` (not a PIL image) as a numpy array, or a BfcnnError saying what is expected."""
     expected = "image must be a numpy array or a PIL image"
     if image is None or isinstance(image, (str, bytes, os.PathLike)):
@@ -204,7 +204,7 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
     options = dict(model=model, tile_size=tile_size, overlap=overlap, ensemble=ensemble, precision=precision)
     if isinstance(image, Image.Image):
         return _denoise_pil(image, options)
-    array = _as_array(image)
+    array = as_array(image)
     pixels, alpha, scale = _to_pixels(array, image)
     model = in_precision(_as_model(model), precision)
     function = _same_shape(graph_runner(model) if hasattr(model, "input_shape") else model)
@@ -228,7 +228,19 @@ def _shift_period(model) -> int:
 def _denoise_pil(image, options: dict):
     """`denoise` for a PIL image: turned upright by its EXIF orientation first (the result has
     no orientation tag, so it shows as the input did); 16-bit gray and gray with alpha keep
-    their mode, alpha is kept, everything else comes back as L or RGB."""
+    their mode, alpha is kept, everything else comes back as L or RGB. The ICC color profile
+    is kept (in `info["icc_profile"]`) where the result is in the input's color space."""
+    from bfcnn.io import PROFILE_KEEPING_MODES
+
+    result = _denoise_pil_pixels(image, options)
+    profile = image.info.get("icc_profile")
+    if profile and image.mode in PROFILE_KEEPING_MODES:
+        result.info["icc_profile"] = profile
+    return result
+
+
+def _denoise_pil_pixels(image, options: dict):
+    """`_denoise_pil` without the color profile."""
     from PIL import Image, ImageOps
 
     from bfcnn.io import EXIF_ORIENTATION, to_uint8_array

@@ -243,13 +243,31 @@ def read_image(path, color: Optional[str] = None) -> np.ndarray:
         raise ImageReadError(f"cannot read image {str(path)!r}: {type(error).__name__}: {error}") from error
 
 
-def write_image(path, array: np.ndarray) -> None:
+def decodes_to_fewer_bits(image: Image.Image) -> bool:
+    """Whether Pillow decodes this opened (not yet loaded) file's samples to fewer bits than it
+    stores: 16-bit RGB (48-bit PNG, TIFF) comes out as 8-bit "RGB"; 16-bit gray keeps its bits."""
+    for tile in image.tile:
+        args = tile.args if hasattr(tile, "args") else tile[3]
+        rawmode = args if isinstance(args, str) else (args[0] if args and isinstance(args[0], str) else "")
+        if ";16" in rawmode and not image.mode.startswith("I"):
+            return True
+    return False
+
+
+# Modes whose pixels keep the color space of the file's ICC profile through `bfcnn.denoise`
+# (gray stays gray, RGB and palettes come back RGB); CMYK, LAB, YCbCr and HSV come back RGB.
+PROFILE_KEEPING_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "P", "PA", "RGB", "RGBA", "RGBa")
+
+
+def write_image(path, array: np.ndarray, icc_profile: Optional[bytes] = None) -> None:
     """Writes a uint8 image array atomically (temp file, then rename), in the format of the suffix.
 
     Args:
         path: the file to write; missing parent folders are created.
         array: uint8 [H, W], [H, W, 1], [H, W, 2] (gray and alpha), [H, W, 3] or [H, W, 4]
             (uint16 [H, W] for 16-bit gray).
+        icc_profile: the color profile to embed (a photograph's, so color-managed viewers show
+            the result in the colors of the input); None embeds none.
 
     Raises:
         ValueError: a float or bool array, or another shape.
@@ -264,4 +282,4 @@ def write_image(path, array: np.ndarray) -> None:
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp)
+        Image.fromarray(array).save(tmp, **({"icc_profile": icc_profile} if icc_profile else {}))

@@ -186,9 +186,9 @@ class TFLiteDenoiser:
             BfcnnError: (a ValueError) an unsupported dtype or shape, values that are not
                 finite, or a bad tiling argument.
         """
-        from bfcnn.inference import channel_matched, checked_scale
+        from bfcnn.inference import as_array, channel_matched, checked_scale
 
-        image = np.asarray(image)
+        image = as_array(image)
         scale = checked_scale(image)
         x = image[..., None] if image.ndim == 2 else image
         alpha = x[..., 3:] if x.shape[-1] == 4 else None

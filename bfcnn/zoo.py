@@ -167,6 +167,9 @@ def load_model(name_or_path: Optional[Union[str, os.PathLike]] = "default", veri
         >>> model = bfcnn.load_model("pyramid_gray_m")
         >>> clean = model(noisy[None, ..., None])[0, ..., 0]
     """
+    if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
+        raise BfcnnError(f"load_model takes a zoo name ({', '.join(list_models())}), a path to a .keras file or "
+                         f"a model folder, or None; got a {type(name_or_path).__name__}: {name_or_path!r}")
     path = _model_path("default" if name_or_path is None else os.fspath(name_or_path), verify,
                        as_path=isinstance(name_or_path, os.PathLike))
     from bfcnn.models.files import NotKerasFileError, load_keras_file

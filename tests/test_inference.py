@@ -381,3 +381,46 @@ def test_a_thin_image_is_tiled_by_what_the_model_sees(monkeypatch):
     sizes.clear()
     bfcnn.denoise(np.zeros((2, 500), np.uint8), model=lambda x: sizes.append(x.shape[:2]) or x)
     assert sizes == [(8, 500)]  # 4000 pixels seen: whole
+
+
+def _png_rgb16(path, pixels):
+    """A 48-bit RGB PNG (Pillow reads such files but cannot write them)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    height, width = pixels.shape[:2]
+    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(height))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_color_profiles_are_kept_and_16_bit_color_is_named(color_model, tmp_path, capsys):
+    """A photograph's ICC profile goes with the result where the result is in its color space
+    (RGB, gray), not where it is converted (CMYK comes back RGB); the command line embeds it, and
+    says when Pillow decoded 16-bit color to 8 bits."""
+    from PIL import ImageCms
+
+    from bfcnn.denoise import main
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rgb = Image.fromarray(np.random.default_rng(9).integers(0, 256, (16, 20, 3), dtype=np.uint8))
+    rgb.info["icc_profile"] = profile
+    assert bfcnn.denoise(rgb, model=color_model).info.get("icc_profile") == profile
+    cmyk = rgb.convert("CMYK")
+    cmyk.info["icc_profile"] = profile
+    assert "icc_profile" not in bfcnn.denoise(cmyk, model=color_model).info
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rgb.save(folder / "tagged.png", icc_profile=profile)
+    _png_rgb16(folder / "deep.png", np.random.default_rng(10).integers(0, 65536, (12, 10, 3)))
+    model_path = tmp_path / "color.keras"
+    color_model.save(model_path)
+    assert main([str(folder), "-o", str(tmp_path / "out"), "--model", str(model_path)]) == 0
+    assert Image.open(tmp_path / "out" / "tagged.png").info.get("icc_profile") == profile
+    assert "icc_profile" not in Image.open(tmp_path / "out" / "deep.png").info
+    lines = {line.split(": ", 1)[0].split()[-1]: line for line in capsys.readouterr().err.splitlines() if ": ok" in line}
+    assert "16-bit color read and written as 8-bit" in lines["deep.png"]
+    assert "16-bit" not in lines["tagged.png"]

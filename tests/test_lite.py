@@ -446,3 +446,10 @@ def test_example_windows_follow_the_models_shift_period(tmp_path):
     assert np.abs(aligned[inner] - whole[inner]).max() <= 1  # float ties at .5 only
     anywhere = example.denoise_pixels(interpreter, noisy_uint8, tile=64).astype(int)
     assert np.abs(anywhere[inner] - whole[inner]).max() > 2
+
+
+def test_denoise_given_a_path_says_to_open_it_first(tiny):
+    from bfcnn.lite import TFLiteDenoiser
+
+    with pytest.raises(BfcnnError, match=r"open it first: PIL.Image.open\(path\)"):
+        TFLiteDenoiser(tiny[1]).denoise("photo.png")

@@ -241,3 +241,12 @@ def test_wheel_ships_the_zoo(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert f"LOADED {len(ZOO)}" in run.stdout
+
+
+def test_load_model_names_what_it_takes_when_given_something_else():
+    import bfcnn
+    from bfcnn.errors import BfcnnError
+
+    for wrong in (3, 2.5, ["pyramid_gray_m"]):
+        with pytest.raises(BfcnnError, match="load_model takes a zoo name .*pyramid_gray_m"):
+            bfcnn.load_model(wrong)
