@@ -783,3 +783,199 @@ def test_data_too_large_to_cache_is_streamed_without_being_decoded_first(image_d
     config = tiny_config(image_dir, train={"steps": 4, "checkpoint_every": 4}, validation={"directory": None})
     Trainer(config, tmp_path).run()
     assert json.loads((tmp_path / "summary.json").read_text())["skipped_files"] is None  # streamed
+
+
+def _flat_images(root, count):
+    """`count` 16x16 gray images, image i all of value i, so a patch's mean names its file."""
+    root.mkdir()
+    for i in range(count):
+        Image.fromarray(np.full((16, 16), i, np.uint8)).save(root / f"{i:03d}.png")
+    return root
+
+
+def test_a_resumed_streamed_run_draws_other_files_than_its_first_session(tmp_path):
+    """Streamed data cannot be replayed from the middle: the resumed session's pipeline is seeded
+    from the restored step too, not restarted at the first session's draws (which it used to
+    repeat, all 16 patches of them)."""
+    flat = _flat_images(tmp_path / "flat", 96)
+    config = tiny_config(flat, dataset={"cache": False, "patch_size": 16, "shuffle_buffer": 8, "patches_per_image": 1},
+                         train={"steps": 8, "checkpoint_every": 4}, validation={"directory": None})
+    drawn = []
+
+    class Recording(Trainer):
+        def _data(self, strategy, *args):
+            sampler, iterator = super()._data(strategy, *args)
+
+            def recorded():
+                for batch in iterator:
+                    drawn.append({int(v) for v in np.asarray(batch).mean(axis=(1, 2, 3)).round()})
+                    yield batch
+
+            return sampler, recorded()
+
+    Recording(config, tmp_path / "run").run(stop_after=4)
+    first = set().union(*drawn[:4])
+    drawn.clear()
+    Recording(config, tmp_path / "run").run()
+    resumed = set().union(*drawn[:4])
+    assert len(first) == len(resumed) == 16
+    assert len(first & resumed) <= 8  # about 16 x 16 / 96 = 2.7 by chance
+    from bfcnn.training.data import stream_seed
+
+    assert stream_seed(123, 0) == 123 and stream_seed(123, 4) != 123  # an uninterrupted run keeps its seed
+
+
+CLIP_CHECK = """
+import sys, tempfile
+import numpy as np
+from bfcnn.config import load_config
+from bfcnn.training.loop import Trainer, configure_logical_cpus
+configure_logical_cpus(2)
+captured = {}
+restore = Trainer._restore_state
+def capture(self, strategy, ckpt_dir):
+    captured["state"] = restore(self, strategy, ckpt_dir)
+    return captured["state"]
+Trainer._restore_state = capture
+for strategy, precision in [("mirrored", "float32"), ("mirrored", "mixed_float16"), ("default", "float32")]:
+    config = load_config(sys.argv[1], [f"distribution.strategy={strategy}", "distribution.devices=2",
+                                       f"train.precision={precision}"])
+    Trainer(config, tempfile.mkdtemp()).run()
+    optimizer = captured["state"].optimizer
+    adam = getattr(optimizer, "inner_optimizer", optimizer)
+    # after one step Adam's first moment is (1 - beta_1) x the gradient it applied
+    moments = [np.asarray(m.value if hasattr(m, "value") else m) for m in adam._momentums]
+    print("NORM", strategy, precision, np.sqrt(sum(np.sum(np.square(m)) for m in moments)) / (1 - adam.beta_1))
+"""
+
+
+def test_clipnorm_limits_the_gradient_summed_over_the_replicas(image_dir, tmp_path):
+    """Keras clips each replica's gradient before summing them (2 replicas: 1.99 x clipnorm
+    here); the step clips the sum, in float32 and under float16's loss scale."""
+    from bfcnn.config import dump_config
+
+    clipnorm = 1e-3  # far below the gradient's norm
+    dump_config(tiny_config(image_dir, optimizer={"clipnorm": clipnorm}, train={"steps": 1},
+                            validation={"directory": None}), tmp_path / "run.yaml")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", CLIP_CHECK, str(tmp_path / "run.yaml")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    norms = {tuple(line.split()[1:3]): float(line.split()[3]) for line in out.stdout.splitlines()
+             if line.startswith("NORM")}
+    assert len(norms) == 3, out.stdout
+    for (strategy, precision), norm in norms.items():
+        assert norm == pytest.approx(clipnorm, rel=1e-3), (strategy, precision)
+
+
+def test_only_a_single_replica_optimizer_clips_itself(image_dir):
+    from bfcnn.training.optim import build_optimizer
+
+    config = tiny_config(image_dir, optimizer={"clipnorm": 0.5}).optimizer
+    assert build_optimizer(config, 10).global_clipnorm == 0.5
+    assert build_optimizer(config, 10, clip=False).global_clipnorm is None
+
+
+def test_float16_steps_skipped_for_overflow_still_count_for_the_schedule(image_dir, tmp_path, monkeypatch):
+    """Keras's float16 loss scaler halves its scale and skips a step with non-finite gradients
+    without counting it in `iterations`, which the learning-rate schedule reads; here it counts."""
+    import tensorflow as tf
+
+    import bfcnn.training.loop as loop
+
+    real = loop.pixel_loss
+    calls = tf.Variable(0)
+
+    def sometimes_inf(target, estimate, config, **kwargs):
+        loss, terms = real(target, estimate, config, **kwargs)
+        calls.assign_add(1)
+        return loss * tf.where(calls <= 4, np.float32("inf"), np.float32(1.0)), terms
+
+    monkeypatch.setattr(loop, "pixel_loss", sometimes_inf)
+    config = tiny_config(image_dir, train={"steps": 8, "checkpoint_every": 8, "on_nan": "skip",
+                                           "precision": "mixed_float16"}, validation={"directory": None})
+    Trainer(config, tmp_path).run()
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "checkpoints")))
+    assert reader.get_tensor("optimizer/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE") <= loop.FLOAT16_LOSS_SCALE / 16
+    assert reader.get_tensor("optimizer/inner_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 8
+
+
+def test_a_float16_checkpoint_whose_iterations_lag_catches_up_on_resume(image_dir, tmp_path, monkeypatch, caplog):
+    """A checkpoint of an older bfcnn, whose float16 scaler did not count skipped steps: the
+    resumed run's schedule goes on from the step counter."""
+    import logging
+
+    import tensorflow as tf
+
+    import bfcnn.training.loop as loop
+
+    real = loop.pixel_loss
+
+    def inf_loss(target, estimate, config, **kwargs):
+        loss, terms = real(target, estimate, config, **kwargs)
+        return loss * np.float32("inf"), terms
+
+    config = tiny_config(image_dir, train={"steps": 5, "checkpoint_every": 3, "on_nan": "skip",
+                                           "precision": "mixed_float16"}, validation={"directory": None})
+    with monkeypatch.context() as patch:  # as before the fix: every step skipped, none counted
+        patch.setattr(loop, "pixel_loss", inf_loss)
+        patch.setattr(loop._Float16LossScale, "_stateful_handle_non_finite_grads",
+                      keras.optimizers.LossScaleOptimizer._stateful_handle_non_finite_grads)
+        Trainer(config, tmp_path).run(stop_after=3)
+    with caplog.at_level(logging.INFO, logger="bfcnn.train"):
+        Trainer(config, tmp_path).run()
+    assert "the optimizer counted 0 steps, the run 3" in caplog.text
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "checkpoints")))
+    assert reader.get_tensor("optimizer/inner_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 5
+
+
+def test_best_tracking_starts_afresh_when_the_validation_settings_change(image_dir, tmp_path, caplog):
+    """PSNRs at sigma 50 never beat those at sigma 20: compared with them, best.keras would stay
+    the sigma-20 model for good."""
+    import logging
+
+    def config(sigma, steps):
+        return tiny_config(image_dir, train={"steps": steps, "checkpoint_every": 2, "log_every": 2},
+                           validation={"sigmas": [sigma], "every": 2, "max_images": 1})
+
+    Trainer(config(20, 4), tmp_path).run()
+    record = json.loads((tmp_path / "best_validation.json").read_text())
+    assert record["validation"] == {"directory": str(image_dir), "sigmas": [20.0], "max_size": 256,
+                                    "max_images": 1, "seed": 0}
+    with caplog.at_level(logging.INFO, logger="bfcnn.train"):
+        Trainer(config(50, 6), tmp_path).run()
+    assert caplog.text.count("validation settings changed since best.keras was chosen (sigmas [20.0] -> [50.0])") == 1
+    record = json.loads((tmp_path / "best_validation.json").read_text())
+    assert record["step"] == 6 and record["validation"]["sigmas"] == [50.0]
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert json.loads((tmp_path / "summary.json").read_text())["best_psnr"] == history[-1]["mean_psnr"]
+
+
+def test_a_best_record_without_validation_settings_counts_as_matching(image_dir, tmp_path, caplog):
+    """A run written before the settings were recorded resumes and keeps its best."""
+    import logging
+
+    def config(steps):
+        return tiny_config(image_dir, train={"steps": steps, "checkpoint_every": 2},
+                           validation={"sigmas": [50], "every": 2, "max_images": 1})
+
+    Trainer(config(2), tmp_path).run()
+    (tmp_path / "best_validation.json").write_text(json.dumps({"step": 2, "mean_psnr": 99.0}))
+    with caplog.at_level(logging.INFO, logger="bfcnn.train"):
+        Trainer(config(4), tmp_path).run()
+    assert "validation settings changed" not in caplog.text
+    assert json.loads((tmp_path / "best_validation.json").read_text()) == {"step": 2, "mean_psnr": 99.0}
+    assert json.loads((tmp_path / "summary.json").read_text())["best_psnr"] == 99.0
+
+
+def test_history_is_strict_json_also_at_sigma_0(image_dir, tmp_path):
+    """The noisy input's PSNR at sigma 0 is infinite: null, as in summary.json, not `Infinity`."""
+    def no_constants(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    config = tiny_config(image_dir, train={"steps": 2, "checkpoint_every": 2},
+                         validation={"sigmas": [0, 20], "every": 2, "max_images": 1})
+    Trainer(config, tmp_path).run()
+    (line,) = (tmp_path / "history.jsonl").read_text().splitlines()
+    entry = json.loads(line, parse_constant=no_constants)
+    assert entry["results"]["0"]["noisy_psnr"] is None and entry["results"]["20"]["noisy_psnr"] > 0

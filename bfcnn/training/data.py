@@ -615,7 +615,17 @@ def _mixed_images(sources, color: str, minimum: int, paired: bool, seed: int) ->
     return tf.data.Dataset.sample_from_datasets(datasets, [w / total for w in weights], seed=seed)
 
 
-def streaming_dataset(sources, dataset_config, seed: int) -> tf.data.Dataset:
+def stream_seed(seed: int, start_step: int) -> int:
+    """The seed of a streamed pipeline that a run starts at `start_step`: the run's `seed`
+    itself at step 0, else a number drawn from (seed, start_step), so that a resumed session
+    shuffles, crops and flips otherwise than the session before it (which started from the
+    same first draws) instead of repeating its batches."""
+    if start_step == 0:
+        return int(seed)
+    return int(np.random.SeedSequence([int(seed), int(start_step)]).generate_state(1, np.uint32)[0])
+
+
+def streaming_dataset(sources, dataset_config, seed: int, start_step: int = 0) -> tf.data.Dataset:
     """A tf.data pipeline of float32 [B, P, P, C] patch batches for sources that are not cached.
 
     Args:
@@ -623,14 +633,19 @@ def streaming_dataset(sources, dataset_config, seed: int) -> tf.data.Dataset:
         dataset_config: the `dataset` section (`color`, `patch_size`, `batch_size`,
             `patches_per_image`, `small_images`, `flips`, `rotations`, `shuffle_buffer`).
         seed: the run's seed (file order, crops, flips and the mixing of sources).
+        start_step: the training step the pipeline's first batch is for (the restored step
+            of a resumed run), folded into the seed (`stream_seed`); 0 leaves it as it is.
 
     Returns:
         Batches of clean patches; when a source is paired, `(patches [B, P, P, 2C], is_pair
         bool [B])` instead, in the layout of the module docstring (a plain image twice).
 
-    A resumed run starts this pipeline afresh (file order, crops and flips from their first
-    draws), so unlike cached training it does not repeat the batches an uninterrupted run
-    would have seen; the noise, drawn in the training step from (seed, step), does follow.
+    A resumed run starts this pipeline afresh from a seed of its own (`stream_seed`): its
+    file order, crops, flips and mixing of sources are new draws, neither a replay of the
+    batches the first session drew nor those an uninterrupted run would have drawn after
+    `start_step` (unlike cached training, a resumed run does not reach the same weights);
+    the noise, drawn in the training step from (seed, step), does follow. The file order of a
+    `tfds` or `image_folder` source is tfds's own (`shuffle_files`), not drawn from this seed.
 
     Raises:
         BfcnnError: an empty or missing source (naming it), a source with no usable image,
@@ -638,6 +653,7 @@ def streaming_dataset(sources, dataset_config, seed: int) -> tf.data.Dataset:
             `match_pairs`).
     """
     cfg = dataset_config
+    seed = stream_seed(seed, start_step)
     p = cfg.patch_size
     minimum = p if cfg.small_images == "skip" else 1  # empty images are unreadable files
     paired = any(source.paired is not None for source in sources)

@@ -5,7 +5,8 @@ One `Trainer` runs a `PipelineConfig` into a model directory:
     D/config.yaml        the resolved config (every default filled in)
     D/checkpoints/       tf.train checkpoints (model, optimizer, step, wall time), last K kept
     D/model.keras        the final model;   D/best.keras   the best one by validation PSNR
-    D/best_validation.json   the step and mean PSNR of best.keras
+    D/best_validation.json   the step and mean PSNR of best.keras, and the validation settings
+                         they were measured under (best tracking starts afresh when they change)
     D/history.jsonl      one line per validation;   D/logs/   TensorBoard events
     D/summary.json       at the end: steps, wall time, best PSNR, the last validation and the
                          number of unreadable files skipped (null when streaming: not counted)
@@ -19,7 +20,8 @@ the previous checkpoint intact. Running the same command again resumes from the 
 one: model, optimizer state, step counter, best PSNR and elapsed time (a damaged latest
 checkpoint is logged and the one before it used). Batches and noise
 are functions of (seed, step) when images are cached, so a resumed run follows the same
-path as an uninterrupted one.
+path as an uninterrupted one; a streamed pipeline restarts from a seed folded with the
+restored step (`streaming_dataset`), so it draws new batches rather than the first session's.
 
 Targets (`train.target`): `clean` trains on (corrupted patch -> clean patch); `noisy` is
 Noise2Noise (Lehtinen et al., "Noise2Noise: Learning image restoration without clean data",
@@ -48,7 +50,7 @@ import tensorflow as tf
 from bfcnn.config import CorruptionConfig, PipelineConfig, dump_config
 from bfcnn.errors import BfcnnError, ConfigError
 from bfcnn.evaluation import center_crop, evaluate_denoiser
-from bfcnn.io import (atomic_path, directory_problem, existing_ancestor, list_images, read_image,
+from bfcnn.io import (atomic_path, directory_problem, existing_ancestor, json_safe, list_images, read_image,
                       resolve_directory, sha256, write_json)
 from bfcnn.models.builder import build_model, model_builder, resolve_model_config
 from bfcnn.models.checkpoints import listed_checkpoints, repair_state
@@ -60,7 +62,7 @@ from bfcnn.training.corruption import corrupt, corrupt_pair
 from bfcnn.training.data import (MAX_CACHE_BYTES, InMemorySampler, estimated_cache_bytes, load_directory,
                                  load_paired_directory, streaming_dataset)
 from bfcnn.training.losses import pixel_loss
-from bfcnn.training.optim import build_optimizer, current_learning_rate
+from bfcnn.training.optim import build_optimizer, clip_summed_gradients, current_learning_rate
 
 log = logging.getLogger("bfcnn.train")
 
@@ -68,11 +70,24 @@ log = logging.getLogger("bfcnn.train")
 # and adapts; `train.on_nan: skip` in other precisions keeps 1 (the wrapper only skips steps).
 FLOAT16_LOSS_SCALE = 2.0**15
 SKIP_LOSS_SCALE = 1.0
-BEST_RECORD = "best_validation.json"  # the step and mean PSNR of best.keras, written right after it
+BEST_RECORD = "best_validation.json"  # best.keras's step, mean PSNR and validation settings, written after it
 LOCK_FILE = ".lock"  # held by the run writing into a model directory (lock_directory)
 # What a run writes into its model directory: name -> whether it is a folder.
 RUN_FILES = {"checkpoints": True, "logs": True, "config.yaml": False, "model.keras": False, "best.keras": False,
              "summary.json": False, "history.jsonl": False, BEST_RECORD: False, "init_from.json": False}
+
+
+class _Float16LossScale(keras.optimizers.LossScaleOptimizer):
+    """`mixed_float16`: Keras's dynamic loss scaler, except that a step it skips (non-finite
+    gradients: the scale is halved) still counts in the inner optimizer's `iterations`, as
+    Keras's does not, so the learning-rate schedule keeps to the run's step counter."""
+
+    def __init__(self, inner_optimizer, **kwargs):
+        super().__init__(inner_optimizer, initial_scale=FLOAT16_LOSS_SCALE, **kwargs)
+
+    def _stateful_handle_non_finite_grads(self):
+        super()._stateful_handle_non_finite_grads()
+        self.inner_optimizer.iterations.assign_add(1)
 
 
 class _SkipNonFinite(keras.optimizers.LossScaleOptimizer):
@@ -88,6 +103,17 @@ class _SkipNonFinite(keras.optimizers.LossScaleOptimizer):
     def _stateful_handle_non_finite_grads(self):
         self.step_counter.assign(0)
         self.inner_optimizer.iterations.assign_add(1)
+
+
+def _catch_up_iterations(optimizer, step: int) -> None:
+    """Sets the optimizer's `iterations`, which the learning-rate schedule reads, to the step
+    counter where a checkpoint left it behind: one of a `mixed_float16` run by an older bfcnn,
+    whose loss scaler did not count the steps it skipped."""
+    iterations = int(optimizer.iterations.numpy())
+    if iterations < step:
+        log.info("the optimizer counted %d steps, the run %d (float16 steps skipped by an older bfcnn): the "
+                 "learning-rate schedule goes on from step %d", iterations, step, step)
+        optimizer.iterations.assign(step)
 
 
 class TrainingError(BfcnnError):
@@ -497,6 +523,29 @@ def recorded_best(directory: Path) -> float:
         return -math.inf
 
 
+def validation_settings(config) -> Dict:
+    """What a validation's mean PSNR depends on besides the model (the `validation` keys but
+    `every`), as `best_validation.json` records it: PSNRs measured under other settings are
+    not comparable."""
+    settings = {"directory": None if config.directory is None else str(config.directory),
+                "sigmas": [float(sigma) for sigma in config.sigmas], "max_size": config.max_size,
+                "max_images": config.max_images, "seed": config.seed}
+    return json.loads(json.dumps(settings))  # as read back from the file
+
+
+def changed_validation_settings(directory: Path, settings: Dict) -> Dict:
+    """The settings that differ between `settings` and those `best_validation.json` records,
+    {key: (recorded, now)}; {} when they match, when there is no record, or when the record
+    predates the settings being recorded (its best is kept, as before)."""
+    try:
+        recorded = json.loads((directory / BEST_RECORD).read_text()).get("validation")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(recorded, dict):
+        return {}
+    return {key: (recorded.get(key), value) for key, value in settings.items() if recorded.get(key) != value}
+
+
 def recorded_validation(directory: Path, step: int) -> Dict:
     """The validation of `step` as `history.jsonl` records it ({sigma: results}; {} when none)."""
     try:
@@ -616,7 +665,10 @@ class Trainer:
                     leftover.unlink()
         dump_config(self.config, self.directory / "config.yaml")
 
-    def _data(self, strategy):
+    def _data(self, strategy, start_step: int = 0):
+        """(sampler, None) for cached images, or (None, iterator of distributed batches) for
+        streamed ones, whose pipeline a run resumed at `start_step` seeds from that step too
+        (`streaming_dataset`): cached batches are drawn in the step from (seed, step) anyway."""
         cfg = self.config.dataset
         cacheable = cfg.cache and all(s.directory is not None or s.paired is not None for s in cfg.inputs)
         if cacheable:  # measured from the file headers, before anything is decoded
@@ -649,7 +701,7 @@ class Trainer:
                                        cfg.rotations, release=True), None
             log.info("training data too large to cache: streaming instead")
         self.skipped_files = None  # not counted when streaming: files are read (and skipped) as training goes
-        dataset = streaming_dataset(cfg.inputs, cfg, self.config.train.seed)
+        dataset = streaming_dataset(cfg.inputs, cfg, self.config.train.seed, start_step)
         return None, iter(strategy.experimental_distribute_dataset(dataset))
 
     # ----------------------------------------------------------------------------- training
@@ -688,12 +740,13 @@ class Trainer:
         ckpt_dir = output_dir / "checkpoints"
         repair_state(ckpt_dir)  # else TensorFlow ignores a damaged state file and the run starts over
         check_inputs_exist(cfg, starting=listed_checkpoints(ckpt_dir) is None)
-        sampler, iterator = self._data(strategy)
         replicas = strategy.num_replicas_in_sync
         if cfg.dataset.batch_size % replicas:
             raise ConfigError(f"dataset.batch_size={cfg.dataset.batch_size} must be a multiple of the "
                               f"{replicas} replicas")
         state = self._restore_state(strategy, ckpt_dir)
+        # After the restore: a streamed pipeline folds the step it starts at into its seed.
+        sampler, iterator = self._data(strategy, int(state.step.numpy()))
         train_step = self._make_train_step(strategy, state, sampler)
 
         validation, self._infer = None, None
@@ -704,7 +757,7 @@ class Trainer:
             if cfg.train.init_from and not state.restored:
                 record_start(self.directory, cfg.train.init_from)
             trim_history(self.directory / "history.jsonl", int(state.step.numpy()))
-            state.best.assign(max(float(state.best.numpy()), recorded_best(self.directory)))
+            self._resume_best(state.best)
         writer = tf.summary.create_file_writer(str(self.directory / "logs")) if (chief and cfg.train.tensorboard) \
             else tf.summary.create_noop_writer()
 
@@ -732,11 +785,12 @@ class Trainer:
         cfg = self.config
         with strategy.scope():
             model = build_model(cfg.model)
-            optimizer = build_optimizer(cfg.optimizer, cfg.train.steps)
+            # With several replicas the train step clips their summed gradient (clip_summed_gradients).
+            optimizer = build_optimizer(cfg.optimizer, cfg.train.steps, clip=strategy.num_replicas_in_sync == 1)
             if cfg.train.precision == "mixed_float16":
                 # Scales the loss so float16 gradients do not underflow (the step scales the
                 # loss, the optimizer divides the gradients back); skips non-finite steps.
-                optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=FLOAT16_LOSS_SCALE)
+                optimizer = _Float16LossScale(optimizer)
             elif cfg.train.on_nan == "skip":
                 optimizer = _SkipNonFinite(optimizer)
             optimizer.build(model.trainable_variables)
@@ -774,10 +828,25 @@ class Trainer:
                 # a checkpoint of `on_nan: skip` (scale 1) resumed in float16, which needs the large
                 # starting scale (the stock scaler would take ~30,000 steps to grow it back)
                 optimizer.dynamic_scale.assign(FLOAT16_LOSS_SCALE)
+            _catch_up_iterations(optimizer, int(step.numpy()))
         elif cfg.train.init_from:
             load_initial_weights(model, cfg.train.init_from)
             log.info("initialised the weights from %s", cfg.train.init_from)
         return _RunState(model, optimizer, step, elapsed, best, manager, restored)
+
+    def _resume_best(self, best: tf.Variable) -> None:
+        """Sets `best`, the mean PSNR a validation must beat to replace best.keras: the larger
+        of the checkpoint's and `best_validation.json`'s, or -inf (logged) when that record was
+        measured under other validation settings than this run's."""
+        cfg = self.config.validation
+        changed = changed_validation_settings(self.directory, validation_settings(cfg)) if cfg.directory else {}
+        if changed:
+            log.info("validation settings changed since best.keras was chosen (%s): best tracking starts afresh, "
+                     "the next validation replaces best.keras",
+                     ", ".join(f"{key} {old!r} -> {new!r}" for key, (old, new) in changed.items()))
+            best.assign(-np.inf)
+            return
+        best.assign(max(float(best.numpy()), recorded_best(self.directory)))
 
     def _make_train_step(self, strategy, state: _RunState, sampler):
         """The traced training step: (step number, batch or None) -> (mean loss terms, one
@@ -789,6 +858,8 @@ class Trainer:
         cfg = self.config
         replicas = strategy.num_replicas_in_sync
         per_replica = cfg.dataset.batch_size // replicas  # a multiple: checked by _run
+        # One replica: the optimizer clips (build_optimizer); several: the step clips their sum.
+        clipnorm = cfg.optimizer.clipnorm if replicas > 1 else None
         model, optimizer = state.model, state.optimizer
         seed = tf.constant(cfg.train.seed, tf.int64)
         corruption, loss_config, channels = cfg.corruption, cfg.loss, cfg.dataset.channels
@@ -820,6 +891,8 @@ class Trainer:
                 # by it here (other optimizers return the loss as it is).
                 scaled = optimizer.scale_loss(total) / replicas
             grads = tape.gradient(scaled, model.trainable_variables)
+            if clipnorm is not None:
+                grads = clip_summed_gradients(grads, clipnorm, optimizer.scale_loss(tf.constant(1.0)), replicas)
             optimizer.apply(grads, model.trainable_variables)
             return {"loss": total, **terms}, (clean, noisy, estimate)
 
@@ -892,13 +965,14 @@ class Trainer:
         line = "  ".join(f"sigma {s:g}: {r['psnr']:.2f} dB" for s, r in results.items())
         log.info("step %d validation: %s", step, line)
         if chief:
-            with open(self.directory / "history.jsonl", "a") as f:
-                f.write(json.dumps({"step": step, "results": {f"{s:g}": r for s, r in results.items()},
-                                    "mean_psnr": mean_psnr}) + "\n")
+            entry = {"step": step, "results": {f"{s:g}": r for s, r in results.items()}, "mean_psnr": mean_psnr}
+            with open(self.directory / "history.jsonl", "a") as f:  # strict JSON, as summary.json (inf: null)
+                f.write(json.dumps(json_safe(entry), allow_nan=False) + "\n")
             if mean_psnr > float(best.numpy()):
                 best.assign(mean_psnr)
                 atomic_save_model(model, self.directory / "best.keras")
                 # The checkpoint records `best` only every train.checkpoint_every steps: a resumed
                 # run reads this too, so a worse model never replaces best.keras.
-                write_json(self.directory / BEST_RECORD, {"step": step, "mean_psnr": mean_psnr})
+                write_json(self.directory / BEST_RECORD, {"step": step, "mean_psnr": mean_psnr,
+                                                          "validation": validation_settings(cfg)})
         return results

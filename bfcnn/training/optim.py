@@ -3,7 +3,9 @@
 Adam (Kingma & Ba, ICLR 2015), AdamW's decoupled weight decay (Loshchilov & Hutter, ICLR
 2019), cosine decay and warm restarts (SGDR, Loshchilov & Hutter, ICLR 2017), and a linear
 warm-up (Goyal et al., 2017, "Accurate, large minibatch SGD"). `optimizer.clipnorm` clips
-the global norm of all gradients together (Keras's `global_clipnorm`).
+the global norm of all gradients together: Keras's `global_clipnorm` on one replica, and
+`clip_summed_gradients` with several, where Keras would clip each replica's share before
+summing them (a limit of replicas x clipnorm).
 """
 
 import math
@@ -63,10 +65,17 @@ def learning_rate_schedule(config, total_steps: int):
     return schedule
 
 
-def build_optimizer(config, total_steps: int) -> keras.optimizers.Optimizer:
-    """A Keras optimizer (adam, adamw, rmsprop) with its schedule and optional clipping."""
+def build_optimizer(config, total_steps: int, clip: bool = True) -> keras.optimizers.Optimizer:
+    """A Keras optimizer (adam, adamw, rmsprop) with its schedule and optional clipping.
+
+    Args:
+        config: the `optimizer` section.
+        total_steps: the run's optimizer steps (for the schedule).
+        clip: the optimizer clips the gradients to `clipnorm` itself; False where the caller
+            does (several replicas: `clip_summed_gradients`).
+    """
     kwargs = {"learning_rate": learning_rate_schedule(config, total_steps)}
-    if config.clipnorm is not None:
+    if config.clipnorm is not None and clip:
         kwargs["global_clipnorm"] = float(config.clipnorm)
     if config.type == "adam":
         return keras.optimizers.Adam(**kwargs)
@@ -75,6 +84,41 @@ def build_optimizer(config, total_steps: int) -> keras.optimizers.Optimizer:
     if config.type == "rmsprop":
         return keras.optimizers.RMSprop(**kwargs)
     raise ValueError(f"optimizer.type={config.type!r} is not supported; allowed: 'adam', 'adamw', 'rmsprop'")
+
+
+def clip_summed_gradients(grads, clipnorm: float, loss_scale, replicas: int):
+    """In a replica context: each replica's share of the replicas' summed gradient, clipped to
+    a global norm of `clipnorm`.
+
+    Keras's `global_clipnorm` clips the gradients an optimizer is given, and under
+    tf.distribute each replica gives its own before the optimizer sums them, so the sum may
+    reach replicas x clipnorm. Here the sum is formed first (an all-reduce), its global norm
+    measured without the loss scale, and the sum scaled down to the limit where it exceeds it
+    and split evenly, so that the optimizer's own sum is the clipped sum (unchanged, bit for
+    bit, under the limit with 2 or 4 replicas).
+
+    Args:
+        grads: this replica's gradients (of its loss share x the loss scale); None for a
+            variable without one.
+        clipnorm: the limit of the summed, unscaled gradient's global norm.
+        loss_scale: the factor the loss was multiplied by (`optimizer.scale_loss`; 1 without
+            a loss scaler). Non-finite sums stay non-finite, for the scaler to skip the step.
+        replicas: the replicas in sync.
+
+    Returns:
+        The gradients to hand to `optimizer.apply` on this replica (None kept in place).
+    """
+    present = [i for i, g in enumerate(grads) if g is not None]
+    summed = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                           [grads[i] for i in present])
+    scale = tf.cast(loss_scale, tf.float32)
+    norm = tf.linalg.global_norm([tf.cast(g, tf.float32) / scale for g in summed])
+    # Exactly 1 under the limit; NaN for a non-finite norm (as Keras's clipping), so the step stays non-finite.
+    factor = tf.minimum(1.0, float(clipnorm) / norm) + (norm - norm)
+    shares = list(grads)
+    for i, g in zip(present, summed):
+        shares[i] = tf.cast(tf.cast(g, tf.float32) * (factor / replicas), grads[i].dtype)
+    return shares
 
 
 def current_learning_rate(optimizer) -> float:
