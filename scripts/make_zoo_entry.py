@@ -87,13 +87,15 @@ def todays_graph(model, architecture):
     otherwise, e.g. a multiscale model saved with transposed-convolution lifts, before it mirrored
     other sizes up to a multiple of its levels (`ReflectToMultiple`), or before its expansions
     skipped their crops (`exact_halves`). Returns `model` itself when nothing changed."""
+    import keras
+
     from bfcnn.models.builder import build_model
     from bfcnn.models.multiscale import copy_legacy_weights
 
     def kinds(m):
         def settings(layer):
-            try:
-                config = layer.get_config()
+            try:  # a nested model's layers are compared one by one; its config names them as built
+                config = {} if isinstance(layer, keras.Model) else layer.get_config()
             except NotImplementedError:  # Keras's inner layers built with objects (an Identity)
                 config = {}
             config = {k: v for k, v in config.items() if k not in ("name", "dtype", "trainable")}
