@@ -41,12 +41,15 @@ def main(argv=None) -> int:
     except (BfcnnError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from bfcnn.training.loop import Trainer, TrainingError, configure_logical_cpus
+    from bfcnn.training.loop import Trainer, TrainingError, TrainingStopped, configure_logical_cpus
 
     try:
         if config.distribution.strategy == "mirrored":
             configure_logical_cpus(config.distribution.devices)
         Trainer(config, args.model_directory, source=args.pipeline_config).run()
+    except TrainingStopped as error:
+        print(str(error), file=sys.stderr)
+        return 128 + error.signum  # the shell's convention for a process ended by a signal
     except TrainingError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

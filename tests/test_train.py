@@ -252,6 +252,33 @@ def test_sigkill_during_training_then_resume(image_dir, tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 400
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_saves_a_checkpoint_of_the_step_reached(image_dir, tmp_path, sig):
+    """A stop asked for by SIGTERM (a job scheduler, `kill`) or Ctrl-C loses no steps: the step
+    reached is saved (the schedule would have saved only at step 1000), the exit status is
+    128 + the signal's number, and the same command resumes from there."""
+    import tensorflow as tf
+
+    config_path = tmp_path / "run.yaml"
+    _write_config(config_path, image_dir, steps=100000, checkpoint_every=1000, log_every=5)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(_cli(config_path, tmp_path / "run"), cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((tmp_path / "run" / "logs").glob("**/events.*")):
+        time.sleep(0.2)  # the TensorBoard writer is made just before the first step
+    time.sleep(3.0)  # some steps, far from step 1000
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
+    lines = [err]
+    assert process.returncode == 128 + sig, err[-2000:]
+    latest = tf.train.latest_checkpoint(str(tmp_path / "run" / "checkpoints"))
+    assert latest is not None and 0 < int(latest.rsplit("-", 1)[1]) < 1000
+    assert f"stopped by {signal.Signals(sig).name} at step {int(latest.rsplit('-', 1)[1])}" in "".join(lines)
+    assert "run the same command to resume" in "".join(lines)
+
+
 MIRRORED_CHECK = """
 import json, sys
 import numpy as np

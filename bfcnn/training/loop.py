@@ -33,12 +33,14 @@ of the patches, so neither copy is always the target; with `target: clean` never
 sources only; both kinds may be mixed in one run.
 """
 
+import contextlib
 import dataclasses
 import errno
 import json
 import logging
 import math
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Dict, Optional
@@ -118,6 +120,45 @@ def _catch_up_iterations(optimizer, step: int) -> None:
 
 class TrainingError(BfcnnError):
     """Training cannot go on (e.g. the loss became NaN); the last good checkpoint is kept."""
+
+
+class TrainingStopped(BfcnnError):
+    """SIGTERM or SIGINT (Ctrl-C) stopped the run between two steps, after a checkpoint of the
+    step it reached was saved: the same command resumes from there."""
+
+    def __init__(self, signum: int, step: int, checkpoint: str):
+        self.signum, self.step = signum, step
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} at step {step}; saved {checkpoint}: run the same command to resume")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(received: list):
+    """Appends SIGTERM / SIGINT to `received` instead of ending the process, so the training loop
+    can save a checkpoint and stop between steps; a second one ends the process at once, as
+    without this. Only in the main thread (Python delivers signals there); elsewhere a no-op."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum, frame):
+        if received:  # the second: as if no handler were installed
+            signal.signal(signum, previous[signum])
+            signal.raise_signal(signum)
+            return
+        received.append(signum)
+        log.warning("%s received: stopping after this step (a second one stops at once)", signal.Signals(signum).name)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _check_tf_config(text: str) -> None:
@@ -909,15 +950,23 @@ class Trainer:
         """Steps from the restored step to `train.steps` (or `stop_after` steps on), logging,
         validating and checkpointing on the config's schedule; returns the last validation."""
         cfg = self.config.train
+        start = int(state.step.numpy())
+        end = cfg.steps if stop_after is None else min(cfg.steps, start + int(stop_after))
+        received: list = []
+        with _stop_on_signals(received):
+            return self._steps(state, train_step, iterator, validation, writer, chief, start, end, received)
+
+    def _steps(self, state: _RunState, train_step, iterator, validation, writer, chief, start: int, end: int,
+               received: list) -> Dict:
+        """`_train`'s loop from step `start` to `end`; a signal in `received` stops it after a checkpoint."""
+        cfg = self.config.train
         step, elapsed = state.step, state.elapsed
-        start = int(step.numpy())
         progress = keras.utils.Progbar(cfg.steps, stateful_metrics=["loss", "lr", "steps/s"], verbose=1
                                        if chief else 0)
         progress.update(start)
         last_results: Dict = {}
         last_saved = state.restored
         tick, tick_step, wall = time.time(), start, time.time()
-        end = cfg.steps if stop_after is None else min(cfg.steps, start + int(stop_after))
         while int(step.numpy()) < end:
             current = int(step.numpy())
             batch = next(iterator) if iterator is not None else None
@@ -944,8 +993,10 @@ class Trainer:
                 _image_summary(writer, done, images)
             if validation is not None and (done % self.config.validation.every == 0 or done == cfg.steps):
                 last_results = self._validate(state.model, validation, done, state.best, writer, chief)
-            if done % cfg.checkpoint_every == 0 or done == end:
+            if done % cfg.checkpoint_every == 0 or done == end or received:
                 last_saved = state.manager.save(checkpoint_number=done)
+            if received and done < end:
+                raise TrainingStopped(received[0], done, last_saved)
         return last_results
 
     def _validate(self, model, images, step, best, writer, chief) -> Dict:
