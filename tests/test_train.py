@@ -136,9 +136,9 @@ def test_a_skip_run_resumed_in_float16_gets_the_float16_loss_scale(image_dir, tm
     assert scale >= FLOAT16_LOSS_SCALE / 8  # not the skip run's 1 (a few halvings allowed)
 
 
-def test_nan_loss_can_skip_the_batch(image_dir, tmp_path, monkeypatch):
-    """The first 4 steps' losses are NaN and skipped; the rest train, at a loss scale still 1
-    (Keras's scaler would have halved it at each skipped step)."""
+def _spoil_first_losses(monkeypatch, value: str, count: int = 4):
+    """Makes the training loss `value` ("nan" or "inf") at its first `count` calls (its
+    gradients then are not finite), as it is after; returns the call counter."""
     import tensorflow as tf
 
     import bfcnn.training.loop as loop
@@ -146,14 +146,23 @@ def test_nan_loss_can_skip_the_batch(image_dir, tmp_path, monkeypatch):
     real = loop.pixel_loss
     calls = tf.Variable(0)
 
-    def sometimes_nan(target, estimate, config, **kwargs):
+    def spoiled(target, estimate, config, **kwargs):
         loss, terms = real(target, estimate, config, **kwargs)
         calls.assign_add(1)
-        return loss * tf.where(calls <= 4, np.float32("nan"), np.float32(1.0)), terms
+        return loss * tf.where(calls <= count, np.float32(value), np.float32(1.0)), terms
 
+    monkeypatch.setattr(loop, "pixel_loss", spoiled)
+    return calls
+
+
+def test_nan_loss_can_skip_the_batch(image_dir, tmp_path, monkeypatch):
+    """The first 4 steps' losses are NaN and skipped; the rest train, at a loss scale still 1
+    (Keras's scaler would have halved it at each skipped step)."""
+    import tensorflow as tf
+
+    calls = _spoil_first_losses(monkeypatch, "nan")
     config = tiny_config(image_dir, train={"steps": 8, "on_nan": "skip", "checkpoint_every": 8},
                          validation={"directory": None})
-    monkeypatch.setattr(loop, "pixel_loss", sometimes_nan)
     Trainer(config, tmp_path / "skip").run()
     assert int(calls.numpy()) == 8
     weights = _weights(tmp_path / "skip")
@@ -908,22 +917,14 @@ def test_float16_steps_skipped_for_overflow_still_count_for_the_schedule(image_d
     without counting it in `iterations`, which the learning-rate schedule reads; here it counts."""
     import tensorflow as tf
 
-    import bfcnn.training.loop as loop
+    from bfcnn.training.loop import FLOAT16_LOSS_SCALE
 
-    real = loop.pixel_loss
-    calls = tf.Variable(0)
-
-    def sometimes_inf(target, estimate, config, **kwargs):
-        loss, terms = real(target, estimate, config, **kwargs)
-        calls.assign_add(1)
-        return loss * tf.where(calls <= 4, np.float32("inf"), np.float32(1.0)), terms
-
-    monkeypatch.setattr(loop, "pixel_loss", sometimes_inf)
+    _spoil_first_losses(monkeypatch, "inf")
     config = tiny_config(image_dir, train={"steps": 8, "checkpoint_every": 8, "on_nan": "skip",
                                            "precision": "mixed_float16"}, validation={"directory": None})
     Trainer(config, tmp_path).run()
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / "checkpoints")))
-    assert reader.get_tensor("optimizer/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE") <= loop.FLOAT16_LOSS_SCALE / 16
+    assert reader.get_tensor("optimizer/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE") <= FLOAT16_LOSS_SCALE / 16
     assert reader.get_tensor("optimizer/inner_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == 8
 
 
