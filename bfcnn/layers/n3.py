@@ -268,6 +268,56 @@ def _gather_tiles(values, rows, cols):
     return ops.reshape(x, (b * tiles_h * tiles_w, a * c, depth))
 
 
+class _RowsOfTiles:
+    """The tiles of some rows of tiles of the patch grid, and their sizes (`N3Block._tile_rows`)."""
+
+    def __init__(self, rows, n_h, n_w, window, query_tile, r, batch):
+        self.plan_h, self.plan_w = _AxisPlan(n_h, window, query_tile), _AxisPlan(n_w, window, query_tile)
+        self.n_h, self.r, self.batch = n_h, r, batch  # r: cells per patch side
+        self.n_rows = ops.shape(rows)[0]
+        self.start_h, self.region_h = ops.take(self.plan_h.start, rows), ops.take(self.plan_h.region, rows)
+        self.rows = rows
+        self.queries = self.plan_h.tile * self.plan_w.tile  # per tile
+        self.region_size = self.plan_h.span * self.plan_w.span
+        self.count = self.n_rows * self.plan_w.tiles  # tiles
+
+    def regions(self, values, extra=0):
+        """[B * tiles, (span_h + extra) * (span_w + extra), D]: each tile's region of a [B, Gh, Gw, D] grid."""
+        return _gather_tiles(values, self.plan_h.ranges(self.region_h, self.plan_h.span + extra),
+                             self.plan_w.ranges(self.plan_w.region, self.plan_w.span + extra))
+
+    def per_query(self, grid_values):
+        """[B, n_h, n_w, 1] per-patch values -> [B, tiles * tile_queries, 1] for these tiles' queries."""
+        values = _gather_tiles(grid_values, self.plan_h.ranges(self.start_h, self.plan_h.tile),
+                               self.plan_w.ranges(self.plan_w.start, self.plan_w.tile))
+        return ops.reshape(values, (self.batch, self.count * self.queries, 1))
+
+
+def _dense_index(tiles, count):
+    """Where each query's weights go in its tile's region: indices into the flat weight lists
+    (O candidates plus a zero at index O per query) laid out [tiles, tile_h, tile_w, span_h,
+    span_w], built from per-axis tables by 5-D broadcasting (no transposes, see the module
+    docstring); positions outside a query's window, and the query itself, take the zero."""
+    plan_h, plan_w = tiles.plan_h, tiles.plan_w
+    tile_h, tile_w, span_h, span_w = plan_h.tile, plan_w.tile, plan_h.span, plan_w.span
+    coord_h, self_h = plan_h.window_coordinate(tiles.rows)  # [n_rows, tile_h, span_h], [n_rows, tile_h]
+    coord_w, self_w = plan_w.window_coordinate(ops.arange(plan_w.tiles, dtype="int32"))
+    tile = ops.arange(tiles.count, dtype="int32")
+    row, column = tile // plan_w.tiles, tile % plan_w.tiles
+    c_h = ops.reshape(ops.take(coord_h, row, axis=0), (tiles.count, tile_h, 1, span_h, 1))
+    c_w = ops.reshape(ops.take(coord_w, column, axis=0), (tiles.count, 1, tile_w, 1, span_w))
+    s_h = ops.reshape(ops.take(self_h, row, axis=0), (tiles.count, tile_h, 1, 1, 1))
+    s_w = ops.reshape(ops.take(self_w, column, axis=0), (tiles.count, 1, tile_w, 1, 1))
+    valid_h = (c_h >= 0) & (c_h < plan_h.window)
+    valid_w = (c_w >= 0) & (c_w < plan_w.window)
+    window_index = c_h * plan_w.window + c_w
+    self_index = s_h * plan_w.window + s_w
+    index = ops.where(valid_h & valid_w & (window_index != self_index),
+                      window_index - _int(window_index > self_index), count)
+    query_index = ops.reshape(ops.arange(tiles.count * tiles.queries, dtype="int32"), (tiles.count, tile_h, tile_w, 1, 1))
+    return ops.reshape(index + query_index * (count + 1), (-1,))
+
+
 def _cnn(depth, filters, outputs, kernel_size, batch_norm, use_bias, name, dtype):
     """A DnCNN-style stack without additive constants: (depth-1) x conv-ReLU, then a linear conv."""
     layers = [
@@ -478,39 +528,47 @@ class N3Block(keras.layers.Layer):
         Returns [len(rows), B, tiles_w * tile_h * tile_w, k * F]: per row of tiles, per tile
         and query (row-major), the k averaged patches one after the other.
         """
-        plan_h = _AxisPlan(n_h, self.window, self.query_tile)
-        plan_w = _AxisPlan(n_w, self.window, self.query_tile)
-        r = self.patch_size // self.stride
-        batch = ops.shape(cells)[0]
-        n_rows = ops.shape(rows)[0]
-        start_h, region_h = ops.take(plan_h.start, rows), ops.take(plan_h.region, rows)
+        tiles = _RowsOfTiles(rows, n_h, n_w, self.window, self.query_tile, self.patch_size // self.stride,
+                             ops.shape(cells)[0])
+        dots, local, count = self._patch_dots(tiles, cells, n_w)
+        query = ops.expand_dims(ops.arange(tiles.count * tiles.queries, dtype="int32"), -1)
+        neighbours = ops.take(ops.reshape(tiles.regions(squares), (tiles.batch, tiles.count * tiles.region_size)),
+                              local + (query // tiles.queries) * tiles.region_size, axis=1)
+        distances = ops.maximum(tiles.per_query(squares) + neighbours - 2.0 * dots, 0.0) / energy
+        weights = neighbor_weight_list(distances, tiles.per_query(log_temperature), self.k)
+        return self._aggregate(tiles, weights, _dense_index(tiles, count), count, patches)
+
+    def _patch_dots(self, tiles, cells, n_w):
+        """Dot products of each query's patch with its O candidates', from the cells' dot products.
+
+        Returns ([B, tiles * tile_queries, O] dot products, [tiles * tile_queries, O] each
+        candidate's position in its tile's region (row-major), O).
+        """
+        plan_h, plan_w, r, batch = tiles.plan_h, tiles.plan_w, tiles.r, tiles.batch
         tile_h, tile_w, span_h, span_w = plan_h.tile, plan_w.tile, plan_h.span, plan_w.span
-        tile_queries, region_size = tile_h * tile_w, span_h * span_w
-        tiles = n_rows * plan_w.tiles
 
         # Dot products of the cells of each tile's queries with the cells of its region:
         # [B * tiles, query_cells, region_cells].
-        query_cells = _gather_tiles(cells, plan_h.ranges(start_h, tile_h + r - 1),
+        query_cells = _gather_tiles(cells, plan_h.ranges(tiles.start_h, tile_h + r - 1),
                                     plan_w.ranges(plan_w.start, tile_w + r - 1))
-        region_cells = _gather_tiles(cells, plan_h.ranges(region_h, span_h + r - 1),
-                                     plan_w.ranges(plan_w.region, span_w + r - 1))
+        region_cells = tiles.regions(cells, extra=r - 1)
         cell_dots = ops.matmul(query_cells, ops.transpose(region_cells, (0, 2, 1)))
         shape = ops.shape(cell_dots)
-        cell_dots = ops.reshape(cell_dots, (batch, tiles * shape[1] * shape[2]))
+        cell_dots = ops.reshape(cell_dots, (batch, tiles.count * shape[1] * shape[2]))
 
         # The queries of these tiles, in tile order (tile row, tile column, query row, query
         # column), and their candidates as positions (ri, rj) in their tile's region. Integer
         # arithmetic on a flat range rather than transposes (the TFLite converter mishandles
         # some reshape / transpose chains with dynamic shapes inside a loop).
-        query_rows = ops.reshape(plan_h.ranges(start_h, tile_h), (-1,))
-        cand = candidate_indices(n_h, n_w, self.window, rows=query_rows)  # [rows * tile_h * n_w, O]
+        query_rows = ops.reshape(plan_h.ranges(tiles.start_h, tile_h), (-1,))
+        cand = candidate_indices(tiles.n_h, n_w, self.window, rows=query_rows)  # [rows * tile_h * n_w, O]
         count = ops.shape(cand)[1]
-        query = ops.arange(tiles * tile_queries, dtype="int32")
+        query = ops.arange(tiles.count * tiles.queries, dtype="int32")
         rest, q_w = query // tile_w, query % tile_w
         rest, q_h = rest // tile_h, rest % tile_h
         row, column = rest // plan_w.tiles, rest % plan_w.tiles
         cand = ops.take(cand, (row * tile_h + q_h) * n_w + ops.take(plan_w.start, column) + q_w, axis=0)
-        ri = cand // n_w - ops.expand_dims(ops.take(region_h, row), -1)
+        ri = cand // n_w - ops.expand_dims(ops.take(tiles.region_h, row), -1)
         rj = cand % n_w - ops.expand_dims(ops.take(plan_w.region, column), -1)
 
         # A patch dot product is the sum of r x r cell dot products along a diagonal of
@@ -518,7 +576,7 @@ class N3Block(keras.layers.Layer):
         cells_w, region_cells_w = tile_w + r - 1, span_w + r - 1
         region_cell_count = (span_h + r - 1) * region_cells_w
         tile_cell_dots = (tile_h + r - 1) * cells_w * region_cell_count
-        first = ops.expand_dims((query // tile_queries) * tile_cell_dots
+        first = ops.expand_dims((query // tiles.queries) * tile_cell_dots
                                 + (q_h * cells_w + q_w) * region_cell_count, -1) + ri * region_cells_w + rj
         dots = None
         for u in range(r):
@@ -526,49 +584,22 @@ class N3Block(keras.layers.Layer):
                 offset = u * (cells_w * region_cell_count + region_cells_w) + v * (region_cell_count + 1)
                 piece = ops.take(cell_dots, first + offset, axis=1)
                 dots = piece if dots is None else dots + piece  # [B, tiles * tile_queries, O]
-        local = ri * span_w + rj
-        query = ops.expand_dims(query, -1)
+        return dots, ri * span_w + rj, count
 
-        def per_query(grid_values):
-            """[B, n_h, n_w, 1] per-patch values -> [B, tiles * tile_queries, 1] for these queries."""
-            values = _gather_tiles(grid_values, plan_h.ranges(start_h, tile_h), plan_w.ranges(plan_w.start, tile_w))
-            return ops.reshape(values, (batch, tiles * tile_queries, 1))
-
-        region_squares = _gather_tiles(squares, plan_h.ranges(region_h, span_h), plan_w.ranges(plan_w.region, span_w))
-        neighbours = ops.take(ops.reshape(region_squares, (batch, tiles * region_size)),
-                              local + (query // tile_queries) * region_size, axis=1)
-        distances = ops.maximum(per_query(squares) + neighbours - 2.0 * dots, 0.0) / energy
-        weights = neighbor_weight_list(distances, per_query(log_temperature), self.k)
-
-        # Dense weights over each tile's region, gathered from the weights (index O being a
-        # zero column), laid out [tiles, tile_h, tile_w, span_h, span_w]: per-axis tables
-        # combined by 5-D broadcasting (no transposes, see the module docstring).
-        coord_h, self_h = plan_h.window_coordinate(rows)  # [n_rows, tile_h, span_h], [n_rows, tile_h]
-        coord_w, self_w = plan_w.window_coordinate(ops.arange(plan_w.tiles, dtype="int32"))
-        tile = ops.arange(tiles, dtype="int32")
-        row, column = tile // plan_w.tiles, tile % plan_w.tiles
-        c_h = ops.reshape(ops.take(coord_h, row, axis=0), (tiles, tile_h, 1, span_h, 1))
-        c_w = ops.reshape(ops.take(coord_w, column, axis=0), (tiles, 1, tile_w, 1, span_w))
-        s_h = ops.reshape(ops.take(self_h, row, axis=0), (tiles, tile_h, 1, 1, 1))
-        s_w = ops.reshape(ops.take(self_w, column, axis=0), (tiles, 1, tile_w, 1, 1))
-        valid_h = (c_h >= 0) & (c_h < plan_h.window)
-        valid_w = (c_w >= 0) & (c_w < plan_w.window)
-        window_index = c_h * plan_w.window + c_w
-        self_index = s_h * plan_w.window + s_w
-        index = ops.where(valid_h & valid_w & (window_index != self_index),
-                          window_index - _int(window_index > self_index), count)
-        query_index = ops.reshape(ops.arange(tiles * tile_queries, dtype="int32"), (tiles, tile_h, tile_w, 1, 1))
-        index = ops.reshape(index + query_index * (count + 1), (-1,))
-
-        region = _gather_tiles(patches, plan_h.ranges(region_h, span_h), plan_w.ranges(plan_w.region, span_w))
+    def _aggregate(self, tiles, weights, index, count, patches):
+        """Each weight list (one per neighbour, [B, tiles * tile_queries, O]) spread over its
+        tile's region by `index` and multiplied with the region's patches; the k results side
+        by side, as `_tile_rows` returns them."""
+        batch = tiles.batch
+        region = tiles.regions(patches)
         zero = ops.zeros_like(weights[0][:, :, :1])
         z = []
         for w_j in weights:
-            w_j = ops.reshape(ops.concatenate([w_j, zero], axis=-1), (batch, tiles * tile_queries * (count + 1)))
-            w_j = ops.reshape(ops.take(w_j, index, axis=1), (batch * tiles, tile_queries, region_size))
+            w_j = ops.reshape(ops.concatenate([w_j, zero], axis=-1), (batch, tiles.count * tiles.queries * (count + 1)))
+            w_j = ops.reshape(ops.take(w_j, index, axis=1), (batch * tiles.count, tiles.queries, tiles.region_size))
             z.append(ops.matmul(w_j, region))  # [B * tiles, tile_queries, F]
         z = ops.concatenate(z, axis=-1)
-        z = ops.reshape(z, (batch, n_rows, plan_w.tiles * tile_queries, self.k * ops.shape(region)[-1]))
+        z = ops.reshape(z, (batch, tiles.n_rows, tiles.plan_w.tiles * tiles.queries, self.k * ops.shape(region)[-1]))
         return ops.transpose(z, (1, 0, 2, 3))
 
     def compute_output_shape(self, input_shape):
