@@ -4,7 +4,9 @@ A pipeline config is one YAML file with the sections `model`, `dataset`, `corrup
 `optimizer`, `train`, `validation` and `distribution` (see DESIGN.md). Every key has a default
 except `model.type` and, for training, `dataset.inputs`. Loading is strict: an unknown key, a
 wrong type or an invalid value raises a `ConfigError` that names the dotted key, the file (or
-the `--set` override that set it) and a close match or the allowed values.
+the `--set` override that set it) and a close match or the allowed values. A key that the
+chosen `type` (or `strategy`) does not read must stay at its default. Numbers are YAML 1.2's
+plain decimals (`1e-4` is a float); YAML 1.1's `0123`, `0x10`, `1_000` and `1:30` are text.
 
 Relative paths written in a config file (the `dataset.inputs` directories, `tfds.data_dir`,
 `image_folder.root_dir`, `paired.noisy_a` / `noisy_b`, `validation.directory`,
@@ -72,14 +74,15 @@ class _KeyProblem(ConfigError):
 
     def __init__(self, key: str, problem: str = "", kind: str = "invalid", options: Sequence[str] = (),
                  related: Sequence[str] = ()):
-        # `related`: other keys (dotted from the top) whose values the problem depends on, so the
-        # loader can name a `--set` that changed one of them.
+        # `related`: other keys whose values the problem depends on, dotted like `key` (relative
+        # to the same section, prefixed alike), so the loader can name a `--set` that changed one.
         self.key, self.problem, self.kind, self.options = key, problem, kind, tuple(options)
         self.related = tuple(related)
         super().__init__(self.message(""))
 
     def within(self, prefix: str) -> "_KeyProblem":
-        return _KeyProblem(_join(prefix, self.key), self.problem, self.kind, self.options, self.related)
+        related = tuple(_join(prefix, key) for key in self.related)
+        return _KeyProblem(_join(prefix, self.key), self.problem, self.kind, self.options, related)
 
     def message(self, where: str) -> str:
         place = f" in {where}" if where else ""
@@ -137,9 +140,24 @@ def _check_probability(obj: Any, name: str = "probability") -> None:
     _check(0.0 <= value <= 1.0, name, f"must be in [0, 1], got {value!r}")
 
 
+def _check_applies(obj: Any, name: str, switch: str, kinds: Sequence[str], also_unset: Sequence[Any] = ()) -> None:
+    """Refuses `name` when `obj.<switch>` is not one of `kinds`, the only ones that read it, and
+    the key is set away from its default (or the values in `also_unset`, which mean the same):
+    it would be accepted and silently ignored."""
+    chosen, value = getattr(obj, switch), getattr(obj, name)
+    default = next(f.default for f in dataclasses.fields(obj) if f.name == name)
+    if chosen in kinds or value == default or value in also_unset:
+        return
+    names = " or ".join(kinds)
+    raise _KeyProblem(name, f"applies to {switch}: {names} only ({switch} is {chosen!r}); remove it or use "
+                            f"{switch}: {names}", related=(switch,))
+
+
 # ------------------------------------------------------------------- type coercion
 
 _NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?")
+# What YAML 1.1 (or 1.2) reads as an integer and `_Loader` (plain decimals only) as text.
+_YAML11_INT = re.compile(r"[-+]?(?:0[0-9_]+|0[xob][0-9a-fA-F_]+|[0-9][0-9_]*(?::[0-5]?[0-9])+|[1-9][0-9]*_[0-9_]*)")
 
 
 @functools.lru_cache(maxsize=None)
@@ -176,7 +194,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
 
     def wrong_type() -> _KeyProblem:
-        return _KeyProblem(key, f"expected {_type_name(tp)}, got {_describe(value)}", "type")
+        hint = ""
+        if isinstance(value, str) and _YAML11_INT.fullmatch(value) and int in (tp,) + args:
+            hint = " (integers are plain decimals here; YAML 1.1's 0123, 0x10, 1_000 and 1:30 are read as text)"
+        return _KeyProblem(key, f"expected {_type_name(tp)}, got {_describe(value)}{hint}", "type")
 
     if origin is Union:  # only Optional[X] is used
         if value is None:
@@ -332,7 +353,8 @@ class PairedSource(_Section):
         for name in ("noisy_a", "noisy_b"):
             _check(getattr(self, name) != "", name, "must be a non-empty path")
         _check(self.noisy_a != self.noisy_b, "noisy_b",
-               f"must differ from noisy_a ({self.noisy_a!r}): a pair needs two independently noisy copies")
+               f"must differ from noisy_a ({self.noisy_a!r}): a pair needs two independently noisy copies",
+               related=("noisy_a",))
 
 
 SOURCE_KINDS = ("directory", "tfds", "image_folder", "paired")
@@ -426,6 +448,7 @@ class _NoiseConfig(_Section):
             self.sigma is None or self.sigma_values is None,
             "sigma_values",
             "give either 'sigma' (a [lo, hi] range) or 'sigma_values' (a list), not both",
+            related=("sigma",),
         )
         if self.sigma is None and self.sigma_values is None:
             self._set("sigma", tuple(self.DEFAULT_SIGMA))
@@ -438,9 +461,10 @@ class _NoiseConfig(_Section):
                 _check(value >= 0.0, f"sigma_values[{i}]", f"must be >= 0, got {value!r}")
         _check(0.0 <= self.log_uniform <= 1.0, "log_uniform", f"must be a fraction in [0, 1], got {self.log_uniform!r}")
         _check(self.log_uniform == 0.0 or self.sigma_values is None, "log_uniform",
-               "applies to a 'sigma' range, not to 'sigma_values'")
+               "applies to a 'sigma' range, not to 'sigma_values'", related=("sigma_values",))
         _check(self.log_uniform == 0.0 or self.sigma[1] > self.LOG_UNIFORM_FLOOR, "log_uniform",
-               f"needs a sigma range reaching above {self.LOG_UNIFORM_FLOOR:g}, got {list(self.sigma or [])}")
+               f"needs a sigma range reaching above {self.LOG_UNIFORM_FLOOR:g}, got {list(self.sigma or [])}",
+               related=("sigma",))
 
 
 @dataclass(frozen=True)
@@ -531,7 +555,7 @@ class LossConfig(_Section):
         _check_at_least(self, "hinge", 0.0)
         _check(self.hinge == 0.0 or self.type == "mae", "hinge",
                f"applies to type: mae only (type is {self.type!r}); set it to 0 or use type: mae",
-               related=("loss.type",))
+               related=("type",))
         _check(self.noise_floor > 0.0, "noise_floor", f"must be > 0, got {self.noise_floor!r}")
         _check(self.charbonnier_epsilon > 0.0, "charbonnier_epsilon", f"must be > 0, got {self.charbonnier_epsilon!r}")
         _check_at_least(self, "ssim_weight", 0.0)
@@ -548,7 +572,8 @@ class ScheduleConfig(_Section):
     `boundaries`; `cosine`: decays to `alpha`; `cosine_restarts` uses `first_decay_steps`
     (default a quarter of the steps after the warm-up: with `t_mul: 2` the run ends part-way
     through its third cycle, not at its low), `t_mul`, `m_mul`; `exponential`:
-    `decay_rate ** (step / decay_steps)`. Steps count from the end of the warm-up."""
+    `decay_rate ** (step / decay_steps)`. Steps count from the end of the warm-up. A key that
+    the chosen type does not read (`USED_BY`) must stay at its default."""
 
     type: Literal["constant", "cosine", "cosine_restarts", "step", "exponential"] = "cosine"
     warmup_steps: int = 0
@@ -561,7 +586,22 @@ class ScheduleConfig(_Section):
     decay_rate: float = 0.5
     decay_steps: int = 1000
 
+    # The types that read each key (bfcnn.training.optim.learning_rate_schedule); set away from
+    # its default under another type, a key is refused rather than ignored.
+    USED_BY: ClassVar[Mapping[str, Tuple[str, ...]]] = {
+        "alpha": ("cosine", "cosine_restarts"),
+        "first_decay_steps": ("cosine_restarts",),
+        "t_mul": ("cosine_restarts",),
+        "m_mul": ("cosine_restarts",),
+        "boundaries": ("step",),
+        "values": ("step",),
+        "decay_rate": ("exponential",),
+        "decay_steps": ("exponential",),
+    }
+
     def _check(self) -> None:
+        for name, kinds in self.USED_BY.items():
+            _check_applies(self, name, "type", kinds)
         _check_at_least(self, "warmup_steps", 0)
         _check(0.0 <= self.alpha <= 1.0, "alpha", f"must be in [0, 1], got {self.alpha!r}")
         _check_optional_at_least(self, "first_decay_steps", 1)
@@ -579,14 +619,15 @@ class ScheduleConfig(_Section):
                 "values",
                 f"a step schedule needs len(boundaries) + 1 = {len(self.boundaries) + 1} values, "
                 f"got {len(self.values)}",
-                related=("optimizer.schedule.type", "optimizer.schedule.boundaries"),
+                related=("type", "boundaries"),
             )
 
 
 @dataclass(frozen=True)
 class OptimizerConfig(_Section):
-    """A Keras optimizer; `weight_decay` applies to `adamw` only, `clipnorm` clips the global
-    norm of all gradients together (Keras's `global_clipnorm`)."""
+    """A Keras optimizer; `weight_decay` applies to `adamw` only (another type refuses it unless
+    it is 0 or the default), `clipnorm` clips the global norm of all gradients together (Keras's
+    `global_clipnorm`)."""
 
     type: Literal["adam", "adamw", "rmsprop"] = "adam"
     learning_rate: float = 1e-3
@@ -597,6 +638,7 @@ class OptimizerConfig(_Section):
     def _check(self) -> None:
         _check(self.learning_rate > 0.0, "learning_rate", f"must be > 0, got {self.learning_rate!r}")
         _check_at_least(self, "weight_decay", 0.0)
+        _check_applies(self, "weight_decay", "type", ("adamw",), also_unset=(0.0,))
         if self.clipnorm is not None:
             _check(self.clipnorm > 0.0, "clipnorm", f"must be > 0 or null, got {self.clipnorm!r}")
 
@@ -659,13 +701,14 @@ class ValidationConfig(_Section):
 @dataclass(frozen=True)
 class DistributionConfig(_Section):
     """The tf.distribute strategy; `devices` is the number of logical CPU devices that
-    `mirrored` creates when there is no GPU."""
+    `mirrored` creates when there is no GPU (another strategy refuses it)."""
 
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
     devices: Optional[int] = None
 
     def _check(self) -> None:
         _check_optional_at_least(self, "devices", 1)
+        _check_applies(self, "devices", "strategy", ("mirrored",))
 
 
 # ------------------------------------------------------------------------------ root
@@ -700,6 +743,7 @@ class PipelineConfig(_Section):
             channels == self.dataset.channels,
             "model.channels",
             f"is {channels} but dataset.color {self.dataset.color!r} has {self.dataset.channels} channel(s)",
+            related=("dataset.color",),
         )
         warmup = self.optimizer.schedule.warmup_steps
         _check(warmup <= self.train.steps, "optimizer.schedule.warmup_steps",
@@ -733,7 +777,14 @@ def _schema_keys() -> Tuple[str, ...]:
 
 
 class _Loader(yaml.SafeLoader):
-    """A SafeLoader that reads `1e-4` as a float (YAML 1.2) and rejects duplicate keys."""
+    """A SafeLoader that reads numbers the YAML 1.2 way, plain decimals only, and rejects
+    duplicate keys.
+
+    Integers are plain decimals (`-12`, `0`); floats have a point or an exponent (`1e-4`,
+    `.5`, `2.`) or are `.inf` / `.nan`. Every other form stays text, for the schema to refuse
+    with a type error rather than convert silently: YAML 1.1's octal `0123` (83),
+    sexagesimal `1:30` (90), `0x10`, `0b10` and `1_000`, and YAML 1.2's `0o10` and `0x10`.
+    """
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -757,16 +808,28 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)
-            |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)
-            )$""",
-        re.X,
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_NUMBER_RESOLVERS = (
+    (_INT_TAG, re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")),
+    (
+        _FLOAT_TAG,
+        re.compile(
+            r"""^(?:[-+]?(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?
+                |[-+]?[0-9]+[eE][-+]?[0-9]+
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN)
+                )$""",
+            re.X,
+        ),
+        list("-+0123456789."),
     ),
-    list("-+0123456789."),
 )
+# YAML 1.1's number resolvers out, YAML 1.2's in; the rest (null, bool, timestamp, ...) kept.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp, chars in _NUMBER_RESOLVERS if first in chars]
+    + [(tag, regexp) for tag, regexp in resolvers if tag not in (_INT_TAG, _FLOAT_TAG)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def _parse_yaml(text: str, source: str) -> Any:
@@ -781,7 +844,11 @@ def _parse_yaml(text: str, source: str) -> Any:
 
 
 class _Dumper(yaml.SafeDumper):
-    """Writes lists of scalars on one line (`sigma: [0.0, 75.0]`), everything else in blocks."""
+    """Writes lists of scalars on one line (`sigma: [0.0, 75.0]`), everything else in blocks.
+
+    A string is quoted when `_Loader` or YAML 1.1 would read it as anything else (`'1e5'`,
+    `'0123'`), so the file loads back the same here and in other YAML readers.
+    """
 
     def represent_list(self, data):
         flow = all(not isinstance(item, (list, dict)) for item in data)
@@ -789,6 +856,8 @@ class _Dumper(yaml.SafeDumper):
 
 
 _Dumper.add_representer(list, _Dumper.represent_list)
+for _tag, _regexp, _first in _NUMBER_RESOLVERS:
+    _Dumper.add_implicit_resolver(_tag, _regexp, _first)
 
 
 # ------------------------------------------------------------------------ public API
@@ -825,12 +894,21 @@ def config_from_dict(
 
 
 def _config_from_dict(data, source, base_dir, require_inputs, overrides: Dict[Tuple[str, ...], str]) -> PipelineConfig:
+    def parts_of(key: str) -> Tuple[str, ...]:
+        return tuple(p for p in re.split(r"[.\[\]]+", key) if p)
+
     def where(key: str) -> str:
-        parts = tuple(p for p in re.split(r"[.\[\]]+", key) if p)
+        parts = parts_of(key)
         for override_parts, expression in overrides.items():
             if parts[: len(override_parts)] == override_parts:
                 return f"--set {expression!r}"
         return source
+
+    def sets_within(key: str) -> list:
+        """The overrides of a part of `key` (`--set validation.sigmas.1=50` for 'validation.sigmas')."""
+        parts = parts_of(key)
+        return [f"--set {expression!r}" for override_parts, expression in overrides.items()
+                if len(override_parts) > len(parts) and override_parts[: len(parts)] == parts]
 
     try:
         config = _build(PipelineConfig, {} if data is None else data)
@@ -846,6 +924,9 @@ def _config_from_dict(data, source, base_dir, require_inputs, overrides: Dict[Tu
     except _KeyProblem as problem:
         place = where(problem.key)
         changed = [where(key) for key in problem.related if where(key) != source]
+        for key in (problem.key,) + problem.related:
+            changed += sets_within(key)
+        changed = list(dict.fromkeys(changed))
         if changed and place == source:  # the value in the file is fine; a --set made it wrong
             place = f"{source} with {', '.join(changed)}"
         raise ConfigError(problem.message(place)) from None
@@ -894,6 +975,11 @@ def _apply_override(data: dict, expression: str) -> Tuple[str, ...]:
     node: Any = data
     for depth, part in enumerate(parts):
         last = depth == len(parts) - 1
+        if node == {} and depth and part.isdigit():
+            # a list index where the config holds no list: it would make a mapping {'0': value}
+            parent = ".".join(parts[:depth])
+            raise ConfigError(f"invalid override {expression!r}: '{parent}' is not set, so it has no item {part}; "
+                              f"set the whole list, e.g. {parent}=[...]")
         if isinstance(node, dict):
             if last:
                 node[part] = value
@@ -908,8 +994,11 @@ def _apply_override(data: dict, expression: str) -> Tuple[str, ...]:
                 node = node[int(part)]
         else:
             parent = ".".join(parts[:depth])
-            problem = f"has no item {part}" if isinstance(node, list) else "is not a mapping"
-            raise ConfigError(f"invalid override {expression!r}: '{parent}' {problem} ({_describe(node)})")
+            if isinstance(node, list):
+                problem = f"has no item {part} ({_describe(node)}); to add one, set the whole list"
+            else:
+                problem = f"is not a mapping ({_describe(node)})"
+            raise ConfigError(f"invalid override {expression!r}: '{parent}' {problem}")
     return parts
 
 
@@ -925,7 +1014,8 @@ def load_config(
         path: the YAML file.
         overrides: `"key.path=value"` strings; the value is parsed as YAML (never eval'd), so
             `train.steps=1000`, `optimizer.learning_rate=1e-4` and `validation.sigmas=[15, 50]`
-            work. A numeric part indexes a list: `dataset.inputs.0.weight=2`.
+            work. A numeric part indexes a list in the file: `dataset.inputs.0.weight=2`; a
+            list the file does not hold, or a new item, needs the whole list.
         require_inputs: also require a non-empty `dataset.inputs` (training).
 
     Returns:

@@ -29,6 +29,36 @@ def _sigma(text: str) -> float:
     return value
 
 
+def _make_folders(folder: Path) -> list:
+    """Makes `folder` and its missing parents; returns those made, outermost first.
+
+    Raises:
+        OSError: one cannot be made (those made before it are removed again).
+    """
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    made = []
+    try:
+        for path in reversed(missing):
+            path.mkdir(exist_ok=True)
+            made.append(path)
+    except OSError:
+        _remove_folders(made)
+        raise
+    return made
+
+
+def _remove_folders(made: list) -> None:
+    """Removes the folders `_make_folders` made, innermost first, while they are empty."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bfcnn.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--output-directory", default="demo_output", help="where the PNGs go")
@@ -59,8 +89,19 @@ def main(argv=None) -> int:
     out_dir = Path(args.output_directory)
     try:
         check_output_folder(out_dir)
+        # Made before any model is loaded: a folder that cannot be made (no permission, /proc)
+        # would otherwise fail at the first image, after the models loaded and it was denoised.
+        made = _make_folders(out_dir)
+    except BfcnnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"error: output folder {out_dir} cannot be made: {error.strerror or error}", file=sys.stderr)
+        return 2
+    try:
         models = {color: bfcnn.load_model(name) for color, name in names.items()}
     except BfcnnError as error:
+        _remove_folders(made)
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"sigma {args.sigma:g}; models: gray {names['gray']}, color {names['rgb']}")

@@ -221,21 +221,42 @@ def format_table(results: Dict[float, Dict[str, dict]], labels: Dict[str, str], 
 def format_paired(results: Dict[float, Dict[str, dict]], labels: Dict[str, str], reference: str) -> str:
     """Lines 'model - other' per sigma: mean PSNR difference, its standard error, images won.
 
+    An image where either PSNR is infinite (an output identical to the clean image, e.g. a
+    baseline at sigma 0) has no difference to average: it is left out and counted, as in
+    `scripts/results_table.py`; where both are infinite on every image the line says so.
+
     Args:
-        results: `bfcnn.evaluation.evaluate_denoisers` output with per-image PSNR.
+        results: `bfcnn.evaluation.evaluate_denoisers` output with per-image PSNR (an
+            infinite one may be None, as the JSON file stores it).
         labels: method key -> label; every method but `reference` is compared with it.
         reference: the key the others are compared with (the model).
     """
     from bfcnn.evaluation import paired_difference
+
+    def scores(values) -> np.ndarray:
+        return np.array([np.inf if v is None else v for v in values], np.float64)
 
     lines = []
     for key, label in labels.items():
         if key == reference:
             continue
         for sigma, entry in results.items():
-            d = paired_difference(entry[reference]["per_image"]["psnr"], entry[key]["per_image"]["psnr"])
-            lines.append(f"{labels[reference]} - {label} at sigma {sigma:g}: {d['mean']:+.3f} dB PSNR "
-                         f"(standard error {d['standard_error']:.3f}; better on {d['better']} of {d['images']} images)")
+            ours, theirs = scores(entry[reference]["per_image"]["psnr"]), scores(entry[key]["per_image"]["psnr"])
+            finite = np.isfinite(ours) & np.isfinite(theirs)
+            skipped = int((~finite).sum())
+            head = f"{labels[reference]} - {label} at sigma {sigma:g}: "
+            if np.isinf(ours).all() and np.isinf(theirs).all():
+                lines.append(head + f"identical: both infinite PSNR (output identical to the clean image) on "
+                                    f"all {ours.size} images")
+                continue
+            note = (f"; {skipped} image(s) with an infinite PSNR (output identical to the clean image) "
+                    "left out") if skipped else ""
+            if not finite.any():
+                lines.append(head + f"no image with two finite PSNRs{note}")
+                continue
+            d = paired_difference(ours[finite], theirs[finite])
+            lines.append(head + f"{d['mean']:+.3f} dB PSNR (standard error {d['standard_error']:.3f}; better on "
+                         f"{d['better']} of {d['images']} images{note})")
     return "\n".join(lines)
 
 

@@ -179,7 +179,7 @@ def test_scientific_notation_loads_as_float(tmp_path):
     path = write(
         tmp_path / "x.yaml",
         "model: {type: resnet, epsilon: 1e-4}\n"
-        "optimizer: {learning_rate: 1e-4, weight_decay: 5E-5}\n"
+        "optimizer: {type: adamw, learning_rate: 1e-4, weight_decay: 5E-5}\n"
         "loss: {type: mae, charbonnier_epsilon: 1.0e-6, hinge: .5e1}\n"
         "train: {steps: 1e3}\n",
     )
@@ -381,3 +381,129 @@ def test_an_ssim_loss_needs_patches_of_the_ssim_window():
     with pytest.raises(ConfigError, match=r"loss.ssim_weight.*patch_size >= 11.*got patch_size 8"):
         config_from_dict({"model": {"type": "resnet"}, "dataset": {"patch_size": 8}, "loss": {"ssim_weight": 0.1}})
     config_from_dict({"model": {"type": "resnet"}, "dataset": {"patch_size": 11}, "loss": {"ssim_weight": 0.1}})
+
+
+@pytest.mark.parametrize("optimizer, message", [
+    ({"schedule": {"boundaries": [2000, 4000], "values": [1, 0.1, 0.01]}},
+     r"'optimizer.schedule.boundaries'.*applies to type: step only \(type is 'cosine'\)"),
+    ({"schedule": {"values": [1.0]}}, r"'optimizer.schedule.values'.*type: step only \(type is 'cosine'\)"),
+    ({"schedule": {"type": "step", "boundaries": [10], "values": [1, 0.1], "decay_rate": 0.1}},
+     r"'optimizer.schedule.decay_rate'.*type: exponential only \(type is 'step'\)"),
+    ({"schedule": {"type": "cosine", "decay_steps": 50}}, r"'optimizer.schedule.decay_steps'.*type: exponential only"),
+    ({"schedule": {"type": "exponential", "first_decay_steps": 100}},
+     r"'optimizer.schedule.first_decay_steps'.*type: cosine_restarts only \(type is 'exponential'\)"),
+    ({"schedule": {"t_mul": 1.0}}, r"'optimizer.schedule.t_mul'.*type: cosine_restarts only \(type is 'cosine'\)"),
+    ({"schedule": {"m_mul": 0.5}}, r"'optimizer.schedule.m_mul'.*type: cosine_restarts only"),
+    ({"schedule": {"type": "constant", "alpha": 0.1}},
+     r"'optimizer.schedule.alpha'.*type: cosine or cosine_restarts only \(type is 'constant'\)"),
+    ({"weight_decay": 0.05}, r"'optimizer.weight_decay'.*applies to type: adamw only \(type is 'adam'\)"),
+    ({"type": "rmsprop", "weight_decay": 0.05}, r"'optimizer.weight_decay'.*type: adamw only \(type is 'rmsprop'\)"),
+])
+def test_a_key_the_chosen_type_does_not_read_is_refused_not_ignored(optimizer, message):
+    """bfcnn.training.optim reads only the chosen type's keys: the others were accepted and ignored."""
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(with_section("optimizer", optimizer))
+
+
+def test_devices_are_refused_unless_the_strategy_is_mirrored(tmp_path):
+    for strategy in ("default", "multi_worker"):
+        with pytest.raises(ConfigError, match=r"'distribution.devices'.*applies to strategy: mirrored only "
+                                              rf"\(strategy is '{strategy}'\)"):
+            config_from_dict(with_section("distribution", {"strategy": strategy, "devices": 2}))
+    assert config_from_dict(with_section("distribution", {"strategy": "mirrored", "devices": 2})).distribution.devices == 2
+    path = write(tmp_path / "x.yaml", "model: {type: resnet}\ndistribution: {strategy: mirrored, devices: 2}\n")
+    with pytest.raises(ConfigError, match=r"'distribution.devices' in \S*x.yaml with --set 'distribution.strategy=default'"):
+        load_config(path, ["distribution.strategy=default"])
+
+
+def test_keys_of_another_type_left_at_their_default_are_accepted(tmp_path):
+    """Written out, as a dumped config does, or left out: only a changed value would be ignored."""
+    schedule = {"type": "step", "boundaries": [10], "values": [1, 0.1], "alpha": 0.01, "first_decay_steps": None,
+                "t_mul": 2, "m_mul": 1.0, "decay_rate": 0.5, "decay_steps": 1000}
+    config = config_from_dict(with_section("optimizer", {"type": "adam", "weight_decay": 1e-4, "schedule": schedule}))
+    assert config.optimizer.schedule.boundaries == (10,)
+    assert config_from_dict(with_section("optimizer", {"type": "rmsprop", "weight_decay": 0})).optimizer.weight_decay == 0
+    config = config_from_dict(with_section("optimizer", {"type": "adamw", "weight_decay": 0.05,
+                                                         "schedule": {"type": "exponential", "decay_rate": 0.1}}))
+    assert config.optimizer.weight_decay == 0.05 and config.optimizer.schedule.decay_rate == 0.1
+    path = write(tmp_path / "x.yaml", "model: {type: resnet}\noptimizer: {type: adamw, weight_decay: 0.05}\n")
+    with pytest.raises(ConfigError, match=r"'optimizer.weight_decay' in \S*x.yaml with --set 'optimizer.type=adam'"):
+        load_config(path, ["optimizer.type=adam"])
+
+
+def test_dump_quotes_strings_that_load_as_numbers():
+    """`1e5` is a float to the loader: dumped unquoted (YAML 1.1's rules), a folder named so came back a float."""
+    config = config_from_dict({**MINIMAL, "dataset": {"inputs": ["1e5", "0123", "1:30", ".5", "1_000"]},
+                               "validation": {"directory": "2e3"}})
+    text = config_module.yaml.dump(config_to_dict(config), Dumper=config_module._Dumper)
+    assert "'1e5'" in text and "'2e3'" in text
+    assert config_from_dict(config_module._parse_yaml(text, "dumped")) == config
+
+
+def test_dump_and_load_of_a_folder_named_like_a_number(tmp_path):
+    config = config_from_dict({**MINIMAL, "validation": {"directory": "1e5"}})
+    dump_config(config, tmp_path / "pipeline.yaml")
+    assert load_config(tmp_path / "pipeline.yaml").validation.directory == "1e5"
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("train: {steps: 1:30}", "'1:30'"),  # YAML 1.1: sexagesimal 90
+    ("train: {seed: 0123}", "'0123'"),  # YAML 1.1: octal 83
+    ("train: {checkpoint_every: 0x10}", "'0x10'"),
+    ("train: {log_every: 1_000}", "'1_000'"),
+    ("optimizer: {schedule: {type: cosine_restarts, first_decay_steps: 0o10}}", "'0o10'"),
+])
+def test_yaml_11_integer_forms_are_text_not_converted(tmp_path, text, shown):
+    path = write(tmp_path / "x.yaml", f"model: {{type: resnet}}\n{text}\n")
+    with pytest.raises(ConfigError, match=rf"wrong type for '.*' in \S*x.yaml: expected int( or null)?, got str {shown} "
+                                          r"\(integers are plain decimals here"):
+        load_config(path)
+
+
+def test_yaml_11_integer_forms_in_a_set_are_text_and_a_folder_keeps_its_name(tmp_path):
+    path = write(tmp_path / "x.yaml", "model: {type: resnet}\nvalidation: {directory: 0123, sigmas: [1:30, 2.]}\n")
+    with pytest.raises(ConfigError, match=r"'train.seed' in --set 'train.seed=0777': expected int, got str '0777'"):
+        load_config(path, ["train.seed=0777"])
+    with pytest.raises(ConfigError, match=r"'validation.sigmas\[0\]'.*expected float, got str '1:30'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"expected int, got str '100'$"):  # quoted: no hint about YAML 1.1
+        load_config(path, ["train.seed='100'"])
+    config = load_config(path, ["validation.sigmas=[-0, 2., .5e1, 12]", "train.seed=10"])
+    assert config.validation.directory == "0123" and config.validation.sigmas == (0.0, 2.0, 5.0, 12.0)
+    assert config.train.seed == 10
+
+
+def test_a_set_of_an_item_of_a_list_the_file_does_not_hold_asks_for_the_whole_list(tmp_path):
+    path = write(tmp_path / "x.yaml", "model: {type: resnet}\nvalidation: {sigmas: [15, 25]}\n")
+    with pytest.raises(ConfigError, match=r"invalid override 'corruption.additive.sigma_values.0=30': "
+                                          r"'corruption.additive.sigma_values' is not set, so it has no item 0; set the "
+                                          r"whole list, e.g. corruption.additive.sigma_values=\[...\]"):
+        load_config(path, ["corruption.additive.sigma_values.0=30"])
+    with pytest.raises(ConfigError, match=r"invalid override 'model.filters.1=8': 'model.filters' is not set"):
+        load_config(path, ["model.filters.1=8"])
+    with pytest.raises(ConfigError, match=r"'validation.sigmas' has no item 2 .*; to add one, set the whole list"):
+        load_config(path, ["validation.sigmas.2=50"])
+    assert load_config(path, ["validation.sigmas.1=50"]).validation.sigmas == (15.0, 50.0)
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("model: {type: resnet, channels: 1}\n", ["dataset.color=rgb"],
+     r"'model.channels' in \S*x.yaml with --set 'dataset.color=rgb': is 1 but dataset.color 'rgb'"),
+    ("model: {type: resnet}\ncorruption: {additive: {sigma_values: [15, 25]}}\n", ["corruption.additive.sigma=[0, 50]"],
+     r"'corruption.additive.sigma_values' in \S*x.yaml with --set 'corruption.additive.sigma=\[0, 50\]': give either"),
+    ("model: {type: resnet}\ncorruption: {multiplicative: {log_uniform: 0.5}}\n",
+     ["corruption.multiplicative.sigma_values=[0.1]", "corruption.multiplicative.sigma=null"],
+     r"'corruption.multiplicative.log_uniform' in \S*x.yaml with --set "
+     r"'corruption.multiplicative.sigma_values=\[0.1\]': applies to a 'sigma' range"),
+    ("model: {type: resnet}\ndataset: {inputs: [{paired: {noisy_a: a, noisy_b: b}}]}\n", ["dataset.inputs.0.paired.noisy_a=b"],
+     r"'dataset.inputs\[0\].paired.noisy_b' in \S*x.yaml with --set 'dataset.inputs.0.paired.noisy_a=b'"),
+    ("model: {type: resnet}\ndataset: {inputs: [{directory: a}]}\n", ["dataset.inputs.0.tfds.name=t"],
+     r"'dataset.inputs\[0\]' in \S*x.yaml with --set 'dataset.inputs.0.tfds.name=t': a source needs exactly one"),
+    ("model: {type: resnet}\ncorruption: {additive: {sigma: [10, 20]}}\n", ["corruption.additive.sigma.0=30"],
+     r"'corruption.additive.sigma' in \S*x.yaml with --set 'corruption.additive.sigma.0=30': must be a range"),
+])
+def test_a_problem_a_set_caused_names_the_set(tmp_path, text, overrides, message):
+    path = write(tmp_path / "x.yaml", text)
+    load_config(path)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, overrides)

@@ -4,6 +4,7 @@ import importlib.util
 import io
 import json
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -227,6 +228,32 @@ def test_paired_difference_mean_standard_error_and_wins():
     assert paired_difference([1.0], [2.0]) == {"mean": -1.0, "standard_error": 0.0, "better": 0, "images": 1}
     with pytest.raises(ValueError, match="equally long"):
         paired_difference([1.0, 2.0], [1.0])
+
+
+def test_paired_lines_leave_out_infinite_psnrs_without_a_warning():
+    """At sigma 0 a baseline returns its input (PSNR inf): the line read '-inf dB PSNR (standard
+    error nan ...)' after a numpy RuntimeWarning."""
+    from bfcnn.evaluate import format_paired
+
+    def entry(psnrs):
+        return {"per_image": {"psnr": psnrs}}
+
+    inf = float("inf")
+    results = {0.0: {"model": entry([41.5, 54.0]), "nlm": entry([inf, inf]), "same": entry([inf, None])},
+               5.0: {"model": entry([inf, 30.0, 31.0]), "nlm": entry([28.0, 29.0, 32.0]), "same": entry([inf, inf, inf])}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lines = format_paired(results, {"model": "m", "nlm": "nlm", "same": "same"}, "model").splitlines()
+    assert lines[0] == ("m - nlm at sigma 0: no image with two finite PSNRs; 2 image(s) with an infinite PSNR "
+                        "(output identical to the clean image) left out")
+    assert lines[1] == ("m - nlm at sigma 5: +0.000 dB PSNR (standard error 1.000; better on 1 of 2 images; 1 image(s) "
+                        "with an infinite PSNR (output identical to the clean image) left out)")
+    assert lines[2] == "m - same at sigma 0: no image with two finite PSNRs; 2 image(s) with an infinite PSNR " \
+                       "(output identical to the clean image) left out"
+    assert "nan" not in "\n".join(lines) and "inf dB" not in "\n".join(lines)
+    results[0.0]["model"] = entry([inf, inf])
+    assert format_paired(results, {"model": "m", "nlm": "nlm"}, "model").splitlines()[0] == (
+        "m - nlm at sigma 0: identical: both infinite PSNR (output identical to the clean image) on all 2 images")
 
 
 def test_results_table_merges_one_file_per_sigma_and_refuses_mixed_ones(tiny, tmp_path, capsys):

@@ -874,7 +874,8 @@ def capture(self, strategy, ckpt_dir):
     return captured["state"]
 Trainer._restore_state = capture
 for strategy, precision in [("mirrored", "float32"), ("mirrored", "mixed_float16"), ("default", "float32")]:
-    config = load_config(sys.argv[1], [f"distribution.strategy={strategy}", "distribution.devices=2",
+    devices = ["distribution.devices=2"] if strategy == "mirrored" else []
+    config = load_config(sys.argv[1], [f"distribution.strategy={strategy}", *devices,
                                        f"train.precision={precision}"])
     Trainer(config, tempfile.mkdtemp()).run()
     optimizer = captured["state"].optimizer
