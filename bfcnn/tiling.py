@@ -3,8 +3,8 @@
 The image is covered by a grid of tiles of `min(tile, H)` x `min(tile, W)` starting at
 multiples of the model's shift period (`align`), the last row and column shifted back to end at
 the border, and up to `align - 1` pixels longer where that takes them (so a runtime that resizes
-its input does so for at most four sizes). Each tile's output is weighted by a separable window that is 0 within `margin` pixels
-of an edge shared with a neighbour (where the tile lacks context), rises as a raised cosine
+its input does so for at most four sizes). Each tile's output is weighted by a separable
+window that is 0 within `margin` pixels of an edge shared with a neighbour (where the tile lacks context), rises as a raised cosine
 across the rest of the overlap, and is 1 elsewhere and at the image's own borders. The
 weights are normalized per axis, so they sum to exactly 1 at every pixel for any layout.
 
@@ -172,8 +172,8 @@ def tiled_apply(
         align: tiles start at multiples of it (`tile_spans`): `fn`'s shift period, e.g. 2 for a
             model with a 2x2 pixel unshuffle, 4 for a 3-level pyramid
             (`bfcnn.models.shift_period`). With 1 the result of such a model differs from the
-            whole image's wherever a tile starts off its grid (by up to 20 levels at single
-            pixels), though the PSNR hardly moves.
+            whole image's wherever a tile starts off its grid (by up to 37 levels at single
+            pixels for the zoo's models), though the PSNR hardly moves.
         equal_tiles: every tile exactly `tile_size` on an axis longer than it (for `fn` of one
             input size): the image is mirrored at the bottom and right up to where the aligned
             tiles end (fewer than `align` pixels), and the result cropped back.
