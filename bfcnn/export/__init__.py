@@ -11,10 +11,16 @@
     model_fp16.tflite, model_dynamic.tflite, model_int8.tflite   per requested quantization,
                         with the same float32 signature (they quantize inside)
     model_card.json     name, channels, value range, signatures, training config, parameters,
-                        FLOPs per pixel, bias-free, file sizes and sha256, verification results
+                        FLOPs per pixel, bias-free, verification results; `files`: bytes per
+                        file (saved_model/ as the sum of its files), `sha256`: per file
+                        (model.keras and each .tflite; saved_model/ is a folder and has its
+                        size only); each `.tflite` entry also counts its int8 weight tensors
 
 then reloads every artifact, runs it on a test photograph with sigma 25 noise, compares it
-with the Keras model, and moves the folder into place only if all checks pass.
+with the Keras model, and moves the folder into place only if all checks pass. The temporary
+folder is removed on any failure, Ctrl-C and SIGTERM included (SIGTERM is turned into
+`SystemExit(143)` while the export runs in the main thread); one left by a killed export
+(`.<name>.tmp-*` beside the output) is removed by the next export to the same output.
 TFLite files contain builtin operators only (no Select TF / Flex ops), so the stock LiteRT
 runtime on Android and iOS runs them; an op without a builtin kernel is named in the error.
 
@@ -26,11 +32,15 @@ names, value range) and `errors`; this module writes the folder and its model ca
 re-exports the public names.
 """
 
+import contextlib
 import datetime
 import json
 import os
+import re
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
@@ -38,16 +48,18 @@ import numpy as np
 
 from bfcnn.errors import allowed
 from bfcnn.export.errors import ExportError, UnsupportedOpsError, VerificationError
-from bfcnn.export.loading import WEIGHTS, load_for_export, resolve_model
+from bfcnn.export.loading import RUN_FILES, WEIGHTS, load_for_export, resolve_model, warn
 from bfcnn.export.saved_model import write_saved_model
 from bfcnn.export.signature import INPUT_NAME, OUTPUT_NAME, VALUE_RANGE, model_channels
-from bfcnn.export.tflite import (CONTROL_FLOW_OPS, QUANTIZATIONS, TFLITE_FILES, check_int8_supported,
-                                 representative_images, runtime_sized_tensors, tflite_ops, to_tflite)
-from bfcnn.export.verification import (FP32_TOLERANCE, FP32_TOLERANCE_CAP, PSNR_MARGINS_DB, SENSITIVITY_FACTOR,
+from bfcnn.export.tflite import (CONTROL_FLOW_OPS, MIN_FIXED_SIZE, QUANTIZATIONS, TFLITE_FILES,
+                                 check_int8_supported, int8_weight_tensors, representative_images,
+                                 runtime_sized_tensors, tflite_ops, to_tflite)
+from bfcnn.export.verification import (FIDELITY_FLOORS_DB, FIXED_SIZE_MARGIN_DB, FP32_TOLERANCE,
+                                       FP32_TOLERANCE_CAP, PSNR_MARGINS_DB, SENSITIVITY_FACTOR,
                                        SENSITIVITY_ULPS, SMALL_TEST_SIZE, TEST_SIGMA, TEST_SIZE,
                                        float32_sensitivity, format_verification, fp32_tolerance, sample_image,
                                        verify)
-from bfcnn.io import existing_ancestor, sha256, usual_mode
+from bfcnn.io import existing_ancestor, output_problem, sha256, usual_mode
 
 # what an export folder holds; replacing one that holds anything else is refused
 EXPORT_FILES = frozenset({"saved_model", "model.keras", "model_card.json", *TFLITE_FILES.values()})
@@ -55,7 +67,10 @@ EXPORT_FILES = frozenset({"saved_model", "model.keras", "model_card.json", *TFLI
 __all__ = [
     "CONTROL_FLOW_OPS",
     "ExportError",
+    "FIDELITY_FLOORS_DB",
+    "FIXED_SIZE_MARGIN_DB",
     "INPUT_NAME",
+    "MIN_FIXED_SIZE",
     "OUTPUT_NAME",
     "FP32_TOLERANCE",
     "FP32_TOLERANCE_CAP",
@@ -75,6 +90,7 @@ __all__ = [
     "WEIGHTS",
     "export_model",
     "format_verification",
+    "int8_weight_tensors",
     "load_for_export",
     "main",
     "representative_images",
@@ -121,6 +137,8 @@ def _tflite_entry(path: Path, quantize: str) -> Dict[str, Any]:
         "output": {"name": out["name"], "signature_name": OUTPUT_NAME, "dtype": np.dtype(out["dtype"]).name,
                    "shape_signature": [int(d) for d in out["shape_signature"]]},
         "ops": tflite_ops(path.read_bytes()),
+        # constant int8 tensors: 0 in a `dynamic` file means the converter quantized nothing
+        "int8_weight_tensors": int8_weight_tensors(path.read_bytes()),
         "bytes": path.stat().st_size,
         "sha256": sha256(path),
     }
@@ -201,20 +219,76 @@ def _require_litert() -> None:
 
 
 def _place(tmp: Path, out: Path) -> None:
-    """Moves the finished temporary folder to `out`, replacing a previous export there."""
+    """Moves the finished temporary folder to `out`, replacing a previous export there; the previous
+    export is put back if the move fails or is interrupted (Ctrl-C, SIGTERM) half way."""
     os.chmod(tmp, usual_mode(directory=True))  # mkdtemp made it private
     _check_output(out)
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / out.name)
         try:
+            os.replace(out, old / out.name)
             os.replace(tmp, out)
-        except OSError:
-            os.replace(old / out.name, out)
+        except BaseException:  # an OSError, or KeyboardInterrupt / SystemExit between the two moves
+            if not out.exists() and (old / out.name).exists():
+                os.replace(old / out.name, out)
             raise
-        shutil.rmtree(old, ignore_errors=True)
+        finally:
+            if out.exists():  # the new export, or the previous one put back: `old` holds nothing needed
+                shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, out)
+
+
+def _remove_stale_temporaries(out: Path, log) -> None:
+    """Removes `.<name>.tmp-XXXXXXXX` folders an export to `out` that was killed left beside it
+    (only folders of exactly that pattern: mkdtemp's prefix and 8 random characters)."""
+    pattern = re.compile(re.escape(f".{out.name}.tmp-") + r"[a-z0-9_]{8}")
+    try:
+        entries = list(out.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        if pattern.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+            log(f"removing {entry}, left by an export that was killed")
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """Turns SIGTERM into `SystemExit(128 + 15)` while the export runs, so its temporary folder is
+    removed (`finally` blocks run) before the process ends; a second SIGTERM ends it at once.
+    Only in the main thread (Python delivers signals there) and only where SIGTERM has its
+    default action (a caller's own handler or an ignored SIGTERM is left alone)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum, frame):
+        signal.signal(signum, signal.SIG_DFL)  # a second one: as without this handler
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _default_name(model_or_path, model, source: str) -> str:
+    """The card's name: a zoo model's name; a `.keras` file's stem, or for a run's `model.keras` /
+    `best.keras` its folder's name; a folder's name; else the Keras model's name."""
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        return model.name
+    text = os.fspath(model_or_path)
+    if source.startswith("zoo:"):
+        return text
+    path = Path(os.path.abspath(Path(text).expanduser()))
+    if path.is_file() or path.suffix == ".keras":
+        name = path.parent.name if path.name in RUN_FILES else path.stem
+    else:
+        name = path.name
+    return name or model.name
 
 
 def export_model(
@@ -230,6 +304,7 @@ def export_model(
     weights: str = "auto",
     verify_artifacts: bool = True,
     psnr_margins: Optional[Mapping[str, float]] = None,
+    fidelity_floors: Optional[Mapping[str, float]] = None,
     tolerance: Optional[float] = None,
     image=None,
     num_threads: Optional[int] = None,
@@ -249,17 +324,23 @@ def export_model(
         quantize: one or more of `none`, `fp16`, `dynamic`, `int8` (`none` is `model.tflite`).
         representative_dir: images for int8 calibration (required for `int8`).
         config: the training config (plain dict) for the model card; default the run's.
-        name: the model's name in the card; default the folder's or the model's name.
+        name: the model's name in the card; default a zoo model's name, a `.keras` file's
+            stem (its folder's name for a run's `model.keras` / `best.keras`), a folder's
+            name, or for a keras.Model its `name`.
         pipeline_config: a pipeline YAML to build the model when restoring a checkpoint.
         weights: which weights of a run folder: `auto`, `final`, `best`, `checkpoint`.
         verify_artifacts: reload and compare every artifact (False skips the checks).
         psnr_margins: overrides of `PSNR_MARGINS_DB`.
+        fidelity_floors: overrides of `FIDELITY_FLOORS_DB` (a quantized file's least PSNR
+            against the Keras output).
         tolerance: the largest max|diff| of a float32 artifact, 0-255 scale; None: as `verify`.
         image: (clean uint8, noisy float32) for verification; default `sample_image`.
         num_threads: LiteRT threads for verification.
-        tflite_size: None (TFLite files take any size), or an int or (height, width): every
-            TFLite file takes only that size, sized ahead for speed (see `to_tflite`);
-            `bfcnn.lite.TFLiteDenoiser` tiles and pads other sizes.
+        tflite_size: None (TFLite files take any size), or an int or (height, width), each
+            at least `MIN_FIXED_SIZE`: every TFLite file takes only that size, sized ahead for
+            speed (see `to_tflite`); `bfcnn.lite.TFLiteDenoiser` tiles and pads other sizes,
+            and verification holds the tiled result to the whole-image Keras output
+            (`FIXED_SIZE_MARGIN_DB`).
         log: where progress lines go (None for silence).
 
     Returns:
@@ -269,7 +350,8 @@ def export_model(
         VerificationError: an artifact is out of tolerance; nothing is written (`.report`
             holds the numbers).
         UnsupportedOpsError: the model needs a non-builtin TFLite op (named).
-        ExportError: bad arguments, or nothing loadable at the path.
+        ExportError: bad arguments, nothing loadable at the path, or an output folder that
+            cannot be written.
 
     Example:
         >>> report = export_model("runs/x", "out/x", quantize=["none", "fp16"])
@@ -277,50 +359,79 @@ def export_model(
     """
     log = log or (lambda *args: None)
     modes = _tflite_modes(quantize, to_tflite, representative_dir)
+    if representative_dir is not None and "int8" not in modes:
+        warn(f"the representative images ({representative_dir}) are used for int8 calibration only, and no int8 "
+             "file was asked for (--quantize int8): ignored")
+    if tflite_size is not None:
+        tflite_size = _check_tflite_size(tflite_size)
     out = Path(output_directory).expanduser().absolute()
     _check_output(out)
+    problem = output_problem(out, folder=True) or (output_problem(out.parent, folder=True) if out.exists() else None)
+    if problem:
+        raise ExportError(f"cannot write the export to {str(out)!r}: {problem}")
 
     model, config, source = resolve_model(model_or_path, config, weights, pipeline_config)
     if name is None:
-        stem = Path(os.fspath(model_or_path)).name if isinstance(model_or_path, (str, os.PathLike)) else ""
-        name = stem.removesuffix(".keras") if stem not in ("", "model.keras", "best.keras") else model.name
+        name = _default_name(model_or_path, model, source)
     samples = None
     if "int8" in modes:
         check_int8_supported(model)  # before any file is written or converted
         samples = representative_images(representative_dir, model_channels(model))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        log(f"exporting {source} -> {out}")
-        write_saved_model(model, tmp / "saved_model")
-        model.save(tmp / "model.keras")
-        tflite = {}
-        for mode in modes:
-            log(f"converting to TFLite ({mode})")
-            path = tmp / TFLITE_FILES[mode]
-            path.write_bytes(_convert(model, mode, samples, input_size=tflite_size))
-            tflite[TFLITE_FILES[mode]] = _tflite_entry(path, mode)
-        card = _model_card(model, name, config, source, tflite)
-        report = None
-        if verify_artifacts:
-            log("verifying the artifacts")
-            report = verify(tmp, model, image, tolerance, psnr_margins, num_threads)
-            card["verification"] = report
-            log(format_verification(report))
-            if not report["passed"]:
-                failed = [r["artifact"] for r in report["results"] if not r["passed"]]
-                raise VerificationError(f"export verification failed for {', '.join(failed)}; "
-                                        f"nothing was written to {str(out)!r}", report)
-        card["files"] = _file_sizes(tmp)  # bytes per file; saved_model/ is the sum of its files
-        (tmp / "model_card.json").write_text(json.dumps(card, indent=2, default=_json_default))
-        _place(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    tmp = None
+    with _sigterm_as_exit():  # so that `finally` removes the temporary folder on SIGTERM too
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temporaries(out, log)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+            log(f"exporting {source} -> {out}")
+            write_saved_model(model, tmp / "saved_model")
+            model.save(tmp / "model.keras")
+            tflite = {}
+            for mode in modes:
+                log(f"converting to TFLite ({mode})")
+                path = tmp / TFLITE_FILES[mode]
+                path.write_bytes(_convert(model, mode, samples, input_size=tflite_size))
+                tflite[TFLITE_FILES[mode]] = entry = _tflite_entry(path, mode)
+                if mode == "dynamic" and entry["int8_weight_tensors"] == 0:
+                    warn(f"{TFLITE_FILES[mode]} holds no int8 weights: the converter quantizes only weights of "
+                         "1,024 elements or more, and this model has none, so the file is a float32 copy")
+            card = _model_card(model, name, config, source, tflite)
+            report = None
+            if verify_artifacts:
+                log("verifying the artifacts")
+                report = verify(tmp, model, image, tolerance, psnr_margins, num_threads, fidelity_floors)
+                card["verification"] = report
+                log(format_verification(report))
+                if not report["passed"]:
+                    failed = [r["artifact"] for r in report["results"] if not r["passed"]]
+                    raise VerificationError(f"export verification failed for {', '.join(failed)}; "
+                                            f"nothing was written to {str(out)!r}", report)
+            card["files"] = _file_sizes(tmp)  # bytes per file; saved_model/ is the sum of its files
+            card["sha256"] = {entry.name: sha256(entry) for entry in sorted(tmp.iterdir()) if entry.is_file()}
+            (tmp / "model_card.json").write_text(json.dumps(card, indent=2, default=_json_default))
+            _place(tmp, out)
+        except OSError as error:  # a folder that cannot be written (read-only, /sys, /proc), a full disk
+            raise ExportError(f"cannot write the export to {str(out)!r}: {error}") from error
+        finally:
+            if tmp is not None and tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     log(f"wrote {out}")
     return {"output_directory": str(out), "passed": report is None or report["passed"], "model_card": card,
             "verification": report}
+
+
+def _check_tflite_size(tflite_size):
+    """(height, width) of `tflite_size`; ExportError for a bad value or one under `MIN_FIXED_SIZE`."""
+    from bfcnn.export.tflite import _fixed_size
+    from bfcnn.lite import DEFAULT_OVERLAP
+
+    height, width = _fixed_size(tflite_size)
+    if min(height, width) < MIN_FIXED_SIZE:
+        raise ExportError(f"tflite_size {height} x {width} is too small: a file of one input size runs in tiles "
+                          f"overlapping by {DEFAULT_OVERLAP} pixels, which need a side of at least {MIN_FIXED_SIZE} "
+                          f"(twice the overlap); give {MIN_FIXED_SIZE} or more, or no size (files of any size)")
+    return height, width
 
 
 def _tflite_modes(quantize, to_tflite: bool, representative_dir) -> list:

@@ -4,7 +4,8 @@
         --quantize none fp16 int8 --representative-dir ../shared/datasets/train/Train400
 
 Exit status: 0 exported and verified; 1 verification failed (nothing written); 2 bad
-arguments, nothing loadable, or a model that builtin-only TFLite cannot run.
+arguments, nothing loadable, an output folder that cannot be written, or a model that
+builtin-only TFLite cannot run; 143 stopped by SIGTERM (the temporary folder removed).
 """
 
 import argparse
@@ -13,6 +14,7 @@ import sys
 from typing import Optional, Sequence
 
 from bfcnn.cli import positive_int
+from bfcnn.export.tflite import MIN_FIXED_SIZE
 
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")  # bfcnn.export.QUANTIZATIONS, without importing TF
 
@@ -24,7 +26,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                     "checked against the Keras model before the output folder is written.")
     parser.add_argument("--model-directory", "--checkpoint-directory", dest="model_directory", required=True,
                         metavar="D", help="a training run folder (model.keras, best.keras or checkpoints/), an "
-                        "export folder, a .keras file or a zoo name (--checkpoint-directory: older name)")
+                        "export folder, a .keras file or a zoo name; a zoo name wins over a file or folder of that "
+                        "name here (with a warning): write ./NAME for the folder (--checkpoint-directory: older "
+                        "name)")
     parser.add_argument("--output-directory", required=True, metavar="O",
                         help="the export folder; replaced if it holds a previous export")
     parser.add_argument("--to-tflite", action="store_true",
@@ -33,18 +37,22 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="TFLite variants besides the float32 model.tflite, which is always written: "
                              "fp16, dynamic, int8 (none: model.tflite only, the default)")
     parser.add_argument("--tflite-size", type=positive_int, nargs="+", metavar="N",
-                        help="TFLite files for one input size, N (square) or H W: sized ahead, which "
-                             "makes graphs with shape arithmetic (N3 blocks) faster; bfcnn.lite tiles and "
+                        help="TFLite files for one input size, N (square) or H W, each at least "
+                             f"{MIN_FIXED_SIZE} (the files run in tiles overlapping by half that): sized ahead, "
+                             "which makes graphs with shape arithmetic (N3 blocks) faster; bfcnn.lite tiles and "
                              "pads other sizes (default: any size)")
     parser.add_argument("--representative-dir", metavar="DIR",
-                        help="images for int8 calibration (e.g. the training set)")
+                        help="images for int8 calibration (e.g. the training set); only with --quantize int8")
     parser.add_argument("--pipeline-config", metavar="P",
                         help="pipeline YAML to build the model when restoring a tf.train checkpoint "
                              "(default: the run's config.yaml)")
     parser.add_argument("--weights", choices=("auto", "final", "best", "checkpoint"), default="auto",
                         help="which weights of a run folder: model.keras (final), best.keras (best), the "
-                             "latest checkpoint, or auto: final, else checkpoint, else best")
-    parser.add_argument("--name", help="the model name in model_card.json (default: the folder name)")
+                             "latest checkpoint, or auto: final, else checkpoint, else best (a .keras file or a "
+                             "zoo name takes auto only)")
+    parser.add_argument("--name", help="the model name in model_card.json (default: the zoo name, the .keras "
+                        "file's stem but the run folder's name for a run's model.keras / best.keras, or the "
+                        "folder's name)")
     parser.add_argument("--threads", type=positive_int, default=None, help="LiteRT threads during verification")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="the largest max|diff| of a float32 artifact on the 0-255 scale (default 1e-3, or "
@@ -57,6 +65,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         if len(args.tflite_size) > 2:
             parser.error(f"--tflite-size takes N or H W, got {len(args.tflite_size)} numbers")
         args.tflite_size = (args.tflite_size[0], args.tflite_size[-1])
+        if min(args.tflite_size) < MIN_FIXED_SIZE:
+            parser.error(f"--tflite-size {' x '.join(map(str, args.tflite_size))} is too small: at least "
+                         f"{MIN_FIXED_SIZE} (the file runs in tiles overlapping by {MIN_FIXED_SIZE // 2} pixels)")
     if args.tolerance is not None and not 0 < args.tolerance < float("inf"):
         parser.error(f"--tolerance needs a finite number > 0 (the 0-255 scale), got {args.tolerance}")
     if args.pipeline_config is not None and not os.path.isfile(args.pipeline_config):

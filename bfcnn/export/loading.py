@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -10,6 +11,11 @@ from bfcnn.export.errors import ExportError
 
 WEIGHTS = ("auto", "final", "best", "checkpoint")
 RUN_FILES = ("model.keras", "best.keras")  # the model files a training run writes beside its config.yaml
+
+
+def warn(message: str) -> None:
+    """A warning on stderr: the export goes on."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def as_float32(model):
@@ -111,6 +117,11 @@ def load_for_export(model_directory, pipeline_config=None, weights: str = "auto"
     if path.is_file():
         if path.suffix != ".keras":
             raise ExportError(f"{str(path)!r} is not a .keras file or a model directory")
+        if weights != "auto":
+            raise ExportError(f"weights={weights!r} (--weights) picks a file of a training run folder, and "
+                              f"{str(path)!r} is a .keras file: give the run folder, or leave --weights out")
+        if config_dict is None:
+            config_dict = zoo_card_config(path)
         return as_float32(load_keras(path)), config_dict, str(path)
 
     checkpoint_dir = path / "checkpoints" if (path / "checkpoints").is_dir() else path
@@ -130,6 +141,25 @@ def load_for_export(model_directory, pipeline_config=None, weights: str = "auto"
             return model, config_dict, latest
     looked = {"final": "model.keras", "best": "best.keras", "checkpoint": "checkpoints/ (tf.train)"}
     raise ExportError(f"no model in {str(path)!r}: looked for {', '.join(looked[k] for k in order)}")
+
+
+def zoo_card_config(path: Path):
+    """The training config in the zoo card beside a zoo `.keras` file (`pretrained/<name>.json`,
+    whose `files.keras` names this file with its sha256), or None."""
+    from bfcnn.io import sha256
+
+    card_file = path.with_suffix(".json")
+    try:
+        card = json.loads(card_file.read_text(encoding="utf-8"))
+        entry = card["files"]["keras"]
+        config = card["training"]["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(config, dict) or Path(str(entry.get("path", ""))).name != path.name:
+        return None
+    if entry.get("sha256") != sha256(path):  # another file of that name: the card does not describe it
+        return None
+    return config
 
 
 def resolve_model(model_or_path, config, weights, pipeline_config):
@@ -153,5 +183,11 @@ def resolve_model(model_or_path, config, weights, pipeline_config):
         names = list_models()
         raise ExportError(f"{text!r} is neither an existing file or folder nor a zoo model"
                           f"{did_you_mean(text, names)}; zoo models: {', '.join(names) or '(none)'}") from error
+    if weights != "auto":
+        raise ExportError(f"weights={weights!r} (--weights) picks a file of a training run folder, and {text!r} "
+                          "is a zoo model: leave --weights out")
+    if Path(text).expanduser().exists():  # load_model's rule: the zoo name wins
+        warn(f"{text!r} is both a zoo model and a file or folder here; exporting the zoo model "
+             f"(write ./{text} to export the file or folder)")
     zoo_config = (card.get("training") or {}).get("config")  # the pipeline config the entry was trained with
     return load_model(text), config if config is not None else zoo_config, f"zoo:{text}"

@@ -24,6 +24,19 @@ TFLITE_FILES = {
 CONTROL_FLOW_OPS = {"WHILE", "IF", "CALL_ONCE"}
 
 
+def _min_fixed_size() -> int:
+    from bfcnn.lite import DEFAULT_OVERLAP
+    from bfcnn.tiling import min_tile_size
+
+    return min_tile_size(DEFAULT_OVERLAP)
+
+
+# The least side of a file of one input size that `export_model` writes (`--tflite-size`): such a
+# file runs in tiles overlapping by `bfcnn.lite.DEFAULT_OVERLAP`, and a tile must be twice that
+# (`bfcnn.tiling.min_tile_size`); smaller tiles cost quality at every seam and run many times over.
+MIN_FIXED_SIZE = _min_fixed_size()
+
+
 _OP_PATTERNS = (
     re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op"),
     re.compile(r"^\s*tf\.(\w+)\(", re.MULTILINE),
@@ -252,3 +265,25 @@ def representative_images(directory, channels: int, count: int = 24, size: int =
         sigma = rng.uniform(*sigma_range)
         images.append((crop + sigma * rng.standard_normal(crop.shape)).astype(np.float32))
     return images
+
+
+def int8_weight_tensors(content: bytes) -> int:
+    """The number of constant int8 tensors (quantized weights) in a TFLite flatbuffer.
+
+    A `dynamic` file of a small model may hold none: the converter leaves weights of fewer
+    than 1,024 elements in float32, so such a file is a float32 copy.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(content, 0)
+    count = 0
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        for t in range(subgraph.TensorsLength()):
+            tensor = subgraph.Tensors(t)
+            if tensor.Type() != schema.TensorType.INT8 or tensor.Buffer() <= 0:
+                continue
+            buffer = model.Buffers(tensor.Buffer())
+            if buffer.DataLength() > 0 or buffer.Size() > 0:  # inline data, or stored after the flatbuffer
+                count += 1
+    return count
