@@ -80,28 +80,11 @@ def restore_infinite(results) -> None:
 
 
 def paired_lines(results, labels) -> str:
-    """`bfcnn.evaluate.format_paired` against the model, over the images where both PSNRs are
-    finite: an image with an infinite PSNR has no difference to average; a note counts them."""
-    from bfcnn.evaluation import paired_difference
+    """`bfcnn.evaluate.format_paired` against the model: over the images where both PSNRs are
+    finite (an image with an infinite PSNR has no difference to average; a note counts them)."""
+    from bfcnn.evaluate import format_paired
 
-    lines = []
-    for key, label in labels.items():
-        if key == MODEL_KEY:
-            continue
-        for sigma, entry in results.items():
-            ours, theirs = scores(entry[MODEL_KEY]["per_image"]["psnr"]), scores(entry[key]["per_image"]["psnr"])
-            finite = np.isfinite(ours) & np.isfinite(theirs)
-            skipped = int((~finite).sum())
-            note = (f"; {skipped} image(s) with an infinite PSNR (output identical to the clean image) "
-                    "left out") if skipped else ""
-            head = f"{labels[MODEL_KEY]} - {label} at sigma {sigma:g}: "
-            if not finite.any():
-                lines.append(head + f"no image with two finite PSNRs{note}")
-                continue
-            d = paired_difference(ours[finite], theirs[finite])
-            lines.append(head + f"{d['mean']:+.3f} dB PSNR (standard error {d['standard_error']:.3f}; better on "
-                         f"{d['better']} of {d['images']} images{note})")
-    return "\n".join(lines)
+    return format_paired(results, labels, MODEL_KEY)
 
 
 def merge(documents):
