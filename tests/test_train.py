@@ -1008,3 +1008,20 @@ def test_history_is_strict_json_also_at_sigma_0(image_dir, tmp_path):
     (line,) = (tmp_path / "history.jsonl").read_text().splitlines()
     entry = json.loads(line, parse_constant=no_constants)
     assert entry["results"]["0"]["noisy_psnr"] is None and entry["results"]["20"]["noisy_psnr"] > 0
+
+
+def test_the_logged_learning_rate_is_the_one_the_step_used(image_dir, tmp_path, monkeypatch):
+    """A step schedule drops the rate after step 2 (steps 0, 1, 2 at 1e-3, step 3 at 1e-5): the
+    rate logged with the 4th step's loss is 1e-5 and the 3rd's 1e-3, not the next step's."""
+    import bfcnn.training.loop as loop
+
+    logged = []
+    real = loop._log_step
+    monkeypatch.setattr(loop, "_log_step", lambda writer, progress, step, metrics, loss, lr, rate:
+                        logged.append((step, lr)) or real(writer, progress, step, metrics, loss, lr, rate))
+    config = tiny_config(image_dir, optimizer={"learning_rate": 1e-3, "schedule": {
+                             "type": "step", "boundaries": [2], "values": [1.0, 0.01]}},
+                         train={"steps": 4, "checkpoint_every": 4, "log_every": 1}, validation={"directory": None})
+    Trainer(config, tmp_path).run()
+    assert [step for step, _ in logged] == [1, 2, 3, 4]
+    np.testing.assert_allclose([lr for _, lr in logged], [1e-3, 1e-3, 1e-3, 1e-5], rtol=1e-6)

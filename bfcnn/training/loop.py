@@ -64,7 +64,7 @@ from bfcnn.training.corruption import corrupt, corrupt_pair
 from bfcnn.training.data import (MAX_CACHE_BYTES, InMemorySampler, estimated_cache_bytes, load_directory,
                                  load_paired_directory, streaming_dataset)
 from bfcnn.training.losses import pixel_loss
-from bfcnn.training.optim import build_optimizer, clip_summed_gradients, current_learning_rate
+from bfcnn.training.optim import build_optimizer, clip_summed_gradients, learning_rate_at
 
 log = logging.getLogger("bfcnn.train")
 
@@ -988,7 +988,7 @@ class Trainer:
             if done % cfg.log_every == 0 or done == cfg.steps:
                 rate = (done - tick_step) / max(now - tick, 1e-9)
                 tick, tick_step = now, done
-                _log_step(writer, progress, done, metrics, loss, current_learning_rate(state.optimizer), rate)
+                _log_step(writer, progress, done, metrics, loss, learning_rate_at(state.optimizer, current), rate)
             if cfg.tensorboard and cfg.image_summaries_every and done % cfg.image_summaries_every == 0:
                 _image_summary(writer, done, images)
             if validation is not None and (done % self.config.validation.every == 0 or done == cfg.steps):

@@ -122,6 +122,18 @@ def clip_summed_gradients(grads, clipnorm: float, loss_scale, replicas: int):
 
 
 def current_learning_rate(optimizer) -> float:
+    """The learning rate the optimizer's next step will use (its schedule at `iterations`)."""
     lr = optimizer.learning_rate
     value = float(lr.numpy() if hasattr(lr, "numpy") else lr)
+    return value if math.isfinite(value) else float("nan")
+
+
+def learning_rate_at(optimizer, iteration: int) -> float:
+    """The learning rate of the optimizer's step `iteration` (counted from 0, as `iterations`):
+    its schedule there, or its fixed rate; a loss scaler's inner optimizer is read through."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    schedule = getattr(inner, "_learning_rate", None)
+    if not isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        return current_learning_rate(optimizer)
+    value = float(keras.ops.convert_to_numpy(schedule(iteration)))
     return value if math.isfinite(value) else float("nan")
