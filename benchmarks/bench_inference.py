@@ -76,6 +76,9 @@ def _engines(model, image, folder: Path, threads: int, quantize, representative,
 
     from bfcnn.export import CONTROL_FLOW_OPS, TFLITE_FILES, UnsupportedOpsError, representative_images, to_tflite
     from bfcnn.lite import TFLiteDenoiser
+    from bfcnn.models.shift import shift_period
+
+    period = shift_period(model)  # tiles start on the model's grid, as an exported file's card makes them
 
     channels, size = image.shape[-1], image.shape[0]
     engines = {}
@@ -110,12 +113,12 @@ def _engines(model, image, folder: Path, threads: int, quantize, representative,
         if mode == "none":
             for tile in tiles:  # what TFLiteDenoiser.denoise does by default (tiles of 256, overlap 48)
                 if tile < size:  # an interpreter of its own: resizing one back and forth reallocates each run
-                    tiled = TFLiteDenoiser(file, num_threads=threads)
+                    tiled = TFLiteDenoiser(file, num_threads=threads, shift_period=period)  # as the card says
                     engines[f"{name}, tiles of {tile}"] = (lambda r=tiled, t=tile: r.denoise(image, tile_size=t), None)
             for tile in fixed_tiles:  # a file for one input size (export --tflite-size), run tile by tile
                 fixed = folder / f"model_{tile}.tflite"
                 fixed.write_bytes(to_tflite(model, mode, input_size=(tile, tile)))
-                runner = TFLiteDenoiser(fixed, num_threads=threads)
+                runner = TFLiteDenoiser(fixed, num_threads=threads, shift_period=period)
                 engines[f"{name}, {tile}x{tile} file, tiles of {tile}"] = (lambda r=runner: r.denoise(image),
                                                                            fixed.stat().st_size)
     return engines, failed
