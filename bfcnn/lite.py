@@ -211,7 +211,7 @@ class TFLiteDenoiser:
             tile_size = None
         # tile by tile, band by band: no full-size float32 copy of the input or the output
         # a file of fixed size gets tiles of exactly its size (the image mirrored at the bottom and
-        # right where the aligned tiles would end past it), not some a few pixels longer
+        # right where the aligned tiles would end past it), not a few pixels smaller
         equal = self.fixed_size is not None and tile_size is not None and as_pair("tile_size", tile_size) == self.fixed_size
         out = tiled_apply(function, x, tile_size, overlap, margin, dtype=image.dtype, align=self.shift_period,
                           equal_tiles=equal)

@@ -1,10 +1,10 @@
 """Tiled inference: run a denoiser on overlapping tiles and blend them, so memory stays bounded.
 
-The image is covered by a grid of tiles of `min(tile, H)` x `min(tile, W)` starting at
-multiples of the model's shift period (`align`), the last row and column shifted back to end at
-the border, and up to `align - 1` pixels longer where that takes them (so a runtime that resizes
-its input does so for at most four sizes). Each tile's output is weighted by a separable
-window that is 0 within `margin` pixels of an edge shared with a neighbour (where the tile lacks context), rises as a raised cosine
+The image is covered by a grid of equal tiles of up to `tile` x `tile` pixels starting at
+multiples of the model's shift period (`align`), the last row and column ending at the border
+(the tiles are up to `align - 1` pixels smaller than asked where that puts the last ones on
+the grid, and a runtime that resizes its input does so once). Each tile's output is weighted
+by a separable window that is 0 within `margin` pixels of an edge shared with a neighbour (where the tile lacks context), rises as a raised cosine
 across the rest of the overlap, and is 1 elsewhere and at the image's own borders. The
 weights are normalized per axis, so they sum to exactly 1 at every pixel for any layout.
 
@@ -64,20 +64,29 @@ def as_pair(name: str, value) -> Tuple[int, int]:
 
 
 def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> List[Tuple[int, int]]:
-    """(start, size) of the tiles covering `length` pixels: size `min(tile, length)`, starts at
-    multiples of `align`, neighbours sharing at least `overlap` pixels, the last tile ending at
-    the border (up to `align - 1` pixels longer than the others where that takes it).
+    """(start, size) of the tiles covering `length` pixels: all of one size, at most `tile` and
+    fewer than `align` pixels under it (where `tile < length`), starting at multiples of
+    `align`, neighbours sharing at least `overlap` pixels, the last tile ending at the border.
+    (Tiles too small to give up those pixels keep `tile`, and the last ones are up to
+    `align - 1` pixels longer instead.)
 
     `align` is the model's shift period (`bfcnn.models.shift_period`): a model with a stride or
     a pixel unshuffle gives the same output for an image shifted by a multiple of it only, so
-    tiles at such offsets compute what the whole image would.
+    tiles at such offsets compute what the whole image would. The tile size is chosen so that
+    the last tile, which ends at the border, starts on a multiple too; one size keeps a runtime
+    that resizes its input (LiteRT) from setting itself up again between tiles.
 
     Raises:
         TilingError: a step `tile - overlap` shorter than `align` (no aligned tiling keeps the overlap).
     """
-    tile = min(tile, length)
     if tile >= length:
         return [(0, length)]
+    size = tile - (tile - length) % align  # length - size is a multiple of align
+    if size - overlap >= align:  # tiles of one size
+        step = (size - overlap) // align * align
+        return [(start, size) for start in range(0, length - size, step)] + [(length - size, size)]
+    # Tiles too small to shrink so (e.g. 96 with overlap 48 and a period of 40): `tile`, and
+    # the last ones up to align - 1 pixels longer to reach the border.
     step = (tile - overlap) // align * align
     if step < 1:
         raise TilingError(f"tiles of {tile} with overlap {overlap} advance {tile - overlap} pixels, less than the "
@@ -175,8 +184,9 @@ def tiled_apply(
             whole image's wherever a tile starts off its grid (by up to 37 levels at single
             pixels for the zoo's models), though the PSNR hardly moves.
         equal_tiles: every tile exactly `tile_size` on an axis longer than it (for `fn` of one
-            input size): the image is mirrored at the bottom and right up to where the aligned
-            tiles end (fewer than `align` pixels), and the result cropped back.
+            input size, where `tile_spans` would take fewer pixels): the image is mirrored at
+            the bottom and right up to where such tiles, aligned, end (fewer than `align`
+            pixels), and the result cropped back.
 
     Returns:
         [H, W, C'] of `dtype`: the blended result.
