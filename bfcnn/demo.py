@@ -35,10 +35,11 @@ def _make_folders(folder: Path) -> list:
     Raises:
         OSError: one cannot be made (those made before it are removed again).
     """
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
+    from bfcnn.io import existing_ancestor
+
+    folder = folder.absolute()
+    top = existing_ancestor(folder)
+    missing = [folder, *folder.parents][: len(folder.parts) - len(top.parts)]  # innermost first
     made = []
     try:
         for path in reversed(missing):

@@ -124,9 +124,12 @@ def _file_sizes(directory: Path) -> Dict[str, int]:
 
 
 def _tflite_entry(path: Path, quantize: str) -> Dict[str, Any]:
+    import hashlib
+
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(path))
+    content = path.read_bytes()  # read once: the ops, the int8 weights and the checksum come from it
+    interpreter = Interpreter(model_content=content)
     signature = interpreter.get_signature_list()
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
     return {
@@ -136,11 +139,11 @@ def _tflite_entry(path: Path, quantize: str) -> Dict[str, Any]:
                   "shape_signature": [int(d) for d in inp["shape_signature"]]},
         "output": {"name": out["name"], "signature_name": OUTPUT_NAME, "dtype": np.dtype(out["dtype"]).name,
                    "shape_signature": [int(d) for d in out["shape_signature"]]},
-        "ops": tflite_ops(path.read_bytes()),
+        "ops": tflite_ops(content),
         # constant int8 tensors: 0 in a `dynamic` file means the converter quantized nothing
-        "int8_weight_tensors": int8_weight_tensors(path.read_bytes()),
-        "bytes": path.stat().st_size,
-        "sha256": sha256(path),
+        "int8_weight_tensors": int8_weight_tensors(content),
+        "bytes": len(content),
+        "sha256": hashlib.sha256(content).hexdigest(),
     }
 
 
@@ -408,7 +411,9 @@ def export_model(
                     raise VerificationError(f"export verification failed for {', '.join(failed)}; "
                                             f"nothing was written to {str(out)!r}", report)
             card["files"] = _file_sizes(tmp)  # bytes per file; saved_model/ is the sum of its files
-            card["sha256"] = {entry.name: sha256(entry) for entry in sorted(tmp.iterdir()) if entry.is_file()}
+            # the .tflite files' checksums are in their entries already; model.keras is the one file left
+            checksums = {"model.keras": sha256(tmp / "model.keras"), **{n: e["sha256"] for n, e in tflite.items()}}
+            card["sha256"] = dict(sorted(checksums.items()))
             (tmp / "model_card.json").write_text(json.dumps(card, indent=2, default=_json_default))
             _place(tmp, out)
         except OSError as error:  # a folder that cannot be written (read-only, /sys, /proc), a full disk
