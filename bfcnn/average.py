@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from bfcnn.errors import BfcnnError
     from bfcnn.training.averaging import average_checkpoints
-    from bfcnn.training.loop import atomic_save_model
+    from bfcnn.training.run_directory import atomic_save_model
 
     from bfcnn.io import output_problem
 

@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     except (BfcnnError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from bfcnn.training.loop import Trainer, TrainingError, TrainingStopped, configure_logical_cpus
+    from bfcnn.training.distribution import configure_logical_cpus
+    from bfcnn.training.loop import Trainer, TrainingError, TrainingStopped
 
     try:
         if config.distribution.strategy == "mirrored":

@@ -433,7 +433,7 @@ def refresh(names, zoo: Path) -> int:
     from bfcnn.lite import TFLiteDenoiser
     from bfcnn.models.cost import flops_per_pixel
     from bfcnn.models.shift import shift_period
-    from bfcnn.training.loop import atomic_save_model
+    from bfcnn.training.run_directory import atomic_save_model
 
     for name in names:
         card_path = zoo / f"{name}.json"

@@ -114,7 +114,7 @@ def test_opponent_model_saves_and_loads(tmp_path):
 
 @pytest.mark.filterwarnings("error:Skipping nested container")  # see tests/test_train.py
 def test_a_gray_models_weights_start_an_opponent_model(tmp_path):
-    from bfcnn.training.loop import load_initial_weights
+    from bfcnn.training.initial_weights import load_initial_weights
 
     gray = trained_a_little(bfcnn.build_model(TINY_GRAY))
     gray.save(tmp_path / "gray.keras")
@@ -169,7 +169,7 @@ def test_guided_model_is_bias_free_homogeneous_and_saves(tmp_path):
 
 @pytest.mark.filterwarnings("error:Skipping nested container")  # see tests/test_train.py
 def test_a_shared_color_models_weights_start_a_guided_one_that_computes_the_same(tmp_path):
-    from bfcnn.training.loop import load_initial_weights
+    from bfcnn.training.initial_weights import load_initial_weights
 
     shared = trained_a_little(bfcnn.build_model({**TINY_GUIDED, "chroma": "shared"}))
     shared.save(tmp_path / "shared.keras")

@@ -122,7 +122,7 @@ def test_a_run_resumes_with_on_nan_changed(image_dir, tmp_path, first, then):
 def test_a_skip_run_resumed_in_float16_gets_the_float16_loss_scale(image_dir, tmp_path):
     import tensorflow as tf
 
-    from bfcnn.training.loop import FLOAT16_LOSS_SCALE
+    from bfcnn.training.loss_scale import FLOAT16_LOSS_SCALE
 
     skip = tiny_config(image_dir, train={"steps": 6, "checkpoint_every": 3, "on_nan": "skip"},
                        validation={"directory": None})
@@ -181,9 +181,9 @@ def test_skipping_non_finite_steps_does_not_change_the_finite_ones(image_dir, tm
     """`on_nan: skip` wraps the optimizer in a loss scaler, which divides the gradients by its
     scale: the step must multiply the loss by it, or every update shrinks (with a scale of
     1024 here, Adam's epsilon would then dominate)."""
-    import bfcnn.training.loop as loop
+    import bfcnn.training.loss_scale as loss_scale
 
-    monkeypatch.setattr(loop, "SKIP_LOSS_SCALE", 1024.0)
+    monkeypatch.setattr(loss_scale, "SKIP_LOSS_SCALE", 1024.0)
     config = tiny_config(image_dir, train={"steps": 6}, validation={"directory": None})
     Trainer(config, tmp_path / "stop").run()
     skip = tiny_config(image_dir, train={"steps": 6, "on_nan": "skip"}, validation={"directory": None})
@@ -292,7 +292,8 @@ MIRRORED_CHECK = """
 import json, sys
 import numpy as np
 from bfcnn.config import load_config
-from bfcnn.training.loop import Trainer, configure_logical_cpus
+from bfcnn.training.distribution import configure_logical_cpus
+from bfcnn.training.loop import Trainer
 configure_logical_cpus(2)
 import tensorflow as tf
 config = load_config(sys.argv[1], ["distribution.strategy=mirrored", "distribution.devices=2"])
@@ -382,7 +383,7 @@ def test_init_from_reads_a_model_saved_with_the_older_multiscale_lifts():
 
     from bfcnn.errors import ConfigError
     from bfcnn.models import build_model
-    from bfcnn.training.loop import load_initial_weights
+    from bfcnn.training.initial_weights import load_initial_weights
 
     data = Path(__file__).parent / "data"
     config = {"type": "multiscale", "channels": 1, "levels": 3, "filters": [4, 8, 8], "blocks": 1,
@@ -407,7 +408,7 @@ def test_init_from_grafts_a_plain_model_onto_one_grown_with_n3_branches(tmp_path
 
     from bfcnn.errors import ConfigError
     from bfcnn.models import build_model
-    from bfcnn.training.loop import load_initial_weights
+    from bfcnn.training.initial_weights import load_initial_weights
 
     base = {"type": "multiscale", "channels": 1, "levels": 2, "filters": [4, 8], "blocks": 1}
     plain = build_model(base)
@@ -431,7 +432,7 @@ def test_init_from_warns_when_the_grown_model_computes_something_else(tmp_path, 
     import logging
 
     from bfcnn.models import build_model
-    from bfcnn.training.loop import load_initial_weights
+    from bfcnn.training.initial_weights import load_initial_weights
 
     base = {"type": "multiscale", "channels": 1, "filters": 4, "blocks": 1}
     build_model({**base, "levels": 2}).save(tmp_path / "two.keras")
@@ -467,7 +468,7 @@ def test_init_from_names_the_first_weight_that_does_not_fit(tmp_path):
     """A file of other shapes: the error names the weight and both shapes, not a Keras traceback."""
     from bfcnn.errors import ConfigError
     from bfcnn.models import build_model
-    from bfcnn.training.loop import load_initial_weights
+    from bfcnn.training.initial_weights import load_initial_weights
 
     build_model({"type": "resnet", "channels": 1, "filters": 4, "blocks": 1}).save(tmp_path / "small.keras")
     wider = build_model({"type": "resnet", "channels": 1, "filters": 8, "blocks": 1})
@@ -556,7 +557,7 @@ def test_running_a_finished_run_again_keeps_its_summary(image_dir, tmp_path):
 
 
 def test_two_runs_cannot_write_into_one_model_directory(image_dir, tmp_path):
-    from bfcnn.training.loop import lock_directory
+    from bfcnn.training.run_directory import lock_directory
 
     config = tiny_config(image_dir, train={"steps": 2}, validation={"directory": None})
     held = lock_directory(tmp_path)  # as a run in another process holds it
@@ -617,7 +618,7 @@ def test_temporary_files_of_a_killed_save_are_cleared(image_dir, tmp_path):
 ])
 def test_a_bad_tf_config_is_named(monkeypatch, tf_config, message):
     from bfcnn.config import DistributionConfig
-    from bfcnn.training.loop import make_strategy
+    from bfcnn.training.distribution import make_strategy
 
     monkeypatch.setenv("TF_CONFIG", tf_config)
     with pytest.raises(ConfigError, match=message):
@@ -625,7 +626,7 @@ def test_a_bad_tf_config_is_named(monkeypatch, tf_config, message):
 
 
 def test_trim_history_drops_lines_after_the_restored_step_and_cut_lines(tmp_path):
-    from bfcnn.training.loop import trim_history
+    from bfcnn.training.run_directory import trim_history
 
     path = tmp_path / "history.jsonl"
     path.write_text('{"step": 2}\n{"step": 4}\n{"step": 6}\n{"st')
@@ -673,7 +674,7 @@ def test_init_from_that_is_missing_or_not_a_keras_archive_is_named(tmp_path):
     import zipfile
 
     from bfcnn.models import build_model
-    from bfcnn.training.loop import load_initial_weights
+    from bfcnn.training.initial_weights import load_initial_weights
 
     model = build_model({"type": "resnet", "channels": 1, "filters": 4, "blocks": 1})
     with pytest.raises(ConfigError, match=r"^train.init_from: no such file '.*missing.keras'$"):
@@ -731,7 +732,7 @@ def test_cli_exit_codes_input_errors_2_training_failures_1(image_dir, tmp_path, 
 def test_run_files_survive_a_crash_mid_write(image_dir, tmp_path, monkeypatch):
     """summary.json and init_from.json go through a temporary file: a write cut short leaves the
     previous file whole and no temporary file behind."""
-    from bfcnn.training.loop import record_start
+    from bfcnn.training.run_directory import record_start
 
     config = tiny_config(image_dir, train={"steps": 2, "checkpoint_every": 2}, validation={"directory": None})
     Trainer(config, tmp_path / "run").run()
@@ -865,7 +866,8 @@ CLIP_CHECK = """
 import sys, tempfile
 import numpy as np
 from bfcnn.config import load_config
-from bfcnn.training.loop import Trainer, configure_logical_cpus
+from bfcnn.training.distribution import configure_logical_cpus
+from bfcnn.training.loop import Trainer
 configure_logical_cpus(2)
 captured = {}
 restore = Trainer._restore_state
@@ -918,7 +920,7 @@ def test_float16_steps_skipped_for_overflow_still_count_for_the_schedule(image_d
     without counting it in `iterations`, which the learning-rate schedule reads; here it counts."""
     import tensorflow as tf
 
-    from bfcnn.training.loop import FLOAT16_LOSS_SCALE
+    from bfcnn.training.loss_scale import FLOAT16_LOSS_SCALE
 
     _spoil_first_losses(monkeypatch, "inf")
     config = tiny_config(image_dir, train={"steps": 8, "checkpoint_every": 8, "on_nan": "skip",
@@ -937,6 +939,7 @@ def test_a_float16_checkpoint_whose_iterations_lag_catches_up_on_resume(image_di
     import tensorflow as tf
 
     import bfcnn.training.loop as loop
+    from bfcnn.training.loss_scale import Float16LossScale
 
     real = loop.pixel_loss
 
@@ -948,7 +951,7 @@ def test_a_float16_checkpoint_whose_iterations_lag_catches_up_on_resume(image_di
                                            "precision": "mixed_float16"}, validation={"directory": None})
     with monkeypatch.context() as patch:  # as before the fix: every step skipped, none counted
         patch.setattr(loop, "pixel_loss", inf_loss)
-        patch.setattr(loop._Float16LossScale, "_stateful_handle_non_finite_grads",
+        patch.setattr(Float16LossScale, "_stateful_handle_non_finite_grads",
                       keras.optimizers.LossScaleOptimizer._stateful_handle_non_finite_grads)
         Trainer(config, tmp_path).run(stop_after=3)
     with caplog.at_level(logging.INFO, logger="bfcnn.train"):

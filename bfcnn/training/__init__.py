@@ -1,1 +1,1 @@
-"""Training: data, corruption, losses, loop."""
+"""Training: data, corruption, losses, optimizers, the loop and the parts it runs on."""
