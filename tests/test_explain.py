@@ -310,11 +310,11 @@ def test_crop_and_colour_range_helpers_check_their_arguments():
 
 def test_the_default_batch_shrinks_with_the_image():
     """32 copies of a 512 x 512 image per backward pass needed about 38 GB for the flagships."""
-    from bfcnn.explain import BATCH_PIXELS, DEFAULT_BATCH_SIZE, _check_batch_size
+    from bfcnn.explain.filters import BATCH_PIXELS, DEFAULT_BATCH_SIZE, check_batch_size
 
-    assert _check_batch_size(None, np.zeros((64, 64, 1))) == DEFAULT_BATCH_SIZE
-    assert _check_batch_size(None, np.zeros((512, 512, 3))) == BATCH_PIXELS // (512 * 512) == 2
-    assert _check_batch_size(None, np.zeros((4000, 3000, 1))) == 1
-    assert _check_batch_size(5, np.zeros((4000, 3000, 1))) == 5  # given, it is kept
+    assert check_batch_size(None, np.zeros((64, 64, 1))) == DEFAULT_BATCH_SIZE
+    assert check_batch_size(None, np.zeros((512, 512, 3))) == BATCH_PIXELS // (512 * 512) == 2
+    assert check_batch_size(None, np.zeros((4000, 3000, 1))) == 1
+    assert check_batch_size(5, np.zeros((4000, 3000, 1))) == 5  # given, it is kept
     with pytest.raises(BfcnnError, match="batch_size must be an integer >= 1 or None, got 0"):
-        _check_batch_size(0, np.zeros((8, 8, 1)))
+        check_batch_size(0, np.zeros((8, 8, 1)))

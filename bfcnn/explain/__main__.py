@@ -118,7 +118,8 @@ def _denoise(model, image: np.ndarray) -> np.ndarray:
 def run(args: argparse.Namespace) -> dict:
     """Computes and writes everything; returns the summary written to summary.json."""
     from bfcnn.errors import BfcnnError
-    from bfcnn.explain import MAX_JACOBIAN_INPUTS, _check_channel, as_model_input, check_pixel, require_bias_free
+    from bfcnn.explain import MAX_JACOBIAN_INPUTS, as_model_input, check_pixel, require_bias_free
+    from bfcnn.explain.inputs import check_channel
     from bfcnn.explain import plots
     from bfcnn.io import existing_ancestor, read_image
     from bfcnn.zoo import load_model
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> dict:
     height, width = clean.shape[:2]
     requested = args.pixels or [(height // 2, width // 2)]
     pixels: List[Tuple[int, int]] = [check_pixel(p, height, width) for p in requested]
-    _check_channel(args.channel, channels)
+    check_channel(args.channel, channels)
     if args.svd_crop ** 2 * channels > MAX_JACOBIAN_INPUTS:
         raise BfcnnError(f"--svd-crop {args.svd_crop} gives a Jacobian of {args.svd_crop ** 2 * channels} inputs, more "
                          f"than {MAX_JACOBIAN_INPUTS} (its SVD would take minutes to hours): at most "
