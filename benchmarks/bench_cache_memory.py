@@ -23,7 +23,7 @@ from bfcnn.cli import positive_int  # noqa: E402  (imports no TensorFlow)
 CHILD = """
 import json, resource, sys
 import numpy as np
-from bfcnn.training.data import InMemorySampler
+from bfcnn.training.sampler import InMemorySampler
 count, size, release = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 images = [np.random.default_rng(k).integers(0, 256, (size, size, 3), dtype=np.uint8) for k in range(count)]
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -32,8 +32,10 @@ import tensorflow as tf  # noqa: E402
 from bfcnn.config import CorruptionConfig, DatasetConfig, InputSource, LossConfig  # noqa: E402
 from bfcnn.models.builder import build_model  # noqa: E402
 from bfcnn.training.corruption import corrupt  # noqa: E402
-from bfcnn.training.data import InMemorySampler, load_directory, streaming_dataset  # noqa: E402
+from bfcnn.training.images import load_directory  # noqa: E402
 from bfcnn.training.losses import pixel_loss  # noqa: E402
+from bfcnn.training.sampler import InMemorySampler  # noqa: E402
+from bfcnn.training.streaming import streaming_dataset  # noqa: E402
 
 TRAIN400 = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "train" / "Train400"
 

@@ -1,4 +1,4 @@
-"""Training patches (bfcnn.training.data): crops at integer offsets, symmetries, weights, bad files.
+"""Training patches (bfcnn.training.images, sampler and streaming): crops at integer offsets, symmetries, weights, bad files.
 
 All images are generated in tmp_path and tiny, so brute force can check every patch.
 """
@@ -12,7 +12,9 @@ from PIL import Image
 
 from bfcnn.config import DatasetConfig, ImageFolderSource, InputSource, TfdsSource
 from bfcnn.errors import BfcnnError
-from bfcnn.training.data import InMemorySampler, fit_to_patch, load_directory, streaming_dataset
+from bfcnn.training.images import fit_to_patch, load_directory
+from bfcnn.training.sampler import InMemorySampler
+from bfcnn.training.streaming import streaming_dataset
 
 IDENTITY = ("identity",)
 FLIPS = ("identity", "lr", "ud", "rot180")
@@ -284,7 +286,7 @@ def test_streaming_refuses_a_source_whose_files_are_truncated(tmp_path):
 
 def test_header_sizes_do_not_decode_png_pixels(tmp_path, monkeypatch):
     """`estimated_cache_bytes` reads headers only: Pillow's getexif() on a PNG decoded it whole."""
-    from bfcnn.training.data import _header_size
+    from bfcnn.training.images import header_size
 
     save(tmp_path / "plain.png", random_image(30, 40, 3, seed=50))
     exif = Image.Exif()
@@ -294,16 +296,16 @@ def test_header_sizes_do_not_decode_png_pixels(tmp_path, monkeypatch):
     loads = []
     original = Image.Image.load
     monkeypatch.setattr(Image.Image, "load", lambda self: loads.append(self.format) or original(self))
-    assert _header_size(tmp_path / "plain.png") == (30, 40)
+    assert header_size(tmp_path / "plain.png") == (30, 40)
     assert loads == []
-    assert _header_size(tmp_path / "rotated.png") == (40, 30)
-    assert _header_size(tmp_path / "rotated.jpg") == (40, 30)
+    assert header_size(tmp_path / "rotated.png") == (40, 30)
+    assert header_size(tmp_path / "rotated.jpg") == (40, 30)
 
 
 
 def test_cache_estimate_counts_small_images_as_the_cache_holds_them(tmp_path):
     """Padded to the patch (the default) or skipped: the estimate decides whether to cache."""
-    from bfcnn.training.data import estimated_cache_bytes, load_directory
+    from bfcnn.training.images import estimated_cache_bytes, load_directory
 
     save(tmp_path / "small" / "a.png", random_image(10, 6, 3, seed=60))
     save(tmp_path / "small" / "b.png", random_image(40, 50, 3, seed=61))

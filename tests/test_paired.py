@@ -15,8 +15,10 @@ from PIL import Image
 
 from bfcnn.config import CorruptionConfig, DatasetConfig, config_from_dict
 from bfcnn.errors import BfcnnError, ConfigError
-from bfcnn.training.data import InMemorySampler, load_paired_directory, match_pairs, streaming_dataset
+from bfcnn.training.images import load_paired_directory, match_pairs
 from bfcnn.training.loop import Trainer
+from bfcnn.training.sampler import InMemorySampler
+from bfcnn.training.streaming import streaming_dataset
 from bfcnn.training.targets import paired_inputs
 
 TRANSFORMS = (  # the 8 symmetries of the square, on [P, P, C]

@@ -808,9 +808,9 @@ def test_run_restores_the_global_precision_policy(image_dir, tmp_path):
 
 def test_data_too_large_to_cache_is_streamed_without_being_decoded_first(image_dir, tmp_path, monkeypatch):
     """The size comes from the file headers: the cache loaders are not even called."""
-    from bfcnn.training import data, loop
+    from bfcnn.training import images, loop
 
-    assert data.estimated_cache_bytes(tiny_config(image_dir).dataset.inputs, "gray", False) == 6 * 48 * 56
+    assert images.estimated_cache_bytes(tiny_config(image_dir).dataset.inputs, "gray", False) == 6 * 48 * 56
     monkeypatch.setattr(loop, "MAX_CACHE_BYTES", 6 * 48 * 56 - 1)
 
     def refuse(*args, **kwargs):
@@ -857,7 +857,7 @@ def test_a_resumed_streamed_run_draws_other_files_than_its_first_session(tmp_pat
     resumed = set().union(*drawn[:4])
     assert len(first) == len(resumed) == 16
     assert len(first & resumed) <= 8  # about 16 x 16 / 96 = 2.7 by chance
-    from bfcnn.training.data import stream_seed
+    from bfcnn.training.streaming import stream_seed
 
     assert stream_seed(123, 0) == 123 and stream_seed(123, 4) != 123  # an uninterrupted run keeps its seed
 

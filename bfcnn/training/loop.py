@@ -38,9 +38,8 @@ from bfcnn.io import (directory_problem, existing_ancestor, json_safe, list_imag
                       write_json)
 from bfcnn.models.builder import build_model, model_builder, resolve_model_config
 from bfcnn.models.checkpoints import listed_checkpoints, repair_state
-from bfcnn.training.data import (MAX_CACHE_BYTES, InMemorySampler, estimated_cache_bytes, load_directory,
-                                 load_paired_directory, streaming_dataset)
 from bfcnn.training.distribution import is_chief, make_strategy
+from bfcnn.training.images import MAX_CACHE_BYTES, estimated_cache_bytes, load_directory, load_paired_directory
 from bfcnn.training.initial_weights import check_init_from_file, load_initial_weights
 from bfcnn.training.loss_scale import (FLOAT16_LOSS_SCALE, SKIP_LOSS_SCALE, Float16LossScale, SkipNonFinite,
                                        catch_up_iterations, stores_loss_scaler)
@@ -49,7 +48,9 @@ from bfcnn.training.optim import build_optimizer, clip_summed_gradients, learnin
 from bfcnn.training.run_directory import (BEST_RECORD, RUN_FILES, atomic_save_model, changed_validation_settings,
                                           lock_directory, record_start, recorded_best, recorded_validation,
                                           restore_newest, trim_history, validation_settings)
+from bfcnn.training.sampler import InMemorySampler
 from bfcnn.training.stopping import TrainingError, TrainingStopped, stop_on_signals
+from bfcnn.training.streaming import streaming_dataset
 from bfcnn.training.targets import paired_inputs, synthetic_inputs
 
 log = logging.getLogger("bfcnn.train")
