@@ -269,7 +269,7 @@ def test_cli_exit_codes(resnet_export, tmp_path, monkeypatch, capsys):
         report["results"][0]["passed"] = report["passed"] = False
         return report
 
-    monkeypatch.setattr(bfcnn.export, "verify", failing_verify)
+    monkeypatch.setattr(bfcnn.export.exporter, "verify", failing_verify)
     assert main(["--checkpoint-directory", str(run), "--pipeline-config", str(tmp_path / "pipeline.yaml"),
                  "--output-directory", str(tmp_path / "o2")]) == 1
     assert "verification failed" in capsys.readouterr().err and not (tmp_path / "o2").exists()
@@ -512,8 +512,8 @@ def test_int8_export_of_an_n3net_is_refused_before_any_work(tmp_path, monkeypatc
     def no_work(*args, **kwargs):
         raise AssertionError("the export started working before refusing int8")
 
-    monkeypatch.setattr(bfcnn.export, "write_saved_model", no_work)
-    monkeypatch.setattr(bfcnn.export, "_convert", no_work)
+    monkeypatch.setattr(bfcnn.export.exporter, "write_saved_model", no_work)
+    monkeypatch.setattr(bfcnn.export.exporter, "_convert", no_work)
     (tmp_path / "photos").mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50), dtype=np.uint8)).save(tmp_path / "photos/a.png")
     with pytest.raises(UnsupportedOpsError, match="int8 graph of its N3 block"):
@@ -721,7 +721,7 @@ def test_unusable_output_directories_are_refused_before_any_work(tmp_path, monke
     def no_work(*args, **kwargs):
         raise AssertionError("the export started")
 
-    monkeypatch.setattr(bfcnn.export, "resolve_model", no_work)
+    monkeypatch.setattr(bfcnn.export.exporter, "resolve_model", no_work)
     (tmp_path / "file").write_text("")
     assert main(["--model-directory", "anything.keras", "--output-directory", str(tmp_path / "file" / "sub")]) == 2
     assert f"lies under {str(tmp_path / 'file')!r}, which exists and is not a directory" in capsys.readouterr().err
@@ -772,7 +772,7 @@ def test_float32_tflite_always_comes_with_quantized_files_and_empty_quantize_is_
         modes.append(mode)
         raise ExportError("stop here")
 
-    monkeypatch.setattr(bfcnn.export, "_convert", record)
+    monkeypatch.setattr(bfcnn.export.exporter, "_convert", record)
     model = bfcnn.export.resolve_model("resnet_gray_s", None, "auto", None)[0]
     with pytest.raises(ExportError, match="stop here"):
         export_model(model, tmp_path / "o", quantize=("fp16",), verify_artifacts=False, log=None)
@@ -781,7 +781,7 @@ def test_float32_tflite_always_comes_with_quantized_files_and_empty_quantize_is_
         export_model(model, tmp_path / "o", quantize=(), log=None)
     # --tflite-size alone asks for TFLite files, as --quantize does
     calls = []
-    monkeypatch.setattr(bfcnn.export, "export_model", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(bfcnn.export.exporter, "export_model", lambda *args, **kwargs: calls.append(kwargs))
     assert main(["--model-directory", "resnet_gray_s", "--output-directory", str(tmp_path / "o"),
                  "--tflite-size", "96"]) == 0
     assert calls[0]["to_tflite"] and calls[0]["tflite_size"] == (96, 96)
@@ -793,7 +793,7 @@ def test_tflite_export_without_litert_is_refused_before_any_work(monkeypatch, tm
     from bfcnn.export import ExportError, export_model
 
     monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import fails
-    monkeypatch.setattr(bfcnn.export, "resolve_model", lambda *args: pytest.fail("the export started"))
+    monkeypatch.setattr(bfcnn.export.exporter, "resolve_model", lambda *args: pytest.fail("the export started"))
     with pytest.raises(ExportError, match="TFLite export needs the LiteRT runtime.*pip install ai-edge-litert"):
         export_model("resnet_gray_s", tmp_path / "o", log=None)
     assert not (tmp_path / "o").exists()
@@ -896,8 +896,8 @@ def test_an_output_found_unwritable_is_refused_before_any_work(tmp_path, monkeyp
     import bfcnn.export
     from bfcnn.export import ExportError, export_model
 
-    monkeypatch.setattr(bfcnn.export, "output_problem", lambda path, folder: f"{path.parent} is not writable")
-    monkeypatch.setattr(bfcnn.export, "resolve_model", lambda *args: pytest.fail("the export started"))
+    monkeypatch.setattr(bfcnn.export.exporter, "output_problem", lambda path, folder: f"{path.parent} is not writable")
+    monkeypatch.setattr(bfcnn.export.exporter, "resolve_model", lambda *args: pytest.fail("the export started"))
     with pytest.raises(ExportError, match=r"cannot write the export to .*: .* is not writable"):
         export_model("anything.keras", tmp_path / "o", log=None)
 
@@ -916,7 +916,7 @@ def test_a_tflite_size_below_the_least_is_refused(tmp_path, monkeypatch, capsys)
     assert stop.value.code == 2 and "--tflite-size 3 x 5 is too small: at least 96" in capsys.readouterr().err
     args = parse_args(["--model-directory", "m", "--output-directory", "o", "--tflite-size", "96"])
     assert args.tflite_size == (96, 96)
-    monkeypatch.setattr(bfcnn.export, "resolve_model", lambda *args: pytest.fail("the export started"))
+    monkeypatch.setattr(bfcnn.export.exporter, "resolve_model", lambda *args: pytest.fail("the export started"))
     for size in (1, (3, 5), (96, 95)):
         with pytest.raises(ExportError, match="too small.*give 96 or more"):
             export_model("anything.keras", tmp_path / "o", tflite_size=size, log=None)
@@ -964,7 +964,7 @@ def test_sigterm_during_export_removes_the_temporary_folder_and_stale_ones(resne
         time.sleep(10)  # the handler raises here
         pytest.fail("SIGTERM did not stop the export")
 
-    monkeypatch.setattr(bfcnn.export, "write_saved_model", terminated)
+    monkeypatch.setattr(bfcnn.export.exporter, "write_saved_model", terminated)
     with pytest.raises(SystemExit) as stop:
         export_model(resnet_export[0], tmp_path / "out", to_tflite=False, log=None)
     assert stop.value.code == 128 + signal.SIGTERM
@@ -1062,7 +1062,7 @@ def test_weights_with_a_keras_file_is_refused_and_an_unused_representative_dir_i
     def stop(*args):
         raise bfcnn.export.ExportError("stopped")
 
-    monkeypatch.setattr(bfcnn.export, "resolve_model", stop)
+    monkeypatch.setattr(bfcnn.export.exporter, "resolve_model", stop)
     assert main(["--model-directory", "m.keras", "--output-directory", str(tmp_path / "o"), "--to-tflite",
                  "--representative-dir", str(tmp_path)]) == 2
     assert "warning: the representative images" in capsys.readouterr().err
@@ -1073,7 +1073,7 @@ def test_an_interrupted_replacement_puts_the_previous_export_back(resnet_export,
     import os
     import shutil
 
-    from bfcnn.export import _place
+    from bfcnn.export.placing import place
 
     out, new = tmp_path / "out", tmp_path / ".out.tmp-abcd1234"
     shutil.copytree(resnet_export[1], out)
@@ -1090,7 +1090,7 @@ def test_an_interrupted_replacement_puts_the_previous_export_back(resnet_export,
 
     monkeypatch.setattr(os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        _place(new, out)
+        place(new, out)
     monkeypatch.undo()
     assert (out / "model_card.json").read_text() == previous
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.tmp-abcd1234", "out"]  # no .out.old-*

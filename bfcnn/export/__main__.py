@@ -80,7 +80,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from bfcnn.errors import BfcnnError
-    from bfcnn.export import VerificationError, export_model
+    from bfcnn.export.errors import VerificationError
+    from bfcnn.export.exporter import export_model
 
     quantize = args.quantize or ["none"]
     try:
