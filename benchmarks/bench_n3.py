@@ -34,7 +34,8 @@ def _all_pairs(block, x):
     """The block's output computed from the full M x M patch distance matrix, then gathered."""
     from keras import ops
 
-    from bfcnn.layers.n3 import candidate_indices, fold_patches, unfold_patches
+    from bfcnn.layers.n3_windows import candidate_indices
+    from bfcnn.layers.patches import fold_patches, unfold_patches
     from bfcnn.ops import neural_nearest_neighbors
 
     p, s = block.patch_size, block.stride

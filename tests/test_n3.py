@@ -6,7 +6,9 @@ import pytest
 import tensorflow as tf
 from scipy.special import logsumexp
 
-from bfcnn.layers.n3 import N3Block, candidate_indices, fold_patches, unfold_patches
+from bfcnn.layers.n3 import N3Block
+from bfcnn.layers.n3_windows import candidate_indices
+from bfcnn.layers.patches import fold_patches, unfold_patches
 from bfcnn.models.cost import is_bias_free
 from bfcnn.models.n3net import build_n3net
 from conftest import assert_config_round_trip, assert_saving_round_trip, random_images, relative_error

@@ -8,9 +8,9 @@ the block input with each distribution, and folds the k averaged patches back in
 images; the output is `concat(x, z_1 - x, ..., z_k - x)`.
 
 Layout. A patch is r x r cells of s x s pixels (`patch_size = r * stride`), so unfolding
-is a space-to-depth and slices, and folding is pads and adds: no scatter, no
-`extract_patches`, nothing that lacks a TFLite builtin. Patch vectors are ordered
-(cell row, cell column, row in cell, column in cell, channel).
+is a space-to-depth and slices, and folding is pads and adds (`bfcnn.layers.patches`,
+which gives the order of a patch vector). Candidate windows and the tiles of queries are
+in `bfcnn.layers.n3_windows`.
 
 Cost. Queries are processed in tiles of `query_tile` x `query_tile` patches; each tile
 is compared with the region of the grid that holds its candidates, by one matrix product
@@ -37,285 +37,23 @@ from keras import ops
 
 from bfcnn.layers.arguments import check_bool, check_int, check_number
 from bfcnn.layers.bias_free import BiasFreeConvBlock
+from bfcnn.layers.n3_windows import AxisPlan, RowsOfTiles, candidate_indices, dense_index, gather_tiles
+from bfcnn.layers.patches import (
+    along,
+    as_int32,
+    check_patches,
+    fold,
+    pad_reflect,
+    patch_grid_size,
+    shifted_sum,
+    space_to_depth,
+    unfold,
+)
 from bfcnn.ops.nearest_neighbors import neighbor_weight_list
 
 # Smallest T / mean(y^2) in the scale-equivariant mode is `epsilon`; this keeps
 # mean(y^2) itself away from 0 for an all-zero image (it does not affect other images).
 _TINY = 1e-12
-
-
-def _check_patches(patch_size, stride):
-    """(patch_size, stride) as ints, patch_size a multiple of stride, or a ValueError."""
-    patch_size, stride = check_int("patch_size", patch_size), check_int("stride", stride)
-    if patch_size % stride:
-        raise ValueError(
-            f"patch_size={patch_size} must be a multiple of stride={stride} "
-            "(patches are made of stride x stride cells)"
-        )
-    return patch_size, stride
-
-
-def _int(x):
-    return ops.cast(x, "int32")
-
-
-def _along(vector, axis, rank):
-    """A 1-D tensor reshaped to broadcast along `axis` of a rank-`rank` tensor.
-
-    (A reshape rather than `x[:, None]`: TFLite has no builtin for new-axis strided slices
-    of dynamically shaped tensors.)
-    """
-    return ops.reshape(vector, tuple(-1 if i == axis else 1 for i in range(rank)))
-
-
-def patch_grid_size(height, width, patch_size, stride):
-    """Patches per column and row of the grid that covers an image: `ceil((n - p) / s) + 1`.
-
-    Images smaller than a patch get one patch (reflect-padded); any H, W >= 1 is covered.
-    """
-    def axis(n):
-        return ops.maximum((_int(n) - patch_size + stride - 1) // stride, 0) + 1
-
-    return axis(height), axis(width)
-
-
-def _window_start(size, window):
-    """First window row of each of the `size` query rows: centred, clamped to stay inside the grid."""
-    return ops.clip(ops.arange(size, dtype="int32") - window // 2, 0, size - window)
-
-
-def candidate_indices(grid_height, grid_width, window, rows=None):
-    """Candidate patches of every query patch: a w x w window of the grid, itself excluded.
-
-    The window is centred on the query and clamped at the borders, so every query has the
-    same number of candidates; on grids smaller than the window it shrinks to the grid.
-
-    Args:
-        grid_height, grid_width: patch grid size (ints or scalar tensors), >= 1.
-        window: window side in patches, >= 1.
-        rows: optional int32 [n] query rows of the grid; None means all of them.
-
-    Returns:
-        int32 `[M, O]` with M = grid_height * grid_width queries (row-major; n * grid_width
-        with `rows`) and O = min(window, grid_height) * min(window, grid_width) - 1 flat
-        candidate indices.
-    """
-    gh, gw = _int(grid_height), _int(grid_width)
-    wh, ww = ops.minimum(window, gh), ops.minimum(window, gw)
-    if rows is None:
-        rows = ops.arange(gh, dtype="int32")
-    first_h, first_w = ops.take(_window_start(gh, wh), rows), _window_start(gw, ww)
-    cols = _along(ops.arange(gw, dtype="int32"), 1, 3)
-    start_h, start_w = _along(first_h, 0, 3), _along(first_w, 1, 3)
-    local_self = (_along(rows, 0, 3) - start_h) * ww + (cols - start_w)
-    t = _along(ops.arange(wh * ww - 1, dtype="int32"), 2, 3)
-    local = t + _int(t >= local_self)
-    index = (start_h + local // ww) * gw + (start_w + local % ww)
-    return ops.reshape(index, (ops.shape(rows)[0] * gw, wh * ww - 1))
-
-
-def _reflect_index(n, length):
-    """`length` indices into an axis of n >= 1 pixels: 0, 1, ..., n-1, n-2, ... (reflection)."""
-    idx = ops.arange(length, dtype="int32")
-    period = ops.maximum(2 * (n - 1), 1)
-    idx = idx % period
-    return ops.where(idx > n - 1, period - idx, idx)
-
-
-def _pad_reflect(x, height, width):
-    """Reflect-pads [B, H, W, C] at the bottom and right to [B, height, width, C]."""
-    shape = ops.shape(x)
-    x = ops.take(x, _reflect_index(_int(shape[1]), height), axis=1)
-    return ops.take(x, _reflect_index(_int(shape[2]), width), axis=2)
-
-
-def _space_to_depth(x, s):
-    """[B, H, W, C] -> [B, H/s, W/s, s*s*C], channels ordered (row, column, channel)."""
-    if s == 1:
-        return x
-    shape, c = ops.shape(x), x.shape[-1]
-    b, h, w = shape[0], _int(shape[1]), _int(shape[2])
-    x = ops.reshape(x, (b * (h // s), s, w // s, s * c))
-    x = ops.transpose(x, (0, 2, 1, 3))
-    return ops.reshape(x, (b, h // s, w // s, s * s * c))
-
-
-def _depth_to_space(x, s):
-    """Inverse of `_space_to_depth`."""
-    if s == 1:
-        return x
-    shape, c = ops.shape(x), x.shape[-1] // (s * s)
-    b, h, w = shape[0], _int(shape[1]), _int(shape[2])
-    x = ops.reshape(x, (b * h, w, s, s * c))
-    x = ops.transpose(x, (0, 2, 1, 3))
-    return ops.reshape(x, (b, h * s, w * s, c))
-
-
-def _shifted_sum(x, r, n_h, n_w):
-    """Sum over (u, v) in r x r of x[:, u:u+n_h, v:v+n_w]: per-patch sums of per-cell values."""
-    total = None
-    for u in range(r):
-        for v in range(r):
-            piece = x[:, u : u + n_h, v : v + n_w]
-            total = piece if total is None else total + piece
-    return total
-
-
-def _cells_to_patches(cells, r, n_h, n_w):
-    """[B, n_h+r-1, n_w+r-1, D] cells -> [B, n_h, n_w, r*r*D] patch vectors."""
-    if r == 1:
-        return cells
-    return ops.concatenate(
-        [cells[:, u : u + n_h, v : v + n_w, :] for u in range(r) for v in range(r)], axis=-1
-    )
-
-
-def _unfold(x, patch_size, stride, n_h, n_w):
-    height = (n_h - 1) * stride + patch_size
-    width = (n_w - 1) * stride + patch_size
-    cells = _space_to_depth(_pad_reflect(x, height, width), stride)
-    return _cells_to_patches(cells, patch_size // stride, n_h, n_w)
-
-
-def _fold(patches, height, width, patch_size, stride):
-    r = patch_size // stride
-    depth = patches.shape[-1] // (r * r)
-    ones = ops.ones_like(patches[:1, :, :, :1])
-    total, count = None, None
-    for u in range(r):
-        for v in range(r):
-            pad = [[0, 0], [u, r - 1 - u], [v, r - 1 - v], [0, 0]]
-            i = u * r + v
-            piece = ops.pad(patches[..., i * depth : (i + 1) * depth], pad)
-            ones_piece = ops.pad(ones, pad)
-            total = piece if total is None else total + piece
-            count = ones_piece if count is None else count + ones_piece
-    image = _depth_to_space(total / count, stride)
-    return image[:, :height, :width, :]
-
-
-def unfold_patches(images, patch_size, stride):
-    """Cuts [B, H, W, C] images into the patches of the covering grid (reflect padding).
-
-    Args:
-        images: float [B, H, W, C], any H, W >= 1.
-        patch_size: patch side p, a multiple of `stride`.
-        stride: distance s between patches.
-
-    Returns:
-        [B, n_h, n_w, p*p*C] with `n = ceil((size - p) / s) + 1` (at least 1); see the
-        module docstring for the order of a patch vector.
-    """
-    _check_patches(patch_size, stride)
-    shape = ops.shape(images)
-    n_h, n_w = patch_grid_size(shape[1], shape[2], patch_size, stride)
-    return _unfold(images, patch_size, stride, n_h, n_w)
-
-
-def fold_patches(patches, height, width, patch_size, stride):
-    """Puts patches back into [B, height, width, C] images, averaging where they overlap.
-
-    `fold_patches(unfold_patches(x, p, s), H, W, p, s) == x` (exactly when every pixel is
-    covered by 1, 2 or 4 patches, as for p = 2 s).
-    """
-    _check_patches(patch_size, stride)
-    return _fold(patches, height, width, patch_size, stride)
-
-
-class _AxisPlan:
-    """Tiling of one axis of the patch grid: tiles of queries and the regions of their candidates."""
-
-    def __init__(self, size, window, tile):
-        self.size = size  # patches along this axis of the grid
-        self.window = ops.minimum(window, size)
-        # One tile when its region would span the whole axis anyway (small images, training
-        # patches): tiles that overlap at the end would only repeat work.
-        self.tile = ops.where(size <= tile + self.window - 1, size, ops.minimum(tile, size))
-        self.span = ops.minimum(self.tile + self.window - 1, size)
-        self.tiles = (size + self.tile - 1) // self.tile
-        # The last tile is moved back inside the grid (it may overlap the one before).
-        self.start = ops.minimum(ops.arange(self.tiles, dtype="int32") * self.tile, size - self.tile)
-        self.first = _window_start(size, self.window)
-        # Each tile's region holds the windows of all its queries.
-        self.region = ops.minimum(ops.take(self.first, self.start), size - self.span)
-        queries = ops.arange(size, dtype="int32")
-        self.tile_of = ops.minimum(queries // self.tile, self.tiles - 1)
-        self.position = queries - ops.take(self.start, self.tile_of)
-
-    def ranges(self, start, length):
-        """[tiles, length] indices start[t] + 0..length-1."""
-        return _along(start, 0, 2) + _along(ops.arange(length, dtype="int32"), 1, 2)
-
-    def window_coordinate(self, tiles):
-        """For the given tiles: [n, tile, span], the coordinate of each region row in the
-        window of each query, and [n, tile], the query's own coordinate there."""
-        query = self.ranges(ops.take(self.start, tiles), self.tile)
-        first = ops.take(self.first, query)
-        region = _along(ops.take(self.region, tiles), 0, 3) + _along(ops.arange(self.span, dtype="int32"), 2, 3)
-        return region - ops.expand_dims(first, -1), query - first
-
-
-def _gather_tiles(values, rows, cols):
-    """[B, Gh, Gw, D] -> [B * tiles_h * tiles_w, a * b, D]: the a x b blocks at rows x cols."""
-    shape, depth = ops.shape(values), values.shape[-1]
-    b = shape[0]
-    tiles_h, a = ops.shape(rows)[0], ops.shape(rows)[1]
-    tiles_w, c = ops.shape(cols)[0], ops.shape(cols)[1]
-    x = ops.take(values, ops.reshape(rows, (-1,)), axis=1)
-    x = ops.take(x, ops.reshape(cols, (-1,)), axis=2)
-    x = ops.reshape(x, (b * tiles_h, a, tiles_w, c * depth))
-    x = ops.transpose(x, (0, 2, 1, 3))
-    return ops.reshape(x, (b * tiles_h * tiles_w, a * c, depth))
-
-
-class _RowsOfTiles:
-    """The tiles of some rows of tiles of the patch grid, and their sizes (`N3Block._tile_rows`)."""
-
-    def __init__(self, rows, n_h, n_w, window, query_tile, r, batch):
-        self.plan_h, self.plan_w = _AxisPlan(n_h, window, query_tile), _AxisPlan(n_w, window, query_tile)
-        self.n_h, self.r, self.batch = n_h, r, batch  # r: cells per patch side
-        self.n_rows = ops.shape(rows)[0]
-        self.start_h, self.region_h = ops.take(self.plan_h.start, rows), ops.take(self.plan_h.region, rows)
-        self.rows = rows
-        self.queries = self.plan_h.tile * self.plan_w.tile  # per tile
-        self.region_size = self.plan_h.span * self.plan_w.span
-        self.count = self.n_rows * self.plan_w.tiles  # tiles
-
-    def regions(self, values, extra=0):
-        """[B * tiles, (span_h + extra) * (span_w + extra), D]: each tile's region of a [B, Gh, Gw, D] grid."""
-        return _gather_tiles(values, self.plan_h.ranges(self.region_h, self.plan_h.span + extra),
-                             self.plan_w.ranges(self.plan_w.region, self.plan_w.span + extra))
-
-    def per_query(self, grid_values):
-        """[B, n_h, n_w, 1] per-patch values -> [B, tiles * tile_queries, 1] for these tiles' queries."""
-        values = _gather_tiles(grid_values, self.plan_h.ranges(self.start_h, self.plan_h.tile),
-                               self.plan_w.ranges(self.plan_w.start, self.plan_w.tile))
-        return ops.reshape(values, (self.batch, self.count * self.queries, 1))
-
-
-def _dense_index(tiles, count):
-    """Where each query's weights go in its tile's region: indices into the flat weight lists
-    (O candidates plus a zero at index O per query) laid out [tiles, tile_h, tile_w, span_h,
-    span_w], built from per-axis tables by 5-D broadcasting (no transposes, see the module
-    docstring); positions outside a query's window, and the query itself, take the zero."""
-    plan_h, plan_w = tiles.plan_h, tiles.plan_w
-    tile_h, tile_w, span_h, span_w = plan_h.tile, plan_w.tile, plan_h.span, plan_w.span
-    coord_h, self_h = plan_h.window_coordinate(tiles.rows)  # [n_rows, tile_h, span_h], [n_rows, tile_h]
-    coord_w, self_w = plan_w.window_coordinate(ops.arange(plan_w.tiles, dtype="int32"))
-    tile = ops.arange(tiles.count, dtype="int32")
-    row, column = tile // plan_w.tiles, tile % plan_w.tiles
-    c_h = ops.reshape(ops.take(coord_h, row, axis=0), (tiles.count, tile_h, 1, span_h, 1))
-    c_w = ops.reshape(ops.take(coord_w, column, axis=0), (tiles.count, 1, tile_w, 1, span_w))
-    s_h = ops.reshape(ops.take(self_h, row, axis=0), (tiles.count, tile_h, 1, 1, 1))
-    s_w = ops.reshape(ops.take(self_w, column, axis=0), (tiles.count, 1, tile_w, 1, 1))
-    valid_h = (c_h >= 0) & (c_h < plan_h.window)
-    valid_w = (c_w >= 0) & (c_w < plan_w.window)
-    window_index = c_h * plan_w.window + c_w
-    self_index = s_h * plan_w.window + s_w
-    index = ops.where(valid_h & valid_w & (window_index != self_index),
-                      window_index - _int(window_index > self_index), count)
-    query_index = ops.reshape(ops.arange(tiles.count * tiles.queries, dtype="int32"), (tiles.count, tile_h, tile_w, 1, 1))
-    return ops.reshape(index + query_index * (count + 1), (-1,))
 
 
 def _cnn(depth, filters, outputs, kernel_size, batch_norm, use_bias, name, dtype):
@@ -398,7 +136,7 @@ class N3Block(keras.layers.Layer):
         super().__init__(**kwargs)
         self.k = k = check_int("k", k)
         self.embedding_channels = embedding_channels = check_int("embedding_channels", embedding_channels)
-        self.patch_size, self.stride = patch_size, stride = _check_patches(patch_size, stride)
+        self.patch_size, self.stride = patch_size, stride = check_patches(patch_size, stride)
         self.window = window = check_int("window", window, 2)
         self.embedding_depth = embedding_depth = check_int("embedding_depth", embedding_depth)
         self.embedding_filters = embedding_filters = check_int("embedding_filters", embedding_filters)
@@ -443,29 +181,29 @@ class N3Block(keras.layers.Layer):
         shape = ops.shape(x)
         batch, height, width = shape[0], shape[1], shape[2]
         n_h, n_w = patch_grid_size(height, width, p, s)
-        n_w = n_w + _int(n_h * n_w < 2)  # at least one candidate per query
-        plan_h = _AxisPlan(n_h, self.window, self.query_tile)
-        plan_w = _AxisPlan(n_w, self.window, self.query_tile)
+        n_w = n_w + as_int32(n_h * n_w < 2)  # at least one candidate per query
+        plan_h = AxisPlan(n_h, self.window, self.query_tile)
+        plan_w = AxisPlan(n_w, self.window, self.query_tile)
         padded_h, padded_w = (n_h - 1) * s + p, (n_w - 1) * s + p
 
         # Distances are |q|^2 + |c|^2 - 2 q.c: centring the embedding leaves them unchanged
         # and shrinks the terms that cancel, which halved the float32 rounding noise that the
         # temperature amplifies (TFLite vs Keras on n3net_gray: 1.6e-3 -> 7.3e-4 on 0-255).
         embedding = embedding - ops.mean(embedding, axis=(1, 2), keepdims=True)
-        cells = _space_to_depth(_pad_reflect(embedding, padded_h, padded_w), s)  # [B, Hc, Wc, s*s*E]
-        squares = _shifted_sum(ops.sum(ops.square(cells), axis=-1, keepdims=True), r, n_h, n_w)
+        cells = space_to_depth(pad_reflect(embedding, padded_h, padded_w), s)  # [B, Hc, Wc, s*s*E]
+        squares = shifted_sum(ops.sum(ops.square(cells), axis=-1, keepdims=True), r, n_h, n_w)
         if self.scale_equivariant:
             energy = ops.mean(ops.square(x), axis=(1, 2, 3), keepdims=True) + _TINY  # [B, 1, 1, 1]
             temperature = ops.square(temperature)
-        t_cells = ops.mean(_space_to_depth(_pad_reflect(temperature, padded_h, padded_w), s), axis=-1,
+        t_cells = ops.mean(space_to_depth(pad_reflect(temperature, padded_h, padded_w), s), axis=-1,
                            keepdims=True)
-        t_patch = _shifted_sum(t_cells, r, n_h, n_w) / float(r * r)  # [B, n_h, n_w, 1]
+        t_patch = shifted_sum(t_cells, r, n_h, n_w) / float(r * r)  # [B, n_h, n_w, 1]
         if self.scale_equivariant:
             log_temperature = ops.log(t_patch / energy + self.epsilon)
             energy = ops.reshape(energy, (-1, 1, 1))
         else:
             energy, log_temperature = ops.ones((batch, 1, 1), "float32"), t_patch  # d / 1 = d
-        patches = _unfold(x, p, s, n_h, n_w)  # [B, n_h, n_w, F]
+        patches = unfold(x, p, s, n_h, n_w)  # [B, n_h, n_w, F]
         depth = patches.shape[-1]
         patch_data = (n_h, n_w, cells, squares, log_temperature, energy, patches)
         queries = plan_w.tiles * plan_h.tile * plan_w.tile  # per row of tiles
@@ -479,7 +217,7 @@ class N3Block(keras.layers.Layer):
             buffer = ops.zeros((chunks * rows, batch, queries, k * depth), "float32")
 
             def body(c, buffer, *patch_data):
-                last = _AxisPlan(patch_data[0], self.window, self.query_tile).tiles - 1
+                last = AxisPlan(patch_data[0], self.window, self.query_tile).tiles - 1
                 chunk = ops.minimum(c * rows + ops.arange(rows, dtype="int32"), last)
                 z = self._tile_rows(chunk, *patch_data)
                 return (c + 1, ops.slice_update(buffer, (c * rows, 0, 0, 0), z)) + tuple(patch_data)
@@ -493,12 +231,12 @@ class N3Block(keras.layers.Layer):
         # Tiles -> queries (the last tile of an axis may overlap the one before it).
         z = ops.reshape(ops.transpose(z, (1, 0, 2, 3)), (batch, plan_h.tiles * queries, k * depth))
         tile_queries = plan_h.tile * plan_w.tile
-        back = ((_along(plan_h.tile_of, 0, 2) * plan_w.tiles + _along(plan_w.tile_of, 1, 2)) * tile_queries
-                + _along(plan_h.position, 0, 2) * plan_w.tile + _along(plan_w.position, 1, 2))
+        back = ((along(plan_h.tile_of, 0, 2) * plan_w.tiles + along(plan_w.tile_of, 1, 2)) * tile_queries
+                + along(plan_h.position, 0, 2) * plan_w.tile + along(plan_w.position, 1, 2))
         z = ops.reshape(ops.take(z, ops.reshape(back, (-1,)), axis=1), (batch, n_h, n_w, k * depth))
         out = [x]
         for j in range(k):
-            out.append(_fold(z[..., j * depth : (j + 1) * depth], height, width, p, s) - x)
+            out.append(fold(z[..., j * depth : (j + 1) * depth], height, width, p, s) - x)
         return ops.cast(ops.concatenate(out, axis=-1), self.compute_dtype)
 
     def _one_chunk(self, height, width):
@@ -506,7 +244,7 @@ class N3Block(keras.layers.Layer):
 
         The loop over chunks is then left out of the graph: a graph traced for a fixed size
         (a TFLite file for tiles of one size) has no WHILE, so LiteRT sizes every tensor ahead.
-        The arithmetic mirrors `patch_grid_size` and `_AxisPlan` on Python ints.
+        The arithmetic mirrors `patch_grid_size` and `AxisPlan` on Python ints.
         """
         if height is None or width is None:
             return False
@@ -528,15 +266,15 @@ class N3Block(keras.layers.Layer):
         Returns [len(rows), B, tiles_w * tile_h * tile_w, k * F]: per row of tiles, per tile
         and query (row-major), the k averaged patches one after the other.
         """
-        tiles = _RowsOfTiles(rows, n_h, n_w, self.window, self.query_tile, self.patch_size // self.stride,
-                             ops.shape(cells)[0])
+        tiles = RowsOfTiles(rows, n_h, n_w, self.window, self.query_tile, self.patch_size // self.stride,
+                            ops.shape(cells)[0])
         dots, local, count = self._patch_dots(tiles, cells, n_w)
         query = ops.expand_dims(ops.arange(tiles.count * tiles.queries, dtype="int32"), -1)
         neighbours = ops.take(ops.reshape(tiles.regions(squares), (tiles.batch, tiles.count * tiles.region_size)),
                               local + (query // tiles.queries) * tiles.region_size, axis=1)
         distances = ops.maximum(tiles.per_query(squares) + neighbours - 2.0 * dots, 0.0) / energy
         weights = neighbor_weight_list(distances, tiles.per_query(log_temperature), self.k)
-        return self._aggregate(tiles, weights, _dense_index(tiles, count), count, patches)
+        return self._aggregate(tiles, weights, dense_index(tiles, count), count, patches)
 
     def _patch_dots(self, tiles, cells, n_w):
         """Dot products of each query's patch with its O candidates', from the cells' dot products.
@@ -549,8 +287,8 @@ class N3Block(keras.layers.Layer):
 
         # Dot products of the cells of each tile's queries with the cells of its region:
         # [B * tiles, query_cells, region_cells].
-        query_cells = _gather_tiles(cells, plan_h.ranges(tiles.start_h, tile_h + r - 1),
-                                    plan_w.ranges(plan_w.start, tile_w + r - 1))
+        query_cells = gather_tiles(cells, plan_h.ranges(tiles.start_h, tile_h + r - 1),
+                                   plan_w.ranges(plan_w.start, tile_w + r - 1))
         region_cells = tiles.regions(cells, extra=r - 1)
         cell_dots = ops.matmul(query_cells, ops.transpose(region_cells, (0, 2, 1)))
         shape = ops.shape(cell_dots)
