@@ -220,3 +220,18 @@ def test_bench_cache_memory_prints_both_ways_of_building_the_store():
     assert [row[0].strip() for row in rows] == ["False", "True"]
     assert all(row[1].strip() == "0 MiB" and row[3].strip().endswith("x") for row in rows)  # 3 x 64 x 64 x 3 bytes
     assert bench("bench_cache_memory.py", "--images", "0").returncode == 2
+
+
+@pytest.mark.slow
+def test_bench_litert_kernels_runs_each_file_both_ways_with_the_same_output():
+    done = bench("bench_litert_kernels.py", "--models", "resnet_gray_s", "--size", "32", "--runs", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| resnet_gray_s")]
+    assert [r[1].strip() for r in rows] == ["XNNPACK delegate", "builtin kernels"]
+    assert rows[0][3].strip() == "1.00" and float(rows[1][3]) > 0
+    assert float(rows[1][4]) < 0.01  # the same network: only float rounding apart, on the 0-255 scale
+
+
+def test_bench_litert_kernels_names_the_known_models_for_an_unknown_one():
+    done = bench("bench_litert_kernels.py", "--models", "resnet_grey_s", "--size", "32", "--runs", "1")
+    assert done.returncode == 2 and "resnet_grey_s" in done.stderr and "resnet_gray_s" in done.stderr
