@@ -36,6 +36,16 @@ def _tile_size(text: str) -> int:
     return value
 
 
+def _strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be from 0 (the input) to 1 (the model's output), got {text}")
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m bfcnn.denoise",
@@ -53,6 +63,9 @@ def parse_args(argv=None):
                         help="bfloat16: the convolutions compute in bfloat16, 1.6 to 1.9x faster for the zoo's "
                              "models on a CPU with AVX512-BF16, for 0.01 to 0.02 dB; may be slower on a CPU "
                              "without bfloat16 instructions (default float32)")
+    parser.add_argument("--strength", type=_strength, default=1.0,
+                        help="how much of the model's change to keep, 0 (the input) to 1 (default): below 1 "
+                             "keeps more texture and grain in nearly clean photographs")
     return parser.parse_args(argv)
 
 
@@ -180,7 +193,8 @@ def main(argv=None) -> int:
             with Image.open(path) as image:  # denoise turns it upright by its EXIF orientation
                 fewer_bits = decodes_to_fewer_bits(image)
                 image.load()
-                result = denoise(image, model=model, tile_size=args.tile_size, ensemble=args.ensemble)
+                result = denoise(image, model=model, tile_size=args.tile_size, ensemble=args.ensemble,
+                                 strength=args.strength)
         except Exception as error:  # Pillow's decoders raise OSError, EOFError, SyntaxError, ...: keep going
             failed += 1
             status = f"FAILED: cannot read or denoise {path}: {type(error).__name__}: {error}"

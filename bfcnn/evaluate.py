@@ -47,6 +47,29 @@ MODEL_KEY = "model"
 ENSEMBLE_KEY = "model_x8"
 
 
+def strength_key(strength: float) -> str:
+    """The results key of the model's row at `--strength` (`bfcnn.denoise(strength=)`)."""
+    return f"model_strength_{strength:g}"
+
+
+def _last_output(denoise):
+    """`denoise(noisy, sigma)` remembering its last result: called again on the same noisy array
+    (the same object, which it holds on to, so its id is not reused) it returns that result."""
+    last = {}
+
+    def denoised(noisy, sigma):
+        if last.get("noisy") is not noisy or last.get("sigma") != sigma:
+            last.update(noisy=noisy, sigma=sigma, output=denoise(noisy, sigma))
+        return last["output"]
+
+    return denoised
+
+
+def is_model_row(key: str) -> bool:
+    """Whether a results key is a row of the evaluated model (as is, x8 or at a strength), not a baseline."""
+    return key == MODEL_KEY or key.startswith(MODEL_KEY + "_")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bfcnn.evaluate",
@@ -73,6 +96,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "to measure what that costs; default float32")
     parser.add_argument("--ensemble", action="store_true",
                         help="also score the model averaged over the 8 rotations and flips (x8, 8x slower)")
+    parser.add_argument("--strength", nargs="+", type=float, default=[], metavar="S",
+                        help="also score the model at these strengths, 0 to 1: input + S * (output - input), "
+                             "as bfcnn.denoise(strength=S) gives")
     parser.add_argument("--eight-bit", action="store_true",
                         help="clip the noisy images to [0, 255] and round them, as an 8-bit photograph holds them, "
                              "before any denoiser sees them (not the published protocol, which leaves them unclipped)")
@@ -86,6 +112,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--sigma needs finite values >= 0 on the 0-255 scale, got {bad}")
     if args.max_images is not None and args.max_images < 1:
         parser.error(f"--max-images needs a number >= 1, got {args.max_images}")
+    bad = [s for s in args.strength if not 0 <= s <= 1]
+    if bad:
+        parser.error(f"--strength needs values from 0 (the input) to 1 (the model's output), got {bad}")
     if args.seed < 0:
         parser.error(f"--seed needs an integer >= 0, got {args.seed}")
     # Checked before any work: a path that cannot be written would otherwise fail at the end.
@@ -331,6 +360,11 @@ def main(argv=None) -> int:
 
         denoisers[ENSEMBLE_KEY] = lambda noisy, sigma: self_ensemble(lambda image: denoise(image, sigma))(noisy)
         labels[ENSEMBLE_KEY] = f"{model_label} x8"
+    if args.strength:
+        denoised = denoisers[MODEL_KEY] = _last_output(denoise)  # its output blended, not computed again
+        for strength in dict.fromkeys(args.strength):
+            denoisers[strength_key(strength)] = lambda noisy, sigma, s=strength: noisy + s * (denoised(noisy, sigma) - noisy)
+            labels[strength_key(strength)] = f"{model_label} strength {strength:g}"
     denoisers.update(baselines)
     labels.update({name: name for name in baselines})
     metrics = ("mae",) if args.metric == "mae" else ("psnr", "ssim")
@@ -356,7 +390,7 @@ def main(argv=None) -> int:
         write_json(args.out, {
             "model": str(args.model), "dataset": str(args.dataset), "color": color, "metric": args.metric,
             "seed": args.seed, "sigmas": [float(s) for s in args.sigma], "baselines": list(baselines),
-            "precision": args.precision,
+            "precision": args.precision, "strengths": [float(s) for s in dict.fromkeys(args.strength)],
             "protocol": PROTOCOL + (EIGHT_BIT if args.eight_bit else ""), "images": names,
             "results": {f"{sigma:g}": entry for sigma, entry in results.items()},
             "machine": _machine(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),

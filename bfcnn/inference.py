@@ -158,7 +158,7 @@ def _model_channels(model) -> Optional[int]:
 
 
 def denoise(image, model="default", tile_size: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
-            ensemble: bool = False, precision: str = "float32"):
+            ensemble: bool = False, precision: str = "float32", strength: float = 1.0):
     """Denoises an image with a bfcnn model; returns the same type, dtype and layout.
 
     Args:
@@ -184,13 +184,19 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
             the zoo's models 1.6 to 1.9x faster on a CPU with AVX512-BF16, for 0.01 to 0.02
             dB (docs/inference.md); may be slower on a CPU without bfloat16 instructions, where
             they are emulated. Keras models only.
+        strength: how much of the model's change to keep, from 0 (the input) to 1 (default, the
+            model's output): the result is `input + strength * (output - input)`, before rounding.
+            Below 1 it keeps more texture and grain, for photographs that are nearly clean, where a
+            blind model removes fine texture with the noise (README, "Noise-level table";
+            docs/inference.md, "Strength"). The blend keeps a bias-free model's
+            `f(a*x) = a*f(x)`.
 
     Returns:
         The denoised image, like the input (uint8 rounded and clipped, floats unclipped).
 
     Raises:
         BfcnnError: an unsupported image type, shape or dtype, NaN or infinite values, a bad
-            model, tile_size, overlap or precision, or a model returning another shape; names
+            model, tile_size, overlap, precision or strength, or a model returning another shape; names
             what is allowed.
 
     Example:
@@ -201,7 +207,9 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
     _check_tiling(tile_size, overlap)
     if precision not in PRECISIONS:
         raise BfcnnError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
-    options = dict(model=model, tile_size=tile_size, overlap=overlap, ensemble=ensemble, precision=precision)
+    check_strength(strength)
+    options = dict(model=model, tile_size=tile_size, overlap=overlap, ensemble=ensemble, precision=precision,
+                   strength=strength)
     if isinstance(image, Image.Image):
         return _denoise_pil(image, options)
     array = as_array(image)
@@ -211,7 +219,23 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
     if ensemble:
         function = self_ensemble(function)
     out = _through_model(function, pixels, _model_channels(model), tile_size, overlap, _shift_period(model))
-    return _from_pixels(out, array, alpha, scale)
+    return _from_pixels(blend(out, pixels, strength), array, alpha, scale)
+
+
+def check_strength(strength) -> None:
+    """Raises BfcnnError unless `strength` is a number from 0 to 1."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float, np.integer, np.floating)) or \
+            not 0 <= strength <= 1:
+        raise BfcnnError(f"strength must be a number from 0 (the input) to 1 (the model's output), got {strength!r}")
+
+
+def blend(out: np.ndarray, pixels: np.ndarray, strength: float) -> np.ndarray:
+    """`pixels + strength * (out - pixels)`, computed in `out` (no full-size copy); `out` for 1."""
+    if strength != 1:
+        out -= pixels
+        out *= np.float32(strength)
+        out += pixels
+    return out
 
 
 def _shift_period(model) -> int:

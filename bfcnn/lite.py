@@ -160,7 +160,7 @@ class TFLiteDenoiser:
         return out.reshape(images.shape[:-1] + out.shape[-1:])
 
     def denoise(self, image, tile_size: Union[TileSize, str, None] = "auto", overlap: int = DEFAULT_OVERLAP,
-                margin: Optional[int] = None) -> np.ndarray:
+                margin: Optional[int] = None, strength: float = 1.0) -> np.ndarray:
         """Denoises one image, optionally tile by tile (see `bfcnn.tiling.tiled_apply`).
 
         Takes the arrays `bfcnn.denoise` takes, and gives them back the same way.
@@ -178,16 +178,19 @@ class TFLiteDenoiser:
                 a file of fixed size, tiles of that size.
             overlap: pixels shared by neighbouring tiles.
             margin: see `tiled_apply`; default `overlap // 4`.
+            strength: from 0 (the input) to 1 (default, the file's output), as in
+                `bfcnn.denoise`: `input + strength * (output - input)`, before rounding.
 
         Returns:
             The same shape and dtype: integers rounded and clipped, float unclipped.
 
         Raises:
             BfcnnError: (a ValueError) an unsupported dtype or shape, values that are not
-                finite, or a bad tiling argument.
+                finite, or a bad tiling argument or strength.
         """
-        from bfcnn.inference import as_array, channel_matched, checked_scale
+        from bfcnn.inference import as_array, channel_matched, check_strength, checked_scale
 
+        check_strength(strength)
         image = as_array(image)
         scale = checked_scale(image)
         x = image[..., None] if image.ndim == 2 else image
@@ -197,6 +200,9 @@ class TFLiteDenoiser:
         if scale != 1.0:
             run = function
             function = lambda tile: run(np.multiply(tile, scale, dtype=np.float32)) / np.float32(scale)  # noqa: E731
+        if strength != 1:
+            full = function
+            function = lambda tile: _blend_tile(full, tile, strength)  # noqa: E731
         function = functools.partial(min_size_apply, function)  # a side under MIN_SIDE mirrored up to it
         if isinstance(tile_size, str):
             if tile_size != "auto":
@@ -218,6 +224,15 @@ class TFLiteDenoiser:
         if alpha is not None:
             out = np.concatenate([out, alpha], axis=-1)
         return out.reshape(image.shape)
+
+
+def _blend_tile(function, tile, strength: float) -> np.ndarray:
+    """`tile + strength * (function(tile) - tile)` in float32 (`bfcnn.denoise`'s `strength`, per tile:
+    the tiles' blend weights sum to 1, so blending each tile blends the whole)."""
+    from bfcnn.inference import blend
+
+    pixels = np.asarray(tile, np.float32)
+    return blend(np.array(function(tile), np.float32), pixels, strength)
 
 
 def card_shift_period(path: Path) -> int:

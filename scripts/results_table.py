@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from bfcnn.evaluate import (ENSEMBLE_KEY, MODEL_KEY, format_report, format_table, label_of,  # noqa: E402
+from bfcnn.evaluate import (MODEL_KEY, format_report, format_table, is_model_row, label_of,  # noqa: E402
                             precision_label)
 from bfcnn.evaluation import NOISY  # noqa: E402
 
@@ -139,7 +139,7 @@ def borrow_rows(results, documents, first, flag: str, rows) -> None:
 def add_baselines(results, documents, first) -> None:
     """The baseline rows (BM3D, ...) of other evaluations of the same noisy images, into `results`."""
     borrow_rows(results, documents, first, "--baselines-from",
-                lambda entry, _: {k: v for k, v in entry.items() if k not in (MODEL_KEY, ENSEMBLE_KEY, NOISY)})
+                lambda entry, _: {k: v for k, v in entry.items() if not is_model_row(k) and k != NOISY})
 
 
 def add_compared(results, documents, first) -> None:

@@ -363,3 +363,27 @@ def test_cli_eight_bit_says_so_and_records_it(tiny, tmp_path, capsys):
     plain = json.loads(out.read_text())
     assert "--eight-bit" not in plain["protocol"]
     assert eight["results"]["50"]["model"]["psnr"] != plain["results"]["50"]["model"]["psnr"]  # it saw other input
+
+
+def test_cli_strength_adds_a_row_per_strength(tiny, tmp_path, capsys):
+    model, images = tiny
+    out = tmp_path / "r.json"
+    code = evaluate.main(["--model", str(model), "--dataset", str(images), "--sigma", "2", "--metric", "mae",
+                          "--strength", "1", "0", "0.5", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "tiny strength 0.5" in captured.out
+    document = json.loads(out.read_text())
+    entry = document["results"]["2"]
+    assert document["strengths"] == [1.0, 0.0, 0.5]
+    assert entry["model_strength_1"]["mae"] == entry["model"]["mae"]
+    # strength 0 is the noisy image itself, rounded to uint8 as every output is scored
+    assert abs(entry["model_strength_0"]["mae"] - entry["noisy"]["mae"]) < 0.1
+    assert entry["model_strength_0"]["mae"] != entry["model_strength_0.5"]["mae"] != entry["model"]["mae"]
+
+
+def test_cli_strength_outside_0_to_1_is_refused(tiny, capsys):
+    model, images = tiny
+    with pytest.raises(SystemExit):
+        evaluate.main(["--model", str(model), "--dataset", str(images), "--strength", "1.2"])
+    assert "--strength needs values from 0 (the input) to 1" in capsys.readouterr().err

@@ -424,3 +424,48 @@ def test_color_profiles_are_kept_and_16_bit_color_is_named(color_model, tmp_path
     lines = {line.split(": ", 1)[0].split()[-1]: line for line in capsys.readouterr().err.splitlines() if ": ok" in line}
     assert "16-bit color read and written as 8-bit" in lines["deep.png"]
     assert "16-bit" not in lines["tagged.png"]
+
+
+def test_strength_blends_the_input_and_the_output(gray_model):
+    image = np.random.default_rng(4).normal(100, 40, size=(14, 11)).astype(np.float32)
+    full = bfcnn.denoise(image, model=gray_model)
+    np.testing.assert_array_equal(bfcnn.denoise(image, model=gray_model, strength=1), full)
+    np.testing.assert_array_equal(bfcnn.denoise(image, model=gray_model, strength=0), image)
+    np.testing.assert_allclose(bfcnn.denoise(image, model=gray_model, strength=0.25), image + 0.25 * (full - image),
+                               rtol=1e-6, atol=1e-4)
+    # uint8: blended before rounding, so strength 0 gives the input back exactly
+    pixels = np.random.default_rng(5).integers(0, 256, size=(14, 11, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(bfcnn.denoise(pixels, model=gray_model, strength=0.0), pixels)
+    half = bfcnn.denoise(pixels, model=gray_model, strength=0.5)
+    whole = bfcnn.denoise(pixels.astype(np.float32), model=gray_model)
+    expected = np.clip(np.round(pixels + 0.5 * (whole - pixels)), 0, 255)
+    assert np.abs(half.astype(float) - expected).max() <= 1  # ties may round either way in float32
+
+
+def test_strength_keeps_a_bias_free_model_homogeneous(gray_model):
+    image = np.random.default_rng(6).uniform(0, 255, size=(12, 9)).astype(np.float32)
+    once = bfcnn.denoise(image, model=gray_model, strength=0.6)
+    np.testing.assert_allclose(bfcnn.denoise(3.0 * image, model=gray_model, strength=0.6), 3.0 * once,
+                               rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.5", True, None])
+def test_a_strength_outside_0_to_1_is_refused_by_name(gray_model, bad):
+    with pytest.raises(BfcnnError, match=r"strength must be a number from 0 .* to 1 .*, got"):
+        bfcnn.denoise(np.zeros((8, 8), np.uint8), model=gray_model, strength=bad)
+
+
+def test_cli_strength_is_passed_on_and_checked(gray_model, tmp_path, capsys):
+    from bfcnn.denoise import main
+
+    model_path = tmp_path / "m.keras"
+    gray_model.save(model_path)
+    image = np.random.default_rng(7).integers(0, 256, size=(13, 10), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    assert main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(model_path),
+                 "--strength", "0.3"]) == 0
+    written = np.asarray(Image.open(tmp_path / "out" / "a.png"))
+    np.testing.assert_array_equal(written, bfcnn.denoise(image, model=gray_model, strength=0.3))
+    with pytest.raises(SystemExit) as stopped:
+        main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out2"), "--strength", "2"])
+    assert stopped.value.code == 2 and "--strength: must be from 0 (the input) to 1" in capsys.readouterr().err

@@ -453,3 +453,23 @@ def test_denoise_given_a_path_says_to_open_it_first(tiny):
 
     with pytest.raises(BfcnnError, match=r"open it first: PIL.Image.open\(path\)"):
         TFLiteDenoiser(tiny[1]).denoise("photo.png")
+
+
+def test_strength_blends_like_bfcnn_denoise_whole_and_in_tiles(tiny):
+    import bfcnn
+    from bfcnn.errors import BfcnnError
+    from bfcnn.lite import TFLiteDenoiser
+
+    model, path = tiny
+    denoiser = TFLiteDenoiser(path)
+    clean, noisy = noisy_camera()
+    noisy_uint8 = to_uint8(noisy)
+    np.testing.assert_array_equal(denoiser.denoise(noisy_uint8, strength=0), noisy_uint8)
+    for tile_size in (None, 64):
+        whole = denoiser.denoise(noisy, tile_size=tile_size, overlap=4 * RADIUS)
+        blended = denoiser.denoise(noisy, tile_size=tile_size, overlap=4 * RADIUS, strength=0.4)
+        np.testing.assert_allclose(blended, noisy + 0.4 * (whole - noisy), atol=1e-3, rtol=0)
+    keras = bfcnn.denoise(noisy_uint8[..., 0], model=model, strength=0.4)
+    assert np.abs(denoiser.denoise(noisy_uint8[..., 0], strength=0.4).astype(int) - keras).max() <= 1
+    with pytest.raises(BfcnnError, match="strength must be a number from 0"):
+        denoiser.denoise(noisy, strength=1.01)

@@ -61,3 +61,12 @@ def test_an_infinite_psnr_is_shown_as_inf_and_left_out_of_the_paired_difference(
     doc = document(sigma="0", noisy=(None, None), rows={"identity": (None, None)})
     assert script.main([write(tmp_path, "r.json", doc)]) == 0
     assert "m - identity at sigma 0: no image with two finite PSNRs; 2 image(s)" in capsys.readouterr().out
+
+
+def test_only_baseline_rows_are_borrowed_not_the_other_files_model_rows(script, tmp_path, capsys):
+    new = write(tmp_path, "new.json", document())
+    old = write(tmp_path, "old.json", document(model="other", rows={
+        "bm3d": (29.0, 32.0), "model_x8": (31.0, 32.0), "model_strength_0.5": (25.0, 26.0)}))
+    assert script.main([new, "--baselines-from", old]) == 0
+    out = capsys.readouterr().out
+    assert "m - bm3d at sigma 25" in out and "model_x8" not in out and "model_strength" not in out
