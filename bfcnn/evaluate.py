@@ -361,9 +361,12 @@ def main(argv=None) -> int:
         denoisers[ENSEMBLE_KEY] = lambda noisy, sigma: self_ensemble(lambda image: denoise(image, sigma))(noisy)
         labels[ENSEMBLE_KEY] = f"{model_label} x8"
     if args.strength:
+        from bfcnn.inference import blend
+
         denoised = denoisers[MODEL_KEY] = _last_output(denoise)  # its output blended, not computed again
-        for strength in dict.fromkeys(args.strength):
-            denoisers[strength_key(strength)] = lambda noisy, sigma, s=strength: noisy + s * (denoised(noisy, sigma) - noisy)
+        for strength in dict.fromkeys(args.strength):  # blend works in place: on a copy of the shared output
+            denoisers[strength_key(strength)] = lambda noisy, sigma, s=strength: blend(
+                np.array(denoised(noisy, sigma), np.float32), noisy, s)
             labels[strength_key(strength)] = f"{model_label} strength {strength:g}"
     denoisers.update(baselines)
     labels.update({name: name for name in baselines})
