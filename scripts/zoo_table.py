@@ -38,9 +38,10 @@ def table() -> str:
     loads = sorted(c["speed"].get("load_average_1min", float("nan")) for c in cards)
     lines.append("PSNR in dB by the protocol of `../shared/datasets/README.md` (noise not clipped, output "
                  "rounded, mean over the validation images, their count in brackets, seed 0), BM3D run side by "
-                 "side on the same noisy images; all models blind. Published for comparison (non-blind: DnCNN "
-                 "is one model per sigma, FFDNet is given the sigma): DnCNN 32.86 / 30.44 / 27.18 on Set12 at sigma 15 / 25 / 50 (Zhang et al., "
-                 "TIP 2017); FFDNet 34.66 / 32.35 / 29.18 on McMaster (Zhang et al., TIP 2018). Speed: median "
+                 "side on the same noisy images; all models blind. Published for comparison: DnCNN 32.86 / 30.44 / "
+                 "27.18 on Set12 at sigma 15 / 25 / 50 (one model per sigma) and its blind version DnCNN-B, trained "
+                 "on sigma in [0, 55], 32.68 / 30.36 / 27.21 (Zhang et al., TIP 2017, Table III); FFDNet 34.66 / "
+                 "32.35 / 29.18 on McMaster, given the sigma (Zhang et al., TIP 2018). Speed: median "
                  "of 5 runs on a 512x512 image on the 2-core CPU, 1-minute load average "
                  f"{loads[0]:.1f} to {loads[-1]:.1f} when timed (from the cards; the timing itself accounts for "
                  "about 1 of it, so above 2 means another job shared the cores). Generated from the model cards by `python scripts/zoo_table.py --write`; "
