@@ -36,6 +36,9 @@ def _tile_size(text: str) -> int:
     return value
 
 
+ENSEMBLE_CHOICES = (1, 2, 4, 8)
+
+
 def _strength(text: str) -> float:
     try:
         value = float(text)
@@ -57,8 +60,9 @@ def parse_args(argv=None):
                              "a .keras file or a model / export folder (default: the color flagship)")
     parser.add_argument("--tile-size", type=_tile_size, default=None,
                         help="tile size in pixels, 0 never tiles (default: 512 for images above 1 MP)")
-    parser.add_argument("--ensemble", action="store_true",
-                        help="average the model over the 8 rotations and flips of each image (8x slower)")
+    parser.add_argument("--ensemble", type=int, nargs="?", const=8, default=1, choices=ENSEMBLE_CHOICES, metavar="N",
+                        help="average the model over N rotations and flips of each image, N times slower: "
+                             "8 (all of them, the default of a bare --ensemble), 4 or 2 (most of the gain)")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="bfloat16: the convolutions compute in bfloat16, 1.6 to 1.9x faster for the zoo's "
                              "models on a CPU with AVX512-BF16, for 0.01 to 0.02 dB; may be slower on a CPU "
@@ -66,7 +70,14 @@ def parse_args(argv=None):
     parser.add_argument("--strength", type=_strength, default=1.0,
                         help="how much of the model's change to keep, 0 (the input) to 1 (default): below 1 "
                              "keeps more texture and grain in nearly clean photographs")
-    return parser.parse_args(argv)
+    return parser.parse_args(_bare_ensemble(sys.argv[1:] if argv is None else list(argv)))
+
+
+def _bare_ensemble(argv: list) -> list:
+    """`argv` with a bare `--ensemble` written `--ensemble=8`, so that the image path after it
+    is not read as its number of copies (a number after it is, and argparse checks it)."""
+    return ["--ensemble=8" if arg == "--ensemble" and (i + 1 == len(argv) or not argv[i + 1].isdigit()) else arg
+            for i, arg in enumerate(argv)]
 
 
 def _progress(done: int, total: int, width: int = 20) -> str:

@@ -44,7 +44,9 @@ PROTOCOL = (
 )
 EIGHT_BIT = "; --eight-bit: the noisy image clipped to [0, 255] and rounded before the denoisers see it"
 MODEL_KEY = "model"
-ENSEMBLE_KEY = "model_x8"
+def ensemble_key(size: int) -> str:
+    """The results key of the model's row averaged over `size` rotations and flips (`--ensemble`)."""
+    return f"model_x{size}"
 
 
 def strength_key(strength: float) -> str:
@@ -94,8 +96,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="run the model's convolutions in bfloat16 (bfcnn.models.precision.to_bfloat16) "
                              "to measure what that costs; default float32")
-    parser.add_argument("--ensemble", action="store_true",
-                        help="also score the model averaged over the 8 rotations and flips (x8, 8x slower)")
+    parser.add_argument("--ensemble", type=int, nargs="*", default=None, choices=(2, 4, 8), metavar="N",
+                        help="also score the model averaged over N rotations and flips (rows 'xN', N times "
+                             "slower): 8 (all of them, what a bare --ensemble scores), 4 or 2; several N may be given")
     parser.add_argument("--strength", nargs="+", type=float, default=[], metavar="S",
                         help="also score the model at these strengths, 0 to 1: input + S * (output - input), "
                              "as bfcnn.denoise(strength=S) gives")
@@ -355,11 +358,13 @@ def main(argv=None) -> int:
     denoisers = {MODEL_KEY: denoise}
     model_label = precision_label(args.model, args.precision)
     labels = {MODEL_KEY: model_label}
-    if args.ensemble:
+    if args.ensemble is not None:
         from bfcnn.inference import self_ensemble
 
-        denoisers[ENSEMBLE_KEY] = lambda noisy, sigma: self_ensemble(lambda image: denoise(image, sigma))(noisy)
-        labels[ENSEMBLE_KEY] = f"{model_label} x8"
+        for size in sorted(set(args.ensemble or [8])):
+            denoisers[ensemble_key(size)] = lambda noisy, sigma, n=size: self_ensemble(
+                lambda image: denoise(image, sigma), n)(noisy)
+            labels[ensemble_key(size)] = f"{model_label} x{size}"
     if args.strength:
         from bfcnn.inference import blend
 

@@ -3,7 +3,7 @@
 import functools
 import os
 import weakref
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
@@ -76,21 +76,44 @@ def _undo_dihedral(image: np.ndarray, k: int) -> np.ndarray:
     return image if k < 4 else image[:, ::-1]
 
 
-def self_ensemble(function):
-    """`function` averaged over the 8 rotations and flips of its input (the "x8" of Lim et al. 2017).
+# The dihedral copies (`_dihedral`'s k) that each ensemble size averages. 2 and 4 are the
+# subgroups that keep the image's axes (no transposition): {identity, rotation by 180} and
+# those two with the horizontal and vertical flips; 8 is the whole group.
+ENSEMBLE_SIZES = {2: (0, 2), 4: (0, 2, 4, 6), 8: tuple(range(8))}
 
-    Denoises each of the 8 dihedral copies of the image, maps each result back and returns the
-    mean: 8x the time for a typically small PSNR gain (`python -m bfcnn.evaluate --ensemble`
-    measures it). The mean of homogeneous functions is homogeneous, so a bias-free model stays
-    bias-free. `function` maps float32 [H, W, C] to the same.
+
+def check_ensemble(ensemble) -> int:
+    """How many dihedral copies `ensemble` asks for: 1 (none) for False, 8 for True, else 1, 2, 4 or 8.
+
+    Raises BfcnnError naming the allowed values for anything else.
     """
+    if isinstance(ensemble, (bool, np.bool_)):
+        return 8 if ensemble else 1
+    if is_int(ensemble) and (ensemble == 1 or ensemble in ENSEMBLE_SIZES):
+        return int(ensemble)
+    raise BfcnnError(f"ensemble must be False, True (8 copies) or a number of copies, 1, 2, 4 or 8, got {ensemble!r}")
+
+
+def self_ensemble(function, size: int = 8):
+    """`function` averaged over `size` rotations and flips of its input (the "x8" of Lim et al. 2017).
+
+    Denoises each dihedral copy of the image (`ENSEMBLE_SIZES[size]`: 8 for all rotations and
+    flips, 4 for those that keep the axes, 2 for the identity and the rotation by 180 degrees),
+    maps each result back and returns the mean: `size` times the time for a typically small
+    PSNR gain, most of which 2 and 4 copies already give (`python -m bfcnn.evaluate
+    --ensemble 2 4 8` measures it). The mean of homogeneous functions is homogeneous, so a
+    bias-free model stays bias-free. `function` maps float32 [H, W, C] to the same.
+    """
+    if size not in ENSEMBLE_SIZES:
+        raise BfcnnError(f"an ensemble averages 2, 4 or 8 copies, got {size!r}")
+    copies = ENSEMBLE_SIZES[size]
 
     def ensembled(image: np.ndarray) -> np.ndarray:
         total = None
-        for k in range(8):
+        for k in copies:
             out = _undo_dihedral(np.asarray(function(np.ascontiguousarray(_dihedral(image, k))), np.float64), k)
             total = out if total is None else total + out
-        return (total / 8.0).astype(np.float32)
+        return (total / len(copies)).astype(np.float32)
 
     return ensembled
 
@@ -158,7 +181,7 @@ def _model_channels(model) -> Optional[int]:
 
 
 def denoise(image, model="default", tile_size: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
-            ensemble: bool = False, precision: str = "float32", strength: float = 1.0):
+            ensemble: Union[bool, int] = False, precision: str = "float32", strength: float = 1.0):
     """Denoises an image with a bfcnn model; returns the same type, dtype and layout.
 
     Args:
@@ -177,8 +200,10 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
             0 never tiles.
         overlap: overlap of neighbouring tiles (an integer >= 0), blended smoothly; keep it
             above the model's receptive field radius for seamless results.
-        ensemble: average the model over the 8 rotations and flips of each tile
-            (`self_ensemble`): 8x slower, usually a little better.
+        ensemble: average the model over rotations and flips of each tile (`self_ensemble`):
+            True or 8 for all 8 (8x slower, usually a little better), 4 or 2 for fewer copies
+            (4x / 2x slower, most of the gain: docs/inference.md, "Self-ensemble"); False or 1
+            for one pass (default).
         precision: `float32` (default, what the model cards measure) or `bfloat16`: the
             convolutions compute in bfloat16 (`bfcnn.models.precision.to_bfloat16`): for
             the zoo's models 1.6 to 1.9x faster on a CPU with AVX512-BF16, for 0.01 to 0.02
@@ -196,8 +221,8 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
 
     Raises:
         BfcnnError: an unsupported image type, shape or dtype, NaN or infinite values, a bad
-            model, tile_size, overlap, precision or strength, or a model returning another shape; names
-            what is allowed.
+            model, tile_size, overlap, ensemble, precision or strength, or a model returning another
+            shape; names what is allowed.
 
     Example:
         >>> clean = bfcnn.denoise(noisy_uint8, model="pyramid_gray_m")
@@ -208,7 +233,8 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
     if precision not in PRECISIONS:
         raise BfcnnError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     check_strength(strength)
-    options = dict(model=model, tile_size=tile_size, overlap=overlap, ensemble=ensemble, precision=precision,
+    copies = check_ensemble(ensemble)
+    options = dict(model=model, tile_size=tile_size, overlap=overlap, ensemble=copies, precision=precision,
                    strength=strength)
     if isinstance(image, Image.Image):
         return _denoise_pil(image, options)
@@ -216,8 +242,8 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
     pixels, alpha, scale = _to_pixels(array, image)
     model = in_precision(_as_model(model), precision)
     function = _same_shape(graph_runner(model) if hasattr(model, "input_shape") else model)
-    if ensemble:
-        function = self_ensemble(function)
+    if copies > 1:
+        function = self_ensemble(function, copies)
     out = _through_model(function, pixels, _model_channels(model), tile_size, overlap, _shift_period(model))
     return _from_pixels(blend(out, pixels, strength), array, alpha, scale)
 

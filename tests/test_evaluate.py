@@ -219,6 +219,19 @@ def test_cli_ensemble_adds_an_x8_row_next_to_the_model(tiny, tmp_path, capsys):
     assert entry["model_x8"]["psnr"] != entry["model"]["psnr"]  # an untrained model is not rotation invariant
 
 
+def test_cli_ensemble_sizes_add_one_row_each(tiny, tmp_path, capsys):
+    model, images = tiny
+    out = tmp_path / "r.json"
+    code = evaluate.main(["--model", str(model), "--dataset", str(images), "--sigma", "25", "--ensemble", "2", "4",
+                          "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "| tiny x2 PSNR | tiny x2 SSIM | tiny x4 PSNR | tiny x4 SSIM |" in captured.out
+    entry = json.loads(out.read_text())["results"]["25"]
+    assert set(entry) == {"noisy", "model", "model_x2", "model_x4"}
+    assert len({entry[key]["psnr"] for key in ("model", "model_x2", "model_x4")}) == 3
+
+
 def test_paired_difference_mean_standard_error_and_wins():
     from bfcnn.evaluation import paired_difference
 

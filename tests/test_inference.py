@@ -237,6 +237,44 @@ def test_self_ensemble_maps_every_copy_back():
         np.testing.assert_allclose(ensembled[r, c], image[r, c] * 2 / 8, rtol=1e-6)
 
 
+@pytest.mark.parametrize("size, corners", [(2, [(0, 0), (4, 6)]), (4, [(0, 0), (0, 6), (4, 0), (4, 6)])])
+def test_smaller_ensembles_keep_the_axes_and_average_their_copies(size, corners):
+    from bfcnn.inference import self_ensemble
+
+    image = np.random.default_rng(1).normal(size=(5, 7, 3)).astype(np.float32)
+    seen = []
+
+    def corner(x):  # sees only its top-left pixel: each copy brings one corner of the image back
+        seen.append(x.shape)
+        out = np.zeros_like(x)
+        out[0, 0] = x[0, 0]
+        return out
+
+    ensembled = self_ensemble(corner, size)(image)
+    assert seen == [(5, 7, 3)] * size  # no copy is transposed
+    assert np.count_nonzero(ensembled[..., 0]) == len(corners)
+    for r, c in corners:
+        np.testing.assert_allclose(ensembled[r, c], image[r, c] / size, rtol=1e-6)
+
+
+def test_ensemble_of_two_is_the_mean_with_the_half_turn(gray_model):
+    image = np.random.default_rng(4).uniform(0, 255, size=(12, 9)).astype(np.float32)
+    once = bfcnn.denoise(image, model=gray_model)
+    turned = np.rot90(bfcnn.denoise(np.rot90(image, 2), model=gray_model), 2)
+    np.testing.assert_allclose(bfcnn.denoise(image, model=gray_model, ensemble=2), (once + turned) / 2, atol=1e-3)
+    assert not np.allclose(once, turned, atol=1e-3)  # an untrained model is not rotation invariant
+    np.testing.assert_array_equal(bfcnn.denoise(image, model=gray_model, ensemble=1), once)
+    np.testing.assert_array_equal(bfcnn.denoise(image, model=gray_model, ensemble=8),
+                                  bfcnn.denoise(image, model=gray_model, ensemble=True))
+
+
+@pytest.mark.parametrize("bad", [3, 0, 16, 2.0, "8", None])
+def test_a_bad_ensemble_names_the_allowed_values(gray_model, bad):
+    with pytest.raises(BfcnnError, match=r"ensemble must be False, True \(8 copies\) or a number of copies, "
+                                         r"1, 2, 4 or 8, got"):
+        bfcnn.denoise(np.zeros((8, 8), np.uint8), model=gray_model, ensemble=bad)
+
+
 def test_denoise_with_ensemble_keeps_a_bias_free_model_homogeneous():
     import bfcnn
 
@@ -259,6 +297,30 @@ def test_cli_ensemble_writes_the_x8_result(gray_model, tmp_path):
     assert main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(model_path), "--ensemble"]) == 0
     written = np.asarray(Image.open(tmp_path / "out" / "a.png"))
     np.testing.assert_array_equal(written, bfcnn.denoise(image, model=gray_model, ensemble=True))
+
+
+def test_cli_ensemble_takes_a_number_of_copies_and_a_bare_flag_before_the_inputs(gray_model, tmp_path):
+    from bfcnn.denoise import main
+
+    model_path = tmp_path / "m.keras"
+    gray_model.save(model_path)
+    image = np.random.default_rng(5).integers(0, 256, size=(11, 14), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    assert main(["--ensemble", "4", str(tmp_path / "a.png"), "-o", str(tmp_path / "x4"), "--model", str(model_path)]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "x4" / "a.png")),
+                                  bfcnn.denoise(image, model=gray_model, ensemble=4))
+    # a bare --ensemble right before an input: 8 copies, and the input is still read as one
+    assert main(["--ensemble", str(tmp_path / "a.png"), "-o", str(tmp_path / "x8"), "--model", str(model_path)]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "x8" / "a.png")),
+                                  bfcnn.denoise(image, model=gray_model, ensemble=8))
+
+
+def test_cli_refuses_an_ensemble_size_it_does_not_have(tmp_path, capsys):
+    from bfcnn.denoise import main
+
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--ensemble", "3"])
+    assert "argument --ensemble: invalid choice: 3 (choose from 1, 2, 4, 8)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
