@@ -160,7 +160,7 @@ class TFLiteDenoiser:
         return out.reshape(images.shape[:-1] + out.shape[-1:])
 
     def denoise(self, image, tile_size: Union[TileSize, str, None] = "auto", overlap: int = DEFAULT_OVERLAP,
-                margin: Optional[int] = None, strength: float = 1.0) -> np.ndarray:
+                margin: Optional[int] = None, strength: float = 1.0, ensemble: Union[bool, int] = False) -> np.ndarray:
         """Denoises one image, optionally tile by tile (see `bfcnn.tiling.tiled_apply`).
 
         Takes the arrays `bfcnn.denoise` takes, and gives them back the same way.
@@ -180,17 +180,21 @@ class TFLiteDenoiser:
             margin: see `tiled_apply`; default `overlap // 4`.
             strength: from 0 (the input) to 1 (default, the file's output), as in
                 `bfcnn.denoise`: `input + strength * (output - input)`, before rounding.
+            ensemble: the file averaged over rotations and flips of each tile, as in
+                `bfcnn.denoise`: True or 8 (all 8), 4 or 2 (the copies that keep the axes,
+                so a tile of a file of fixed size keeps its shape), False or 1 (one pass, default).
 
         Returns:
             The same shape and dtype: integers rounded and clipped, float unclipped.
 
         Raises:
             BfcnnError: (a ValueError) an unsupported dtype or shape, values that are not
-                finite, or a bad tiling argument or strength.
+                finite, or a bad tiling argument, strength or ensemble.
         """
-        from bfcnn.inference import as_array, channel_matched, check_strength, checked_scale
+        from bfcnn.inference import as_array, channel_matched, check_ensemble, check_strength, checked_scale, self_ensemble
 
         check_strength(strength)
+        copies = check_ensemble(ensemble)
         image = as_array(image)
         scale = checked_scale(image)
         x = image[..., None] if image.ndim == 2 else image
@@ -200,6 +204,8 @@ class TFLiteDenoiser:
         if scale != 1.0:
             run = function
             function = lambda tile: run(np.multiply(tile, scale, dtype=np.float32)) / np.float32(scale)  # noqa: E731
+        if copies > 1:
+            function = self_ensemble(function, copies)
         if strength != 1:
             full = function
             function = lambda tile: _blend_tile(full, tile, strength)  # noqa: E731

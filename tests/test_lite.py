@@ -455,6 +455,29 @@ def test_denoise_given_a_path_says_to_open_it_first(tiny):
         TFLiteDenoiser(tiny[1]).denoise("photo.png")
 
 
+def test_ensemble_averages_like_bfcnn_denoise(tiny, tiny_fixed):
+    import bfcnn
+    from bfcnn.errors import BfcnnError
+    from bfcnn.lite import TFLiteDenoiser
+
+    model, path = tiny
+    denoiser = TFLiteDenoiser(path)
+    _, noisy = noisy_camera()
+    once = denoiser.denoise(noisy, tile_size=None)
+    turned = np.rot90(denoiser.denoise(np.ascontiguousarray(np.rot90(noisy, 2)), tile_size=None), 2)
+    np.testing.assert_allclose(denoiser.denoise(noisy, tile_size=None, ensemble=2), (once + turned) / 2,
+                               atol=1e-4, rtol=0)
+    for copies in (4, True):
+        keras = bfcnn.denoise(noisy, model=model, tile_size=0, ensemble=copies)
+        np.testing.assert_allclose(denoiser.denoise(noisy, tile_size=None, ensemble=copies), keras, atol=2e-3, rtol=0)
+    fixed = TFLiteDenoiser(tiny_fixed[1])  # 32 x 48: the copies of 2 and 4 keep each tile's shape
+    small = np.ascontiguousarray(noisy[:32, :48])
+    np.testing.assert_allclose(fixed.denoise(small, ensemble=4),
+                               bfcnn.denoise(small, model=model, tile_size=0, ensemble=4), atol=2e-3, rtol=0)
+    with pytest.raises(BfcnnError, match="ensemble must be False, True"):
+        denoiser.denoise(noisy, ensemble=3)
+
+
 def test_strength_blends_like_bfcnn_denoise_whole_and_in_tiles(tiny):
     import bfcnn
     from bfcnn.errors import BfcnnError
