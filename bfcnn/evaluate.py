@@ -44,6 +44,8 @@ PROTOCOL = (
 )
 EIGHT_BIT = "; --eight-bit: the noisy image clipped to [0, 255] and rounded before the denoisers see it"
 MODEL_KEY = "model"
+
+
 def ensemble_key(size: int) -> str:
     """The results key of the model's row averaged over `size` rotations and flips (`--ensemble`)."""
     return f"model_x{size}"

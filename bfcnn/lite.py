@@ -191,7 +191,8 @@ class TFLiteDenoiser:
             BfcnnError: (a ValueError) an unsupported dtype or shape, values that are not
                 finite, or a bad tiling argument, strength or ensemble.
         """
-        from bfcnn.inference import as_array, channel_matched, check_ensemble, check_strength, checked_scale, self_ensemble
+        from bfcnn.inference import (as_array, channel_matched, check_ensemble, check_strength, checked_scale,
+                                     self_ensemble)
 
         check_strength(strength)
         copies = check_ensemble(ensemble)

@@ -306,11 +306,12 @@ def test_cli_ensemble_takes_a_number_of_copies_and_a_bare_flag_before_the_inputs
     gray_model.save(model_path)
     image = np.random.default_rng(5).integers(0, 256, size=(11, 14), dtype=np.uint8)
     Image.fromarray(image).save(tmp_path / "a.png")
-    assert main(["--ensemble", "4", str(tmp_path / "a.png"), "-o", str(tmp_path / "x4"), "--model", str(model_path)]) == 0
+    model = ["--model", str(model_path)]
+    assert main(["--ensemble", "4", str(tmp_path / "a.png"), "-o", str(tmp_path / "x4")] + model) == 0
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "x4" / "a.png")),
                                   bfcnn.denoise(image, model=gray_model, ensemble=4))
     # a bare --ensemble right before an input: 8 copies, and the input is still read as one
-    assert main(["--ensemble", str(tmp_path / "a.png"), "-o", str(tmp_path / "x8"), "--model", str(model_path)]) == 0
+    assert main(["--ensemble", str(tmp_path / "a.png"), "-o", str(tmp_path / "x8")] + model) == 0
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "x8" / "a.png")),
                                   bfcnn.denoise(image, model=gray_model, ensemble=8))
 
