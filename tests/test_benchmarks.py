@@ -235,3 +235,30 @@ def test_bench_litert_kernels_runs_each_file_both_ways_with_the_same_output():
 def test_bench_litert_kernels_names_the_known_models_for_an_unknown_one():
     done = bench("bench_litert_kernels.py", "--models", "resnet_grey_s", "--size", "32", "--runs", "1")
     assert done.returncode == 2 and "resnet_grey_s" in done.stderr and "resnet_gray_s" in done.stderr
+
+
+def test_bench_n3_parts_cuts_the_n3net_where_its_stages_meet(monkeypatch):
+    import numpy as np
+
+    import bfcnn
+
+    script = load_bench("bench_n3_parts.py", monkeypatch)
+    model = bfcnn.load_model("n3net_gray")
+    models = script.parts(model)
+    image = np.random.default_rng(0).uniform(0, 255, (1, 40, 40, 1)).astype(np.float32)
+    inputs = script.part_inputs(models, image)
+    second = np.asarray(models["second stage (convolutions)"](inputs["second stage (convolutions)"]))
+    # the parts make the whole: the model's estimate is the N3 block's input plus the second stage's output
+    np.testing.assert_allclose(255.0 * (inputs["N3 block"] + second), np.asarray(model(image)), atol=1e-3)
+    with pytest.raises(ValueError, match="not an N3Net of 2 stages"):
+        script.parts(bfcnn.load_model("resnet_gray_s"))
+
+
+def test_bench_n3_parts_prints_a_row_per_part():
+    done = bench("bench_n3_parts.py", "--size", "24", "--runs", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1].strip() for line in done.stdout.splitlines() if line.startswith("| ")][1:]
+    assert rows == ["first stage (convolutions)", "N3 block", "second stage (convolutions)", "whole model",
+                    "sum of the three parts"]
+    done = bench("bench_n3_parts.py", "--model", "resnet_gray_s", "--size", "24", "--runs", "1")
+    assert done.returncode == 2 and "is not an N3Net of 2 stages" in done.stderr and "Traceback" not in done.stderr
