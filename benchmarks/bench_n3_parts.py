@@ -68,13 +68,14 @@ def parts(model):
 
 
 def engines(model, shape, threads: int):
-    """(Keras graph function, LiteRT function) for `model` at input `shape`."""
-    import tensorflow as tf
+    """(Keras graph function, LiteRT function) for `model` at input `shape`; the Keras side is
+    `bfcnn.inference.graph_runner`, the function `bfcnn.denoise` runs."""
     from ai_edge_litert.interpreter import Interpreter
 
     from bfcnn.export import to_tflite
+    from bfcnn.inference import graph_runner
 
-    graph = tf.function(lambda x: model(x, training=False))
+    graph = graph_runner(model)
     lite = Interpreter(model_content=to_tflite(model, "none"), num_threads=threads)
     lite.resize_tensor_input(lite.get_input_details()[0]["index"], list(shape))
     lite.allocate_tensors()
@@ -84,7 +85,7 @@ def engines(model, shape, threads: int):
         lite.invoke()
         return lite.get_tensor(lite.get_output_details()[0]["index"])
 
-    return (lambda x: graph(tf.constant(x)).numpy()), run_lite
+    return (lambda x: graph(x[0])[None]), run_lite
 
 
 def part_inputs(models: dict, image: np.ndarray) -> dict:
@@ -134,7 +135,6 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     import bfcnn
-
     from bfcnn.errors import BfcnnError
 
     try:
