@@ -19,6 +19,7 @@ DEFAULT_OVERLAP = 48
 # so the cache never keeps a model alive.
 _RUNNERS = weakref.WeakKeyDictionary()
 _BFLOAT16 = weakref.WeakKeyDictionary()  # model -> its bfloat16 copy (which does not refer back to it)
+_LIFTED = weakref.WeakKeyDictionary()  # opponent model -> its LiftedParts (whose network does not refer back)
 PRECISIONS = ("float32", "bfloat16")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B")
 _ALPHA_MODES = ("RGBA", "RGBa", "PA")  # LA and La are handled on their own
@@ -241,11 +242,37 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
     array = as_array(image)
     pixels, alpha, scale = _to_pixels(array, image)
     model = in_precision(_as_model(model), precision)
-    function = _same_shape(graph_runner(model) if hasattr(model, "input_shape") else model)
+    wanted = _model_channels(model)
+    tiles = effective_tile_size(pixels.shape[0], pixels.shape[1], tile_size, overlap)
+    parts = lifted_parts(model) if tiles else None
+    function = _same_shape(graph_runner(parts.network if parts else model) if hasattr(model, "input_shape")
+                           else model)
     if copies > 1:
         function = self_ensemble(function, copies)
-    out = _through_model(function, pixels, _model_channels(model), tile_size, overlap, _shift_period(model))
+    if parts is None:
+        out = _through_model(function, pixels, wanted, tile_size, overlap, _shift_period(model))
+    else:  # the image-wide offset from the whole image, only the networks in tiles
+        def tiled(rgb):
+            lifted, offset = parts.lift(rgb)
+            return parts.lower(_apply(function, lifted, tiles, overlap, _shift_period(model)), offset)
+
+        out = np.array(channel_matched(tiled, wanted, pixels.shape[-1])(pixels), np.float32)
     return _from_pixels(blend(out, pixels, strength), array, alpha, scale)
+
+
+def lifted_parts(model):
+    """`bfcnn.models.opponent.LiftedParts` of an opponent color model (cached), else None.
+
+    `denoise` tiles such a model through them, so every tile is lifted by the mean gray level
+    of the whole image, as the model run on the whole image would lift it.
+    """
+    from bfcnn.models.opponent import LiftedParts, is_opponent
+
+    if not is_opponent(model):
+        return None
+    if model not in _LIFTED:
+        _LIFTED[model] = LiftedParts(model)
+    return _LIFTED[model]
 
 
 def check_strength(strength) -> None:
@@ -390,13 +417,24 @@ def _from_pixels(out: np.ndarray, array: np.ndarray, alpha, scale: float) -> np.
     return out
 
 
-def _apply(function, pixels: np.ndarray, tile_size, overlap, align: int = 1) -> np.ndarray:
-    height, width = pixels.shape[:2]
-    if tile_size is None:  # tiles of 512, or larger for a wide overlap (a tile holds at least twice it)
+def effective_tile_size(height: int, width: int, tile_size, overlap: int) -> int:
+    """The tile size `denoise` uses on an image of `height` x `width`, 0 for the whole image.
+
+    `tile_size` None means tiles of 512 (or larger for a wide overlap: a tile holds at least
+    twice it) above one megapixel; an image no larger than the tile is not tiled.
+    """
+    if tile_size is None:
         # what the model sees: a side under MIN_SIDE is mirrored up to it (a 1 x 10^6 strip is 8 x 10^6)
         seen = max(height, MIN_SIDE) * max(width, MIN_SIDE)
         tile_size = max(DEFAULT_TILE, min_tile_size(overlap)) if seen > DEFAULT_MAX_PIXELS else 0
-    at_least_min_side = functools.partial(min_size_apply, function)  # a side under MIN_SIDE mirrored up to it
     if not tile_size or (height <= tile_size and width <= tile_size):
+        return 0
+    return int(tile_size)
+
+
+def _apply(function, pixels: np.ndarray, tile_size, overlap, align: int = 1) -> np.ndarray:
+    tile_size = effective_tile_size(pixels.shape[0], pixels.shape[1], tile_size, overlap)
+    at_least_min_side = functools.partial(min_size_apply, function)  # a side under MIN_SIDE mirrored up to it
+    if not tile_size:
         return np.array(at_least_min_side(pixels), np.float32)  # a copy: the result is rounded in place later
     return tiled_apply(at_least_min_side, pixels, tile_size, overlap, align=align)

@@ -532,3 +532,50 @@ def test_cli_strength_is_passed_on_and_checked(gray_model, tmp_path, capsys):
     with pytest.raises(SystemExit) as stopped:
         main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out2"), "--strength", "2"])
     assert stopped.value.code == 2 and "--strength: must be from 0 (the input) to 1" in capsys.readouterr().err
+
+
+def _halves(shape=(150, 190), seed=9):
+    """A color image, dark on the left and bright on the right, with noise: tiles of it have
+    very different means."""
+    image = np.zeros(shape + (3,), np.float32)
+    image[:, : shape[1] // 2] = (40, 30, 60)
+    image[:, shape[1] // 2 :] = (220, 200, 180)
+    return image + 20 * np.random.default_rng(seed).standard_normal(image.shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("inner, chroma", [({"type": "resnet", "channels": 1, "filters": 8, "blocks": 1}, "shared"),
+                                           ({"type": "multiscale", "channels": 1, "filters": 4, "levels": 2, "blocks": 1},
+                                            "guided")])
+def test_lifted_parts_compute_the_opponent_model(inner, chroma):
+    """Cut where the image-wide offset enters, the opponent model's parts give its output."""
+    from bfcnn.inference import lifted_parts
+
+    seed_everything()
+    model = bfcnn.build_model({"type": "opponent", "inner": inner, "chroma": chroma})
+    parts = lifted_parts(model)
+    image = _halves((48, 64))
+    lifted, offset = parts.lift(image)
+    np.testing.assert_allclose(offset, [0.0, image.mean(), image.mean()], rtol=1e-5)  # scale 1: Y / sqrt(3)
+    out = parts.lower(np.asarray(parts.network(lifted[None]))[0], offset)
+    expected = _expected(model, image)  # untrained: values up to 10^4, compared on that scale
+    np.testing.assert_allclose(out, expected, atol=2e-3 + 1e-6 * np.abs(expected).max(), rtol=0)
+    assert lifted_parts(bfcnn.build_model({"type": "resnet", "channels": 3, "filters": 8, "blocks": 1})) is None
+
+
+def test_tiled_opponent_model_lifts_every_tile_by_the_whole_images_mean():
+    """An opponent color model lifts the chrominance by the image's mean gray level: tiles of
+    a dark and a bright half must all use the whole image's mean, as the model on the whole
+    image does, or each tile's result depends on where it lies."""
+    seed_everything()
+    model = bfcnn.build_model({"type": "opponent", "inner": {"type": "resnet", "channels": 1, "filters": 8,
+                                                             "blocks": 1}})
+    noisy = _halves()
+    whole = bfcnn.denoise(noisy, model=model, tile_size=0)
+    np.testing.assert_allclose(whole, _expected(model, noisy), atol=2e-3, rtol=0)
+    for ensemble in (False, 2):
+        np.testing.assert_allclose(bfcnn.denoise(noisy, model=model, tile_size=64, overlap=16, ensemble=ensemble),
+                                   bfcnn.denoise(noisy, model=model, tile_size=0, ensemble=ensemble),
+                                   atol=2e-3, rtol=0)
+    gray = noisy.mean(axis=-1)  # a gray image through the color model: as gray RGB, tiled alike
+    np.testing.assert_allclose(bfcnn.denoise(gray, model=model, tile_size=64, overlap=16),
+                               bfcnn.denoise(gray, model=model, tile_size=0), atol=2e-3, rtol=0)

@@ -17,12 +17,14 @@ tell the chrominance where to smooth. It starts as a copy of the gray network th
 its guide (`seed_chroma_from_gray`). Either way it costs three gray passes per pixel.
 """
 
+import math
 from typing import Optional
 
 import keras
+import numpy as np
 from keras import ops
 
-from bfcnn.layers.color import BatchToChannels, ChannelsToBatch, ChromaOffset, OpponentTransform
+from bfcnn.layers.color import OPPONENT, BatchToChannels, ChannelsToBatch, ChromaOffset, OpponentTransform
 from bfcnn.models.common import image_input
 from bfcnn.models.transfer import graft_weights
 
@@ -101,17 +103,75 @@ def wrap_gray(gray: keras.Model, chroma_offset: float = 1.0, name: str = "oppone
         raise ValueError(f"chroma_offset must be a number >= 0, got {chroma_offset!r}") from error
     offset = layer(opponent)
     lifted = keras.layers.Add(dtype="float32", name="lift")([opponent, offset])
-    if chroma is None:
-        denoised = BatchToChannels(3, name="unfold")(gray(ChannelsToBatch(name="fold")(lifted)))
-    else:
-        luminance = ops.cast(gray(lifted[..., :1]), "float32")
-        guide = ChannelsToBatch(name="fold_guide")(keras.layers.Concatenate(name="repeat_guide")([luminance] * 2))
-        folded = ChannelsToBatch(name="fold")(lifted[..., 1:])
-        chrominance = BatchToChannels(2, name="unfold")(chroma(keras.layers.Concatenate(name="guide")([folded, guide])))
-        denoised = keras.layers.Concatenate(name="merge")([luminance, chrominance])
+    denoised = _denoise_lifted(lifted, gray, chroma)
     lowered = keras.layers.Subtract(dtype="float32", name="lower")([denoised, offset])
     outputs = OpponentTransform(inverse=True, name="to_rgb")(lowered)
     return keras.Model(inputs, outputs, name=name)
+
+
+def _denoise_lifted(lifted, gray: keras.Model, chroma: Optional[keras.Model]):
+    """The networks' part of an opponent model: lifted opponent channels in, denoised out."""
+    if chroma is None:
+        return BatchToChannels(3, name="unfold")(gray(ChannelsToBatch(name="fold")(lifted)))
+    luminance = ops.cast(gray(lifted[..., :1]), "float32")
+    guide = ChannelsToBatch(name="fold_guide")(keras.layers.Concatenate(name="repeat_guide")([luminance] * 2))
+    folded = ChannelsToBatch(name="fold")(lifted[..., 1:])
+    chrominance = BatchToChannels(2, name="unfold")(chroma(keras.layers.Concatenate(name="guide")([folded, guide])))
+    return keras.layers.Concatenate(name="merge")([luminance, chrominance])
+
+
+def is_opponent(model) -> bool:
+    """Whether `model` is an opponent color model built by `wrap_gray` (zoo color models are)."""
+    if not isinstance(model, keras.Model):
+        return False
+    names = {layer.name: layer for layer in model.layers}
+    return isinstance(names.get("chroma_offset"), ChromaOffset) and isinstance(names.get("gray"), keras.Model)
+
+
+class LiftedParts:
+    """An opponent model cut where its one image-wide statistic enters, for tiled inference.
+
+    The model lifts the chrominance by the mean gray level of the image it is given; a tile
+    would use its own mean, and its result would depend on where the tile lies (up to several
+    gray levels at the edge between a dark and a bright region). `lift` takes the whole image
+    to the lifted opponent channels and returns the offset; `network` (a keras.Model sharing
+    the model's weights) denoises lifted channels and has no image-wide statistic, so it can be
+    tiled; `lower` undoes the lift and the transform. `lower(network(lift(x)))` computes what
+    the model does, up to float rounding.
+    """
+
+    def __init__(self, model: keras.Model):
+        if not is_opponent(model):
+            raise ValueError(f"{model.name!r} is not an opponent color model")
+        self.scale = float(model.get_layer("chroma_offset").scale)
+        chroma = model.get_layer("chroma") if has_guided_chroma(model) else None
+        inputs = image_input(3)
+        self.network = keras.Model(inputs, _denoise_lifted(inputs, model.get_layer("gray"), chroma),
+                                   name=f"{model.name}_lifted")
+
+    def lift(self, rgb: np.ndarray):
+        """float32 [H, W, 3] RGB -> (lifted opponent channels [H, W, 3], the offset [3])."""
+        matrix = np.asarray(OPPONENT, np.float32)
+        opponent = np.asarray(rgb, np.float32) @ matrix.T
+        mean_gray = float(np.mean(opponent[..., 0], dtype=np.float64)) / math.sqrt(3.0)
+        offset = np.array([0.0, self.scale * mean_gray, self.scale * mean_gray], np.float32)
+        opponent += offset
+        return opponent, offset
+
+    @staticmethod
+    def lower(lifted: np.ndarray, offset: np.ndarray, rows: int = 256) -> np.ndarray:
+        """Denoised lifted channels (float32 [H, W, 3]) and the offset -> RGB.
+
+        Overwrites `lifted` when it is a writeable float32 array, `rows` rows at a time, so a
+        large photograph needs no second full-size copy.
+        """
+        if not (isinstance(lifted, np.ndarray) and lifted.dtype == np.float32 and lifted.flags.writeable):
+            lifted = np.array(lifted, np.float32)
+        matrix = np.asarray(OPPONENT, np.float32)
+        for top in range(0, lifted.shape[0], rows):
+            block = lifted[top:top + rows]
+            block[...] = (block - offset) @ matrix
+        return lifted
 
 
 def has_guided_chroma(model: keras.Model) -> bool:
