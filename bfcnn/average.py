@@ -28,11 +28,16 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from bfcnn.errors import BfcnnError
-    from bfcnn.training.averaging import average_checkpoints
+    from bfcnn.training.averaging import average_checkpoints, list_checkpoints
     from bfcnn.training.run_directory import atomic_save_model
 
     from bfcnn.io import output_problem
 
+    try:  # the run is named first: a model directory that is a file is not an --output problem
+        list_checkpoints(args.model_directory)
+    except BfcnnError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     output = Path(args.output) if args.output else Path(args.model_directory) / "averaged.keras"
     if output.suffix != ".keras":
         print(f"error: --output={str(output)!r} must end in .keras", file=sys.stderr)

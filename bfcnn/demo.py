@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     names = {"gray": args.gray_model or DEFAULT_GRAY_MODEL, "rgb": args.color_model or DEFAULT_MODEL}
     out_dir = Path(args.output_directory)
     try:
-        check_output_folder(out_dir)
+        check_output_folder(out_dir, flag="--output-directory")
         # Made before any model is loaded: a folder that cannot be made (no permission, /proc)
         # would otherwise fail at the first image, after the models loaded and it was denoised.
         made = _make_folders(out_dir)

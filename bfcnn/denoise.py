@@ -2,14 +2,20 @@
 
 Each input is read (EXIF orientation honoured), denoised and written to OUT_DIR as PNG
 with the same name (`name-2.png`, ... when two inputs share a name, ignoring case; 16-bit
-gray stays 16-bit, alpha is kept). A text progress bar goes to stderr. An unreadable file
-is reported and skipped; the exit code is non-zero at the end if any file failed.
+gray stays 16-bit, alpha is kept). A named file may be of any format Pillow reads; a folder
+is scanned recursively for .png, .jpg, .jpeg, .bmp, .tif, .tiff and .webp files only (name
+others, such as a .gif, one by one). A text progress bar goes to stderr. A file that exists but
+cannot be read or denoised correctly (damaged, not an image, several frames as in an animated
+GIF or a multi-page TIFF, 32-bit float or integer pixels of unknown scale) is reported and
+skipped; the exit code is 1 at the end if any file failed.
 
 Inputs are never overwritten: a run whose output would replace one of its input files (by
 path, or as the same file under another spelling, as on a case-insensitive file system) is
 refused, and images already inside OUT_DIR are skipped when an input folder is scanned, so
 running twice does not denoise the first run's outputs. Exit codes: 0 done, 1 some files
-failed, 2 bad arguments (checked before the model is loaded).
+failed, 2 bad arguments (checked before the model is loaded: a named input that does not
+exist, an output folder that cannot be made, an output that would overwrite an input, an
+unknown model, ...).
 
 This module is also callable, so `bfcnn.denoise(image, ...)` keeps working even after
 `import bfcnn.denoise` has put the module in the function's place.
@@ -53,7 +59,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m bfcnn.denoise",
         description="Denoise image files with a bfcnn model; writes one PNG per input to the output folder.")
-    parser.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders of images")
+    parser.add_argument("inputs", nargs="+", metavar="IN",
+                        help="image files (any format Pillow reads) or folders, scanned recursively for "
+                             ".png, .jpg, .jpeg, .bmp, .tif, .tiff and .webp files")
     parser.add_argument("-o", "--output-directory", required=True, help="where denoised PNGs are written")
     parser.add_argument("--model", default="default",
                         help="zoo name (list them with python -c 'import bfcnn; print(bfcnn.list_models())'), "
@@ -111,10 +119,18 @@ def _same_folder(a: Path, b: Path) -> bool:
 
 
 def _expand(inputs, out_dir: Path):
-    """The input files: files as given, folders scanned for images (skipping `out_dir` inside them)."""
+    """The input files: files as given, folders scanned for images (skipping `out_dir` inside them).
+
+    Raises:
+        BfcnnError: an input that does not exist (all of them are named), an input folder that
+            is the output folder or holds no image.
+    """
     from bfcnn.errors import BfcnnError
     from bfcnn.io import list_images
 
+    missing = [str(item) for item in inputs if not Path(item).exists()]
+    if missing:
+        raise BfcnnError(f"input{'s' if len(missing) > 1 else ''} not found: {', '.join(missing)}")
     out = out_dir.resolve()
     files = []
     for item in inputs:
@@ -186,7 +202,7 @@ def main(argv=None) -> int:
 
     from bfcnn.errors import BfcnnError
     from bfcnn.inference import in_precision
-    from bfcnn.io import check_output_folder, decodes_to_fewer_bits, write_image
+    from bfcnn.io import check_output_folder, decodes_to_fewer_bits, image_problem, write_image
     from bfcnn.zoo import load_model
 
     out_dir = Path(args.output_directory).expanduser()
@@ -202,10 +218,16 @@ def main(argv=None) -> int:
     for index, (path, output) in enumerate(zip(files, outputs), 1):
         try:
             with Image.open(path) as image:  # denoise turns it upright by its EXIF orientation
+                problem = image_problem(image)  # several frames, float or 32-bit pixels: found before decoding
+                if problem:
+                    raise BfcnnError(problem)
                 fewer_bits = decodes_to_fewer_bits(image)
                 image.load()
                 result = denoise(image, model=model, tile_size=args.tile_size, ensemble=args.ensemble,
                                  strength=args.strength)
+        except BfcnnError as error:  # an image bfcnn cannot denoise correctly: said as it is
+            failed += 1
+            status = f"FAILED: {error}"
         except Exception as error:  # Pillow's decoders raise OSError, EOFError, SyntaxError, ...: keep going
             failed += 1
             status = f"FAILED: cannot read or denoise {path}: {type(error).__name__}: {error}"

@@ -10,25 +10,50 @@ and runs the model at `train.precision`, so its numbers equal `bfcnn.evaluate`'s
 `max_size: null` in float32.
 """
 
+import math
 import time
-from typing import Callable, Dict, Iterable, Mapping, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import numpy as np
+
+from bfcnn.errors import BfcnnError
 
 # What `evaluate_denoisers` can score; the noisy image gets PSNR and MAE only.
 METRICS = ("psnr", "ssim", "mae")
 NOISY = "noisy"
 
 
+def check_sigma(sigma) -> float:
+    """`sigma` as a float; BfcnnError (a ValueError) unless it is a finite number >= 0."""
+    if isinstance(sigma, (bool, np.bool_)) or not isinstance(sigma, (int, float, np.integer, np.floating)) or \
+            not (math.isfinite(sigma) and sigma >= 0):
+        raise BfcnnError(f"sigma must be a finite number >= 0 (noise std on the 0-255 scale), got {sigma!r}")
+    return float(sigma)
+
+
+def _check_shapes(clean, estimate, metric: str) -> None:
+    """BfcnnError unless the two images have one shape (numpy would broadcast [H, W, 1] against
+    [H, W, 3], or [H, W] against [H, W, 1], into a score of other pixels)."""
+    if np.shape(clean) != np.shape(estimate):
+        raise BfcnnError(f"{metric}: clean and estimate must have the same shape, got {np.shape(clean)} and "
+                         f"{np.shape(estimate)}")
+
+
 def noise_seed(seed: int, index: int, sigma: float) -> np.random.Generator:
     """The generator of the noise added to image `index` at level `sigma`: order independent."""
+    sigma = check_sigma(sigma)
     return np.random.default_rng([int(seed), int(index), int(round(float(sigma) * 1000))])
 
 
 def add_noise(clean: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """`clean + sigma * N(0, 1)` as float32, not clipped, not rounded."""
+    """`clean + sigma * N(0, 1)` as float32, not clipped, not rounded.
+
+    Raises:
+        BfcnnError: `sigma` is negative or not a finite number.
+    """
+    sigma = check_sigma(sigma)
     clean = np.asarray(clean, np.float32)
-    return (clean + float(sigma) * rng.standard_normal(clean.shape)).astype(np.float32)
+    return (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -37,7 +62,8 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def psnr(clean: np.ndarray, estimate: np.ndarray) -> float:
-    """PSNR in dB of `estimate` (scored as uint8) against the uint8 `clean` image."""
+    """PSNR in dB of `estimate` (scored as uint8) against the uint8 `clean` image of the same shape."""
+    _check_shapes(clean, estimate, "psnr")
     clean = np.asarray(clean, np.float64)
     mse = np.mean((to_uint8(estimate).astype(np.float64) - clean) ** 2)
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
@@ -46,8 +72,9 @@ def psnr(clean: np.ndarray, estimate: np.ndarray) -> float:
 def ssim(clean: np.ndarray, estimate: np.ndarray) -> float:
     """SSIM (Wang et al. 2004; Gaussian window 11, sigma 1.5) of the uint8 estimate, mean over channels.
 
-    Images smaller than the window use a window as large as the image.
+    Images smaller than the window use a window as large as the image. Both are [H, W, C].
     """
+    _check_shapes(clean, estimate, "ssim")
     import tensorflow as tf
 
     a = tf.constant(np.asarray(clean, np.float32)[None])
@@ -60,16 +87,24 @@ def mae(clean: np.ndarray, estimate: np.ndarray, quantize: bool = True) -> float
     """Mean absolute error on the 0-255 scale; `quantize` scores `estimate` as uint8 first.
 
     Denoised images are scored quantized (clipped and rounded); the original bfcnn's
-    noise-level table scores the noisy image as it is (`quantize=False`).
+    noise-level table scores the noisy image as it is (`quantize=False`). The two images have
+    one shape.
     """
+    _check_shapes(clean, estimate, "mae")
     estimate = to_uint8(estimate) if quantize else estimate
     return float(np.mean(np.abs(np.asarray(estimate, np.float64) - np.asarray(clean, np.float64))))
 
 
 def center_crop(image: np.ndarray, max_size) -> np.ndarray:
-    """The central `max_size` x `max_size` part (or the whole image when smaller / None)."""
+    """The central `max_size` x `max_size` part (or the whole image when smaller / None).
+
+    Raises:
+        BfcnnError: `max_size` is not None or a positive integer.
+    """
     if max_size is None:
         return image
+    if isinstance(max_size, (bool, np.bool_)) or not isinstance(max_size, (int, np.integer)) or max_size < 1:
+        raise BfcnnError(f"max_size must be a positive integer (pixels) or None (no crop), got {max_size!r}")
     h, w = image.shape[:2]
     top, left = max(0, (h - max_size) // 2), max(0, (w - max_size) // 2)
     return image[top : top + max_size, left : left + max_size]
@@ -115,8 +150,8 @@ def evaluate_denoisers(
     Args:
         denoisers: name -> function mapping a float32 [H, W, C] noisy image (0-255 scale, not
             clipped) and its noise level sigma to the estimate. The name 'noisy' is reserved.
-        images: clean uint8 [H, W, C] images.
-        sigmas: noise standard deviations on the 0-255 scale.
+        images: clean uint8 [H, W, C] images, at least one.
+        sigmas: noise standard deviations on the 0-255 scale (finite, >= 0), at least one.
         seed: the noise seed.
         metrics: any of 'psnr', 'ssim', 'mae'. The noisy image is scored with 'psnr'
             (as uint8, like the estimates) and 'mae' (unquantized), never 'ssim'.
@@ -133,17 +168,21 @@ def evaluate_denoisers(
         seconds are the process's CPU time over it (all threads), telling a loaded machine apart.
 
     Raises:
-        ValueError: an unknown metric, or a denoiser named 'noisy'.
+        ValueError: an unknown metric, or a denoiser named 'noisy'; BfcnnError (a ValueError):
+            no images, no sigmas, or a negative or non-finite sigma. All before any denoiser runs.
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; allowed: {', '.join(METRICS)}")
     if NOISY in denoisers:
         raise ValueError(f"a denoiser may not be named {NOISY!r}: that row is the noisy input")
+    images = list(images)  # a generator would be used up by the first sigma
+    if not images:
+        raise BfcnnError("no images to evaluate on: the mean scores of none would be NaN")
+    sigmas = _checked_sigmas(sigmas)
     noisy_metrics = [m for m in metrics if m != "ssim"]
     results: Dict[float, Dict[str, Dict[str, object]]] = {}
     for sigma in sigmas:
-        sigma = float(sigma)
         scores = {name: {m: [] for m in metrics} for name in denoisers}
         scores[NOISY] = {m: [] for m in noisy_metrics}
         seconds = {name: [] for name in denoisers}
@@ -174,6 +213,17 @@ def evaluate_denoisers(
             entry["per_image"] = {m: [float(x) for x in v] for m, v in per_image.items()}
             results[sigma][name] = entry
     return results
+
+
+def _checked_sigmas(sigmas) -> List[float]:
+    """`sigmas` as a list of floats; BfcnnError for a bare number or string, an empty list, or a
+    negative or non-finite sigma."""
+    if isinstance(sigmas, (str, bytes)) or not hasattr(sigmas, "__iter__"):
+        raise BfcnnError(f"sigmas must be a list of noise levels on the 0-255 scale, e.g. [25], got {sigmas!r}")
+    sigmas = [check_sigma(sigma) for sigma in sigmas]
+    if not sigmas:
+        raise BfcnnError("sigmas is empty: give at least one noise level, e.g. [25]")
+    return sigmas
 
 
 def _score(metric: str, clean: np.ndarray, estimate: np.ndarray, quantize: bool = True) -> float:

@@ -1,5 +1,6 @@
-"""Files in and out: images (every mode Pillow knows, as uint8 gray or RGB), atomic writes,
-strict JSON, checksums and image folders.
+"""Files in and out: images (every 8- and 16-bit mode Pillow knows, as uint8 gray or RGB; float
+and 32-bit images and files of several frames refused), atomic writes, strict JSON, checksums
+and image folders.
 
 Imports only numpy and Pillow, so data loading code stays light.
 """
@@ -18,7 +19,14 @@ from PIL import Image, ImageOps
 
 from bfcnn.errors import BfcnnError
 
+# The files a folder scan takes (`list_images`), the formats of photographs and data sets; a file
+# named on its own (`read_image`, `python -m bfcnn.denoise`) may be of any format Pillow reads (.gif, .pgm).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+# Gray modes of 16-bit samples, scaled to 8 bits by `to_uint8_array`
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+# Formats whose mode "I" images hold 16-bit samples: 16-bit PGM, and 16-bit PNG in Pillows older than
+# those that open it as "I;16" (neither format stores more than 16 bits a sample)
+SIXTEEN_BIT_I_FORMATS = ("PNG", "PPM")
 COLORS = ("gray", "rgb")
 EXIF_ORIENTATION = 0x0112  # the EXIF tag saying how a photograph is turned for display
 
@@ -82,9 +90,16 @@ def atomic_path(path) -> Iterator[Path]:
 
 
 def json_safe(value):
-    """`value` with non-finite floats as None (strict JSON has no inf or NaN), keys as strings."""
+    """`value` with non-finite floats as None (strict JSON has no inf or NaN), keys as strings,
+    and numpy scalars and arrays as Python numbers, bools and lists."""
     if isinstance(value, (float, np.floating)):
         return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -130,14 +145,15 @@ def existing_ancestor(path) -> Path:
     return next(p for p in (path, *path.absolute().parents) if p.exists())
 
 
-def check_output_folder(out_dir) -> None:
-    """BfcnnError when `out_dir` is, or lies under, an existing file (it could not be made)."""
+def check_output_folder(out_dir, flag: str = "-o") -> None:
+    """BfcnnError when `out_dir` is, or lies under, an existing file (it could not be made);
+    `flag` is the command-line option that named it, for the message."""
     out_dir = Path(out_dir)
     folder = existing_ancestor(out_dir)
     if folder.is_dir():
         return
     if folder == out_dir:
-        raise BfcnnError(f"output folder {out_dir} is a file; -o needs a folder")
+        raise BfcnnError(f"output folder {out_dir} is a file; {flag} needs a folder")
     raise BfcnnError(f"output folder {out_dir} cannot be made: {folder} is a file")
 
 
@@ -165,7 +181,8 @@ def directory_problem(root: Path) -> Optional[str]:
 
 
 def list_images(directory) -> List[Path]:
-    """Image files under `directory`, recursively, sorted (png, jpg, jpeg, bmp, tif, webp).
+    """Image files under `directory`, recursively, sorted (png, jpg, jpeg, bmp, tif, tiff, webp:
+    `IMAGE_EXTENSIONS`; other formats, such as .gif, are skipped).
 
     `directory` may be `pkg:module/sub/dir`, a folder inside an installed package.
 
@@ -185,23 +202,58 @@ def list_images(directory) -> List[Path]:
 
 
 def to_uint8_array(image: Image.Image, color: Optional[str] = None) -> np.ndarray:
-    """A PIL image as a uint8 array [H, W, 1] (gray) or [H, W, 3] (rgb).
+    """A PIL image (its current frame) as a uint8 array [H, W, 1] (gray) or [H, W, 3] (rgb).
 
     16-bit images are scaled to 8 bits, palettes expanded, alpha dropped (composited on
     black would change the colors, so it is simply removed). `color=None` keeps gray
     images gray and makes everything else RGB.
+
+    Raises:
+        BfcnnError: a float (mode F) or 32-bit integer (mode I) image (`mode_problem`).
+        ValueError: `color` is not 'gray', 'rgb' or None.
     """
     _check_color(color)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    problem = mode_problem(image)
+    if problem:
+        raise BfcnnError(problem)
+    if image.mode.startswith("I"):  # 16-bit samples (mode_problem passed it)
         array = np.asarray(image, dtype=np.float64)
-        scale = 257.0 if array.max(initial=0) > 255 or image.mode != "I" else 1.0
-        image = Image.fromarray(np.clip(np.round(array / scale), 0, 255).astype(np.uint8), mode="L")
-    elif image.mode == "F":
-        image = Image.fromarray(np.clip(np.round(np.asarray(image)), 0, 255).astype(np.uint8), mode="L")
+        image = Image.fromarray(np.clip(np.round(array / 257.0), 0, 255).astype(np.uint8))
     target = color or ("gray" if _is_gray(image) else "rgb")
     image = image.convert("L" if target == "gray" else "RGB")
     array = np.asarray(image, dtype=np.uint8)
     return array[..., None] if array.ndim == 2 else array
+
+
+def mode_problem(image: Image.Image) -> Optional[str]:
+    """Why the pixels of `image` cannot be read on the 0-255 scale, or None.
+
+    A float image (mode F: a float TIFF may hold 0 to 1, or anything) and a 32-bit integer one
+    (mode I: a TIFF may hold 0 to 4095, or 0 to 2**31) have no scale bfcnn can know; mode I
+    from a 16-bit PGM (or PNG, in older Pillow) holds 16-bit samples and is read as such.
+    """
+    mode = image.mode
+    if mode.startswith("F"):
+        return (f"mode {mode} (32-bit float) images are not supported: convert to 8- or 16-bit, or pass a "
+                "float numpy array on the 0-255 scale")
+    if mode.startswith("I") and mode not in SIXTEEN_BIT_MODES and image.format not in SIXTEEN_BIT_I_FORMATS:
+        return (f"mode {mode} (32-bit integer) images are not supported: convert to 8- or 16-bit, or pass a "
+                "uint16 numpy array (0-65535) or a float one on the 0-255 scale")
+    return None
+
+
+def image_problem(image: Image.Image) -> Optional[str]:
+    """Why the opened image file `image` cannot be read as one picture on the 0-255 scale, or None:
+    several frames (an animated GIF, PNG or WebP, a multi-page TIFF), or `mode_problem`.
+
+    A JPEG holding more than one picture (MPO: a camera's stereo pair or previews) is read as its
+    first, the photograph itself.
+    """
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1 and image.format != "MPO":
+        return (f"has {frames} frames (an animation or a multi-page file); bfcnn reads single images: save "
+                "the frames as separate files")
+    return mode_problem(image)
 
 
 def _check_color(color) -> None:
@@ -228,17 +280,25 @@ def read_image(path, color: Optional[str] = None) -> np.ndarray:
             everything else becomes RGB).
 
     Raises:
-        ImageReadError: the file is missing, truncated or not an image; names the path.
+        ImageReadError: the file is missing, truncated or not an image, or one bfcnn cannot
+            read correctly (`image_problem`: several frames, a float or 32-bit mode); names the path.
         ValueError: `color` is not one of the above.
     """
     _check_color(color)
     try:
         with Image.open(path) as image:
+            problem = image_problem(image)
+            if problem:
+                raise BfcnnError(problem)
             image.load()
+            if image.mode == "I":  # 16-bit samples (image_problem passed it), kept so when turned upright
+                image = image.convert("I;16")
             image = ImageOps.exif_transpose(image)
             return to_uint8_array(image, color)
     except FileNotFoundError as error:
         raise ImageReadError(f"image not found: {str(path)!r}") from error
+    except BfcnnError as error:
+        raise ImageReadError(f"cannot read image {str(path)!r}: {error}") from error
     except Exception as error:  # Pillow's decoders raise many types (OSError, EOFError, struct.error, ...)
         raise ImageReadError(f"cannot read image {str(path)!r}: {type(error).__name__}: {error}") from error
 
@@ -259,6 +319,19 @@ def decodes_to_fewer_bits(image: Image.Image) -> bool:
 PROFILE_KEEPING_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "P", "PA", "RGB", "RGBA", "RGBa")
 
 
+def check_image_path(path) -> None:
+    """BfcnnError unless `path` can name an image file to write: not a folder, and its extension
+    that of a format Pillow writes (.png, .jpg, .tif, ...)."""
+    path = Path(path)
+    if path.is_dir():
+        raise BfcnnError(f"cannot write image {str(path)!r}: it is a folder; give a file name ending in .png")
+    extension = path.suffix.lower()
+    if Image.registered_extensions().get(extension) not in Image.SAVE:
+        what = f"unknown image extension {path.suffix!r}" if extension else "no file extension"
+        raise BfcnnError(f"cannot write image {str(path)!r}: {what}; use {', '.join(IMAGE_EXTENSIONS)} "
+                         "or another extension Pillow writes")
+
+
 def write_image(path, array: np.ndarray, icc_profile: Optional[bytes] = None) -> None:
     """Writes a uint8 image array atomically (temp file, then rename), in the format of the suffix.
 
@@ -270,8 +343,10 @@ def write_image(path, array: np.ndarray, icc_profile: Optional[bytes] = None) ->
             the result in the colors of the input); None embeds none.
 
     Raises:
+        BfcnnError: `path` is a folder, or its extension names no format Pillow writes.
         ValueError: a float or bool array, or another shape.
     """
+    check_image_path(path)
     array = np.asarray(array)
     if array.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"write_image needs a uint8 array (uint16 for 16-bit gray), got dtype {array.dtype}; "

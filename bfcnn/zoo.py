@@ -49,13 +49,20 @@ def _cards() -> Dict[str, dict]:
     return cards
 
 
-def list_models(pattern: str = "*") -> List[str]:
-    """Names of the zoo's models matching a shell-style wildcard, in natural order.
+def list_models(pattern: Optional[str] = "*") -> List[str]:
+    """Names of the zoo's models matching a shell-style wildcard (None: all), in natural order.
+
+    Raises:
+        BfcnnError: `pattern` is not a string (or None).
 
     Example:
         >>> bfcnn.list_models("*_gray_*")
         ['pyramid_gray_m', 'resnet_gray_s']
     """
+    pattern = "*" if pattern is None else pattern
+    if not isinstance(pattern, str):
+        raise BfcnnError(f"list_models takes a shell-style wildcard such as '*_gray_*' (or None for all), "
+                         f"got a {type(pattern).__name__}: {pattern!r}")
     return sorted((n for n in _cards() if fnmatch.fnmatchcase(n, pattern)), key=_natural_key)
 
 
@@ -158,7 +165,7 @@ def load_model(name_or_path: Optional[Union[str, os.PathLike]] = "default", veri
 
     Raises:
         UnknownModelError: an unknown name; the message lists the available ones.
-        BfcnnError: a missing path or folder, a `.tflite` file, a file that is not a Keras
+        BfcnnError: an empty name, a missing path or folder, a `.tflite` file, a file that is not a Keras
             model, or a corrupt zoo file. Raised before Keras is imported, except for a zip
             archive that is not a Keras model (or a Keras file Keras cannot load): that is
             only found by Keras itself, so it is raised after Keras (and TensorFlow) is imported.
@@ -170,6 +177,9 @@ def load_model(name_or_path: Optional[Union[str, os.PathLike]] = "default", veri
     if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
         raise BfcnnError(f"load_model takes a zoo name ({', '.join(list_models())}), a path to a .keras file or "
                          f"a model folder, or None; got a {type(name_or_path).__name__}: {name_or_path!r}")
+    if isinstance(name_or_path, str) and not name_or_path.strip():  # Path("") would be the working directory
+        raise BfcnnError(f"the model name is empty: give a zoo name ({', '.join(list_models())}), a path to a "
+                         ".keras file or a model folder, or None for the default")
     path = _model_path("default" if name_or_path is None else os.fspath(name_or_path), verify,
                        as_path=isinstance(name_or_path, os.PathLike))
     from bfcnn.models.files import NotKerasFileError, load_keras_file

@@ -1,4 +1,5 @@
-"""Bad arguments to `python -m bfcnn.denoise` and `python -m bfcnn.demo`: one line, exit code 2, no data lost."""
+"""Bad arguments to `python -m bfcnn.denoise`, `python -m bfcnn.demo` and `python -m bfcnn.average`: one
+line, exit code 2, no data lost; files the denoiser cannot read correctly: one line each, exit code 1."""
 
 import hashlib
 import os
@@ -220,3 +221,69 @@ def test_demo_rejects_a_bad_sigma(sigma, capsys):
         parse_args(["--sigma", sigma])
     assert caught.value.code == 2 and "argument --sigma: must be a" in capsys.readouterr().err
     assert parse_args(["--sigma", "0"]).sigma == 0.0
+
+
+def test_missing_inputs_are_bad_arguments_named_before_the_model_loads(photos, tmp_path, capsys):
+    from bfcnn.denoise import main
+
+    folder, _ = photos
+    missing = [str(tmp_path / "missing.png"), str(tmp_path / "gone" / "b.jpg")]
+    assert main([str(folder / "a.png"), *missing, "-o", str(tmp_path / "out"), "--model", "no_such_model"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: inputs not found: {missing[0]}, {missing[1]}"
+    assert main([missing[0], "-o", str(tmp_path / "out"), "--model", "no_such_model"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: input not found: {missing[0]}"
+    assert not (tmp_path / "out").exists()
+
+
+def test_images_of_several_frames_or_unknown_scale_fail_one_by_one(photos, capsys):
+    """Reported `ok` before, with frame 1 alone or 2 to 16 gray levels denoised; now each fails in a
+    line of its own, the other files are denoised and the exit code is 1."""
+    from bfcnn.denoise import main
+
+    folder, model = photos
+    ramp = np.linspace(0, 1, 12 * 10, dtype=np.float32).reshape(12, 10)
+    Image.fromarray(ramp).save(folder / "float.tif")
+    Image.fromarray(np.round(ramp * 4095).astype(np.int32)).save(folder / "twelve_bit.tif")
+    frames = [Image.fromarray(np.full((12, 10), 40 * i, np.uint8)) for i in range(3)]
+    frames[0].save(folder / "pages.tif", save_all=True, append_images=frames[1:])
+    animated = folder.parent / "animated.gif"  # named: a folder scan takes no .gif
+    frames[0].save(animated, save_all=True, append_images=frames[1:2])
+    out = folder.parent / "out"
+    assert main([str(folder), str(animated), "-o", str(out), "--model", model]) == 1
+    err = capsys.readouterr().err
+    lines = {line.split(": ", 1)[0].split(" ")[-1]: line for line in err.splitlines() if line.startswith("[")}
+    assert "FAILED: mode F (32-bit float) images are not supported" in lines["float.tif"]
+    assert "FAILED: mode I (32-bit integer) images are not supported" in lines["twelve_bit.tif"]
+    assert "FAILED: has 3 frames" in lines["pages.tif"] and "FAILED: has 2 frames" in lines["animated.gif"]
+    assert ": ok" in lines["a.png"] and ": ok" in lines["b.jpg"]
+    assert "4 of 6 file(s) failed" in err and sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+
+
+def test_help_says_which_files_a_folder_scan_takes(capsys):
+    from bfcnn.denoise import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "any format Pillow reads" in help_text and ".tiff and .webp files" in help_text
+
+
+def test_demo_names_its_own_output_option(tmp_path, capsys):
+    from bfcnn.demo import main
+
+    pytest.importorskip("skimage")
+    (tmp_path / "afile").write_text("keep")
+    assert main(["--output-directory", str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err.strip() == (f"error: output folder {tmp_path / 'afile'} is a file; "
+                                               "--output-directory needs a folder")
+
+
+def test_average_names_a_model_directory_that_is_a_file_not_the_output(tmp_path, capsys):
+    from bfcnn.average import main
+
+    (tmp_path / "run").write_text("not a run")
+    assert main(["--model-directory", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"error: model directory {str(tmp_path / 'run')!r} is a file, not a directory: "
+                           "give a bfcnn.train model directory")

@@ -1,6 +1,7 @@
 """The evaluation protocol: unclipped noise, quantized scoring, reproducible noise, hand-checked PSNR."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -139,3 +140,50 @@ def test_eight_bit_noisy_images_are_clipped_and_rounded_before_any_denoiser():
     # the noisy row scores what the denoisers saw
     assert eight[25.0]["noisy"]["mae"] == pytest.approx(mae(clean, clipped, quantize=False))
     assert eight[25.0]["noisy"]["mae"] < plain[25.0]["noisy"]["mae"]
+
+
+@pytest.mark.parametrize("score", [psnr, mae, ssim])
+def test_scores_refuse_images_of_different_shapes(score):
+    """numpy would broadcast them: psnr of a gray image against a color one was inf."""
+    from bfcnn.errors import BfcnnError
+
+    gray = np.full((10, 10, 1), 100, np.uint8)
+    for other in (np.full((10, 10, 3), 100, np.float32), np.full((10, 10), 100, np.float32)):
+        with pytest.raises(BfcnnError, match=rf"{score.__name__}: clean and estimate must have the same shape, "
+                                             rf"got \(10, 10, 1\) and {re.escape(str(other.shape))}"):
+            score(gray, other)
+
+
+def test_bad_noise_levels_and_crop_sizes_are_named():
+    from bfcnn.errors import BfcnnError
+    from bfcnn.evaluation import center_crop
+
+    clean = np.zeros((8, 8, 1), np.uint8)
+    for sigma in (-1.0, float("nan"), float("inf"), "25", None):
+        with pytest.raises(BfcnnError, match="sigma must be a finite number >= 0"):
+            add_noise(clean, sigma, np.random.default_rng(0))
+    assert add_noise(clean, 0, np.random.default_rng(0)).max() == 0
+    for size in (0, -3, 2.5, True):
+        with pytest.raises(BfcnnError, match="max_size must be a positive integer"):
+            center_crop(clean, size)
+    assert center_crop(clean, None) is clean and center_crop(clean, np.int64(4)).shape == (4, 4, 1)
+
+
+def test_evaluate_denoisers_refuses_bad_sigmas_and_no_images_before_denoising(images):
+    from bfcnn.errors import BfcnnError
+
+    calls = []
+    denoisers = {"identity": lambda noisy, sigma: calls.append(sigma) or noisy}
+    for sigmas, message in [([25, -5], r"sigma must be a finite number >= 0 .*, got -5"),
+                            ([float("nan")], "sigma must be a finite number >= 0"),
+                            (25, r"sigmas must be a list of noise levels .* e.g. \[25\], got 25"),
+                            ("25", "sigmas must be a list"), ([], "sigmas is empty")]:
+        with pytest.raises(BfcnnError, match=message):
+            evaluate_denoisers(denoisers, images, sigmas)
+    for no_images in ([], iter([])):
+        with pytest.raises(BfcnnError, match="no images to evaluate on"):
+            evaluate_denoisers(denoisers, no_images, [25])
+    assert calls == []
+    # a generator of images serves every sigma, not the first alone
+    results = evaluate_denoisers(denoisers, (image for image in images), [15, 25], metrics=("psnr",))
+    assert [len(results[s]["noisy"]["per_image"]["psnr"]) for s in (15.0, 25.0)] == [2, 2]

@@ -185,3 +185,71 @@ def test_to_uint8_array_modes():
     assert cmyk.shape == (2, 2, 3) and (cmyk == 255).all()
     with pytest.raises(ValueError, match="'grey'"):
         to_uint8_array(Image.new("L", (2, 2)), "grey")
+
+
+def test_float_and_32_bit_images_are_refused_not_flattened(tmp_path):
+    """A float TIFF of 0 to 1 came out with 2 gray levels, a 32-bit one of 0 to 4095 with 16."""
+    ramp = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    Image.fromarray(ramp).save(tmp_path / "float.tif")
+    Image.fromarray(np.round(ramp * 4095).astype(np.int32)).save(tmp_path / "twelve_bit.tif")
+    for name, message in [("float.tif", r"mode F \(32-bit float\) images are not supported"),
+                          ("twelve_bit.tif", r"mode I \(32-bit integer\) images are not supported")]:
+        with pytest.raises(ImageReadError, match=f"{name}.*{message}.*convert to 8- or 16-bit"):
+            read_image(tmp_path / name)
+        with Image.open(tmp_path / name) as image, pytest.raises(BfcnnError, match=message):
+            to_uint8_array(image)  # what bfcnn.denoise reads a PIL image with
+    for image in (Image.fromarray(ramp * 255), Image.fromarray(np.zeros((4, 4), np.int32))):  # made in memory
+        with pytest.raises(BfcnnError, match="not supported"):
+            to_uint8_array(image)
+
+
+def test_16_bit_pgm_opened_as_mode_i_is_still_read(tmp_path):
+    """Pillow opens a 16-bit PGM as mode I: 16-bit samples, scaled to 8 bits as a 16-bit PNG is."""
+    values = pattern(6, 4)
+    Image.fromarray(values.astype(np.uint16) * 257).save(tmp_path / "d.pgm")
+    with Image.open(tmp_path / "d.pgm") as image:
+        assert image.mode == "I"
+        np.testing.assert_array_equal(to_uint8_array(image)[..., 0], values)
+    np.testing.assert_array_equal(read_image(tmp_path / "d.pgm")[..., 0], values)
+
+
+def test_multi_frame_files_are_refused_naming_the_frame_count(tmp_path):
+    frames = [Image.fromarray(np.full((8, 8), 40 * i, np.uint8)) for i in range(3)]
+    frames[0].save(tmp_path / "animated.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
+    for name in ("animated.gif", "pages.tif"):
+        with pytest.raises(ImageReadError, match=f"{name}.*has 3 frames"):
+            read_image(tmp_path / name)
+    frames[1].save(tmp_path / "still.gif")  # one frame: read as any image
+    assert (read_image(tmp_path / "still.gif") == 40).all()
+
+
+def test_folder_scans_skip_gif_as_documented(tmp_path):
+    Image.fromarray(pattern(4, 4)).save(tmp_path / "a.png")
+    Image.fromarray(pattern(4, 4)).save(tmp_path / "b.gif")
+    assert ".gif" not in IMAGE_EXTENSIONS and list_images(tmp_path) == [tmp_path / "a.png"]
+    assert "gif" in list_images.__doc__
+
+
+def test_write_image_refuses_folders_and_unknown_extensions_before_writing(tmp_path):
+    (tmp_path / "folder.png").mkdir()
+    for name, message in [("noext", "no file extension; use .png"),
+                          ("x.tmp", "unknown image extension '.tmp'; use .png"),
+                          ("folder.png", "it is a folder")]:
+        with pytest.raises(BfcnnError, match=message):
+            write_image(tmp_path / name, pattern(4, 4))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.png"]  # nothing written, no temp file
+    write_image(tmp_path / "upper.PNG", pattern(4, 4))
+    assert (tmp_path / "upper.PNG").exists()
+
+
+def test_write_json_takes_numpy_integers_bools_and_arrays(tmp_path):
+    import json
+
+    from bfcnn.io import write_json
+
+    write_json(tmp_path / "r.json", {"count": np.int64(3), "ok": np.bool_(True), "small": np.uint8(7),
+                                     "scores": np.array([1.5, np.inf]), "grid": np.arange(4).reshape(2, 2),
+                                     np.int32(5): [np.float32(0.5)]})
+    assert json.loads((tmp_path / "r.json").read_text()) == {
+        "count": 3, "ok": True, "small": 7, "scores": [1.5, None], "grid": [[0, 1], [2, 3]], "5": [0.5]}

@@ -250,3 +250,18 @@ def test_load_model_names_what_it_takes_when_given_something_else():
     for wrong in (3, 2.5, ["pyramid_gray_m"]):
         with pytest.raises(BfcnnError, match="load_model takes a zoo name .*pyramid_gray_m"):
             bfcnn.load_model(wrong)
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_model_name_is_named_as_empty(name):
+    """Path("") is the working directory: it was reported as a folder without model.keras."""
+    with pytest.raises(BfcnnError, match="the model name is empty") as caught:
+        bfcnn.load_model(name)
+    assert all(n in str(caught.value) for n in ZOO) and "folder ''" not in str(caught.value)
+
+
+def test_list_models_checks_its_pattern():
+    assert bfcnn.list_models(None) == ZOO
+    for pattern in (5, ["*"], b"*"):
+        with pytest.raises(BfcnnError, match=r"list_models takes a shell-style wildcard such as '\*_gray_\*'"):
+            bfcnn.list_models(pattern)
