@@ -12,6 +12,13 @@ scale, before rounding) and the PSNR change of the rounded output against the cl
 Cases are `TILE,OVERLAP` or `TILE,OVERLAP,MARGIN` (`--cases 128,32 256,64,24`). Tiles start at
 multiples of the model's shift period (`--align 1` starts them anywhere, to see what that costs
 at a size where the last tiles would start off the model's grid, e.g. `--size 509`).
+
+An opponent color model lifts its chrominance by the mean gray level of the image it is given.
+`--offset whole` (the default) tiles it as `bfcnn.denoise` does, with the whole image's mean
+(`bfcnn.models.opponent.LiftedParts`); `--offset tile` runs the whole model on each tile, which
+then uses its own mean, as tiles of an exported file of the model do:
+
+    python benchmarks/bench_tiling.py --model pyramid_color_m --offset tile
 """
 
 import argparse
@@ -27,6 +34,7 @@ import numpy as np  # noqa: E402
 from bfcnn.cli import positive_int  # noqa: E402
 from bfcnn.tiling import min_tile_size  # noqa: E402
 
+LIFTS = {"whole": "the whole image's mean gray level", "tile": "each tile's own mean gray level"}
 DEFAULT_CASES = ["128,32", "256,32", "128,48", "256,48", "128,64", "256,64", "256,64,24", "192,96,40"]
 
 
@@ -80,12 +88,15 @@ def main(argv=None) -> int:
     parser.add_argument("--align", type=positive_int, default=None,
                         help="tiles start at multiples of it (default: the model's shift period, "
                              "bfcnn.models.shift; 1 starts them anywhere, as before the alignment)")
+    parser.add_argument("--offset", choices=("whole", "tile"), default="whole",
+                        help="an opponent color model's chrominance lift: from the whole image (as bfcnn.denoise "
+                             "tiles it) or from each tile (the whole model on each tile); no effect on other models")
     args = parser.parse_args(argv)
 
     import bfcnn
     from bfcnn.errors import BfcnnError
     from bfcnn.evaluation import add_noise, noise_seed, psnr, to_uint8
-    from bfcnn.inference import graph_runner
+    from bfcnn.inference import graph_runner, lifted_parts
     from bfcnn.models.shift import shift_period
     from bfcnn.tiling import tiled_apply
 
@@ -98,6 +109,14 @@ def main(argv=None) -> int:
     align = shift_period(model) if args.align is None else args.align
     names = args.images or (["camera", "moon"] if channels == 1 else ["astronaut", "coffee"])
     run = graph_runner(model)
+    parts = lifted_parts(model) if args.offset == "whole" else None
+
+    def tiled_run(noisy, tile, overlap, margin):
+        if parts is None:
+            return tiled_apply(run, noisy, tile, overlap, margin, align=align)
+        lifted, offset = parts.lift(noisy)
+        return parts.lower(tiled_apply(graph_runner(parts.network), lifted, tile, overlap, margin, align=align), offset)
+
     rows = []
     images = []
     for index, (name, clean) in enumerate(photographs(names, args.size, channels)):
@@ -107,12 +126,13 @@ def main(argv=None) -> int:
     for tile, overlap, margin in args.cases:
         cells = []
         for name, clean, noisy, whole, whole_psnr in images:
-            tiled = tiled_apply(run, noisy, tile, overlap, margin, align=align)
+            tiled = tiled_run(noisy, tile, overlap, margin)
             cells.append((float(np.max(np.abs(tiled - whole))), psnr(clean, to_uint8(tiled)) - whole_psnr))
         rows.append((tile, overlap, overlap // 4 if margin is None else margin, cells))
 
     print(f"{args.model} on {' / '.join(names)} (at most {args.size} x {args.size}), sigma {args.sigma:g}, "
-          f"whole-image PSNR {' / '.join(f'{i[4]:.2f}' for i in images)} dB; tiles start at multiples of {align}")
+          f"whole-image PSNR {' / '.join(f'{i[4]:.2f}' for i in images)} dB; tiles start at multiples of {align}"
+          + (f"; chrominance lifted by {LIFTS[args.offset]}" if lifted_parts(model) is not None else ""))
     print()
     print("| tile | overlap | margin | PSNR change vs whole image (dB) | max abs diff (0-255) |")
     print("|---:|---:|---:|---|---|")
