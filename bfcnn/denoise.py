@@ -27,7 +27,7 @@ import sys
 import types
 from pathlib import Path
 
-from bfcnn.inference import DEFAULT_OVERLAP, PRECISIONS, denoise
+from bfcnn.inference import DEFAULT_OVERLAP, PRECISIONS, SIXTEEN_BIT_MODES, denoise
 from bfcnn.tiling import min_tile_size
 
 
@@ -55,6 +55,17 @@ def _strength(text: str) -> float:
     return value
 
 
+def _noise_std(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (the noise's std on the 0-255 scale), "
+                                         f"got {text}")
+    return value
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m bfcnn.denoise",
@@ -78,6 +89,10 @@ def parse_args(argv=None):
     parser.add_argument("--strength", type=_strength, default=1.0,
                         help="how much of the model's change to keep, 0 (the input) to 1 (default): below 1 "
                              "keeps more texture and grain in nearly clean photographs")
+    parser.add_argument("--noise-std", type=_noise_std, default=None, metavar="S",
+                        help="the noise's standard deviation on the 0-255 scale (16-bit files too), when known: "
+                             "the model's change is cut to what that noise explains, keeping texture a blind "
+                             "model would take for faint noise (default: blind)")
     return parser.parse_args(_bare_ensemble(sys.argv[1:] if argv is None else list(argv)))
 
 
@@ -223,8 +238,11 @@ def main(argv=None) -> int:
                     raise BfcnnError(problem)
                 fewer_bits = decodes_to_fewer_bits(image)
                 image.load()
+                noise_std = args.noise_std
+                if noise_std is not None and image.mode in SIXTEEN_BIT_MODES:
+                    noise_std *= 65535 / 255  # bfcnn.denoise takes it on the image's own scale
                 result = denoise(image, model=model, tile_size=args.tile_size, ensemble=args.ensemble,
-                                 strength=args.strength)
+                                 strength=args.strength, noise_std=noise_std)
         except BfcnnError as error:  # an image bfcnn cannot denoise correctly: said as it is
             failed += 1
             status = f"FAILED: {error}"

@@ -56,7 +56,24 @@ def strength_key(strength: float) -> str:
     return f"model_strength_{strength:g}"
 
 
-def _last_output(denoise):
+def known_noise_key() -> str:
+    """The results key of the model's row told the noise level (`--known-noise`)."""
+    return f"{MODEL_KEY}_given_sigma"
+
+
+def given_sigma(denoise):
+    """`denoise(noisy, sigma)` told the noise level: its change cut to what noise of std sigma
+    explains, as `bfcnn.denoise(noise_std=sigma)` does (`bfcnn.inference.noise_strength`)."""
+    from bfcnn.inference import blend, noise_strength
+
+    def told(noisy, sigma):
+        out = np.array(denoise(noisy, sigma), np.float32)  # a copy: blend works in place
+        return blend(out, noisy, noise_strength(out, np.asarray(noisy, np.float32), sigma))
+
+    return told
+
+
+def last_output(denoise):
     """`denoise(noisy, sigma)` remembering its last result: called again on the same noisy array
     (the same object, which it holds on to, so its id is not reused) it returns that result."""
     last = {}
@@ -104,6 +121,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--strength", nargs="+", type=float, default=[], metavar="S",
                         help="also score the model at these strengths, 0 to 1: input + S * (output - input), "
                              "as bfcnn.denoise(strength=S) gives")
+    parser.add_argument("--known-noise", action="store_true",
+                        help="also score the model told each level's noise std, as the baselines are: "
+                             "bfcnn.denoise(noise_std=sigma) (row 'given sigma'; with --eight-bit the std of "
+                             "the added noise)")
     parser.add_argument("--eight-bit", action="store_true",
                         help="clip the noisy images to [0, 255] and round them, as an 8-bit photograph holds them, "
                              "before any denoiser sees them (not the published protocol, which leaves them unclipped)")
@@ -367,14 +388,17 @@ def main(argv=None) -> int:
             denoisers[ensemble_key(size)] = lambda noisy, sigma, n=size: self_ensemble(
                 lambda image: denoise(image, sigma), n)(noisy)
             labels[ensemble_key(size)] = f"{model_label} x{size}"
-    if args.strength:
+    if args.strength or args.known_noise:
         from bfcnn.inference import blend
 
-        denoised = denoisers[MODEL_KEY] = _last_output(denoise)  # its output blended, not computed again
+        denoised = denoisers[MODEL_KEY] = last_output(denoise)  # its output blended, not computed again
         for strength in dict.fromkeys(args.strength):  # blend works in place: on a copy of the shared output
             denoisers[strength_key(strength)] = lambda noisy, sigma, s=strength: blend(
                 np.array(denoised(noisy, sigma), np.float32), noisy, s)
             labels[strength_key(strength)] = f"{model_label} strength {strength:g}"
+        if args.known_noise:
+            denoisers[known_noise_key()] = given_sigma(denoised)
+            labels[known_noise_key()] = f"{model_label} given sigma"
     denoisers.update(baselines)
     labels.update({name: name for name in baselines})
     metrics = ("mae",) if args.metric == "mae" else ("psnr", "ssim")
@@ -401,6 +425,7 @@ def main(argv=None) -> int:
             "model": str(args.model), "dataset": str(args.dataset), "color": color, "metric": args.metric,
             "seed": args.seed, "sigmas": [float(s) for s in args.sigma], "baselines": list(baselines),
             "precision": args.precision, "strengths": [float(s) for s in dict.fromkeys(args.strength)],
+            "known_noise": bool(args.known_noise),
             "protocol": PROTOCOL + (EIGHT_BIT if args.eight_bit else ""), "images": names,
             "results": {f"{sigma:g}": entry for sigma, entry in results.items()},
             "machine": _machine(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),

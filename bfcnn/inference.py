@@ -21,7 +21,7 @@ _RUNNERS = weakref.WeakKeyDictionary()
 _BFLOAT16 = weakref.WeakKeyDictionary()  # model -> its bfloat16 copy (which does not refer back to it)
 _LIFTED = weakref.WeakKeyDictionary()  # opponent model -> its LiftedParts (whose network does not refer back)
 PRECISIONS = ("float32", "bfloat16")
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B")
 _ALPHA_MODES = ("RGBA", "RGBa", "PA")  # LA and La are handled on their own
 
 
@@ -182,7 +182,8 @@ def _model_channels(model) -> Optional[int]:
 
 
 def denoise(image, model="default", tile_size: Optional[int] = None, overlap: int = DEFAULT_OVERLAP,
-            ensemble: Union[bool, int] = False, precision: str = "float32", strength: float = 1.0):
+            ensemble: Union[bool, int] = False, precision: str = "float32", strength: float = 1.0,
+            noise_std: Optional[float] = None):
     """Denoises an image with a bfcnn model; returns the same type, dtype and layout.
 
     Args:
@@ -199,8 +200,11 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
         tile_size: denoise in tiles of this size, an integer at least twice `overlap`; `None`
             tiles only images above one megapixel (tiles of 512 with the overlap below),
             0 never tiles.
-        overlap: overlap of neighbouring tiles (an integer >= 0), blended smoothly; keep it
-            above the model's receptive field radius for seamless results.
+        overlap: overlap of neighbouring tiles (an integer >= 0), blended smoothly; tiles give
+            the whole image's result (to float rounding) where the blend's margin, overlap // 4,
+            covers the model's receptive field radius, and differ a little at the seams below
+            that (docs/inference.md, "Tiled inference"). An opponent color model is lifted by
+            the whole image's mean in every tile (`lifted_parts`).
         ensemble: average the model over rotations and flips of each tile (`self_ensemble`):
             True or 8 for all 8 (8x slower, usually a little better), 4 or 2 for fewer copies
             (4x / 2x slower, most of the gain: docs/inference.md, "Self-ensemble"); False or 1
@@ -216,14 +220,21 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
             blind model removes fine texture with the noise (README, "Noise-level table";
             docs/inference.md, "Strength"). The blend keeps a bias-free model's
             `f(a*x) = a*f(x)`.
+        noise_std: None (default: blind), or the standard deviation of the image's noise when
+            it is known, on the image's scale (0-255 for uint8 and float, 0-65535 for uint16):
+            the model's change is then cut to what noise of that level explains, a strength of
+            `min(1, noise_std^2 / mean((input - output)^2))` (`noise_strength`), on top of
+            `strength`. It keeps the texture a blind model takes for faint noise (README,
+            "Noise-level table"; docs/inference.md, "Known noise level") and changes nothing
+            where the model removes no more than that much.
 
     Returns:
         The denoised image, like the input (uint8 rounded and clipped, floats unclipped).
 
     Raises:
         BfcnnError: an unsupported image type, shape or dtype, NaN or infinite values, a bad
-            model, tile_size, overlap, ensemble, precision or strength, or a model returning another
-            shape; names what is allowed.
+            model, tile_size, overlap, ensemble, precision, strength or noise_std, or a model
+            returning another shape; names what is allowed.
 
     Example:
         >>> clean = bfcnn.denoise(noisy_uint8, model="pyramid_gray_m")
@@ -234,9 +245,10 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
     if precision not in PRECISIONS:
         raise BfcnnError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
     check_strength(strength)
+    check_noise_std(noise_std)
     copies = check_ensemble(ensemble)
     options = dict(model=model, tile_size=tile_size, overlap=overlap, ensemble=copies, precision=precision,
-                   strength=strength)
+                   strength=strength, noise_std=noise_std)
     if isinstance(image, Image.Image):
         return _denoise_pil(image, options)
     array = as_array(image)
@@ -257,7 +269,38 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
             return parts.lower(_apply(function, lifted, tiles, overlap, _shift_period(model)), offset)
 
         out = np.array(channel_matched(tiled, wanted, pixels.shape[-1])(pixels), np.float32)
+    if noise_std is not None:
+        strength = strength * noise_strength(out, pixels, noise_std * scale)
     return _from_pixels(blend(out, pixels, strength), array, alpha, scale)
+
+
+def check_noise_std(noise_std) -> None:
+    """Raises BfcnnError unless `noise_std` is None or a finite number >= 0."""
+    if noise_std is None:
+        return
+    if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float, np.integer, np.floating)) or \
+            not np.isfinite(noise_std) or noise_std < 0:
+        raise BfcnnError("noise_std must be None (blind) or the noise's standard deviation, a finite number >= 0 "
+                         f"on the image's scale (0-255 for uint8 and float images), got {noise_std!r}")
+
+
+def mean_square(a: np.ndarray, rows: int = 256) -> float:
+    """The mean of `a`'s squares, summed in float64 a band of `rows` rows at a time (no full-size copy)."""
+    total = sum(float(np.square(a[top:top + rows], dtype=np.float64).sum()) for top in range(0, a.shape[0], rows))
+    return total / max(a.size, 1)
+
+
+def noise_strength(out: np.ndarray, pixels: np.ndarray, noise_std: float) -> float:
+    """The strength that cuts a denoiser's change to what noise of std `noise_std` explains.
+
+    A denoiser's change r = y - f(y) is the noise it removed plus whatever signal it took with
+    it. With noise n of std sigma uncorrelated with the signal removed, the linear least-squares
+    (Wiener) estimate of n from r is r * sigma^2 / E[r^2]: keep that fraction of the change,
+    1 where the change is no larger than the noise. On the image's pixels and its denoised
+    `out`, both on the same scale as `noise_std`; the mean runs over the whole image.
+    """
+    change = mean_square(pixels - out)  # one full-size temporary; banded below would need two passes
+    return 1.0 if change <= noise_std**2 else float(noise_std**2 / change)
 
 
 def lifted_parts(model):
@@ -324,7 +367,7 @@ def _denoise_pil_pixels(image, options: dict):
 
     if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
         image = ImageOps.exif_transpose(image)
-    if image.mode in _SIXTEEN_BIT_MODES:  # 16-bit gray stays 16-bit
+    if image.mode in SIXTEEN_BIT_MODES:  # 16-bit gray stays 16-bit
         array = np.asarray(image).astype(np.uint16)
     elif image.mode in ("LA", "La"):  # gray with alpha stays gray with alpha
         array = np.asarray(image.convert("LA"))

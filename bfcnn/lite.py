@@ -160,7 +160,8 @@ class TFLiteDenoiser:
         return out.reshape(images.shape[:-1] + out.shape[-1:])
 
     def denoise(self, image, tile_size: Union[TileSize, str, None] = "auto", overlap: int = DEFAULT_OVERLAP,
-                margin: Optional[int] = None, strength: float = 1.0, ensemble: Union[bool, int] = False) -> np.ndarray:
+                margin: Optional[int] = None, strength: float = 1.0, ensemble: Union[bool, int] = False,
+                noise_std: Optional[float] = None) -> np.ndarray:
         """Denoises one image, optionally tile by tile (see `bfcnn.tiling.tiled_apply`).
 
         Takes the arrays `bfcnn.denoise` takes, and gives them back the same way.
@@ -183,18 +184,24 @@ class TFLiteDenoiser:
             ensemble: the file averaged over rotations and flips of each tile, as in
                 `bfcnn.denoise`: True or 8 (all 8), 4 or 2 (the copies that keep the axes,
                 so a tile of a file of fixed size keeps its shape), False or 1 (one pass, default).
+            noise_std: None (blind, default) or the noise's standard deviation on the image's
+                scale, as in `bfcnn.denoise`: the change is cut to what that noise explains
+                (`bfcnn.inference.noise_strength`, over the whole image, so the output is held
+                in float32 until the strength is known).
 
         Returns:
             The same shape and dtype: integers rounded and clipped, float unclipped.
 
         Raises:
             BfcnnError: (a ValueError) an unsupported dtype or shape, values that are not
-                finite, or a bad tiling argument, strength or ensemble.
+                finite, or a bad tiling argument, strength, ensemble or noise_std.
         """
-        from bfcnn.inference import (as_array, channel_matched, check_ensemble, check_strength, checked_scale,
-                                     self_ensemble)
+        from bfcnn.inference import (as_array, blend, channel_matched, check_ensemble, check_noise_std,
+                                     check_strength, checked_scale, noise_strength, self_ensemble)
+        from bfcnn.tiling import to_dtype
 
         check_strength(strength)
+        check_noise_std(noise_std)
         copies = check_ensemble(ensemble)
         image = as_array(image)
         scale = checked_scale(image)
@@ -207,7 +214,7 @@ class TFLiteDenoiser:
             function = lambda tile: run(np.multiply(tile, scale, dtype=np.float32)) / np.float32(scale)  # noqa: E731
         if copies > 1:
             function = self_ensemble(function, copies)
-        if strength != 1:
+        if strength != 1 and noise_std is None:  # with noise_std: blended once the whole output is known
             full = function
             function = lambda tile: _blend_tile(full, tile, strength)  # noqa: E731
         function = functools.partial(min_size_apply, function)  # a side under MIN_SIDE mirrored up to it
@@ -226,8 +233,12 @@ class TFLiteDenoiser:
         # a file of fixed size gets tiles of exactly its size (the image mirrored at the bottom and
         # right where the aligned tiles would end past it), not a few pixels smaller
         equal = self.fixed_size is not None and tile_size is not None and as_pair("tile_size", tile_size) == self.fixed_size
-        out = tiled_apply(function, x, tile_size, overlap, margin, dtype=image.dtype, align=self.shift_period,
-                          equal_tiles=equal)
+        out = tiled_apply(function, x, tile_size, overlap, margin, align=self.shift_period, equal_tiles=equal,
+                          dtype=image.dtype if noise_std is None else np.float32)
+        if noise_std is not None:
+            pixels = x.astype(np.float32)
+            out = blend(out, pixels, strength * noise_strength(out, pixels, noise_std))
+            out = to_dtype(out, image.dtype)
         if alpha is not None:
             out = np.concatenate([out, alpha], axis=-1)
         return out.reshape(image.shape)

@@ -8,11 +8,14 @@ scored on scikit-image's sample photographs (as gray) and on Set12; color models
 sample photographs and McMaster18. A cell is starred where the denoised MAE is above the
 noisy one, which the zoo's models must never do.
 
+`--known-noise` adds a column per model told each std, as BM3D is
+(`bfcnn.denoise(noise_std=sigma)`: the model's change cut to what that noise explains).
+
 A first row, std 0, gives each model's MAE on the clean image itself: how far it moves a
 reference that it reads as noisy (film grain, fine texture). It is not starred (any change
 is above 0), but it is the part of the std-1 error that no noise caused.
 
-    python scripts/mae_table.py [--write README.md] [--models NAME ...] [--max-images N]
+    python scripts/mae_table.py [--write README.md] [--models NAME ...] [--max-images N] [--known-noise]
 
 `--write` replaces the text between the `<!-- mae-table:begin/end -->` markers of the file with
 the tables of every zoo model (it is refused with a subset of `--models`, which would drop the
@@ -43,6 +46,8 @@ def parse_args(argv=None):
     parser.add_argument("--models", nargs="*", default=None, help="zoo names (default: every model)")
     parser.add_argument("--max-images", type=positive_int, default=None, metavar="N",
                         help="the first N images of each dataset (N >= 1)")
+    parser.add_argument("--known-noise", action="store_true",
+                        help="also a column per model told the noise std (bfcnn.denoise(noise_std=sigma))")
     parser.add_argument("--write", default=None, metavar="MARKDOWN",
                         help="write the tables of every model between the markers (not with a subset of --models)")
     return parser.parse_args(argv)
@@ -65,18 +70,37 @@ def gray_count(images) -> int:
                if image.shape[-1] == 3 and (image[..., :1] == image[..., 1:]).all())
 
 
-def measure(names, channels, dataset, max_images):
+GIVEN = " given σ"
+
+
+def given(name: str) -> str:
+    """The column of model `name` told the noise std (`--known-noise`)."""
+    return name + GIVEN
+
+
+def header(column: str) -> str:
+    """A column's header: the model's name as code, then what it was told."""
+    name = column[: -len(GIVEN)] if column.endswith(GIVEN) else column
+    return f"`{name}`" + column[len(name):]
+
+
+def measure(names, channels, dataset, max_images, known_noise=False):
     """{sigma: {"noisy": mae, name: mae, ...}}, the image count and how many of the images are gray
-    ones in three channels, for models of one channel count."""
+    ones in three channels, for models of one channel count; with `known_noise` also the
+    column `given(name)` of each model told the noise std."""
     import bfcnn
-    from bfcnn.evaluate import MAE_SIGMAS, dataset_files, model_denoiser
+    from bfcnn.evaluate import MAE_SIGMAS, dataset_files, given_sigma, last_output, model_denoiser
     from bfcnn.evaluation import evaluate_denoisers
     from bfcnn.io import read_image
 
     _, files = dataset_files(dataset)
     files = files[:max_images]
     images = [read_image(f, "gray" if channels == 1 else "rgb") for f in files]
-    denoisers = {name: model_denoiser(bfcnn.load_model(name), channels) for name in names}
+    denoisers = {}
+    for name in names:
+        denoisers[name] = last_output(model_denoiser(bfcnn.load_model(name), channels))
+        if known_noise:  # the model's output of the same image, cut to the noise
+            denoisers[given(name)] = given_sigma(denoisers[name])
     results = evaluate_denoisers(denoisers, images, (CLEAN_ROW,) + tuple(MAE_SIGMAS), seed=0, metrics=("mae",))
     table = {sigma: {key: row["mae"] for key, row in rows.items()} for sigma, rows in results.items()}
     return table, len(images), gray_count(images)
@@ -85,7 +109,7 @@ def measure(names, channels, dataset, max_images):
 def markdown(table, names, title) -> tuple:
     """A markdown table and the number of cells where the model is worse than the noisy image."""
     worse = 0
-    lines = [title, "", "| noise std | noisy | " + " | ".join(f"`{n}`" for n in names) + " |",
+    lines = [title, "", "| noise std | noisy | " + " | ".join(header(n) for n in names) + " |",
              "|---" * (len(names) + 2) + "|"]
     for sigma, row in table.items():
         cells = []
@@ -118,9 +142,11 @@ def main(argv=None) -> int:
         sections, worse = [], 0
         for channels in sorted(by_channels):
             for dataset in DATASETS[channels]:
-                table, count, gray = measure(by_channels[channels], channels, dataset, args.max_images)
+                table, count, gray = measure(by_channels[channels], channels, dataset, args.max_images,
+                                             args.known_noise)
                 kind = "gray" if channels == 1 else "color"
-                text, bad = markdown(table, by_channels[channels],
+                columns = [c for n in by_channels[channels] for c in ([n, given(n)] if args.known_noise else [n])]
+                text, bad = markdown(table, columns,
                                      title(kind, dataset, count, gray if channels == 3 else 0))
                 print(text + "\n")
                 sections.append(text)
@@ -134,7 +160,8 @@ def main(argv=None) -> int:
         note = ("Noise not clipped, seed 0; denoised images clipped and rounded to uint8, the noisy one "
                 "not rounded; mean over images. A star marks a model worse than its input. The "
                 "std-0 row is each model run on the clean image: what it changes in a reference "
-                "it reads as noisy.")
+                "it reads as noisy." + (" A column \"given σ\" is the model told the noise std, as "
+                                         "`bfcnn.denoise(noise_std=sigma)` does." if args.known_noise else ""))
         command = "python scripts/mae_table.py " + shlex.join(argv)
         write_measured_table(Path(args.write), BEGIN, END, "\n\n".join(sections + [note]), command)
     return 1 if worse else 0

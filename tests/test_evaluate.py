@@ -400,3 +400,21 @@ def test_cli_strength_outside_0_to_1_is_refused(tiny, capsys):
     with pytest.raises(SystemExit):
         evaluate.main(["--model", str(model), "--dataset", str(images), "--strength", "1.2"])
     assert "--strength needs values from 0 (the input) to 1" in capsys.readouterr().err
+
+
+def test_cli_known_noise_adds_the_model_told_each_sigma(tiny, tmp_path, capsys):
+    """The row is the model's output with the change cut to each level's noise
+    (`bfcnn.denoise(noise_std=sigma)`): at sigma 0 the noisy image itself, at a level the
+    untrained model changes the image by more than, between the input and the model."""
+    model, images = tiny
+    out = tmp_path / "r.json"
+    code = evaluate.main(["--model", str(model), "--dataset", str(images), "--sigma", "0", "2", "--metric", "mae",
+                          "--known-noise", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "tiny given sigma" in captured.out
+    document = json.loads(out.read_text())
+    assert document["known_noise"] is True
+    assert document["results"]["0"][evaluate.known_noise_key()]["mae"] == 0  # told: no noise, so no change
+    entry = document["results"]["2"]
+    assert entry[evaluate.known_noise_key()]["mae"] not in (entry["model"]["mae"], entry["noisy"]["mae"])

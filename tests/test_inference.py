@@ -579,3 +579,61 @@ def test_tiled_opponent_model_lifts_every_tile_by_the_whole_images_mean():
     gray = noisy.mean(axis=-1)  # a gray image through the color model: as gray RGB, tiled alike
     np.testing.assert_allclose(bfcnn.denoise(gray, model=model, tile_size=64, overlap=16),
                                bfcnn.denoise(gray, model=model, tile_size=0), atol=2e-3, rtol=0)
+
+
+def test_noise_std_keeps_the_wiener_share_of_the_change():
+    """With the noise level given, the change r = input - output is scaled by
+    min(1, noise_std^2 / mean(r^2)): a model that returns zeros changes every pixel by itself."""
+    rng = np.random.default_rng(10)
+    image = rng.uniform(10, 200, (40, 50)).astype(np.float32)
+    zero = lambda x: np.zeros_like(x)  # noqa: E731
+    kept = 1 - 3.0**2 / np.mean(image.astype(np.float64) ** 2)
+    np.testing.assert_allclose(bfcnn.denoise(image, model=zero, noise_std=3.0), image * kept, rtol=1e-5)
+    np.testing.assert_allclose(bfcnn.denoise(image, model=zero, noise_std=3.0, strength=0.5),
+                               image * (1 - 0.5 * (1 - kept)), rtol=1e-5)
+    np.testing.assert_array_equal(bfcnn.denoise(image, model=zero, noise_std=0), image)  # no noise: no change
+    assert np.all(bfcnn.denoise(image, model=zero, noise_std=1e4) == 0)  # more noise than change: all of it
+    image16 = (image * 257).astype(np.uint16)  # on a 16-bit image the level is on the 16-bit scale
+    np.testing.assert_allclose(bfcnn.denoise(image16, model=zero, noise_std=3.0 * 257).astype(np.float64),
+                               image16 * kept, atol=1.0)
+
+
+def test_noise_std_is_one_strength_for_the_whole_image_and_keeps_homogeneity(gray_model):
+    from skimage import data
+
+    noisy = data.camera()[:150, :190].astype(np.float32)
+    noisy += 10 * np.random.default_rng(11).standard_normal(noisy.shape).astype(np.float32)
+    whole = bfcnn.denoise(noisy, model=gray_model, tile_size=0, noise_std=2.0)
+    tiled = bfcnn.denoise(noisy, model=gray_model, tile_size=64, overlap=16, noise_std=2.0)
+    np.testing.assert_allclose(tiled, whole, atol=1e-3, rtol=0)
+    scaled = bfcnn.denoise(3 * noisy, model=gray_model, tile_size=0, noise_std=6.0)
+    np.testing.assert_allclose(scaled, 3 * whole, atol=1e-3 * np.abs(scaled).max(), rtol=0)
+    blind = bfcnn.denoise(noisy, model=gray_model, tile_size=0)
+    assert not np.allclose(whole, blind)  # the tiny untrained model changes the image by more than std 2
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "2", True])
+def test_a_bad_noise_std_is_refused_by_name(gray_model, bad):
+    with pytest.raises(BfcnnError, match="noise_std must be None"):
+        bfcnn.denoise(np.zeros((8, 8), np.uint8), model=gray_model, noise_std=bad)
+
+
+def test_cli_noise_std_is_passed_on_on_the_0_255_scale_and_checked(gray_model, tmp_path, capsys):
+    from bfcnn.denoise import main
+
+    model_path = tmp_path / "m.keras"
+    gray_model.save(model_path)
+    image = np.random.default_rng(7).integers(0, 256, size=(13, 10), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    Image.fromarray(image.astype(np.uint16) * 257).save(tmp_path / "b.png")  # 16-bit: the same std in 0-255
+    assert main([str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "out"),
+                 "--model", str(model_path), "--noise-std", "3"]) == 0
+    written = np.asarray(Image.open(tmp_path / "out" / "a.png"))
+    np.testing.assert_array_equal(written, bfcnn.denoise(image, model=gray_model, noise_std=3))
+    assert not np.array_equal(written, bfcnn.denoise(image, model=gray_model))
+    sixteen = np.asarray(Image.open(tmp_path / "out" / "b.png")).astype(np.float64)
+    assert np.abs(sixteen / 257 - written).max() <= 1
+    for bad in ("-1", "nan", "x"):
+        with pytest.raises(SystemExit) as stopped:
+            main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out2"), "--noise-std", bad])
+        assert stopped.value.code == 2 and "--noise-std: must be" in capsys.readouterr().err

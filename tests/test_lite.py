@@ -496,3 +496,28 @@ def test_strength_blends_like_bfcnn_denoise_whole_and_in_tiles(tiny):
     assert np.abs(denoiser.denoise(noisy_uint8[..., 0], strength=0.4).astype(int) - keras).max() <= 1
     with pytest.raises(BfcnnError, match="strength must be a number from 0"):
         denoiser.denoise(noisy, strength=1.01)
+
+
+def test_noise_std_cuts_the_change_like_bfcnn_denoise_whole_and_in_tiles(tiny):
+    """`noise_std` picks one strength for the whole image, so tiles give what the whole image
+    does; it matches `bfcnn.denoise` and is refused when negative."""
+    import bfcnn
+    from bfcnn.errors import BfcnnError
+    from bfcnn.inference import noise_strength
+    from bfcnn.lite import TFLiteDenoiser
+
+    model, path = tiny
+    denoiser = TFLiteDenoiser(path)
+    clean, noisy = noisy_camera()
+    whole = denoiser.denoise(noisy, tile_size=None)
+    strength = noise_strength(whole, noisy, 5.0)
+    assert 0 < strength < 1  # the untrained model changes the image by more than noise of std 5
+    for tile_size in (None, 64):
+        given = denoiser.denoise(noisy, tile_size=tile_size, overlap=4 * RADIUS, noise_std=5.0, strength=0.5)
+        np.testing.assert_allclose(given, noisy + 0.5 * strength * (whole - noisy), atol=1e-3, rtol=0)
+    noisy_uint8 = to_uint8(noisy)
+    keras = bfcnn.denoise(noisy_uint8[..., 0], model=model, noise_std=5.0)
+    lite = denoiser.denoise(noisy_uint8[..., 0], noise_std=5.0)
+    assert lite.dtype == np.uint8 and np.abs(lite.astype(int) - keras).max() <= 1
+    with pytest.raises(BfcnnError, match="noise_std must be None"):
+        denoiser.denoise(noisy, noise_std=-1)

@@ -22,7 +22,8 @@ def test_markdown_stars_every_cell_worse_than_the_noisy_image(script):
 def test_the_table_goes_between_the_markers_and_a_failure_exits_1(script, tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{script.BEGIN}\nold\n{script.END}\noutro\n")
-    def measure(names, channels, dataset, max_images):
+    def measure(names, channels, dataset, max_images, known_noise):
+        assert not known_noise
         table = {1.0: {"noisy": 0.8}, 5.0: {"noisy": 4.0}}
         for name in names:
             table[1.0][name], table[5.0][name] = (0.9, 2.0) if name == "resnet_gray_s" else (0.5, 2.0)
@@ -109,3 +110,33 @@ def test_measure_scores_the_clean_image_first(script, monkeypatch):
     table, count, gray = script.measure(["resnet_gray_s"], 1, "skimage", 1)
     assert seen["sigmas"][0] == script.CLEAN_ROW and seen["sigmas"][1:] == (1.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0)
     assert count == 1 and gray == 0 and list(table)[0] == 0.0
+
+
+def test_known_noise_adds_a_column_per_model_told_the_std(script, tmp_path, monkeypatch):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{script.BEGIN}\nold\n{script.END}\n")
+    def measure(names, channels, dataset, max_images, known_noise):
+        assert known_noise
+        table = {1.0: {"noisy": 0.8}}
+        for name in names:
+            table[1.0][name], table[1.0][script.given(name)] = 0.9, 0.7
+        return table, 3, 0
+
+    monkeypatch.setattr(script, "measure", measure)
+    assert script.main(["--write", str(readme), "--known-noise"]) == 1  # the blind columns still fail at std 1
+    text = readme.read_text()
+    assert "| noise std | noisy | `n3net_gray` | `n3net_gray` given σ | `pyramid_gray_m` | " in text
+    assert "| 1 | 0.80 | 0.90 * | 0.70 | 0.90 * | 0.70 | 0.90 * | 0.70 |" in text
+    assert "told the noise std" in text
+
+
+def test_given_sigma_cuts_the_models_change_to_the_noise(script):
+    """The column's denoiser: a model returning zeros, told std 2, keeps 1 - 4 / mean(x^2) of the input."""
+    import numpy as np
+
+    from bfcnn.evaluate import given_sigma
+
+    noisy = np.full((4, 5, 1), 10.0, np.float32)
+    told = given_sigma(lambda x, sigma: np.zeros_like(x))
+    np.testing.assert_allclose(told(noisy, 2.0), noisy * (1 - 4.0 / 100.0), rtol=1e-6)
+    np.testing.assert_allclose(told(noisy, 20.0), 0.0)  # more noise than change: all of it
