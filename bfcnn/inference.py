@@ -21,6 +21,7 @@ _RUNNERS = weakref.WeakKeyDictionary()
 _BFLOAT16 = weakref.WeakKeyDictionary()  # model -> its bfloat16 copy (which does not refer back to it)
 _LIFTED = weakref.WeakKeyDictionary()  # opponent model -> its LiftedParts (whose network does not refer back)
 PRECISIONS = ("float32", "bfloat16")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B")
 _ALPHA_MODES = ("RGBA", "RGBa", "PA")  # LA and La are handled on their own
 
@@ -62,6 +63,10 @@ def _same_shape(function):
         if result.shape != pixels.shape:
             raise BfcnnError(f"the model must return an array of its input's shape {pixels.shape}, "
                              f"got shape {result.shape}")
+        if result.size and not (np.isfinite(result.min()) and np.isfinite(result.max())):  # no full-size copy
+            bad = result.size - np.count_nonzero(np.isfinite(result))
+            raise BfcnnError(f"the model returned {bad} non-finite values (NaN or inf) of {result.size}: its "
+                             "weights or its input's scale are wrong (images are denoised on the 0-255 scale)")
         return result
 
     return checked
@@ -266,9 +271,11 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
     else:  # the image-wide offset from the whole image, only the networks in tiles
         def tiled(rgb):
             lifted, offset = parts.lift(rgb)
-            return parts.lower(_apply(function, lifted, tiles, overlap, _shift_period(model)), offset)
+            denoised = _apply(function, lifted, tiles, overlap, _shift_period(model))
+            del lifted  # one full-size float32 copy fewer while lowering
+            return parts.lower(denoised, offset)  # in place
 
-        out = np.array(channel_matched(tiled, wanted, pixels.shape[-1])(pixels), np.float32)
+        out = np.asarray(channel_matched(tiled, wanted, pixels.shape[-1])(pixels), np.float32)
     if noise_std is not None:
         strength = strength * noise_strength(out, pixels, noise_std * scale)
     return _from_pixels(blend(out, pixels, strength), array, alpha, scale)
@@ -392,7 +399,7 @@ def checked_scale(array: np.ndarray, image=None) -> float:
         raise BfcnnError(f"image must be HxW, HxWx1, HxWx3 or HxWx4, got shape {array.shape}")
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise BfcnnError(f"image is empty: shape {array.shape}")
-    dtype = array.dtype
+    dtype = array.dtype.newbyteorder("=")  # a big-endian uint16 (from some TIFF readers) is a uint16
     if dtype == np.uint16:
         return 255.0 / 65535.0
     if not (dtype == np.uint8 or np.issubdtype(dtype, np.floating)):
@@ -405,6 +412,9 @@ def checked_scale(array: np.ndarray, image=None) -> float:
         bad = array.size - np.count_nonzero(np.isfinite(array))
         raise BfcnnError(f"{bad} of the image's {array.size} values are not finite (NaN or inf); the model would "
                          "spread each over its neighbours: replace them first, e.g. with np.nan_to_num")
+    if dtype.itemsize > 4 and max(-float(array.min()), float(array.max())) > FLOAT32_MAX:
+        raise BfcnnError(f"the image's values reach {max(-float(array.min()), float(array.max())):.3g}, beyond "
+                         f"float32's range ({FLOAT32_MAX:.3g}), which the model computes in: expected the 0-255 scale")
     return 1.0
 
 
@@ -448,9 +458,9 @@ def _from_pixels(out: np.ndarray, array: np.ndarray, alpha, scale: float) -> np.
     dtype = array.dtype
     if dtype == np.uint8:
         out = to_dtype(out, np.uint8)
-    elif dtype == np.uint16:
+    elif dtype.newbyteorder("=") == np.uint16:
         out /= scale
-        out = to_dtype(out, np.uint16)
+        out = to_dtype(out, np.uint16).astype(dtype, copy=False)  # in the input's byte order
     else:
         out = out.astype(dtype)
     if alpha is not None:

@@ -637,3 +637,18 @@ def test_cli_noise_std_is_passed_on_on_the_0_255_scale_and_checked(gray_model, t
         with pytest.raises(SystemExit) as stopped:
             main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out2"), "--noise-std", bad])
         assert stopped.value.code == 2 and "--noise-std: must be" in capsys.readouterr().err
+
+
+def test_big_endian_sixteen_bit_is_sixteen_bit(gray_model):
+    image = np.random.default_rng(12).integers(0, 65536, size=(12, 14), dtype=np.uint16)
+    native = bfcnn.denoise(image, model=gray_model)
+    swapped = bfcnn.denoise(image.astype(">u2"), model=gray_model)
+    assert swapped.dtype == np.dtype(">u2")
+    np.testing.assert_array_equal(swapped.astype(np.uint16), native)
+
+
+def test_values_beyond_float32_and_a_model_returning_nan_are_named(gray_model):
+    with pytest.raises(BfcnnError, match="beyond float32's range"):
+        bfcnn.denoise(np.full((10, 10), 1e300), model=gray_model)
+    with pytest.raises(BfcnnError, match="the model returned 100 non-finite values"):
+        bfcnn.denoise(np.zeros((10, 10), np.uint8), model=lambda x: x * np.nan)
