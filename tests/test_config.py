@@ -226,6 +226,23 @@ def test_overrides(tmp_path):
         load_config(path, ["dataset.inputs.5.weight=2"])
 
 
+@pytest.mark.parametrize("override, dotted", [
+    ("dataset.inputs[0].directory=/tmp/y", "dataset.inputs.0.directory"),
+    ("dataset.inputs [ 1 ].weight=2", "dataset.inputs.1.weight"),
+    ("validation.sigmas[0]=5", "validation.sigmas.0"),
+])
+def test_a_bracket_index_in_a_set_says_how_list_items_are_addressed(tmp_path, override, dotted):
+    """It was "unknown key 'dataset.inputs[0]' in x.yaml, did you mean 'dataset.inputs'?": the
+    file blamed for the --set, and a suggestion that does not help."""
+    path = write(tmp_path / "x.yaml", "model: {type: resnet}\ndataset: {inputs: [{directory: a}, {directory: b}]}\n"
+                                      "validation: {sigmas: [1]}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, [override])
+    assert str(error.value) == (f"invalid override --set {override!r}: list items are addressed by their index: "
+                                f"{dotted}")
+    assert load_config(path, [f"{dotted}={override.partition('=')[2]}"])  # the way it names works
+
+
 def test_a_problem_a_set_caused_in_another_key_names_the_set(tmp_path):
     path = write(tmp_path / "x.yaml", "model: {type: resnet}\noptimizer: {schedule: {warmup_steps: 20}}\n")
     with pytest.raises(ConfigError, match=r"'optimizer.schedule.warmup_steps' in \S*x.yaml with --set "

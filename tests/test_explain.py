@@ -245,6 +245,19 @@ def test_cli_errors(tmp_path, capsys):
     assert "pixel (row=-1, column=5) is outside the 24x24 image" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("window", [4, 40, 2, 1])
+def test_the_window_must_be_odd(tmp_path, capsys, window):
+    """The crop is centred on the pixel: an even one (accepted before) has one pixel more on one side."""
+    from bfcnn.explain.__main__ import parse_args
+
+    with pytest.raises(SystemExit) as stop:
+        parse_args(["photo.png", "-o", str(tmp_path / "o"), "--window", str(window)])
+    assert stop.value.code == 2
+    assert (f"--window must be an odd number >= 3 (the crop is centred on the pixel, with as many pixels on each "
+            f"side), got {window}") in capsys.readouterr().err
+    assert parse_args(["photo.png", "-o", str(tmp_path / "o"), "--window", "3"]).window == 3
+
+
 def test_a_second_panel_may_set_its_own_log_axes(tmp_path):
     from bfcnn.explain import plots
 

@@ -564,7 +564,7 @@ def test_fixed_size_export_of_an_n3net_is_sized_ahead_and_verified(tmp_path, cap
     with pytest.raises(SystemExit):
         main(["--model-directory", str(tmp_path / "n3.keras"), "--output-directory", str(tmp_path / "o2"),
               "--tflite-size", "0"])
-    assert "must be an integer >= 1" in capsys.readouterr().err
+    assert "--tflite-size 0 is too small: at least 96" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -736,6 +736,14 @@ def test_unusable_output_directories_are_refused_before_any_work(tmp_path, monke
     (["--tolerance", "-1"], "--tolerance needs a finite number > 0"),
     (["--tolerance", "nan"], "--tolerance needs a finite number > 0"),
     (["--pipeline-config", "nowhere.yaml"], "--pipeline-config nowhere.yaml: no such file"),
+    # it was used only with int8 and otherwise ignored (exit 0)
+    (["--representative-dir", "photos"], "--representative-dir photos: the images are used for int8 calibration "
+                                         "only; add --quantize int8 or leave it out"),
+    (["--representative-dir", "photos", "--quantize", "none", "fp16"], "for int8 calibration only"),
+    # "must be an integer >= 1", though the least size is 96
+    (["--tflite-size", "0"], "--tflite-size 0 is too small: at least 96 (the file runs in tiles overlapping by 48"),
+    (["--tflite-size", "-5", "100"], "--tflite-size -5 x 100 is too small: at least 96"),
+    (["--tflite-size", "big"], "argument --tflite-size: must be an integer >= 96, got 'big'"),
 ])
 def test_cli_refuses_bad_arguments_before_any_work(tmp_path, capsys, flags, message):
     from bfcnn.export.__main__ import parse_args
@@ -1048,6 +1056,8 @@ def test_a_zoo_file_given_by_path_gets_its_cards_training_config(tmp_path):
 
 def test_weights_with_a_keras_file_is_refused_and_an_unused_representative_dir_is_warned_about(
         resnet_export, tmp_path, monkeypatch, capsys):
+    """An unused representative_dir: a warning from `export_model`, an argument error from the
+    command line (test_cli_refuses_bad_arguments_before_any_work)."""
     import bfcnn.export
     from bfcnn.export import main
 
@@ -1063,8 +1073,8 @@ def test_weights_with_a_keras_file_is_refused_and_an_unused_representative_dir_i
         raise bfcnn.export.ExportError("stopped")
 
     monkeypatch.setattr(bfcnn.export.exporter, "resolve_model", stop)
-    assert main(["--model-directory", "m.keras", "--output-directory", str(tmp_path / "o"), "--to-tflite",
-                 "--representative-dir", str(tmp_path)]) == 2
+    with pytest.raises(bfcnn.export.ExportError, match="stopped"):
+        bfcnn.export.export_model("m.keras", tmp_path / "o", to_tflite=True, representative_dir=tmp_path, log=None)
     assert "warning: the representative images" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["some.keras"]
 

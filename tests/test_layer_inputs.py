@@ -38,12 +38,32 @@ def test_wrong_inputs_are_named(call, words):
         assert word in str(error.value)
 
 
+PAIRS = [(lambda: PixelShuffle(2), "PixelShuffle(factor=2)"), (UpsampleLike, "UpsampleLike"),
+         (CropLike, "CropLike")]
+
+
+@pytest.mark.parametrize("make, name", PAIRS, ids=[name for _, name in PAIRS])
+@pytest.mark.parametrize("inputs, got", [
+    (lambda: ones(1, 4, 4, 8), "one tensor of shape (1, 4, 4, 8)"),
+    (lambda: keras.Input((None, None, 8)), "one tensor of shape (None, None, None, 8)"),
+    (lambda: [ones(1, 4, 4, 8)], "a list of 1"),
+    (lambda: [ones(1, 4, 4, 8)] * 3, "a list of 3"),
+])
+def test_a_layer_of_two_inputs_given_another_number_says_it_takes_x_and_like(make, name, inputs, got):
+    """PixelShuffle(2)(x) raised "TypeError: 'int' object is not subscriptable" from its build."""
+    with pytest.raises(ValueError) as error:
+        make()(inputs())
+    assert f"{name} takes a list of two tensors, [x, like] (like: the tensor whose height and width" in str(error.value)
+    assert f"got {got}" in str(error.value)
+
+
 def test_the_right_inputs_still_pass():
     """The checks above refuse only what is wrong: odd sizes, merging, upsampling to 2n-1."""
     bands = LaplacianPyramid(3)(ones(1, 7, 5, 2))
     assert tuple(LaplacianPyramid(3)(bands, inverse=True).shape) == (1, 7, 5, 2)
     assert tuple(UpsampleLike()([ones(1, 4, 3, 1), ones(1, 7, 5, 1)]).shape) == (1, 7, 5, 1)
     assert tuple(PixelShuffle(2)([ones(1, 4, 4, 8), ones(1, 7, 7, 1)]).shape) == (1, 7, 7, 2)
+    assert tuple(CropLike()((ones(1, 8, 8, 3), ones(1, 7, 5, 1))).shape) == (1, 7, 5, 3)  # a tuple is a pair too
 
 
 def test_pyramids_take_integer_images():

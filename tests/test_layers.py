@@ -120,6 +120,15 @@ def test_conv_block_config_is_json_and_its_gamma_initializer_is_checked():
         BiasFreeConvBlock(4, batch_norm=False, gamma_initializer="nope")
 
 
+@pytest.mark.parametrize("make", [BiasFreeBatchNorm, lambda **kw: BiasFreeConvBlock(4, batch_norm=True, **kw)])
+@pytest.mark.parametrize("bad", ["onez", 3])
+def test_a_bad_gamma_initializer_names_the_argument_and_the_allowed_values(make, bad):
+    """Keras said only "Could not interpret initializer identifier: onez"."""
+    with pytest.raises(ValueError, match=rf"gamma_initializer must be a Keras initializer: a name such as 'ones', "
+                                         rf"'zeros', .*keras.initializers.Initializer; got {bad!r}"):
+        make(gamma_initializer=bad)
+
+
 def test_laplacian_pyramid_detail_bands_of_a_constant_are_zero():
     bands = LaplacianPyramid(levels=3)(np.full((1, 21, 18, 1), 42.0, "float32"))
     for band in bands[:-1]:

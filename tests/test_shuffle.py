@@ -34,6 +34,17 @@ def test_bad_factor_is_named():
             PixelUnshuffle(bad)
 
 
+def test_crop_must_be_a_bool():
+    """`bool("no")` is True: the string turned the crop on."""
+    from bfcnn.layers import UpsampleLike
+
+    for layer in (PixelShuffle, UpsampleLike):
+        for bad in ("no", "False", 0, None):
+            with pytest.raises(ValueError, match=f"crop must be True or False, got {bad!r}"):
+                layer(crop=bad)
+        assert layer(crop=False).crop is False and layer(crop=np.bool_(True)).crop is True
+
+
 def test_unshuffled_model_saves_and_loads(tmp_path):
     inputs = keras.Input((None, None, 1))
     x = PixelUnshuffle(2)(inputs)

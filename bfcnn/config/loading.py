@@ -214,6 +214,7 @@ def _apply_override(data: dict, expression: str) -> Tuple[str, ...]:
     parts = tuple(part.strip() for part in key.strip().split("."))
     if not equals or not all(parts):
         raise ConfigError(f"invalid override {expression!r}: expected key.path=value, e.g. train.steps=1000")
+    _check_no_brackets(key.strip(), expression)
     value = _parse_yaml(text, f"--set {expression!r}")
     node: Any = data
     for depth, part in enumerate(parts):
@@ -243,6 +244,15 @@ def _apply_override(data: dict, expression: str) -> Tuple[str, ...]:
                 problem = f"is not a mapping ({_describe(node)})"
             raise ConfigError(f"invalid override {expression!r}: '{parent}' {problem}")
     return parts
+
+
+def _check_no_brackets(key: str, expression: str) -> None:
+    """A ConfigError for `dataset.inputs[0].directory`: it would set a key named 'inputs[0]',
+    reported as unknown in the file; list items are addressed by a numeric part instead."""
+    if "[" in key or "]" in key:
+        dotted = ".".join(part.strip() for part in re.split(r"[.\[\]]+", key) if part.strip())
+        raise ConfigError(f"invalid override --set {expression!r}: list items are addressed by their index: "
+                          f"{dotted}")
 
 
 def load_config(

@@ -64,7 +64,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="output pixels to explain (default: the centre)")
     parser.add_argument("-o", "--output-directory", required=True,
                         help="where the PNG files and summary.json go (made if missing)")
-    parser.add_argument("--window", type=int, default=41, help="size of the crops drawn around each pixel (default 41)")
+    parser.add_argument("--window", type=int, default=41,
+                        help="size of the crops drawn around each pixel, odd: centred on it (default 41)")
     parser.add_argument("--svd-crop", type=int, default=24,
                         help="size of the crop whose full Jacobian is decomposed (default 24; 0 skips it)")
     parser.add_argument("--channel", type=int, default=0, help="output channel (color models: 0 R, 1 G, 2 B)")
@@ -80,8 +81,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     bad = [s for s in [args.sigma, *args.sigmas] if not np.isfinite(s) or s < 0]
     if bad:
         parser.error(f"noise levels must be finite and >= 0 on the 0-255 scale, got {bad}")
-    if args.window < 3:
-        parser.error(f"--window must be >= 3, got {args.window}")
+    if args.window < 3 or args.window % 2 == 0:
+        parser.error(f"--window must be an odd number >= 3 (the crop is centred on the pixel, with as many "
+                     f"pixels on each side), got {args.window}")
     if args.svd_crop < 0:
         parser.error(f"--svd-crop must be >= 0 (0 skips the spectrum), got {args.svd_crop}")
     if args.seed < 0:

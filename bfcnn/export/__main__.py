@@ -19,6 +19,15 @@ from bfcnn.export.tflite import MIN_FIXED_SIZE
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")  # bfcnn.export.QUANTIZATIONS, without importing TF
 
 
+def _tflite_side(text: str) -> int:
+    """An argparse `type=` for a `--tflite-size` side: any integer (the least allowed,
+    `MIN_FIXED_SIZE`, is checked after parsing, where the message can name the whole size)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {MIN_FIXED_SIZE}, got {text!r}") from None
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bfcnn.export",
@@ -36,7 +45,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--quantize", nargs="+", choices=QUANTIZATIONS, metavar="MODE",
                         help="TFLite variants besides the float32 model.tflite, which is always written: "
                              "fp16, dynamic, int8 (none: model.tflite only, the default)")
-    parser.add_argument("--tflite-size", type=positive_int, nargs="+", metavar="N",
+    parser.add_argument("--tflite-size", type=_tflite_side, nargs="+", metavar="N",
                         help="TFLite files for one input size, N (square) or H W, each at least "
                              f"{MIN_FIXED_SIZE} (the files run in tiles overlapping by half that): sized ahead, "
                              "which makes graphs with shape arithmetic (N3 blocks) faster; bfcnn.lite tiles and "
@@ -64,10 +73,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.tflite_size is not None:
         if len(args.tflite_size) > 2:
             parser.error(f"--tflite-size takes N or H W, got {len(args.tflite_size)} numbers")
-        args.tflite_size = (args.tflite_size[0], args.tflite_size[-1])
         if min(args.tflite_size) < MIN_FIXED_SIZE:
             parser.error(f"--tflite-size {' x '.join(map(str, args.tflite_size))} is too small: at least "
                          f"{MIN_FIXED_SIZE} (the file runs in tiles overlapping by {MIN_FIXED_SIZE // 2} pixels)")
+        args.tflite_size = (args.tflite_size[0], args.tflite_size[-1])
+    if args.representative_dir is not None and "int8" not in (args.quantize or ()):
+        parser.error(f"--representative-dir {args.representative_dir}: the images are used for int8 calibration "
+                     "only; add --quantize int8 or leave it out")
     if args.tolerance is not None and not 0 < args.tolerance < float("inf"):
         parser.error(f"--tolerance needs a finite number > 0 (the 0-255 scale), got {args.tolerance}")
     if args.pipeline_config is not None and not os.path.isfile(args.pipeline_config):

@@ -7,6 +7,7 @@ an array, say) are accepted and a layer's `get_config()` stays JSON-serializable
 
 import numbers
 
+import keras
 import numpy as np
 
 
@@ -43,6 +44,40 @@ def check_choice(name: str, value, options) -> None:
     """A ValueError listing `options` unless `value` is one of them."""
     if value not in options:
         raise ValueError(f"{name}={value!r} is not supported; allowed: {', '.join(map(repr, options))}")
+
+
+def check_initializer(name: str, value):
+    """`keras.initializers.get(value)`, or a ValueError naming the argument and the kinds of
+    value allowed (Keras's own says only "Could not interpret initializer identifier")."""
+    try:
+        return keras.initializers.get(value)
+    except (ValueError, TypeError):
+        raise ValueError(f"{name} must be a Keras initializer: a name such as 'ones', 'zeros', 'glorot_uniform' "
+                         f"or 'he_normal', its serialized config, or a keras.initializers.Initializer; "
+                         f"got {value!r}") from None
+
+
+def check_pair(layer: str, inputs, *, hint: str = "") -> tuple:
+    """`(x, like)` if `inputs` is a list or tuple of two tensors (or, in `build`, of two
+    shapes), else a ValueError saying that `layer` takes `[x, like]` (`hint`, if given, says
+    in brackets what `like` is for) and what it got."""
+    if isinstance(inputs, (list, tuple)) and len(inputs) == 2 and not any(_is_size(item) for item in inputs):
+        return tuple(inputs)
+    raise ValueError(f"{layer} takes a list of two tensors, [x, like]{_bracket(hint)}, got {_describe_inputs(inputs)}")
+
+
+def _is_size(value) -> bool:
+    return value is None or (isinstance(value, numbers.Integral) and not isinstance(value, bool))
+
+
+def _describe_inputs(inputs) -> str:
+    if hasattr(inputs, "shape"):
+        return f"one tensor of shape {tuple(inputs.shape)}"
+    if isinstance(inputs, (list, tuple)) and inputs and all(_is_size(item) for item in inputs):
+        return f"one tensor of shape {tuple(inputs)}"  # a single tensor's shape, as `build` gets it
+    if isinstance(inputs, (list, tuple)):
+        return f"a list of {len(inputs)}"
+    return repr(inputs)
 
 
 def _bracket(hint: str) -> str:

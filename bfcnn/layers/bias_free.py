@@ -11,7 +11,7 @@ import keras
 from keras import ops
 
 from bfcnn.layers import regularizers
-from bfcnn.layers.arguments import check_bool, check_choice, check_int, check_number
+from bfcnn.layers.arguments import check_bool, check_choice, check_initializer, check_int, check_number
 from bfcnn.layers.gates import BlockGate, SqueezeExcite
 from bfcnn.layers.sparsity import SoftThreshold
 from bfcnn.layers.stochastic_depth import StochasticDepth
@@ -62,7 +62,7 @@ class BiasFreeBatchNorm(keras.layers.Layer):
         self.momentum = check_number("momentum", momentum, 0.0, 1.0)
         self.epsilon = check_number("epsilon", epsilon, 0.0, strict=True)
         self.scale = check_bool("scale", scale)
-        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self.gamma_initializer = check_initializer("gamma_initializer", gamma_initializer)
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -175,7 +175,8 @@ class BiasFreeConvBlock(keras.layers.Layer):
             dtype=self.dtype_policy,
             name="conv",
         )
-        self.gamma_initializer = keras.initializers.get(gamma_initializer)  # checked even without batch norm
+        # checked even without batch norm
+        self.gamma_initializer = check_initializer("gamma_initializer", gamma_initializer)
         self.norm = _normalization(self.batch_norm, self.use_bias, "norm", dtype=self.dtype_policy,
                                    gamma_initializer=self.gamma_initializer)
         self.act = activation_layer(activation, dtype=self.dtype_policy, name="act")

@@ -20,8 +20,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from bfcnn.layers.arguments import check_int
+from bfcnn.layers.arguments import check_bool, check_int, check_pair
 from bfcnn.layers.cropping import crop_to
+
+_LIKE = "like: the tensor whose height and width the output takes"
 
 BINOMIAL_5 = (1.0 / 16, 4.0 / 16, 6.0 / 16, 4.0 / 16, 1.0 / 16)
 
@@ -255,14 +257,14 @@ class UpsampleLike(keras.layers.Layer):
     def __init__(self, crop=True, **kwargs):
         kwargs.setdefault("dtype", "float32")  # see the module docstring
         super().__init__(**kwargs)
-        self.crop = bool(crop)
+        self.crop = check_bool("crop", crop)
 
     def call(self, inputs):
-        x, like = inputs
+        x, like = check_pair("UpsampleLike", inputs, hint=_LIKE)
         return upsample(x, like, self.crop)
 
     def compute_output_shape(self, input_shape):
-        x_shape, like_shape = input_shape
+        x_shape, like_shape = check_pair("UpsampleLike", input_shape, hint=_LIKE)
         return (*like_shape[:3], x_shape[-1])
 
     def get_config(self):
@@ -274,9 +276,10 @@ class CropLike(keras.layers.Layer):
     """Crops `x` to the spatial size of `like`: `call([x, like])` (undoes the round-up of odd sizes)."""
 
     def call(self, inputs):
-        x, like = inputs
+        x, like = check_pair("CropLike", inputs, hint=_LIKE)
         shape = ops.shape(like)
         return crop_to(x, shape[1], shape[2])
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape[1][:3], input_shape[0][-1])
+        x_shape, like_shape = check_pair("CropLike", input_shape, hint=_LIKE)
+        return (*like_shape[:3], x_shape[-1])

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from bfcnn.layers.arguments import check_int
+from bfcnn.layers.arguments import check_bool, check_int, check_pair
 from bfcnn.layers.cropping import crop_to
 from bfcnn.layers.padding import repeat_to_multiple
 
@@ -71,16 +71,16 @@ class PixelShuffle(keras.layers.Layer):
     def __init__(self, factor=2, crop=True, **kwargs):
         super().__init__(**kwargs)
         self.factor = check_int("factor", factor)
-        self.crop = bool(crop)
+        self.crop = check_bool("crop", crop)
 
     def build(self, input_shape):
-        channels = input_shape[0][-1]
+        channels = self._pair(input_shape)[0][-1]
         if channels is not None and channels % (self.factor * self.factor):
             raise ValueError(f"PixelShuffle(factor={self.factor}) needs channels divisible by "
                              f"{self.factor * self.factor}, got {channels}")
 
     def call(self, inputs):
-        x, like = inputs
+        x, like = self._pair(inputs)
         if self.factor > 1:
             x = tf.nn.depth_to_space(x, self.factor)
         if not self.crop:
@@ -89,9 +89,13 @@ class PixelShuffle(keras.layers.Layer):
         return crop_to(x, shape[1], shape[2])
 
     def compute_output_shape(self, input_shape):
-        x_shape, like_shape = input_shape
+        x_shape, like_shape = self._pair(input_shape)
         channels = x_shape[-1]
         return (*like_shape[:3], None if channels is None else channels // (self.factor * self.factor))
 
     def get_config(self):
         return {**super().get_config(), "factor": self.factor, "crop": self.crop}
+
+    def _pair(self, inputs) -> tuple:
+        return check_pair(f"PixelShuffle(factor={self.factor})", inputs,
+                          hint="like: the tensor whose height and width the output takes")
