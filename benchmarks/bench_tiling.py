@@ -114,8 +114,9 @@ def main(argv=None) -> int:
     def tiled_run(noisy, tile, overlap, margin):
         if parts is None:
             return tiled_apply(run, noisy, tile, overlap, margin, align=align)
-        lifted, offset = parts.lift(noisy)
-        return parts.lower(tiled_apply(graph_runner(parts.network), lifted, tile, overlap, margin, align=align), offset)
+        network, offset = graph_runner(parts.network), parts.offset(noisy)
+        return tiled_apply(lambda x: parts.lower(network(parts.lift(x, offset)), offset), noisy, tile, overlap,
+                           margin, align=align)
 
     rows = []
     images = []

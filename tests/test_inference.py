@@ -554,8 +554,9 @@ def test_lifted_parts_compute_the_opponent_model(inner, chroma):
     model = bfcnn.build_model({"type": "opponent", "inner": inner, "chroma": chroma})
     parts = lifted_parts(model)
     image = _halves((48, 64))
-    lifted, offset = parts.lift(image)
+    offset = parts.offset(image)
     np.testing.assert_allclose(offset, [0.0, image.mean(), image.mean()], rtol=1e-5)  # scale 1: Y / sqrt(3)
+    lifted = parts.lift(image, offset)
     out = parts.lower(np.asarray(parts.network(lifted[None]))[0], offset)
     expected = _expected(model, image)  # untrained: values up to 10^4, compared on that scale
     np.testing.assert_allclose(out, expected, atol=2e-3 + 1e-6 * np.abs(expected).max(), rtol=0)

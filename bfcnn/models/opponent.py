@@ -133,11 +133,12 @@ class LiftedParts:
 
     The model lifts the chrominance by the mean gray level of the image it is given; a tile
     would use its own mean, and its result would depend on where the tile lies (up to several
-    gray levels at the edge between a dark and a bright region). `lift` takes the whole image
-    to the lifted opponent channels and returns the offset; `network` (a keras.Model sharing
-    the model's weights) denoises lifted channels and has no image-wide statistic, so it can be
-    tiled; `lower` undoes the lift and the transform. `lower(network(lift(x)))` computes what
-    the model does, up to float rounding.
+    gray levels over whole tiles next to dark or bright regions). `offset` is that lift for
+    the whole image; `lift` and `lower` apply it and undo it (per pixel, so they may run tile
+    by tile); `network` (a keras.Model sharing the model's weights) denoises lifted channels and
+    has no image-wide statistic, so it can be tiled. `lower(network(lift(x, offset(x))))`
+    computes what the model does, up to float rounding; on a tile of x, with x's offset, it
+    computes what a tile of the model's output would be with the whole image in view.
     """
 
     def __init__(self, model: keras.Model):
@@ -149,29 +150,24 @@ class LiftedParts:
         self.network = keras.Model(inputs, _denoise_lifted(inputs, model.get_layer("gray"), chroma),
                                    name=f"{model.name}_lifted")
 
-    def lift(self, rgb: np.ndarray):
-        """float32 [H, W, 3] RGB -> (lifted opponent channels [H, W, 3], the offset [3])."""
-        matrix = np.asarray(OPPONENT, np.float32)
-        opponent = np.asarray(rgb, np.float32) @ matrix.T
-        mean_gray = float(np.mean(opponent[..., 0], dtype=np.float64)) / math.sqrt(3.0)
-        offset = np.array([0.0, self.scale * mean_gray, self.scale * mean_gray], np.float32)
-        opponent += offset
-        return opponent, offset
+    def offset(self, rgb: np.ndarray) -> np.ndarray:
+        """The lift [3] of a float [H, W, 3] RGB image: (0, s*m, s*m), m its mean gray level
+        (the mean of Y / sqrt(3), as `ChromaOffset` computes), summed in float64 with no copy."""
+        mean_rgb = np.mean(np.asarray(rgb).reshape(-1, 3), axis=0, dtype=np.float64)
+        mean_gray = float(mean_rgb @ np.asarray(OPPONENT[0], np.float64)) / math.sqrt(3.0)
+        return np.array([0.0, self.scale * mean_gray, self.scale * mean_gray], np.float32)
 
     @staticmethod
-    def lower(lifted: np.ndarray, offset: np.ndarray, rows: int = 256) -> np.ndarray:
-        """Denoised lifted channels (float32 [H, W, 3]) and the offset -> RGB.
-
-        Overwrites `lifted` when it is a writeable float32 array, `rows` rows at a time, so a
-        large photograph needs no second full-size copy.
-        """
-        if not (isinstance(lifted, np.ndarray) and lifted.dtype == np.float32 and lifted.flags.writeable):
-            lifted = np.array(lifted, np.float32)
-        matrix = np.asarray(OPPONENT, np.float32)
-        for top in range(0, lifted.shape[0], rows):
-            block = lifted[top:top + rows]
-            block[...] = (block - offset) @ matrix
+    def lift(rgb: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        """float [H, W, 3] RGB (the image or a tile of it) -> its lifted opponent channels, float32."""
+        lifted = np.asarray(rgb, np.float32) @ np.asarray(OPPONENT, np.float32).T
+        lifted += offset
         return lifted
+
+    @staticmethod
+    def lower(lifted: np.ndarray, offset: np.ndarray) -> np.ndarray:
+        """Denoised lifted channels (float [H, W, 3]) and the offset -> RGB float32."""
+        return (np.asarray(lifted, np.float32) - offset) @ np.asarray(OPPONENT, np.float32)
 
 
 def has_guided_chroma(model: keras.Model) -> bool:
