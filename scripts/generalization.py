@@ -31,7 +31,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 BEGIN, END = "<!-- generalization:begin -->", "<!-- generalization:end -->"
 DEFAULT_DATASET = ROOT.parent / "shared" / "datasets" / "val" / "Set12"
 # Mohan et al., ICLR 2020: DnCNN trained on [0, 55], BSD68, sigma 70.
-PAPER = "BF-DnCNN 24.88 dB vs DnCNN 22.12 dB at sigma 70 on BSD68 (trained on [0, 55])"
+PAPER = ("BF-DnCNN 24.88 dB vs DnCNN 22.12 dB at sigma 70 on BSD68 (trained on [0, 55]; Mohan, Kadkhodaie, "
+         "Simoncelli & Fernandez-Granda, \"Robust and interpretable blind image denoising via bias-free "
+         "convolutional neural networks\", ICLR 2020)")
 
 
 def parse_args(argv=None):
