@@ -518,13 +518,19 @@ def test_a_strength_outside_0_to_1_is_refused_by_name(gray_model, bad):
         bfcnn.denoise(np.zeros((8, 8), np.uint8), model=gray_model, strength=bad)
 
 
+def _saved_model_and_image(model, folder):
+    """(the model saved as folder/m.keras, a random 13x10 uint8 image saved as folder/a.png)."""
+    model_path = folder / "m.keras"
+    model.save(model_path)
+    image = np.random.default_rng(7).integers(0, 256, size=(13, 10), dtype=np.uint8)
+    Image.fromarray(image).save(folder / "a.png")
+    return model_path, image
+
+
 def test_cli_strength_is_passed_on_and_checked(gray_model, tmp_path, capsys):
     from bfcnn.denoise import main
 
-    model_path = tmp_path / "m.keras"
-    gray_model.save(model_path)
-    image = np.random.default_rng(7).integers(0, 256, size=(13, 10), dtype=np.uint8)
-    Image.fromarray(image).save(tmp_path / "a.png")
+    model_path, image = _saved_model_and_image(gray_model, tmp_path)
     assert main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", str(model_path),
                  "--strength", "0.3"]) == 0
     written = np.asarray(Image.open(tmp_path / "out" / "a.png"))
@@ -622,10 +628,7 @@ def test_a_bad_noise_std_is_refused_by_name(gray_model, bad):
 def test_cli_noise_std_is_passed_on_on_the_0_255_scale_and_checked(gray_model, tmp_path, capsys):
     from bfcnn.denoise import main
 
-    model_path = tmp_path / "m.keras"
-    gray_model.save(model_path)
-    image = np.random.default_rng(7).integers(0, 256, size=(13, 10), dtype=np.uint8)
-    Image.fromarray(image).save(tmp_path / "a.png")
+    model_path, image = _saved_model_and_image(gray_model, tmp_path)
     Image.fromarray(image.astype(np.uint16) * 257).save(tmp_path / "b.png")  # 16-bit: the same std in 0-255
     assert main([str(tmp_path / "a.png"), str(tmp_path / "b.png"), "-o", str(tmp_path / "out"),
                  "--model", str(model_path), "--noise-std", "3"]) == 0
