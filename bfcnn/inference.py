@@ -306,7 +306,7 @@ def noise_strength(out: np.ndarray, pixels: np.ndarray, noise_std: float) -> flo
     1 where the change is no larger than the noise. On the image's pixels and its denoised
     `out`, both on the same scale as `noise_std`; the mean runs over the whole image.
     """
-    change = mean_square(pixels - out)  # one full-size temporary; banded below would need two passes
+    change = mean_square(pixels - out)  # the difference is one full-size temporary
     return 1.0 if change <= noise_std**2 else float(noise_std**2 / change)
 
 
