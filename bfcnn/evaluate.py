@@ -56,19 +56,20 @@ def strength_key(strength: float) -> str:
     return f"model_strength_{strength:g}"
 
 
-def known_noise_key() -> str:
-    """The results key of the model's row told the noise level (`--known-noise`)."""
-    return f"{MODEL_KEY}_given_sigma"
+def known_noise_key(factor: float = 1.0) -> str:
+    """The results key of the model's row told the noise level times `factor` (`--known-noise`)."""
+    return f"{MODEL_KEY}_given_sigma" + ("" if factor == 1 else f"_x{factor:g}")
 
 
-def given_sigma(denoise):
-    """`denoise(noisy, sigma)` told the noise level: its change cut to what noise of std sigma
-    explains, as `bfcnn.denoise(noise_std=sigma)` does (`bfcnn.inference.noise_strength`)."""
+def given_sigma(denoise, factor: float = 1.0):
+    """`denoise(noisy, sigma)` told the noise level (times `factor`, to see what a wrong level
+    costs): its change cut to what noise of that std explains, as
+    `bfcnn.denoise(noise_std=factor * sigma)` does (`bfcnn.inference.noise_strength`)."""
     from bfcnn.inference import blend, noise_strength
 
     def told(noisy, sigma):
         out = np.array(denoise(noisy, sigma), np.float32)  # a copy: blend works in place
-        return blend(out, noisy, noise_strength(out, np.asarray(noisy, np.float32), sigma))
+        return blend(out, noisy, noise_strength(out, np.asarray(noisy, np.float32), factor * sigma))
 
     return told
 
@@ -121,10 +122,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--strength", nargs="+", type=float, default=[], metavar="S",
                         help="also score the model at these strengths, 0 to 1: input + S * (output - input), "
                              "as bfcnn.denoise(strength=S) gives")
-    parser.add_argument("--known-noise", action="store_true",
+    parser.add_argument("--known-noise", nargs="*", type=float, default=None, metavar="F",
                         help="also score the model told each level's noise std, as the baselines are: "
                              "bfcnn.denoise(noise_std=sigma) (row 'given sigma'; with --eight-bit the std of "
-                             "the added noise)")
+                             "the added noise); factors F > 0 tell it F times the std instead (one row each), "
+                             "to see what a wrong level costs")
     parser.add_argument("--eight-bit", action="store_true",
                         help="clip the noisy images to [0, 255] and round them, as an 8-bit photograph holds them, "
                              "before any denoiser sees them (not the published protocol, which leaves them unclipped)")
@@ -138,6 +140,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"--sigma needs finite values >= 0 on the 0-255 scale, got {bad}")
     if args.max_images is not None and args.max_images < 1:
         parser.error(f"--max-images needs a number >= 1, got {args.max_images}")
+    if args.known_noise is not None:
+        bad = [f for f in args.known_noise if not (np.isfinite(f) and f > 0)]
+        if bad:
+            parser.error(f"--known-noise needs factors > 0 (1: the true std), got {bad}")
+        args.known_noise = list(dict.fromkeys(args.known_noise or [1.0]))
     bad = [s for s in args.strength if not 0 <= s <= 1]
     if bad:
         parser.error(f"--strength needs values from 0 (the input) to 1 (the model's output), got {bad}")
@@ -396,9 +403,9 @@ def main(argv=None) -> int:
             denoisers[strength_key(strength)] = lambda noisy, sigma, s=strength: blend(
                 np.array(denoised(noisy, sigma), np.float32), noisy, s)
             labels[strength_key(strength)] = f"{model_label} strength {strength:g}"
-        if args.known_noise:
-            denoisers[known_noise_key()] = given_sigma(denoised)
-            labels[known_noise_key()] = f"{model_label} given sigma"
+        for factor in args.known_noise or []:
+            denoisers[known_noise_key(factor)] = given_sigma(denoised, factor)
+            labels[known_noise_key(factor)] = f"{model_label} given sigma" + ("" if factor == 1 else f" x{factor:g}")
     denoisers.update(baselines)
     labels.update({name: name for name in baselines})
     metrics = ("mae",) if args.metric == "mae" else ("psnr", "ssim")
@@ -425,7 +432,7 @@ def main(argv=None) -> int:
             "model": str(args.model), "dataset": str(args.dataset), "color": color, "metric": args.metric,
             "seed": args.seed, "sigmas": [float(s) for s in args.sigma], "baselines": list(baselines),
             "precision": args.precision, "strengths": [float(s) for s in dict.fromkeys(args.strength)],
-            "known_noise": bool(args.known_noise),
+            "known_noise": args.known_noise or [],
             "protocol": PROTOCOL + (EIGHT_BIT if args.eight_bit else ""), "images": names,
             "results": {f"{sigma:g}": entry for sigma, entry in results.items()},
             "machine": _machine(), "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),

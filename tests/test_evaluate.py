@@ -414,7 +414,26 @@ def test_cli_known_noise_adds_the_model_told_each_sigma(tiny, tmp_path, capsys):
     assert code == 0, captured.err
     assert "tiny given sigma" in captured.out
     document = json.loads(out.read_text())
-    assert document["known_noise"] is True
+    assert document["known_noise"] == [1.0]
     assert document["results"]["0"][evaluate.known_noise_key()]["mae"] == 0  # told: no noise, so no change
     entry = document["results"]["2"]
     assert entry[evaluate.known_noise_key()]["mae"] not in (entry["model"]["mae"], entry["noisy"]["mae"])
+
+
+def test_cli_known_noise_factors_tell_the_model_a_wrong_level(tiny, tmp_path, capsys):
+    """`--known-noise 0.5 1 2`: a row per factor, each cutting the model's change to another level."""
+    model, images = tiny
+    out = tmp_path / "r.json"
+    code = evaluate.main(["--model", str(model), "--dataset", str(images), "--sigma", "2", "--metric", "mae",
+                          "--known-noise", "0.5", "1", "2", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "tiny given sigma x0.5" in captured.out and "tiny given sigma x2" in captured.out
+    document = json.loads(out.read_text())
+    assert document["known_noise"] == [0.5, 1.0, 2.0]
+    entry = document["results"]["2"]
+    rows = [entry[evaluate.known_noise_key(f)]["mae"] for f in (0.5, 1.0, 2.0)]
+    assert len(set(rows)) == 3  # the untrained model changes the image by more than twice std 2
+    with pytest.raises(SystemExit):
+        evaluate.main(["--model", str(model), "--dataset", str(images), "--known-noise", "0"])
+    assert "--known-noise needs factors > 0" in capsys.readouterr().err
