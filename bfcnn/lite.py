@@ -23,6 +23,7 @@ from bfcnn.tiling import TileSize, as_pair, fixed_size_apply, is_int, min_size_a
 # (benchmarks/bench_memory.py, bench_inference.py --tiles; docs/inference.md "Memory").
 # The overlap matches bfcnn.denoise's.
 AUTO_TILE = 256
+LIFTED_SUFFIX = "_lifted"  # as bfcnn.export.tflite.LIFTED_SUFFIX (this module imports no TensorFlow)
 DEFAULT_OVERLAP = 48
 # Tiles start at multiples of the model's shift period (`bfcnn.models.shift`), read from the
 # model card beside the file (the zoo's and every export's have it); without one the period is
@@ -114,6 +115,13 @@ class TFLiteDenoiser:
         self.fixed_size = tuple(signature[1:3]) if min(signature[1:3]) > 0 else None
         self._input, self._output = inputs[0]["index"], outputs[0]["index"]
         self._shape = None
+        # A color model's networks without its image-wide lift (`model_lifted.tflite` beside
+        # `model.tflite`, `<name>_lifted.tflite` in the zoo): tiles go through it, lifted by the
+        # whole image's mean gray level, as the whole file would lift the whole image.
+        lifted = self.path.with_name(self.path.stem + LIFTED_SUFFIX + ".tflite")
+        self.chroma_offset = card_chroma_offset(self.path) if self.channels == 3 and lifted.is_file() else None
+        self._lifted = None if self.chroma_offset is None else TFLiteDenoiser(
+            lifted, num_threads=num_threads, shift_period=self.shift_period)
 
     def __repr__(self) -> str:
         return f"TFLiteDenoiser({str(self.path)!r}, channels={self.channels})"
@@ -198,6 +206,7 @@ class TFLiteDenoiser:
         """
         from bfcnn.inference import (as_array, blend, channel_matched, check_ensemble, check_noise_std,
                                      check_strength, checked_scale, noise_strength, self_ensemble)
+        from bfcnn.opponent_lift import chroma_offset, lift, lower
         from bfcnn.tiling import to_dtype
 
         check_strength(strength)
@@ -208,16 +217,6 @@ class TFLiteDenoiser:
         x = image[..., None] if image.ndim == 2 else image
         alpha = x[..., 3:] if x.shape[-1] == 4 else None
         x = x[..., :3] if alpha is not None else x
-        function = channel_matched(self.__call__, self.channels, x.shape[-1])
-        if scale != 1.0:
-            run = function
-            function = lambda tile: run(np.multiply(tile, scale, dtype=np.float32)) / np.float32(scale)  # noqa: E731
-        if copies > 1:
-            function = self_ensemble(function, copies)
-        if strength != 1 and noise_std is None:  # with noise_std: blended once the whole output is known
-            full = function
-            function = lambda tile: _blend_tile(full, tile, strength)  # noqa: E731
-        function = functools.partial(min_size_apply, function)  # a side under MIN_SIDE mirrored up to it
         if isinstance(tile_size, str):
             if tile_size != "auto":
                 raise BfcnnError(f'tile_size must be "auto", None, an int or a pair of ints, got {tile_size!r}')
@@ -229,6 +228,21 @@ class TFLiteDenoiser:
                 tile_size = tile if max(x.shape[:2]) > tile else None
         elif isinstance(tile_size, (int, np.integer)) and not isinstance(tile_size, bool) and tile_size == 0:
             tile_size = None
+        network = self.__call__
+        if self._lifted is not None and tile_size is not None:  # a color model in tiles: one lift for all
+            mean = np.mean(x.reshape(-1, x.shape[-1]), axis=0, dtype=np.float64) * scale
+            offset = chroma_offset(np.broadcast_to(mean, (1, 1, 3)), self.chroma_offset)  # gray: as gray RGB
+            network = lambda tile: lower(self._lifted(lift(tile, offset)), offset)  # noqa: E731
+        function = channel_matched(network, self.channels, x.shape[-1])
+        if scale != 1.0:
+            run = function
+            function = lambda tile: run(np.multiply(tile, scale, dtype=np.float32)) / np.float32(scale)  # noqa: E731
+        if copies > 1:
+            function = self_ensemble(function, copies)
+        if strength != 1 and noise_std is None:  # with noise_std: blended once the whole output is known
+            full = function
+            function = lambda tile: _blend_tile(full, tile, strength)  # noqa: E731
+        function = functools.partial(min_size_apply, function)  # a side under MIN_SIDE mirrored up to it
         # tile by tile, band by band: no full-size float32 copy of the input or the output
         # a file of fixed size gets tiles of exactly its size (the image mirrored at the bottom and
         # right where the aligned tiles would end past it), not a few pixels smaller
@@ -251,6 +265,27 @@ def _blend_tile(function, tile, strength: float) -> np.ndarray:
 
     pixels = np.asarray(tile, np.float32)
     return blend(np.array(function(tile), np.float32), pixels, strength)
+
+
+def card_chroma_offset(path: Path) -> Optional[float]:
+    """The chrominance lift's scale of the color model in `path`, from the model card beside it
+    (an export's `tflite["model_lifted.tflite"]["chroma_offset"]`, the zoo's
+    `architecture.chroma_offset`), or None when no card says."""
+    import json
+
+    lifted = path.stem + LIFTED_SUFFIX + ".tflite"
+    for card in (path.with_suffix(".json"), path.parent / "model_card.json"):
+        try:
+            data = json.loads(card.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        for entry in ((data.get("tflite") or {}).get(lifted), data.get("architecture")):
+            scale = entry.get("chroma_offset") if isinstance(entry, dict) else None
+            if isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale >= 0:
+                return float(scale)
+    return None
 
 
 def card_shift_period(path: Path) -> int:

@@ -418,6 +418,38 @@ def write_tflite(model, tflite_path: Path) -> None:
     tmp = tflite_path.with_name(tflite_path.name + ".tmp")
     tmp.write_bytes(to_tflite(model))
     os.replace(tmp, tflite_path)
+    write_lifted_tflite(model, tflite_path)
+
+
+def lifted_path(tflite_path: Path) -> Path:
+    """`<name>_lifted.tflite` beside `<name>.tflite`, where `bfcnn.lite.TFLiteDenoiser` looks for it."""
+    from bfcnn.export.tflite import LIFTED_SUFFIX
+
+    return tflite_path.with_name(tflite_path.stem + LIFTED_SUFFIX + ".tflite")
+
+
+def lifted_bytes(model):
+    """For a color (opponent) model, the TFLite file of its networks without the image-wide lift,
+    which `TFLiteDenoiser` runs tiles through (`bfcnn.export.tflite.lifted_tflite`, checked
+    against Keras); None for other models."""
+    from bfcnn.export.tflite import lifted_tflite
+
+    lifted = lifted_tflite(model)
+    if lifted is None:
+        return None
+    print(f"the networks without the lift in TFLite: max |diff| from Keras "
+          f"{lifted[1].get('max_abs_difference', float('nan')):.1e}")
+    return lifted[0]
+
+
+def write_lifted_tflite(model, tflite_path: Path) -> None:
+    """`lifted_bytes(model)` written (atomically) to `lifted_path(tflite_path)`; nothing for a gray model."""
+    data = lifted_bytes(model)
+    if data is not None:
+        path = lifted_path(tflite_path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
 
 
 def write_card(card_path: Path, card: dict) -> None:
@@ -583,6 +615,9 @@ def ship(args) -> int:
         card_tmp = stack.enter_context(atomic_path(card_path))
         tflite_tmp = stack.enter_context(atomic_path(tflite_path))
         tflite_tmp.write_bytes(to_tflite(model))
+        lifted = lifted_bytes(model)
+        if lifted is not None:  # a color model: its networks for tiles, beside the TFLite file
+            stack.enter_context(atomic_path(lifted_path(tflite_path))).write_bytes(lifted)
         if keep:
             print(f"{keras_path} already holds these weights; kept")
             keras_tmp = keras_path

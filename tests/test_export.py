@@ -341,6 +341,18 @@ def test_round_trip_opponent(tmp_path, chroma):
         images = noisy_images(shape)
         limit, _ = fp32_tolerance(model, images)  # the limit export holds it to (this net's output reaches 1e3)
         np.testing.assert_allclose(denoiser(images), keras_out(model, images), atol=limit, rtol=0)
+    # the networks without the image-wide lift, so tiles are lifted by the whole image's mean
+    card = json.loads((tmp_path / "out" / "model_card.json").read_text())
+    entry = card["tflite"]["model_lifted.tflite"]
+    assert entry["chroma_offset"] == 1.0 and entry["max_abs_difference"] >= 0 and "model_lifted.tflite" in card["sha256"]
+    assert denoiser.chroma_offset == 1.0
+    image = np.zeros((70, 90, 3), np.float32)
+    image[:, :45] = (40, 30, 60)
+    image[:, 45:] = (220, 200, 180)
+    image += 20 * np.random.default_rng(3).standard_normal(image.shape).astype(np.float32)
+    keras_tiled = bfcnn.denoise(image, model=model, tile_size=32, overlap=16)  # lifted by the whole image too
+    limit, _ = fp32_tolerance(model, image)
+    np.testing.assert_allclose(denoiser.denoise(image, tile_size=32, overlap=16), keras_tiled, atol=4 * limit, rtol=0)
 
 
 def test_round_trip_unshuffled_resnet(tmp_path):

@@ -180,6 +180,22 @@ def test_zoo_tflite_matches_keras(name, sample_gray, sample_rgb):
     assert np.max(np.abs(lite(image) - expected)) < 1e-2
 
 
+@pytest.mark.parametrize("name", [n for n in ZOO if bfcnn.model_info(n)["channels"] == 3])
+def test_zoo_color_tflite_tiles_are_lifted_by_the_whole_image(name, sample_rgb):
+    """A color entry ships its networks without the lift (`<name>_lifted.tflite`): TFLite tiles of
+    a dark and a bright half follow Keras tiles, both lifted by the whole image's mean."""
+    from bfcnn.lite import TFLiteDenoiser
+
+    card = bfcnn.model_info(name)
+    lite = TFLiteDenoiser(str(zoo_directory() / card["files"]["tflite"]["path"]))
+    assert lite.chroma_offset == card["architecture"]["chroma_offset"]
+    image = sample_rgb[:96, :160].astype("float32")
+    image[:, 80:] = 255 - image[:, 80:] * 0.3  # a bright half: tiles of very different means
+    lite_tiles = lite.denoise(image, tile_size=96, overlap=48)
+    keras_tiles = bfcnn.denoise(image, model=name, tile_size=96, overlap=48)
+    assert np.max(np.abs(lite_tiles - keras_tiles)) < 1e-2
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_model_exports_and_passes_verification(name, tmp_path):

@@ -15,10 +15,14 @@ from bfcnn.export.loading import RUN_FILES, resolve_model, warn
 from bfcnn.export.placing import check_output, place, remove_stale_temporaries, sigterm_as_exit
 from bfcnn.export.saved_model import write_saved_model
 from bfcnn.export.signature import model_channels
-from bfcnn.export.tflite import (MIN_FIXED_SIZE, QUANTIZATIONS, TFLITE_FILES, check_int8_supported,
+from bfcnn.export.tflite import (LIFTED_SUFFIX, MIN_FIXED_SIZE, QUANTIZATIONS, TFLITE_FILES, check_int8_supported,
+                                 lifted_tflite,
                                  representative_images, to_tflite)
 from bfcnn.export.verification import format_verification, verify
 from bfcnn.io import output_problem, sha256
+
+
+LIFTED_FILE = TFLITE_FILES["none"].replace(".tflite", LIFTED_SUFFIX + ".tflite")  # model_lifted.tflite
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -160,6 +164,11 @@ def export_model(
                 if mode == "dynamic" and entry["int8_weight_tensors"] == 0:
                     warn(f"{TFLITE_FILES[mode]} holds no int8 weights: the converter quantizes only weights of "
                          "1,024 elements or more, and this model has none, so the file is a float32 copy")
+            lifted = lifted_tflite(model, tflite_size, tolerance) if "none" in modes else None
+            if lifted is not None:  # a color model: its networks, for tiles lifted by the whole image
+                log(f"converting the color model's networks to TFLite ({LIFTED_FILE})")
+                (tmp / LIFTED_FILE).write_bytes(lifted[0])
+                tflite[LIFTED_FILE] = {**lifted[1], "sha256": sha256(tmp / LIFTED_FILE)}
             card = model_card(model, name, config, source, tflite)
             report = None
             if verify_artifacts:

@@ -287,3 +287,58 @@ def int8_weight_tensors(content: bytes) -> int:
             if buffer.DataLength() > 0 or buffer.Size() > 0:  # inline data, or stored after the flatbuffer
                 count += 1
     return count
+
+
+# The networks of an opponent color model without its image-wide lift, beside `model.tflite`:
+# `bfcnn.lite.TFLiteDenoiser` runs tiles through it, lifted by the whole image's mean.
+LIFTED_SUFFIX = "_lifted"
+
+
+def lifted_tflite(model, input_size: Optional[Tuple[int, int]] = None, tolerance: Optional[float] = None):
+    """(bytes, entry) of the TFLite file of an opponent color model's networks, or None for other models.
+
+    The file takes and returns lifted opponent channels, float32 [1, H, W, 3]
+    (`bfcnn.opponent_lift`); the entry records the lift's scale for `TFLiteDenoiser` and the
+    file's largest difference from the Keras networks on the export's sample image (0-255 scale).
+
+    Raises:
+        ExportError: the file differs from the Keras networks by more than `tolerance` (None:
+            the float32 limit export verification sets, `fp32_tolerance`), scaled up for
+            outputs beyond the 0-255 scale as verification scales it.
+    """
+    from bfcnn.models.opponent import LiftedParts, is_opponent
+
+    if not is_opponent(model):
+        return None
+    parts = LiftedParts(model)
+    data = to_tflite(parts.network, "none", input_size=input_size)
+    entry = {"chroma_offset": parts.scale}
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # the runtime is optional here: the file is written unchecked
+        return data, entry
+    from bfcnn.export.verification import FP32_TOLERANCE, FP32_TOLERANCE_CAP, fp32_tolerance, sample_image
+
+    _, noisy = sample_image(3, size=input_size) if input_size else sample_image(3)
+    lifted = parts.lift(noisy, parts.offset(noisy))[None]
+    reference = parts.network(lifted, training=False).numpy()
+    scale = max(1.0, float(np.abs(reference).max()) / 255.0)  # an untrained model's outputs run past 255
+    if tolerance is None:
+        tolerance, _ = fp32_tolerance(parts.network, lifted, FP32_TOLERANCE * scale, FP32_TOLERANCE_CAP * scale,
+                                      reference=reference)
+    else:
+        tolerance *= scale
+    interpreter = Interpreter(model_content=data)
+    index = interpreter.get_input_details()[0]["index"]
+    if input_size is None:
+        interpreter.resize_tensor_input(index, list(lifted.shape), strict=True)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, lifted)
+    interpreter.invoke()
+    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    difference = float(np.abs(out - reference).max())
+    if difference > tolerance:
+        raise ExportError(f"the color model's networks in TFLite differ from Keras by {difference:.2e} on the "
+                          f"0-255 scale, above {tolerance:g}")
+    entry["max_abs_difference"] = difference
+    return data, entry

@@ -31,13 +31,9 @@ from keras import ops
 
 from bfcnn.layers.arguments import check_bool, check_int, check_number
 
-_S3, _S2, _S6 = math.sqrt(3.0), math.sqrt(2.0), math.sqrt(6.0)
-# Rows: Y, C1, C2 as combinations of R, G, B (orthonormal, so the inverse is the transpose).
-OPPONENT = (
-    (1 / _S3, 1 / _S3, 1 / _S3),
-    (1 / _S2, 0.0, -1 / _S2),
-    (1 / _S6, -2 / _S6, 1 / _S6),
-)
+from bfcnn.opponent_lift import OPPONENT
+
+_S3 = math.sqrt(3.0)
 
 
 def _float32(kwargs):

@@ -17,16 +17,16 @@ tell the chrominance where to smooth. It starts as a copy of the gray network th
 its guide (`seed_chroma_from_gray`). Either way it costs three gray passes per pixel.
 """
 
-import math
 from typing import Optional
 
 import keras
 import numpy as np
 from keras import ops
 
-from bfcnn.layers.color import OPPONENT, BatchToChannels, ChannelsToBatch, ChromaOffset, OpponentTransform
+from bfcnn.layers.color import BatchToChannels, ChannelsToBatch, ChromaOffset, OpponentTransform
 from bfcnn.models.common import image_input
 from bfcnn.models.transfer import graft_weights
+from bfcnn.opponent_lift import chroma_offset, lift, lower
 
 DEFAULT_INNER = {"type": "multiscale", "channels": 1}
 CHROMA = ("shared", "guided")
@@ -151,23 +151,11 @@ class LiftedParts:
                                    name=f"{model.name}_lifted")
 
     def offset(self, rgb: np.ndarray) -> np.ndarray:
-        """The lift [3] of a float [H, W, 3] RGB image: (0, s*m, s*m), m its mean gray level
-        (the mean of Y / sqrt(3), as `ChromaOffset` computes), summed in float64 with no copy."""
-        mean_rgb = np.mean(np.asarray(rgb).reshape(-1, 3), axis=0, dtype=np.float64)
-        mean_gray = float(mean_rgb @ np.asarray(OPPONENT[0], np.float64)) / math.sqrt(3.0)
-        return np.array([0.0, self.scale * mean_gray, self.scale * mean_gray], np.float32)
+        """The lift [3] of a float [H, W, 3] RGB image (`bfcnn.opponent_lift.chroma_offset`)."""
+        return chroma_offset(rgb, self.scale)
 
-    @staticmethod
-    def lift(rgb: np.ndarray, offset: np.ndarray) -> np.ndarray:
-        """float [H, W, 3] RGB (the image or a tile of it) -> its lifted opponent channels, float32."""
-        lifted = np.asarray(rgb, np.float32) @ np.asarray(OPPONENT, np.float32).T
-        lifted += offset
-        return lifted
-
-    @staticmethod
-    def lower(lifted: np.ndarray, offset: np.ndarray) -> np.ndarray:
-        """Denoised lifted channels (float [H, W, 3]) and the offset -> RGB float32."""
-        return (np.asarray(lifted, np.float32) - offset) @ np.asarray(OPPONENT, np.float32)
+    lift = staticmethod(lift)
+    lower = staticmethod(lower)
 
 
 def has_guided_chroma(model: keras.Model) -> bool:
