@@ -521,3 +521,17 @@ def test_noise_std_cuts_the_change_like_bfcnn_denoise_whole_and_in_tiles(tiny):
     assert lite.dtype == np.uint8 and np.abs(lite.astype(int) - keras).max() <= 1
     with pytest.raises(BfcnnError, match="noise_std must be None"):
         denoiser.denoise(noisy, noise_std=-1)
+
+
+def test_color_tiles_through_the_lifted_file_need_no_tensorflow():
+    """What `pip install ai-edge-litert` gives an app: the zoo's color file in tiles, its lift in
+    numpy (`bfcnn.opponent_lift`), with neither TensorFlow nor Keras imported."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from bfcnn.lite import TFLiteDenoiser; import bfcnn.zoo as z; "
+            "d = TFLiteDenoiser(str(z.zoo_directory() / 'resnet_color_s.tflite')); "
+            "d.denoise(np.full((300, 300, 3), 99, np.uint8), tile_size=128); "
+            "print(d._lifted is not None, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["True", "False", "False"], done.stderr[-800:]

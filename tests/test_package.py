@@ -34,6 +34,7 @@ FORBIDDEN = {
     "training": {"zoo", "export", "inference", "evaluate"},
     "io": {"layers", "models", "zoo", "training", "export"},
     "tiling": {"layers", "models", "zoo", "training", "export"},
+    "opponent_lift": {"layers", "models", "zoo", "training", "export", "inference", "lite"},
     "config": {"layers", "models", "zoo", "training", "export"},
 }
 
