@@ -378,15 +378,20 @@ def test_cli_eight_bit_says_so_and_records_it(tiny, tmp_path, capsys):
     assert eight["results"]["50"]["model"]["psnr"] != plain["results"]["50"]["model"]["psnr"]  # it saw other input
 
 
-def test_cli_strength_adds_a_row_per_strength(tiny, tmp_path, capsys):
+def _mae_rows(tiny, tmp_path, capsys, *flags, sigmas=("2",)):
+    """(printed table, JSON document) of `evaluate --metric mae` on the tiny model with `flags`."""
     model, images = tiny
     out = tmp_path / "r.json"
-    code = evaluate.main(["--model", str(model), "--dataset", str(images), "--sigma", "2", "--metric", "mae",
-                          "--strength", "1", "0", "0.5", "--out", str(out)])
+    code = evaluate.main(["--model", str(model), "--dataset", str(images), "--sigma", *sigmas, "--metric", "mae",
+                          *flags, "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    assert "tiny strength 0.5" in captured.out
-    document = json.loads(out.read_text())
+    return captured.out, json.loads(out.read_text())
+
+
+def test_cli_strength_adds_a_row_per_strength(tiny, tmp_path, capsys):
+    printed, document = _mae_rows(tiny, tmp_path, capsys, "--strength", "1", "0", "0.5")
+    assert "tiny strength 0.5" in printed
     entry = document["results"]["2"]
     assert document["strengths"] == [1.0, 0.0, 0.5]
     assert entry["model_strength_1"]["mae"] == entry["model"]["mae"]
@@ -406,14 +411,8 @@ def test_cli_known_noise_adds_the_model_told_each_sigma(tiny, tmp_path, capsys):
     """The row is the model's output with the change cut to each level's noise
     (`bfcnn.denoise(noise_std=sigma)`): at sigma 0 the noisy image itself, at a level the
     untrained model changes the image by more than, between the input and the model."""
-    model, images = tiny
-    out = tmp_path / "r.json"
-    code = evaluate.main(["--model", str(model), "--dataset", str(images), "--sigma", "0", "2", "--metric", "mae",
-                          "--known-noise", "--out", str(out)])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    assert "tiny given sigma" in captured.out
-    document = json.loads(out.read_text())
+    printed, document = _mae_rows(tiny, tmp_path, capsys, "--known-noise", sigmas=("0", "2"))
+    assert "tiny given sigma" in printed
     assert document["known_noise"] == [1.0]
     assert document["results"]["0"][evaluate.known_noise_key()]["mae"] == 0  # told: no noise, so no change
     entry = document["results"]["2"]
@@ -422,18 +421,13 @@ def test_cli_known_noise_adds_the_model_told_each_sigma(tiny, tmp_path, capsys):
 
 def test_cli_known_noise_factors_tell_the_model_a_wrong_level(tiny, tmp_path, capsys):
     """`--known-noise 0.5 1 2`: a row per factor, each cutting the model's change to another level."""
-    model, images = tiny
-    out = tmp_path / "r.json"
-    code = evaluate.main(["--model", str(model), "--dataset", str(images), "--sigma", "2", "--metric", "mae",
-                          "--known-noise", "0.5", "1", "2", "--out", str(out)])
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    assert "tiny given sigma x0.5" in captured.out and "tiny given sigma x2" in captured.out
-    document = json.loads(out.read_text())
+    printed, document = _mae_rows(tiny, tmp_path, capsys, "--known-noise", "0.5", "1", "2")
+    assert "tiny given sigma x0.5" in printed and "tiny given sigma x2" in printed
     assert document["known_noise"] == [0.5, 1.0, 2.0]
     entry = document["results"]["2"]
     rows = [entry[evaluate.known_noise_key(f)]["mae"] for f in (0.5, 1.0, 2.0)]
     assert len(set(rows)) == 3  # the untrained model changes the image by more than twice std 2
+    model, images = tiny
     with pytest.raises(SystemExit):
         evaluate.main(["--model", str(model), "--dataset", str(images), "--known-noise", "0"])
     assert "--known-noise needs factors > 0" in capsys.readouterr().err
