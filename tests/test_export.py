@@ -353,6 +353,7 @@ def test_round_trip_opponent(tmp_path, chroma):
     keras_tiled = bfcnn.denoise(image, model=model, tile_size=32, overlap=16)  # lifted by the whole image too
     limit, _ = fp32_tolerance(model, image)
     np.testing.assert_allclose(denoiser.denoise(image, tile_size=32, overlap=16), keras_tiled, atol=4 * limit, rtol=0)
+    assert export_model(model, tmp_path / "out", log=None)["passed"]  # the lifted file is an export's own
 
 
 def test_round_trip_unshuffled_resnet(tmp_path):

@@ -10,6 +10,9 @@
                         `resize_tensor_input`), output `denoised` float32 of the same shape
     model_fp16.tflite, model_dynamic.tflite, model_int8.tflite   per requested quantization,
                         with the same float32 signature (they quantize inside)
+    model_lifted.tflite for a color (opponent) model: its networks without the image-wide
+                        chrominance lift, float32, which `bfcnn.lite.TFLiteDenoiser` runs
+                        tiles through with the whole image's lift (`bfcnn.opponent_lift`)
     model_card.json     name, channels, value range, signatures, training config, parameters,
                         FLOPs per pixel, bias-free, verification results; `files`: bytes per
                         file (saved_model/ as the sum of its files), `sha256`: per file

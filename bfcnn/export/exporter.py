@@ -15,14 +15,10 @@ from bfcnn.export.loading import RUN_FILES, resolve_model, warn
 from bfcnn.export.placing import check_output, place, remove_stale_temporaries, sigterm_as_exit
 from bfcnn.export.saved_model import write_saved_model
 from bfcnn.export.signature import model_channels
-from bfcnn.export.tflite import (LIFTED_SUFFIX, MIN_FIXED_SIZE, QUANTIZATIONS, TFLITE_FILES, check_int8_supported,
-                                 lifted_tflite,
-                                 representative_images, to_tflite)
+from bfcnn.export.tflite import (LIFTED_FILE, MIN_FIXED_SIZE, QUANTIZATIONS, TFLITE_FILES, check_int8_supported,
+                                 lifted_tflite, representative_images, to_tflite)
 from bfcnn.export.verification import format_verification, verify
 from bfcnn.io import output_problem, sha256
-
-
-LIFTED_FILE = TFLITE_FILES["none"].replace(".tflite", LIFTED_SUFFIX + ".tflite")  # model_lifted.tflite
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -12,11 +12,11 @@ import threading
 from pathlib import Path
 
 from bfcnn.export.errors import ExportError
-from bfcnn.export.tflite import TFLITE_FILES
+from bfcnn.export.tflite import LIFTED_FILE, TFLITE_FILES
 from bfcnn.io import existing_ancestor, usual_mode
 
 # what an export folder holds; replacing one that holds anything else is refused
-EXPORT_FILES = frozenset({"saved_model", "model.keras", "model_card.json", *TFLITE_FILES.values()})
+EXPORT_FILES = frozenset({"saved_model", "model.keras", "model_card.json", LIFTED_FILE, *TFLITE_FILES.values()})
 
 
 def check_output(out: Path) -> None:

@@ -21,6 +21,10 @@ TFLITE_FILES = {
     "dynamic": "model_dynamic.tflite",
     "int8": "model_int8.tflite",
 }
+# The networks of an opponent color model without its image-wide lift, beside `model.tflite`:
+# `bfcnn.lite.TFLiteDenoiser` runs tiles through it, lifted by the whole image's mean.
+LIFTED_SUFFIX = "_lifted"
+LIFTED_FILE = TFLITE_FILES["none"].replace(".tflite", LIFTED_SUFFIX + ".tflite")  # model_lifted.tflite
 CONTROL_FLOW_OPS = {"WHILE", "IF", "CALL_ONCE"}
 
 
@@ -289,9 +293,6 @@ def int8_weight_tensors(content: bytes) -> int:
     return count
 
 
-# The networks of an opponent color model without its image-wide lift, beside `model.tflite`:
-# `bfcnn.lite.TFLiteDenoiser` runs tiles through it, lifted by the whole image's mean.
-LIFTED_SUFFIX = "_lifted"
 
 
 def lifted_tflite(model, input_size: Optional[Tuple[int, int]] = None, tolerance: Optional[float] = None):
