@@ -13,7 +13,10 @@ one onto the Android (Kotlin) and iOS (Swift) code in docs/mobile.md:
      stays that of one tile (XNNPACK needs about 1.9 GB per megapixel it sees at once for the
      zoo's pyramids; a 256 x 256 tile about 0.13 GB). Every window has the same size, so the
      interpreter is resized once, and starts at a multiple of the model's shift period (read
-     from its model card), so it computes what the whole image would.
+     from its model card), so it computes what the whole image would;
+  7. a color model's windows go through its networks without the image-wide chrominance lift
+     (`<name>_lifted.tflite` beside `<name>.tflite`), lifted here by the whole photo's mean
+     gray level, as the whole file would lift the whole photo.
 
     python examples/run_tflite.py out/model.tflite noisy.png denoised.png --threads 2
     python examples/run_tflite.py out/model.tflite big.jpg denoised.png --tile 0   # the whole image at once
@@ -121,12 +124,45 @@ def shift_period(model_path: str) -> int:
     return 1
 
 
+# Step 7: CBM3D's orthonormal luminance-chrominance transform, rows Y, C1, C2 (docs/mobile.md)
+OPPONENT = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]], np.float64) / np.sqrt([[3], [2], [6]])
+
+
+def lifted_model(model_path: str, num_threads: Optional[int] = None):
+    """Step 7: (the interpreter of `<name>_lifted.tflite`, the lift's scale from the card), or None
+    when the file or the scale is missing (a gray model, a quantized file)."""
+    path = os.path.splitext(model_path)[0] + "_lifted.tflite"
+    name = os.path.basename(path)
+    for card in (os.path.splitext(model_path)[0] + ".json", os.path.join(os.path.dirname(model_path), "model_card.json")):
+        try:
+            with open(card) as file:
+                data = json.load(file)
+        except (OSError, ValueError):
+            continue
+        for entry in ((data.get("tflite") or {}).get(name), data.get("architecture")):
+            scale = entry.get("chroma_offset") if isinstance(entry, dict) else None
+            if isinstance(scale, (int, float)) and os.path.isfile(path):
+                return load_interpreter(path, num_threads), float(scale)
+    return None
+
+
+def lifted_runner(lifted, pixels: np.ndarray):
+    """Step 7: a window function for the lifted file: RGB window -> opponent channels lifted by
+    the whole photo's offset (0, s*m, s*m), m its mean gray level -> the file -> RGB."""
+    interpreter, scale = lifted
+    mean_gray = float(np.mean(pixels, dtype=np.float64))  # the mean of (R + G + B) / 3
+    offset = np.array([0.0, scale * mean_gray, scale * mean_gray], np.float32)
+    forward, back = OPPONENT.T.astype(np.float32), OPPONENT.astype(np.float32)
+    return lambda window: (run_window(interpreter, window.astype(np.float32) @ forward + offset) - offset) @ back
+
+
 def denoise_pixels(interpreter: Interpreter, pixels: np.ndarray, tile: int = 0, context: int = 24,
-                   period: int = 1) -> np.ndarray:
-    """Steps 3 to 6: uint8 [H, W, C] in, uint8 [H, W, C] out; `tile` 0 runs the whole image at once.
+                   period: int = 1, lifted=None) -> np.ndarray:
+    """Steps 3 to 7: uint8 [H, W, C] in, uint8 [H, W, C] out; `tile` 0 runs the whole image at once.
 
     A file of one input size (`--tflite-size`) sets the window size itself (`tile` is ignored).
-    Windows start at multiples of `period`, the model's shift period (`shift_period`).
+    Windows start at multiples of `period`, the model's shift period (`shift_period`). `lifted`
+    (`lifted_model`): a color model's windows go through it, lifted by the whole photo.
     """
     inp = interpreter.get_input_details()[0]
     channels = int(inp["shape_signature"][-1])
@@ -149,11 +185,12 @@ def denoise_pixels(interpreter: Interpreter, pixels: np.ndarray, tile: int = 0, 
         extended = [n if n <= w else w + -(-(n - w) // period) * period for n, w in ((height, window_h), (width, window_w))]
         image = np.pad(pixels, ((0, extended[0] - height), (0, extended[1] - width), (0, 0)), mode="reflect")
         result = np.empty((*extended, pixels.shape[-1]), np.float32)
+        run = (lambda window: run_window(interpreter, window)) if lifted is None else lifted_runner(lifted, pixels)
         core_h = window_h - 2 * context if window_h < extended[0] else extended[0]
         core_w = window_w - 2 * context if window_w < extended[1] else extended[1]
         for top, bottom, y in window_starts(extended[0], core_h, window_h, period):
             for left, right, x in window_starts(extended[1], core_w, window_w, period):
-                out = run_window(interpreter, image[y : y + window_h, x : x + window_w])
+                out = run(image[y : y + window_h, x : x + window_w])
                 result[top:bottom, left:right] = out[top - y : bottom - y, left - x : right - x]
         result = result[:height, :width]
     return np.clip(np.round(result), 0, 255).astype(np.uint8)
@@ -204,7 +241,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         interpreter = load_interpreter(args.model, args.threads)
         channels = int(interpreter.get_input_details()[0]["shape_signature"][-1])
         pixels = read_pixels(args.input, channels)
-        denoised = denoise_pixels(interpreter, pixels, args.tile, period=shift_period(args.model))
+        lifted = lifted_model(args.model, args.threads) if channels == 3 else None
+        denoised = denoise_pixels(interpreter, pixels, args.tile, period=shift_period(args.model), lifted=lifted)
         write_pixels(args.output, denoised, image_format)
     except RunError as error:
         print(f"error: {error}", file=sys.stderr)

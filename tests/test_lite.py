@@ -535,3 +535,26 @@ def test_color_tiles_through_the_lifted_file_need_no_tensorflow():
             "print(d._lifted is not None, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["True", "False", "False"], done.stderr[-800:]
+
+
+def test_example_lifts_the_windows_of_a_color_file_by_the_whole_photo():
+    """The app-style example runs the zoo's color windows through `<name>_lifted.tflite`, lifted by
+    the whole photo: the same pixels as the whole photo at once, where the file's own per-window
+    lift moves some (a dark and a bright half)."""
+    import bfcnn.zoo as zoo
+    from skimage import data
+
+    example = load_example()
+    photo = data.astronaut()[:200, :260].astype(np.float32)
+    photo[:, 130:] = 255 - 0.3 * photo[:, 130:]
+    photo = to_uint8(photo + np.random.default_rng(0).normal(0, 15, photo.shape))
+    path = str(zoo.zoo_directory() / "resnet_color_s.tflite")
+    interpreter, period = example.load_interpreter(path), example.shift_period(path)
+    lifted = example.lifted_model(path)
+    assert lifted is not None and lifted[1] == 1.0
+    whole = example.denoise_pixels(interpreter, photo, tile=0, period=period).astype(int)
+    tiled = example.denoise_pixels(interpreter, photo, tile=96, period=period, lifted=lifted)
+    assert np.abs(tiled - whole).max() <= 1 and np.mean(tiled == whole) > 0.999  # float ties at .5 only
+    own_lift = example.denoise_pixels(interpreter, photo, tile=96, period=period)
+    assert np.abs(own_lift - whole).max() > 1
+    assert example.lifted_model(str(zoo.zoo_directory() / "resnet_gray_s.tflite")) is None
