@@ -617,7 +617,8 @@ def ship(args) -> int:
         tflite_tmp.write_bytes(to_tflite(model))
         lifted = lifted_bytes(model)
         if lifted is not None:  # a color model: its networks for tiles, beside the TFLite file
-            stack.enter_context(atomic_path(lifted_path(tflite_path))).write_bytes(lifted)
+            lifted_tmp = stack.enter_context(atomic_path(lifted_path(tflite_path)))
+            lifted_tmp.write_bytes(lifted)
         if keep:
             print(f"{keras_path} already holds these weights; kept")
             keras_tmp = keras_path
