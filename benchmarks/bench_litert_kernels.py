@@ -29,13 +29,10 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["resnet_gray_s", "pyramid_gray_m", "pyramid_color_m"],
                         help="zoo names (bfcnn.list_models())")
-    parser.add_argument("--size", type=int, default=512, help="image height and width in pixels")
-    parser.add_argument("--runs", type=int, default=5, help="timed rounds after one warm-up round")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="LiteRT threads")
-    args = parser.parse_args(argv)
-    if args.size < 8 or args.runs < 1 or args.threads < 1:
-        parser.error("--size must be at least 8, --runs and --threads at least 1")
-    return args
+    from graph_timing import add_litert_timing  # same folder
+
+    check = add_litert_timing(parser, min_size=8)
+    return check(parser.parse_args(argv))
 
 
 def interpreter(path: Path, kernels: str, shape, threads: int):

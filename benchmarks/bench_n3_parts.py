@@ -31,13 +31,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="n3net_gray", help="a zoo name or .keras file of an n3net with 2 stages")
-    parser.add_argument("--size", type=int, default=512, help="image height and width in pixels")
-    parser.add_argument("--runs", type=int, default=5, help="timed rounds after one warm-up round")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="LiteRT threads")
-    args = parser.parse_args(argv)
-    if args.size < 16 or args.runs < 1 or args.threads < 1:
-        parser.error("--size must be at least 16, --runs and --threads at least 1")
-    return args
+    from graph_timing import add_litert_timing  # same folder
+
+    check = add_litert_timing(parser, min_size=16)
+    return check(parser.parse_args(argv))
 
 
 def parts(model):

@@ -65,6 +65,22 @@ def parser_for(doc: str, model: str, size: int, runs: int):
     return parser
 
 
+def add_litert_timing(parser, min_size: int):
+    """--size, --runs and --threads (default: every core) of the benchmarks that time zoo files
+    in LiteRT (`bench_litert_kernels.py`, `bench_n3_parts.py`); returns a check of the parsed
+    values to call on them, which stops with a usage error naming the limits."""
+    parser.add_argument("--size", type=int, default=512, help="image height and width in pixels")
+    parser.add_argument("--runs", type=int, default=5, help="timed rounds after one warm-up round")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="LiteRT threads")
+
+    def check(args):
+        if args.size < min_size or args.runs < 1 or args.threads < 1:
+            parser.error(f"--size must be at least {min_size}, --runs and --threads at least 1")
+        return args
+
+    return check
+
+
 def report(graphs: dict, args) -> None:
     """Times `graphs` on a noisy image of `args.size` and prints the heading and the table."""
     channels = next(iter(graphs.values())).input_shape[-1]

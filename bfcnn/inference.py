@@ -266,13 +266,12 @@ def denoise(image, model="default", tile_size: Optional[int] = None, overlap: in
                            else model)
     if copies > 1:
         function = self_ensemble(function, copies)
-    network = function  # the networks of an opponent model (`parts`), or the whole model
     if parts is None:
         out = _through_model(function, pixels, wanted, tile_size, overlap, _shift_period(model))
     else:  # the image-wide offset from the whole image, only the networks in tiles
         def tiled(rgb):  # lift and lower are per pixel: tile by tile, with the whole image's offset
             offset = parts.offset(rgb)
-            return _apply(lambda tile: parts.lower(network(parts.lift(tile, offset)), offset), rgb, tiles,
+            return _apply(lambda tile: parts.lower(function(parts.lift(tile, offset)), offset), rgb, tiles,
                           overlap, _shift_period(model))
 
         out = np.asarray(channel_matched(tiled, wanted, pixels.shape[-1])(pixels), np.float32)

@@ -267,20 +267,27 @@ def _blend_tile(function, tile, strength: float) -> np.ndarray:
     return blend(np.array(function(tile), np.float32), pixels, strength)
 
 
-def card_chroma_offset(path: Path) -> Optional[float]:
-    """The chrominance lift's scale of the color model in `path`, from the model card beside it
-    (an export's `tflite["model_lifted.tflite"]["chroma_offset"]`, the zoo's
-    `architecture.chroma_offset`), or None when no card says."""
+def model_cards(path: Path):
+    """The model cards that may describe the `.tflite` file at `path`, as dicts, nearest first:
+    `<name>.json` beside it (the zoo's) and the export folder's `model_card.json`; files that are
+    missing or not a JSON object are skipped."""
     import json
 
-    lifted = path.stem + LIFTED_SUFFIX + ".tflite"
     for card in (path.with_suffix(".json"), path.parent / "model_card.json"):
         try:
             data = json.loads(card.read_text())
         except (OSError, ValueError):
             continue
-        if not isinstance(data, dict):
-            continue
+        if isinstance(data, dict):
+            yield data
+
+
+def card_chroma_offset(path: Path) -> Optional[float]:
+    """The chrominance lift's scale of the color model in `path`, from the model card beside it
+    (an export's `tflite["model_lifted.tflite"]["chroma_offset"]`, the zoo's
+    `architecture.chroma_offset`), or None when no card says."""
+    lifted = path.stem + LIFTED_SUFFIX + ".tflite"
+    for data in model_cards(path):
         for entry in ((data.get("tflite") or {}).get(lifted), data.get("architecture")):
             scale = entry.get("chroma_offset") if isinstance(entry, dict) else None
             if isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale >= 0:
@@ -291,13 +298,8 @@ def card_chroma_offset(path: Path) -> Optional[float]:
 def card_shift_period(path: Path) -> int:
     """`shift_period` from the model card beside a `.tflite` file (`<name>.json`, or the export
     folder's `model_card.json`), or `FALLBACK_SHIFT_PERIOD` when there is none or it lacks one."""
-    import json
-
-    for card in (path.with_suffix(".json"), path.parent / "model_card.json"):
-        try:
-            period = json.loads(card.read_text()).get("shift_period")
-        except (OSError, ValueError, AttributeError):
-            continue
+    for data in model_cards(path):
+        period = data.get("shift_period")
         if is_int(period) and period >= 1:
             return int(period)
     return FALLBACK_SHIFT_PERIOD

@@ -113,15 +113,24 @@ def shift_period(model_path: str) -> int:
     `model_card.json` in an export folder), else 1. A model with strides (a pixel unshuffle, a
     pyramid, an N3 block) gives the same output for a shifted image only when the shift is a
     multiple of it: windows start at such offsets, so each computes what the whole image would."""
-    for card in (os.path.splitext(model_path)[0] + ".json", os.path.join(os.path.dirname(model_path), "model_card.json")):
-        try:
-            with open(card) as file:
-                period = json.load(file).get("shift_period")
-        except (OSError, ValueError, AttributeError):
-            continue
+    for data in model_cards(model_path):
+        period = data.get("shift_period")
         if isinstance(period, int) and period >= 1:
             return period
     return 1
+
+
+def model_cards(model_path: str):
+    """The model cards beside the file, as dicts: `<name>.json` (the zoo's), then the export
+    folder's `model_card.json`; missing or unreadable ones are skipped."""
+    for card in (os.path.splitext(model_path)[0] + ".json", os.path.join(os.path.dirname(model_path), "model_card.json")):
+        try:
+            with open(card) as file:
+                data = json.load(file)
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            yield data
 
 
 # Step 7: CBM3D's orthonormal luminance-chrominance transform, rows Y, C1, C2 (docs/mobile.md)
@@ -133,12 +142,7 @@ def lifted_model(model_path: str, num_threads: Optional[int] = None):
     when the file or the scale is missing (a gray model, a quantized file)."""
     path = os.path.splitext(model_path)[0] + "_lifted.tflite"
     name = os.path.basename(path)
-    for card in (os.path.splitext(model_path)[0] + ".json", os.path.join(os.path.dirname(model_path), "model_card.json")):
-        try:
-            with open(card) as file:
-                data = json.load(file)
-        except (OSError, ValueError):
-            continue
+    for data in model_cards(model_path):
         for entry in ((data.get("tflite") or {}).get(name), data.get("architecture")):
             scale = entry.get("chroma_offset") if isinstance(entry, dict) else None
             if isinstance(scale, (int, float)) and os.path.isfile(path):
