@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from bfcnn.config import CorruptionConfig
 from bfcnn.errors import ConfigError
-from bfcnn.training.corruption import corrupt, corrupt_pair, step_seed
+from bfcnn.training.corruption import add_texture, corrupt, corrupt_pair, step_seed
+from bfcnn.training.targets import synthetic_inputs
 
 SEED = tf.constant([1, 2], tf.int64)
 
@@ -217,3 +218,67 @@ def test_bad_arguments_are_named():
         corrupt(tf.zeros([1, 8, 8, 1]), {"additive": {}}, SEED)
     with pytest.raises(ValueError, match="shape \\[2\\]"):
         corrupt(tf.zeros([1, 8, 8, 1]), config, tf.constant([1, 2, 3]))
+
+
+def _lag_correlations(image):
+    """Lag-1 correlations of a 2-D field: horizontal, vertical, diagonal, anti-diagonal."""
+    return (correlation(image[:, 1:], image[:, :-1]), correlation(image[1:, :], image[:-1, :]),
+            correlation(image[1:, 1:], image[:-1, :-1]), correlation(image[1:, :-1], image[:-1, 1:]))
+
+
+def test_texture_is_off_by_default_and_does_not_change_the_other_draws():
+    clean = tf.fill([4, 32, 32, 1], 100.0)
+    assert np.array_equal(add_texture(clean, CorruptionConfig(), SEED).numpy(), clean.numpy())
+    textured = CorruptionConfig(texture={"probability": 1.0})
+    noisy, target = synthetic_inputs(clean, textured, SEED, noisy_target=False)
+    assert not np.array_equal(target.numpy(), clean.numpy())
+    # The noise on top of the texture is the noise a run without texture draws.
+    np.testing.assert_allclose(noisy.numpy() - target.numpy(),
+                               corrupt(clean, CorruptionConfig(), SEED).numpy() - clean.numpy(), atol=1e-3)
+
+
+def test_texture_is_a_unit_field_correlated_by_a_half_along_one_direction():
+    config = only(texture={"probability": 1.0, "sigma": [3.0, 3.0]})
+    clean = tf.fill([64, 96, 96, 1], 50.0)
+    field = (add_texture(clean, config, SEED).numpy() - 50.0)[..., 0] / 3.0
+    assert abs(field.std() - 1.0) < 0.02
+    found = set()
+    for image in field:
+        lags = np.array(_lag_correlations(image))
+        strongest = int(np.argmax(np.abs(lags)))
+        assert abs(abs(lags[strongest]) - 0.5) < 0.06, lags  # one direction at +-0.5 ...
+        assert np.all(np.abs(np.delete(lags, strongest)) < 0.3), lags  # ... the others near 0 or 0.25
+        found.add((strongest, np.sign(lags[strongest])))
+    assert len(found) == 8  # every direction, with either sign
+
+
+def test_texture_stays_in_the_target_and_the_noise_comes_on_top():
+    config = CorruptionConfig(additive={"sigma": [20.0, 20.0]}, texture={"probability": 1.0, "sigma": [4.0, 4.0]})
+    clean = tf.fill([8, 64, 64, 1], 80.0)
+    noisy, target = synthetic_inputs(clean, config, SEED, noisy_target=False)
+    texture = target.numpy() - 80.0
+    assert 3.8 < texture.std() < 4.2
+    noise = noisy.numpy() - target.numpy()
+    assert 19.0 < noise.std() < 21.0 and abs(correlation(noise, texture)) < 0.05
+    # Noise2Noise: both corruptions carry that same texture under independent noise.
+    noisy_a, noisy_b = synthetic_inputs(clean, config, SEED, noisy_target=True)
+    for noisy_copy in (noisy_a.numpy(), noisy_b.numpy()):
+        assert 19.0 < (noisy_copy - target.numpy()).std() < 21.0
+        assert abs(correlation(noisy_copy - target.numpy(), texture)) < 0.05
+    assert abs(correlation(noisy_a.numpy() - target.numpy(), noisy_b.numpy() - target.numpy())) < 0.05
+
+
+def test_texture_probability_and_amplitude_range():
+    config = only(texture={"probability": 0.5, "sigma": [1.0, 5.0]})
+    clean = tf.zeros([400, 24, 24, 1])
+    stds = per_image_std(add_texture(clean, config, SEED))
+    untouched = stds == 0.0
+    assert 0.4 < untouched.mean() < 0.6
+    assert np.all((stds[~untouched] > 0.7) & (stds[~untouched] < 5.6))
+
+
+def test_bad_texture_config_is_named():
+    with pytest.raises(ConfigError, match="texture.sigma"):
+        CorruptionConfig(texture={"probability": 1.0, "sigma": [3.0, 1.0]})
+    with pytest.raises(ConfigError, match="texture.probability"):
+        CorruptionConfig(texture={"probability": 1.5})

@@ -238,6 +238,24 @@ class BlurConfig(_Section):
 
 
 @dataclass(frozen=True)
+class TextureConfig(_Section):
+    """Non-white texture added to the clean patch before the noise, so it stays in the target.
+
+    A Gaussian field with lag-1 correlation +0.5 or -0.5 along one direction (horizontal,
+    vertical or a diagonal, drawn per image), of std drawn per image from the `sigma` range on
+    the 0-255 scale: structure a denoiser of white noise is to keep (see
+    bfcnn.training.corruption.add_texture)."""
+
+    probability: float = 0.0
+    sigma: Tuple[float, float] = (0.0, 4.0)
+
+    def _check(self) -> None:
+        _check_probability(self)
+        lo, hi = self.sigma
+        _check(0.0 <= lo <= hi, "sigma", f"must be a range [lo, hi] with 0 <= lo <= hi, got {list(self.sigma)}")
+
+
+@dataclass(frozen=True)
 class CorruptionConfig(_Section):
     """In-graph synthesis of the noisy input from a clean patch (see bfcnn.training.corruption)."""
 
@@ -245,6 +263,7 @@ class CorruptionConfig(_Section):
     multiplicative: MultiplicativeNoiseConfig = field(default_factory=MultiplicativeNoiseConfig)
     subsampling: SubsamplingConfig = field(default_factory=SubsamplingConfig)
     blur: BlurConfig = field(default_factory=BlurConfig)
+    texture: TextureConfig = field(default_factory=TextureConfig)
     quantize: bool = False
     clip: bool = False
 

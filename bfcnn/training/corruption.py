@@ -9,6 +9,7 @@ ops driven by one seed tensor, so it runs inside `tf.function`, on an accelerato
 Order of the corruptions, each chosen per image with its own probability:
 subsampling (average-pool, resize back) -> multiplicative noise `x * (1 + s * n)` ->
 additive noise `x + s * n` -> blur (makes the noise spatially correlated) -> quantize -> clip.
+`add_texture` comes before all of them and changes the clean patch itself (the target).
 """
 
 import math
@@ -18,7 +19,7 @@ import tensorflow as tf
 
 from bfcnn.config import CorruptionConfig
 
-__all__ = ["corrupt", "corrupt_pair", "step_seed"]
+__all__ = ["add_texture", "corrupt", "corrupt_pair", "step_seed"]
 
 # Each random draw has its own seed, split from the caller's at a fixed index, so turning one
 # corruption on or off leaves the draws of the others unchanged.
@@ -34,6 +35,9 @@ __all__ = ["corrupt", "corrupt_pair", "step_seed"]
     _ADDITIVE_FIELD,
 ) = range(9)
 _SEEDS = 9
+# The texture's draws are folded from the caller's seed with this constant rather than split
+# with the others, so runs without texture draw exactly as before it existed.
+_TEXTURE_STREAM = 0x7E7
 
 
 def corrupt(clean: tf.Tensor, config: CorruptionConfig, seed: tf.Tensor) -> tf.Tensor:
@@ -71,6 +75,49 @@ def corrupt_pair(clean: tf.Tensor, config: CorruptionConfig, seed: tf.Tensor) ->
     """
     noisy_a, noisy_b = _corrupt(clean, config, seed, count=2)
     return noisy_a, noisy_b
+
+
+def add_texture(clean: tf.Tensor, config: CorruptionConfig, seed: tf.Tensor) -> tf.Tensor:
+    """Adds non-white texture to clean patches, as `config.texture` says: the new target.
+
+    A denoiser trained on (clean + white noise -> clean) also removes whatever in a photograph
+    looks like faint noise: scan lines, sharpening halos, grain, the finest texture. Here a
+    chosen image gets `a * (n + s * n') / sqrt(2)`, with `n` white Gaussian, `n'` the same field
+    one pixel away in a direction drawn per image (horizontal, vertical or a diagonal), `s` = +1
+    or -1 and `a` drawn from `texture.sigma`: a unit-variance field whose neighbours along that
+    direction correlate by `s / 2`, which white noise never does. Added before the corruption
+    and kept in the target, it teaches the network to remove only what is white; what that
+    costs and gains is in docs/training.md ("Nearly clean images").
+
+    Args and Raises: as `corrupt`.
+
+    Returns:
+        `clean` with the texture added (unchanged when `texture.probability` is 0), same dtype.
+    """
+    clean, seed = _checked(clean, config, seed)
+    texture = config.texture
+    if texture.probability <= 0.0 or texture.sigma[1] <= 0.0:
+        return clean
+    seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, _TEXTURE_STREAM), 5)
+    shape = tf.shape(clean)
+    batch, height, width = shape[0], shape[1], shape[2]
+    field = tf.random.stateless_normal(tf.stack([batch, height + 1, width + 2, shape[3]]), seeds[0])
+    centre = field[:, 1:, 1:-1]
+    neighbours = tf.stack([field[:, 1:, :-2],  # left: horizontal
+                           field[:, :-1, 1:-1],  # above: vertical
+                           field[:, :-1, :-2],  # above left: diagonal
+                           field[:, :-1, 2:]], axis=1)  # above right: anti-diagonal
+    direction = tf.random.stateless_uniform([batch], seeds[1], minval=0, maxval=4, dtype=tf.int32)
+    sign = tf.where(tf.random.stateless_uniform([batch], seeds[2]) < 0.5, -1.0, 1.0)
+    neighbour = tf.gather(neighbours, direction, batch_dims=1)
+    pattern = (centre + tf.reshape(sign, [-1, 1, 1, 1]) * neighbour) / math.sqrt(2.0)
+    low, high = texture.sigma
+    amplitude = tf.random.stateless_uniform([batch], seeds[3], minval=low, maxval=high)
+    chosen = _chosen(texture.probability, batch, seeds[4])
+    if chosen is not None:
+        amplitude = tf.where(chosen, amplitude, tf.zeros_like(amplitude))
+    textured = tf.cast(clean, tf.float32) + tf.reshape(amplitude, [-1, 1, 1, 1]) * pattern
+    return tf.ensure_shape(tf.cast(textured, clean.dtype), clean.shape)
 
 
 def step_seed(seed: int, step, replica_id: Optional[tf.Tensor] = None) -> tf.Tensor:

@@ -13,12 +13,14 @@ sources only; both kinds may be mixed in one run.
 import tensorflow as tf
 
 from bfcnn.config import CorruptionConfig
-from bfcnn.training.corruption import corrupt, corrupt_pair
+from bfcnn.training.corruption import add_texture, corrupt, corrupt_pair
 
 
 def synthetic_inputs(clean, corruption: CorruptionConfig, seed, noisy_target: bool):
     """(input, target) from clean patches: a corruption and the clean patch, or with
-    `noisy_target` two independent corruptions (Noise2Noise)."""
+    `noisy_target` two independent corruptions (Noise2Noise). With `corruption.texture` the
+    clean patch gets its texture first, so the target holds it (`add_texture`)."""
+    clean = add_texture(clean, corruption, seed)
     if noisy_target:
         return corrupt_pair(clean, corruption, seed)
     return corrupt(clean, corruption, seed), clean
