@@ -375,6 +375,20 @@ def test_noise_normalized_loss_trains(image_dir, tmp_path):
     assert history[-1]["mean_psnr"] > history[0]["mean_psnr"]
 
 
+def test_texture_reaches_the_training_step_and_a_resumed_run_draws_it_again(image_dir, tmp_path):
+    texture = {"additive": {"sigma": [10, 30]}, "texture": {"probability": 1.0, "sigma": [2.0, 6.0]}}
+    config = tiny_config(image_dir, corruption=texture, train={"steps": 12, "checkpoint_every": 4},
+                         validation={"directory": None})
+    Trainer(config, tmp_path / "straight").run()
+    Trainer(config, tmp_path / "resumed").run(stop_after=5)
+    Trainer(config, tmp_path / "resumed").run()
+    for a, b in zip(_weights(tmp_path / "straight"), _weights(tmp_path / "resumed")):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-4)
+    plain = tiny_config(image_dir, train={"steps": 12, "checkpoint_every": 4}, validation={"directory": None})
+    Trainer(plain, tmp_path / "plain").run()
+    assert any(not np.allclose(a, b, atol=1e-5) for a, b in zip(_weights(tmp_path / "straight"), _weights(tmp_path / "plain")))
+
+
 @NO_SKIPPED_CONTAINERS
 def test_init_from_reads_a_model_saved_with_the_older_multiscale_lifts():
     """`train.init_from` moves the weights of an older multiscale file (transposed-convolution lifts) by name."""
