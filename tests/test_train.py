@@ -1042,3 +1042,56 @@ def test_the_logged_learning_rate_is_the_one_the_step_used(image_dir, tmp_path, 
     Trainer(config, tmp_path).run()
     assert [step for step, _ in logged] == [1, 2, 3, 4]
     np.testing.assert_allclose([lr for _, lr in logged], [1e-3, 1e-3, 1e-3, 1e-5], rtol=1e-6)
+
+
+def _best_files(directory, record, history_steps_psnr, best_bytes=b"newer best"):
+    directory.mkdir()
+    (directory / "best.keras").write_bytes(best_bytes)
+    if record is not None:
+        (directory / "best_validation.json").write_text(json.dumps(record))
+    (directory / "history.jsonl").write_text("".join(json.dumps({"step": s, "mean_psnr": p}) + "\n"
+                                                     for s, p in history_steps_psnr))
+
+
+def test_a_best_model_newer_than_its_record_keeps_the_psnr_history_gives_it(tmp_path):
+    """A run stopped between moving best.keras into place and writing best_validation.json."""
+    from bfcnn.io import sha256
+    from bfcnn.training.run_directory import recorded_best
+
+    history = [(10, 20.0), (20, 22.0), (30, 21.5), (40, 23.0)]
+    stale = {"step": 20, "mean_psnr": 22.0, "sha256": "0" * 64}
+    _best_files(tmp_path / "stale", stale, history)
+    assert recorded_best(tmp_path / "stale") == 23.0  # step 40's, which best.keras holds
+    _best_files(tmp_path / "missing", None, history)
+    assert recorded_best(tmp_path / "missing") == 23.0
+    _best_files(tmp_path / "current", dict(stale, sha256=sha256(tmp_path / "stale" / "best.keras")), history)
+    assert recorded_best(tmp_path / "current") == 22.0  # the record matches the file: taken as it is
+    _best_files(tmp_path / "older", {"step": 20, "mean_psnr": 22.0}, history)
+    assert recorded_best(tmp_path / "older") == 22.0  # written before records held a sha256
+
+
+def test_the_best_record_names_the_file_it_describes(image_dir, tmp_path):
+    from bfcnn.io import sha256
+
+    config = tiny_config(image_dir, train={"steps": 20, "checkpoint_every": 10})
+    Trainer(config, tmp_path).run()
+    record = json.loads((tmp_path / "best_validation.json").read_text())
+    assert record["sha256"] == sha256(tmp_path / "best.keras")
+
+
+def test_a_resumed_run_does_not_replace_a_best_model_newer_than_its_record(image_dir, tmp_path):
+    from bfcnn.io import sha256
+
+    config = tiny_config(image_dir, train={"steps": 20, "checkpoint_every": 10}, validation={"every": 10})
+    Trainer(config, tmp_path).run()
+    # As if the run had validated again after its last checkpoint, moved that better model into
+    # best.keras and stopped before writing the record: history has the line, the record is old.
+    with open(tmp_path / "history.jsonl", "a") as f:
+        f.write(json.dumps({"step": 25, "results": {}, "mean_psnr": 99.0}) + "\n")
+    record = json.loads((tmp_path / "best_validation.json").read_text())
+    (tmp_path / "best_validation.json").write_text(json.dumps(dict(record, sha256="0" * 64)))
+    before = sha256(tmp_path / "best.keras")
+    Trainer(tiny_config(image_dir, train={"steps": 30, "checkpoint_every": 10}, validation={"every": 10}),
+            tmp_path).run()
+    assert sha256(tmp_path / "best.keras") == before  # step 30 (far under 99 dB) did not replace it
+    assert [json.loads(line)["step"] for line in (tmp_path / "history.jsonl").read_text().splitlines()] == [10, 20, 30]

@@ -35,7 +35,7 @@ from bfcnn.config import CorruptionConfig, PipelineConfig, dump_config
 from bfcnn.errors import BfcnnError, ConfigError
 from bfcnn.evaluation import center_crop, evaluate_denoiser
 from bfcnn.io import (directory_problem, existing_ancestor, json_safe, list_images, read_image, resolve_directory,
-                      write_json)
+                      sha256, write_json)
 from bfcnn.models.builder import build_model, model_builder, resolve_model_config
 from bfcnn.models.checkpoints import listed_checkpoints, repair_state
 from bfcnn.training.distribution import is_chief, make_strategy
@@ -304,8 +304,8 @@ class Trainer:
             self._start_directory()
             if cfg.train.init_from and not state.restored:
                 record_start(self.directory, cfg.train.init_from)
+            self._resume_best(state.best)  # reads history.jsonl's lines after the checkpoint, which trimming drops
             trim_history(self.directory / "history.jsonl", int(state.step.numpy()))
-            self._resume_best(state.best)
         writer = tf.summary.create_file_writer(str(self.directory / "logs")) if (chief and cfg.train.tensorboard) \
             else tf.summary.create_noop_writer()
 
@@ -532,5 +532,6 @@ class Trainer:
                 # The checkpoint records `best` only every train.checkpoint_every steps: a resumed
                 # run reads this too, so a worse model never replaces best.keras.
                 write_json(self.directory / BEST_RECORD, {"step": step, "mean_psnr": mean_psnr,
+                                                          "sha256": sha256(self.directory / "best.keras"),
                                                           "validation": validation_settings(cfg)})
         return results

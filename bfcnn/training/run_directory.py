@@ -5,8 +5,8 @@ A `Trainer` (`bfcnn.training.loop`) runs a `PipelineConfig` into a model directo
     D/config.yaml        the resolved config (every default filled in)
     D/checkpoints/       tf.train checkpoints (model, optimizer, step, wall time), last K kept
     D/model.keras        the final model;   D/best.keras   the best one by validation PSNR
-    D/best_validation.json   the step and mean PSNR of best.keras, and the validation settings
-                         they were measured under (best tracking starts afresh when they change)
+    D/best_validation.json   the step, mean PSNR and sha256 of best.keras, and the validation
+                         settings they were measured under (best tracking starts afresh when they change)
     D/history.jsonl      one line per validation;   D/logs/   TensorBoard events
     D/summary.json       at the end: steps, wall time, best PSNR, the last validation and the
                          number of unreadable files skipped (null when streaming: not counted)
@@ -29,7 +29,7 @@ from bfcnn.training.stopping import TrainingError
 
 log = logging.getLogger("bfcnn.train")
 
-BEST_RECORD = "best_validation.json"  # best.keras's step, mean PSNR and validation settings, written after it
+BEST_RECORD = "best_validation.json"  # best.keras's step, mean PSNR, sha256 and validation settings, written after it
 LOCK_FILE = ".lock"  # held by the run writing into a model directory (lock_directory)
 # What a run writes into its model directory: name -> whether it is a folder.
 RUN_FILES = {"checkpoints": True, "logs": True, "config.yaml": False, "model.keras": False, "best.keras": False,
@@ -160,11 +160,56 @@ def trim_history(path: Path, step: int) -> None:
 
 
 def recorded_best(directory: Path) -> float:
-    """The mean PSNR of `best.keras` as `best_validation.json` records it (-inf when there is none)."""
+    """The mean PSNR of `best.keras` (-inf when there is none).
+
+    As `best_validation.json` records it, unless `best.keras` is newer than that record: a run
+    stopped after moving a new `best.keras` into place and before writing its record leaves
+    a file whose sha256 is not the recorded one (or no record at all). Then it is the best
+    mean PSNR `history.jsonl` holds after the record's step (each validation is written there
+    before `best.keras`), so a later, worse model does not replace it. Call it before
+    `trim_history`, which drops the lines after the checkpoint's step. Records written before
+    the sha256 was recorded are taken as they are.
+    """
     try:
-        return float(json.loads((directory / BEST_RECORD).read_text())["mean_psnr"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return -math.inf
+        record = json.loads((directory / BEST_RECORD).read_text())
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict):
+        record = None
+    try:
+        recorded = float(record["mean_psnr"]) if record is not None else -math.inf
+    except (KeyError, TypeError, ValueError):
+        recorded = -math.inf
+    best_file = directory / "best.keras"
+    if not best_file.is_file() or (record is not None and "sha256" not in record):
+        return recorded
+    if record is not None and record["sha256"] == sha256(best_file):
+        return recorded
+    after = record.get("step", -1) if record is not None else -1
+    later = [entry.get("mean_psnr") for entry in _history_entries(directory / "history.jsonl")
+             if isinstance(entry.get("step"), int) and isinstance(after, int) and entry["step"] > after]
+    later = [float(value) for value in later if isinstance(value, (int, float)) and math.isfinite(value)]
+    if later:
+        log.info("best.keras is newer than %s (the run stopped between writing the two): its mean PSNR is "
+                 "taken from history.jsonl", BEST_RECORD)
+    return max([recorded] + later)
+
+
+def _history_entries(path: Path):
+    """The JSON objects of `history.jsonl`'s readable lines (none when it cannot be read)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
 
 
 def validation_settings(config) -> Dict:
