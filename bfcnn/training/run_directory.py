@@ -170,12 +170,7 @@ def recorded_best(directory: Path) -> float:
     `trim_history`, which drops the lines after the checkpoint's step. Records written before
     the sha256 was recorded are taken as they are.
     """
-    try:
-        record = json.loads((directory / BEST_RECORD).read_text())
-    except (OSError, ValueError):
-        record = None
-    if not isinstance(record, dict):
-        record = None
+    record = _best_record(directory)
     try:
         recorded = float(record["mean_psnr"]) if record is not None else -math.inf
     except (KeyError, TypeError, ValueError):
@@ -193,6 +188,15 @@ def recorded_best(directory: Path) -> float:
         log.info("best.keras is newer than %s (the run stopped between writing the two): its mean PSNR is "
                  "taken from history.jsonl", BEST_RECORD)
     return max([recorded] + later)
+
+
+def _best_record(directory: Path) -> Optional[Dict]:
+    """`best_validation.json` as a dict; None when it is missing, unreadable or not an object."""
+    try:
+        record = json.loads((directory / BEST_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _history_entries(path: Path):
@@ -226,10 +230,7 @@ def changed_validation_settings(directory: Path, settings: Dict) -> Dict:
     """The settings that differ between `settings` and those `best_validation.json` records,
     {key: (recorded, now)}; {} when they match, when there is no record, or when the record
     predates the settings being recorded (its best is kept, as before)."""
-    try:
-        recorded = json.loads((directory / BEST_RECORD).read_text()).get("validation")
-    except (OSError, ValueError, AttributeError):
-        return {}
+    recorded = (_best_record(directory) or {}).get("validation")
     if not isinstance(recorded, dict):
         return {}
     return {key: (recorded.get(key), value) for key, value in settings.items() if recorded.get(key) != value}
@@ -237,13 +238,8 @@ def changed_validation_settings(directory: Path, settings: Dict) -> Dict:
 
 def recorded_validation(directory: Path, step: int) -> Dict:
     """The validation of `step` as `history.jsonl` records it ({sigma: results}; {} when none)."""
-    try:
-        lines = (directory / "history.jsonl").read_text().splitlines()
-    except OSError:
-        return {}
-    for line in reversed(lines):
+    for entry in reversed(_history_entries(directory / "history.jsonl")):
         try:
-            entry = json.loads(line)
             if entry["step"] == step:
                 return {float(sigma): results for sigma, results in entry["results"].items()}
         except (ValueError, KeyError, TypeError, AttributeError):
