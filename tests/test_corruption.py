@@ -277,8 +277,24 @@ def test_texture_probability_and_amplitude_range():
     assert np.all((stds[~untouched] > 0.7) & (stds[~untouched] < 5.6))
 
 
+def test_texture_only_under_faint_noise_with_max_noise_sigma():
+    config = CorruptionConfig(additive={"sigma": [0, 40]},
+                              texture={"probability": 1.0, "sigma": [4.0, 4.0], "max_noise_sigma": 10.0})
+    clean = tf.fill([300, 24, 24, 1], 100.0)
+    noisy, target = synthetic_inputs(clean, config, SEED, noisy_target=False)
+    textured = per_image_std(target) > 0.0
+    noise_std = per_image_std(noisy.numpy() - target.numpy())  # the level drawn for each image
+    assert 0.15 < textured.mean() < 0.35  # a quarter of the levels in [0, 40] are under 10
+    assert np.all(noise_std[textured] < 11.5) and np.all(noise_std[~textured] > 8.5)
+    # Without additive noise every chosen image counts as faint.
+    stds = per_image_std(add_texture(clean, only(texture=config.texture), SEED))
+    assert np.all(stds > 3.0)
+
+
 def test_bad_texture_config_is_named():
     with pytest.raises(ConfigError, match="texture.sigma"):
         CorruptionConfig(texture={"probability": 1.0, "sigma": [3.0, 1.0]})
     with pytest.raises(ConfigError, match="texture.probability"):
         CorruptionConfig(texture={"probability": 1.5})
+    with pytest.raises(ConfigError, match="texture.max_noise_sigma"):
+        CorruptionConfig(texture={"probability": 1.0, "max_noise_sigma": -1.0})

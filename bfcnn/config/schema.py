@@ -244,15 +244,20 @@ class TextureConfig(_Section):
     A Gaussian field with lag-1 correlation +0.5 or -0.5 along one direction (horizontal,
     vertical or a diagonal, drawn per image), of std drawn per image from the `sigma` range on
     the 0-255 scale: structure a denoiser of white noise is to keep (see
-    bfcnn.training.corruption.add_texture)."""
+    bfcnn.training.corruption.add_texture). `max_noise_sigma`: only images whose additive
+    noise std (the level the corruption draws for them) is at most this get texture; None:
+    any level."""
 
     probability: float = 0.0
     sigma: Tuple[float, float] = (0.0, 4.0)
+    max_noise_sigma: Optional[float] = None
 
     def _check(self) -> None:
         _check_probability(self)
         lo, hi = self.sigma
         _check(0.0 <= lo <= hi, "sigma", f"must be a range [lo, hi] with 0 <= lo <= hi, got {list(self.sigma)}")
+        _check(self.max_noise_sigma is None or self.max_noise_sigma >= 0.0, "max_noise_sigma",
+               f"must be a noise std >= 0 on the 0-255 scale, or null for any level, got {self.max_noise_sigma!r}")
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,9 @@ def add_texture(clean: tf.Tensor, config: CorruptionConfig, seed: tf.Tensor) -> 
     or -1 and `a` drawn from `texture.sigma`: a unit-variance field whose neighbours along that
     direction correlate by `s / 2`, which white noise never does. Added before the corruption
     and kept in the target, it teaches the network to remove only what is white; what that
-    costs and gains is in docs/training.md ("Nearly clean images").
+    costs and gains is in docs/training.md ("Nearly clean images"). With
+    `texture.max_noise_sigma`, only images whose additive noise level (the one `corrupt` draws
+    from the same seed) is at most that get texture.
 
     Args and Raises: as `corrupt`.
 
@@ -114,6 +116,9 @@ def add_texture(clean: tf.Tensor, config: CorruptionConfig, seed: tf.Tensor) -> 
     low, high = texture.sigma
     amplitude = tf.random.stateless_uniform([batch], seeds[3], minval=low, maxval=high)
     chosen = _chosen(texture.probability, batch, seeds[4])
+    if texture.max_noise_sigma is not None:
+        faint = _additive_level(config, batch, seed) <= texture.max_noise_sigma
+        chosen = faint if chosen is None else chosen & faint
     if chosen is not None:
         amplitude = tf.where(chosen, amplitude, tf.zeros_like(amplitude))
     textured = tf.cast(clean, tf.float32) + tf.reshape(amplitude, [-1, 1, 1, 1]) * pattern
@@ -212,6 +217,15 @@ def _noise_levels(config, batch, seeds):
                 level = tf.where(mask, level, tf.zeros_like(level))
             noises.append((noise, tf.reshape(level, [-1, 1, 1, 1]), field_index, multiplicative))
     return noises
+
+
+def _additive_level(config, batch, seed):
+    """Float [B]: the additive noise std `corrupt(..., seed)` gives each image (0 where none)."""
+    seeds = tf.random.experimental.stateless_split(seed, _SEEDS)
+    for _, level, _, multiplicative in _noise_levels(config, batch, seeds):
+        if not multiplicative:
+            return tf.reshape(level, [-1])
+    return tf.zeros([batch])
 
 
 def _levels(noise, batch, seed):
