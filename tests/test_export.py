@@ -482,7 +482,7 @@ TINY_N3NET = {"type": "n3net", "channels": 1, "stages": 2, "depth": 2, "filters"
 
 @pytest.mark.slow
 def test_n3net_to_builtin_tflite():
-    """N3 blocks (kNN over patch windows, a WHILE loop, gathers) convert to builtin ops.
+    """N3 blocks (kNN over patch windows, gathers, batched matrix products) convert to builtin ops.
 
     A tiny untrained N3Net's output reaches ~1,000 and its neighbour weights are sensitive, so
     TFLite matches Keras to a relative 1e-5 (absolute 1e-3 to 2e-3), not to the 1e-3 absolute
@@ -497,6 +497,7 @@ def test_n3net_to_builtin_tflite():
     model = bfcnn.build_model(TINY_N3NET)
     content = to_tflite(model)
     assert set(tflite_ops(content)) <= set(vars(schema.BuiltinOperator)) - {"CUSTOM"}
+    assert "WHILE" not in tflite_ops(content)  # traced in one pass (queries_in_one_pass)
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -507,8 +508,7 @@ def test_n3net_to_builtin_tflite():
             images = noisy_images(shape)
             expected = keras_out(model, images)
             assert np.max(np.abs(denoiser(images) - expected)) <= 1e-5 * max(np.max(np.abs(expected)), 255.0)
-    # TFLite's int8 calibrator aborts the process on the N3 block's WHILE loop, and LiteRT on the
-    # int8 graph of a block sized ahead (no loop): refused up front.
+    # LiteRT aborts the process allocating the int8 graph of an N3 block: refused up front.
     with pytest.raises(UnsupportedOpsError, match="int8 graph of its N3 block"):
         to_tflite(model, "int8", [noisy_images((16, 16, 1))])
 

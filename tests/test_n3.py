@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from scipy.special import logsumexp
 
-from bfcnn.layers.n3 import N3Block
+from bfcnn.layers.n3 import N3Block, queries_in_one_pass
 from bfcnn.layers.n3_windows import candidate_indices
 from bfcnn.layers.patches import fold_patches, unfold_patches
 from bfcnn.models.cost import is_bias_free
@@ -198,6 +198,24 @@ def test_a_static_size_that_fits_one_chunk_leaves_the_loop_out(chunk):
         outputs.append(np.asarray(concrete(tf.constant(x))))
     assert loops == [chunk < 180, True]
     np.testing.assert_allclose(outputs[0], outputs[1], atol=1e-5, rtol=0)
+
+
+def test_queries_in_one_pass_leaves_the_loop_out_for_any_size():
+    """Traced inside `queries_in_one_pass` (as TFLite exports are), a graph for any size has no
+    While and gives what the chunked loop gives; outside it the loop is back."""
+    block = N3Block(**SMALL_BLOCK, batch_norm=False, query_tile=3, inference_chunk=1)
+    x = tf.constant(uniform((1, 21, 27, 1), seed=17))
+    spec = tf.TensorSpec((1, None, None, 1), tf.float32)
+
+    def trace():
+        concrete = tf.function(lambda images: block(images, training=False)).get_concrete_function(spec)
+        return any("While" in op.type for op in concrete.graph.get_operations()), np.asarray(concrete(x))
+
+    with queries_in_one_pass():
+        loop_inside, inside = trace()
+    loop_outside, outside = trace()
+    assert (loop_inside, loop_outside) == (False, True)
+    np.testing.assert_allclose(inside, outside, atol=1e-5, rtol=0)
 
 
 def test_hard_limit_equals_the_brute_force_neighbour_patches():

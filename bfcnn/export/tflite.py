@@ -148,6 +148,8 @@ def to_tflite(model, quantize: str = "none", representative_images: Optional[Ite
     import keras
     import tensorflow as tf
 
+    from bfcnn.layers.n3 import queries_in_one_pass
+
     if quantize not in QUANTIZATIONS:
         raise ExportError(f"quantize={quantize!r} is not supported; allowed: {allowed(QUANTIZATIONS)}")
     samples = None
@@ -165,11 +167,14 @@ def to_tflite(model, quantize: str = "none", representative_images: Optional[Ite
     with tempfile.TemporaryDirectory(prefix="bfcnn-tflite-") as tmp:
         # Through a SavedModel written by Keras' ExportArchive, which tracks the Keras 3
         # variables so the converter freezes them into constants.
+        # N3 blocks are traced without their loop over chunks of queries: LiteRT runners tile
+        # large images, and the loop made LiteRT slower (`queries_in_one_pass`).
         archive = keras.export.ExportArchive()
         archive.track(model)
-        archive.add_endpoint("serving_default", lambda image: {OUTPUT_NAME: model(image, training=False)},
-                             input_signature=[tf.TensorSpec([1, height, width, channels], tf.float32, INPUT_NAME)])
-        archive.write_out(tmp, verbose=False)
+        with queries_in_one_pass():
+            archive.add_endpoint("serving_default", lambda image: {OUTPUT_NAME: model(image, training=False)},
+                                 input_signature=[tf.TensorSpec([1, height, width, channels], tf.float32, INPUT_NAME)])
+            archive.write_out(tmp, verbose=False)
         if quantize == "int8":
             # TFLite's calibrator aborts the whole process (SIGABRT, not an exception) on
             # control flow such as the N3 block's WHILE loop: look at the float graph first.

@@ -19,9 +19,9 @@ product of dense region weights with the region's patches. Time grows linearly w
 number of pixels; nothing is ever computed for all pairs of patches of a large image. In
 training mode all tiles are processed at once (training patches are small); in inference
 mode a `tf.while_loop` processes about `inference_chunk` queries at a time (no loop when a
-static image size fits in one chunk), so beyond the two small CNNs, the input and the
-output, memory does not grow with the image
-(benchmarks/bench_n3.py, docs/n3.md).
+static image size fits in one chunk, or inside `queries_in_one_pass`, as TFLite exports
+are traced), so beyond the two small CNNs, the input and the output, memory does not grow
+with the image (benchmarks/bench_n3.py, docs/n3.md).
 
 TFLite. Everything maps to builtin TFLite ops (WHILE, DYNAMIC_UPDATE_SLICE, GATHER,
 BATCH_MATMUL, ...) and converts with a dynamic [1, H, W, C] input. Two converter
@@ -30,6 +30,9 @@ have no builtin (reshapes are used instead), and some reshape / transpose chains
 captured tensors inside the loop are mis-converted (index tables are computed with integer
 arithmetic on flat ranges, and the loop receives every tensor as a loop variable).
 """
+
+import contextlib
+import contextvars
 
 import keras
 import tensorflow as tf
@@ -51,9 +54,34 @@ from bfcnn.layers.patches import (
 )
 from bfcnn.ops.nearest_neighbors import neighbor_weight_list
 
+# Set by `queries_in_one_pass`: N3 blocks traced while it is True leave the loop out.
+_ONE_PASS = contextvars.ContextVar("bfcnn_n3_queries_in_one_pass", default=False)
+
 # Smallest T / mean(y^2) in the scale-equivariant mode is `epsilon`; this keeps
 # mean(y^2) itself away from 0 for an all-zero image (it does not affect other images).
 _TINY = 1e-12
+
+
+@contextlib.contextmanager
+def queries_in_one_pass():
+    """N3 blocks traced inside this context process all their queries at once in inference
+    mode too, as in training, rather than in a loop over chunks of `inference_chunk` queries.
+
+    For graphs whose runners cut large images into tiles, which bounds memory anyway:
+    `bfcnn.export.to_tflite` traces in it. In LiteRT the loop's tensors are sized while it
+    runs and its body runs without XNNPACK; without it `n3net_gray` ran 1.3 to 1.4x faster on
+    images of 512 to 2048 pixels a side, for a peak memory 13 to 19% higher (docs/inference.md,
+    "N3Net and non-local models").
+
+    Example:
+        >>> with queries_in_one_pass():
+        ...     graph = tf.function(model).get_concrete_function(tf.TensorSpec([1, None, None, 1]))
+    """
+    token = _ONE_PASS.set(True)
+    try:
+        yield
+    finally:
+        _ONE_PASS.reset(token)
 
 
 def _cnn(depth, filters, outputs, kernel_size, batch_norm, use_bias, name, dtype):
@@ -208,7 +236,7 @@ class N3Block(keras.layers.Layer):
         patch_data = (n_h, n_w, cells, squares, log_temperature, energy, patches)
         queries = plan_w.tiles * plan_h.tile * plan_w.tile  # per row of tiles
 
-        if training or self._one_chunk(inputs.shape[1], inputs.shape[2]):
+        if training or _ONE_PASS.get() or self._one_chunk(inputs.shape[1], inputs.shape[2]):
             z = self._tile_rows(ops.arange(plan_h.tiles, dtype="int32"), *patch_data)
         else:
             # Inference: about `inference_chunk` queries at a time, so memory stays bounded.
