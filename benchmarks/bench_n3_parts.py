@@ -11,7 +11,9 @@ Keras graph mode on one noisy image of `--size` x `--size` pixels, in interleave
 after a warm-up (median ms). In its own file each part's input has a shape LiteRT knows when
 the input is resized; in the whole model the second stage reads the N3 block's output, whose
 shape LiteRT only learns while it runs (`bfcnn.export.runtime_sized_tensors`). The last row
-compares the whole model with the sum of its parts.
+compares the whole model with the sum of its parts. `--loop` converts the N3 block with its
+loop over chunks of queries, as exports did before they left it out
+(`bfcnn.layers.n3.queries_in_one_pass`), to compare the two.
 """
 
 import argparse
@@ -33,6 +35,8 @@ def parse_args(argv=None):
     parser.add_argument("--model", default="n3net_gray", help="a zoo name or .keras file of an n3net with 2 stages")
     from graph_timing import add_litert_timing  # same folder
 
+    parser.add_argument("--loop", action="store_true",
+                        help="convert the N3 block with its loop over chunks of queries (as exports did before)")
     check = add_litert_timing(parser, min_size=16)
     return check(parser.parse_args(argv))
 
@@ -64,16 +68,20 @@ def parts(model):
             "whole model": model}
 
 
-def engines(model, shape, threads: int):
+def engines(model, shape, threads: int, loop: bool = False):
     """(Keras graph function, LiteRT function) for `model` at input `shape`; the Keras side is
-    `bfcnn.inference.graph_runner`, the function `bfcnn.denoise` runs."""
+    `bfcnn.inference.graph_runner`, the function `bfcnn.denoise` runs (with the loop over query
+    chunks, whatever `loop` says: it chooses for the TFLite file only)."""
     from ai_edge_litert.interpreter import Interpreter
 
     from bfcnn.export import to_tflite
     from bfcnn.inference import graph_runner
+    from bfcnn.layers.n3 import queries_in_one_pass
 
     graph = graph_runner(model)
-    lite = Interpreter(model_content=to_tflite(model, "none"), num_threads=threads)
+    with queries_in_one_pass(not loop):
+        content = to_tflite(model, "none")
+    lite = Interpreter(model_content=content, num_threads=threads)
     lite.resize_tensor_input(lite.get_input_details()[0]["index"], list(shape))
     lite.allocate_tensors()
 
@@ -97,11 +105,11 @@ def part_inputs(models: dict, image: np.ndarray) -> dict:
             "whole model": image}
 
 
-def time_parts(models: dict, image: np.ndarray, runs: int, threads: int) -> dict:
+def time_parts(models: dict, image: np.ndarray, runs: int, threads: int, loop: bool = False) -> dict:
     """{part: (Keras median s, TFLite median s, max |Keras - TFLite|)}; each part gets the input
     the whole model gives it (`part_inputs`)."""
     inputs = part_inputs(models, image)
-    runners = {name: engines(model, inputs[name].shape, threads) for name, model in models.items()}
+    runners = {name: engines(model, inputs[name].shape, threads, loop) for name, model in models.items()}
     seconds = {name: ([], []) for name in models}
     diffs = {}
     for round_ in range(runs + 1):
@@ -141,8 +149,10 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     image = np.random.default_rng(0).uniform(0, 255, (1, args.size, args.size, model.input_shape[-1]))
-    results = time_parts(models, image.astype(np.float32), args.runs, args.threads)
-    print(f"{args.model}, {args.size} x {args.size}, median of {args.runs} interleaved rounds, LiteRT with "
+    results = time_parts(models, image.astype(np.float32), args.runs, args.threads, args.loop)
+    loop = "with" if args.loop else "without"
+    print(f"{args.model}, {args.size} x {args.size}, N3 block converted {loop} its loop over query chunks, "
+          f"median of {args.runs} interleaved rounds, LiteRT with "
           f"{args.threads} thread(s) (XNNPACK); TensorFlow {tf.__version__}, {os.cpu_count()} CPU cores; "
           f"1-minute load average {os.getloadavg()[0]:.1f} at the end\n")
     print(table(results))

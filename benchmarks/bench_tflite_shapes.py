@@ -1,6 +1,6 @@
 """Why a crop can slow a whole TFLite model down: Keras against LiteRT on one conv stack, five ways.
 
-Eight 3x3 convolutions (32 channels) on a 1-channel image, converted with `bfcnn.export.to_tflite`
+Eight 3x3 convolutions (32 channels, or `--filters`) on a 1-channel image, converted with `bfcnn.export.to_tflite`
 (dynamic [1, H, W, 1] input, resized to the image), each variant with one operation after the
 second convolution:
 
@@ -16,6 +16,7 @@ second convolution:
 Engines run in interleaved rounds; the table gives the median wall time and TFLite / Keras.
 
     python benchmarks/bench_tflite_shapes.py --size 512 --runs 5
+    python benchmarks/bench_tflite_shapes.py --variants plain --filters 32 48 64   # channel counts
 """
 
 import argparse
@@ -31,7 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 
-def build(variant: str):
+VARIANTS = ("plain", "slice crop", "gather crop", "transposed up", "shuffle up")
+
+
+def build(variant: str, filters: int = 32):
     import keras
     import tensorflow as tf
     from keras import ops
@@ -58,12 +62,12 @@ def build(variant: str):
         if i == 2 and variant in ("slice crop", "gather crop"):
             x = (SliceCrop() if variant == "slice crop" else GatherCrop())(x)
         if i == 2 and variant.endswith(" up"):
-            x = keras.layers.Conv2D(32, 2, strides=2, use_bias=False)(x)
+            x = keras.layers.Conv2D(filters, 2, strides=2, use_bias=False)(x)
             if variant == "transposed up":
-                x = keras.layers.Conv2DTranspose(32, 2, strides=2, use_bias=False)(x)
+                x = keras.layers.Conv2DTranspose(filters, 2, strides=2, use_bias=False)(x)
             else:
-                x = ShuffleUp()(keras.layers.Conv2D(4 * 32, 1, use_bias=False)(x))
-        x = keras.layers.Conv2D(32 if i < 7 else 1, 3, padding="same", use_bias=False,
+                x = ShuffleUp()(keras.layers.Conv2D(4 * filters, 1, use_bias=False)(x))
+        x = keras.layers.Conv2D(filters if i < 7 else 1, 3, padding="same", use_bias=False,
                                 activation="relu" if 0 < i < 7 else None)(x)
     return keras.Model(inputs, x)
 
@@ -73,7 +77,13 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--filters", type=int, nargs="+", default=[32],
+                        help="channels of the convolutions; one row per variant and count (default 32)")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS, metavar="VARIANT",
+                        help=f"which graphs to time (default all: {', '.join(VARIANTS)})")
     args = parser.parse_args(argv)
+    if min(args.filters) < 1:
+        parser.error(f"--filters must be >= 1, got {args.filters}")
 
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
@@ -83,10 +93,10 @@ def main(argv=None) -> int:
     image = np.random.default_rng(0).uniform(0, 255, (1, args.size, args.size, 1)).astype(np.float32)
     print(f"{args.size}x{args.size} image, median of {args.runs} interleaved runs, {args.threads} LiteRT threads, "
           f"1-minute load average {os.getloadavg()[0]:.1f} at the start\n")
-    print("| variant | Keras ms | TFLite ms | TFLite / Keras |")
-    print("|---|---:|---:|---:|")
-    for variant in ("plain", "slice crop", "gather crop", "transposed up", "shuffle up"):
-        model = build(variant)
+    print("| variant | filters | Keras ms | TFLite ms | TFLite / Keras |")
+    print("|---|---:|---:|---:|---:|")
+    for variant, filters in ((v, f) for v in args.variants for f in args.filters):
+        model = build(variant, filters)
         keras_run = tf.function(lambda x: model(x, training=False))
         interpreter = Interpreter(model_content=to_tflite(model), num_threads=args.threads)
         index = interpreter.get_input_details()[0]["index"]
@@ -107,7 +117,7 @@ def main(argv=None) -> int:
                 run()
                 times[name].append(1000 * (time.perf_counter() - start))
         k, t = statistics.median(times["keras"]), statistics.median(times["tflite"])
-        print(f"| {variant} | {k:.0f} | {t:.0f} | {t / k:.2f} |", flush=True)
+        print(f"| {variant} | {filters} | {k:.0f} | {t:.0f} | {t / k:.2f} |", flush=True)
     return 0
 
 

@@ -498,6 +498,10 @@ def test_n3net_to_builtin_tflite():
     content = to_tflite(model)
     assert set(tflite_ops(content)) <= set(vars(schema.BuiltinOperator)) - {"CUSTOM"}
     assert "WHILE" not in tflite_ops(content)  # traced in one pass (queries_in_one_pass)
+    from bfcnn.layers.n3 import queries_in_one_pass
+
+    with queries_in_one_pass(False):  # the caller's choice stands: the loop, as before
+        assert "WHILE" in tflite_ops(to_tflite(model))
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:

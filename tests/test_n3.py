@@ -213,6 +213,10 @@ def test_queries_in_one_pass_leaves_the_loop_out_for_any_size():
 
     with queries_in_one_pass():
         loop_inside, inside = trace()
+        with queries_in_one_pass(False, override=False):  # the enclosing choice stands
+            assert trace()[0] is False
+        with queries_in_one_pass(False):
+            assert trace()[0] is True
     loop_outside, outside = trace()
     assert (loop_inside, loop_outside) == (False, True)
     np.testing.assert_allclose(inside, outside, atol=1e-5, rtol=0)

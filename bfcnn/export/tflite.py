@@ -132,8 +132,10 @@ def to_tflite(model, quantize: str = "none", representative_images: Optional[Ite
             scale, like those the model will see; required for `int8`.
         input_size: (H, W) for a file that takes only images of that size (tiles of one
             size, camera frames): every shape is then known when converting, so LiteRT sizes
-            the whole graph ahead and XNNPACK can take all of it (an N3 block's loop over
-            chunks of queries is left out when the size fits in one chunk). None: any size.
+            the whole graph ahead and XNNPACK can take all of it. None: any size. Either way an
+            N3 block is converted without its loop over chunks of queries
+            (`bfcnn.layers.n3.queries_in_one_pass`; enter `queries_in_one_pass(False)` around
+            this call to keep it).
 
     Returns:
         The `.tflite` file's bytes. Signature `serving_default`: input `image`
@@ -167,11 +169,11 @@ def to_tflite(model, quantize: str = "none", representative_images: Optional[Ite
     with tempfile.TemporaryDirectory(prefix="bfcnn-tflite-") as tmp:
         # Through a SavedModel written by Keras' ExportArchive, which tracks the Keras 3
         # variables so the converter freezes them into constants.
-        # N3 blocks are traced without their loop over chunks of queries: LiteRT runners tile
-        # large images, and the loop made LiteRT slower (`queries_in_one_pass`).
+        # N3 blocks are traced without their loop over chunks of queries (unless the caller
+        # chose otherwise): LiteRT runners tile large images, and the loop made LiteRT slower.
         archive = keras.export.ExportArchive()
         archive.track(model)
-        with queries_in_one_pass():
+        with queries_in_one_pass(override=False):
             archive.add_endpoint("serving_default", lambda image: {OUTPUT_NAME: model(image, training=False)},
                                  input_signature=[tf.TensorSpec([1, height, width, channels], tf.float32, INPUT_NAME)])
             archive.write_out(tmp, verbose=False)
@@ -192,9 +194,10 @@ def check_int8_supported(model) -> None:
     """Refuses, before any conversion, a model whose int8 TFLite graph LiteRT cannot run.
 
     Raises:
-        UnsupportedOpsError: the model has an N3 block. Sized ahead (`input_size`) the block
-            has no loop and calibrates, but LiteRT then aborts the process (SIGABRT)
-            allocating its int8 graph; sized at run time its WHILE loop stops the calibrator.
+        UnsupportedOpsError: the model has an N3 block. Without its loop over chunks of
+            queries (as `to_tflite` converts it) the block calibrates, but LiteRT then aborts the
+            process (SIGABRT) allocating its int8 graph; with the loop, the WHILE stops the
+            calibrator.
     """
     if any(type(layer).__name__ == "N3Block" for layer in model._flatten_layers()):
         raise UnsupportedOpsError(

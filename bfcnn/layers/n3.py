@@ -54,8 +54,8 @@ from bfcnn.layers.patches import (
 )
 from bfcnn.ops.nearest_neighbors import neighbor_weight_list
 
-# Set by `queries_in_one_pass`: N3 blocks traced while it is True leave the loop out.
-_ONE_PASS = contextvars.ContextVar("bfcnn_n3_queries_in_one_pass", default=False)
+# Set by `queries_in_one_pass`: N3 blocks traced while it is True leave the loop out (None: not chosen).
+_ONE_PASS = contextvars.ContextVar("bfcnn_n3_queries_in_one_pass", default=None)
 
 # Smallest T / mean(y^2) in the scale-equivariant mode is `epsilon`; this keeps
 # mean(y^2) itself away from 0 for an all-zero image (it does not affect other images).
@@ -63,21 +63,30 @@ _TINY = 1e-12
 
 
 @contextlib.contextmanager
-def queries_in_one_pass():
+def queries_in_one_pass(enabled: bool = True, override: bool = True):
     """N3 blocks traced inside this context process all their queries at once in inference
     mode too, as in training, rather than in a loop over chunks of `inference_chunk` queries.
 
     For graphs whose runners cut large images into tiles, which bounds memory anyway:
     `bfcnn.export.to_tflite` traces in it. In LiteRT the loop's tensors are sized while it
-    runs and its body runs without XNNPACK; without it `n3net_gray` ran 1.3 to 1.4x faster on
-    images of 512 to 2048 pixels a side, for a peak memory 13 to 19% higher (docs/inference.md,
-    "N3Net and non-local models").
+    runs and its body runs without XNNPACK (docs/inference.md, "N3Net and non-local models",
+    has what leaving it out gains in time and costs in memory).
+
+    Args:
+        enabled: False keeps the loop (to compare, or to bound memory for a runner that
+            does not tile).
+        override: False leaves a choice made by an enclosing `queries_in_one_pass` in place
+            (how `to_tflite` uses it, so `with queries_in_one_pass(False): to_tflite(m)`
+            converts the loop).
 
     Example:
         >>> with queries_in_one_pass():
         ...     graph = tf.function(model).get_concrete_function(tf.TensorSpec([1, None, None, 1]))
     """
-    token = _ONE_PASS.set(True)
+    if not override and _ONE_PASS.get() is not None:
+        yield
+        return
+    token = _ONE_PASS.set(bool(enabled))
     try:
         yield
     finally:
