@@ -492,14 +492,13 @@ def test_n3net_to_builtin_tflite():
 
     import bfcnn
     from bfcnn.export import UnsupportedOpsError, tflite_ops, to_tflite
+    from bfcnn.layers.n3 import queries_in_one_pass
     from bfcnn.lite import TFLiteDenoiser
 
     model = bfcnn.build_model(TINY_N3NET)
     content = to_tflite(model)
     assert set(tflite_ops(content)) <= set(vars(schema.BuiltinOperator)) - {"CUSTOM"}
     assert "WHILE" not in tflite_ops(content)  # traced in one pass (queries_in_one_pass)
-    from bfcnn.layers.n3 import queries_in_one_pass
-
     with queries_in_one_pass(False):  # the caller's choice stands: the loop, as before
         assert "WHILE" in tflite_ops(to_tflite(model))
     import tempfile

@@ -168,9 +168,9 @@ def to_tflite(model, quantize: str = "none", representative_images: Optional[Ite
         samples = [_fit(x, height, width) for x in samples]
     with tempfile.TemporaryDirectory(prefix="bfcnn-tflite-") as tmp:
         # Through a SavedModel written by Keras' ExportArchive, which tracks the Keras 3
-        # variables so the converter freezes them into constants.
-        # N3 blocks are traced without their loop over chunks of queries (unless the caller
-        # chose otherwise): LiteRT runners tile large images, and the loop made LiteRT slower.
+        # variables so the converter freezes them into constants. N3 blocks are traced without
+        # their loop over chunks of queries unless the caller chose otherwise: LiteRT runners
+        # tile large images, and the loop made LiteRT slower.
         archive = keras.export.ExportArchive()
         archive.track(model)
         with queries_in_one_pass(override=False):

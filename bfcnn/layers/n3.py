@@ -23,8 +23,8 @@ static image size fits in one chunk, or inside `queries_in_one_pass`, as TFLite 
 are traced), so beyond the two small CNNs, the input and the output, memory does not grow
 with the image (benchmarks/bench_n3.py, docs/n3.md).
 
-TFLite. Everything maps to builtin TFLite ops (WHILE, DYNAMIC_UPDATE_SLICE, GATHER,
-BATCH_MATMUL, ...) and converts with a dynamic [1, H, W, C] input. Two converter
+TFLite. Everything maps to builtin TFLite ops (GATHER, BATCH_MATMUL, ..., and for the loop
+WHILE and DYNAMIC_UPDATE_SLICE) and converts with a dynamic [1, H, W, C] input. Two converter
 limitations shaped the code: new-axis slices (`x[:, None]`) of dynamically shaped tensors
 have no builtin (reshapes are used instead), and some reshape / transpose chains and
 captured tensors inside the loop are mis-converted (index tables are computed with integer
@@ -69,8 +69,8 @@ def queries_in_one_pass(enabled: bool = True, override: bool = True):
 
     For graphs whose runners cut large images into tiles, which bounds memory anyway:
     `bfcnn.export.to_tflite` traces in it. In LiteRT the loop's tensors are sized while it
-    runs and its body runs without XNNPACK (docs/inference.md, "N3Net and non-local models",
-    has what leaving it out gains in time and costs in memory).
+    runs and its body runs without XNNPACK; leaving it out made `n3net_gray`'s file faster
+    and its peak memory no larger (docs/inference.md, "One pass in TFLite").
 
     Args:
         enabled: False keeps the loop (to compare, or to bound memory for a runner that
