@@ -87,7 +87,9 @@ def model_info(name: str) -> dict:
 
 
 def model_file(name: str, kind: str = "keras", verify: bool = True) -> Path:
-    """The path of a zoo model's file (`keras` or `tflite`), its sha256 checked.
+    """The path of a zoo model's file (`keras`, `tflite`, or a color model's `tflite_lifted`),
+    its sha256 checked. For `tflite`, a `tflite_lifted` file in the card is checked too:
+    `bfcnn.lite.TFLiteDenoiser` loads it from beside the TFLite file.
 
     Raises:
         BfcnnError: the file is missing or its checksum differs from the card's.
@@ -95,13 +97,15 @@ def model_file(name: str, kind: str = "keras", verify: bool = True) -> Path:
     card = _cards()[_resolve_name(name)]
     if kind not in card["files"]:
         raise BfcnnError(f"zoo model {name!r} has no {kind!r} file; it has {', '.join(card['files'])}")
-    entry = card["files"][kind]
-    path = zoo_directory() / entry["path"]
-    if not path.exists():
-        raise BfcnnError(f"zoo file missing: {path} (a broken installation? reinstall bfcnn)")
-    if verify and sha256(path) != entry["sha256"]:
-        raise BfcnnError(f"zoo file {path} does not match the sha256 in its model card: corrupt or modified")
-    return path
+    companions = ["tflite_lifted"] if kind == "tflite" and "tflite_lifted" in card["files"] else []
+    for checked in [kind] + companions:
+        entry = card["files"][checked]
+        path = zoo_directory() / entry["path"]
+        if not path.exists():
+            raise BfcnnError(f"zoo file missing: {path} (a broken installation? reinstall bfcnn)")
+        if verify and sha256(path) != entry["sha256"]:
+            raise BfcnnError(f"zoo file {path} does not match the sha256 in its model card: corrupt or modified")
+    return zoo_directory() / card["files"][kind]["path"]
 
 
 def is_zoo_name(text: str) -> bool:

@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -377,14 +378,17 @@ def baseline_table(args, config, images, borrowed=None) -> dict:
     return tables
 
 
-def file_entries(keras_path: Path, tflite_path: Path, names=None) -> dict:
+def file_entries(keras_path: Path, tflite_path: Path, names=None, lifted: Optional[Path] = None) -> dict:
     """The card's `files`: name, sha256 and size of each file; `names` {kind: file name} when the
-    files still lie under temporary names (the card names the files they become)."""
+    files still lie under temporary names (the card names the files they become). `lifted`: a
+    color model's `<name>_lifted.tflite` (kind `tflite_lifted`), which `TFLiteDenoiser` loads
+    beside the TFLite file and `bfcnn.zoo.model_file(name, "tflite")` checks with it."""
     from bfcnn.zoo import sha256
 
     names = names or {}
+    paths = [("keras", keras_path), ("tflite", tflite_path)] + ([("tflite_lifted", lifted)] if lifted else [])
     return {kind: {"path": names.get(kind, path.name), "sha256": sha256(path), "bytes": path.stat().st_size}
-            for kind, path in (("keras", keras_path), ("tflite", tflite_path))}
+            for kind, path in paths}
 
 
 def same_model_file(model, keras_path: Path) -> bool:
@@ -505,7 +509,8 @@ def refresh(names, zoo: Path) -> int:
         card["flops_per_pixel"] = flops_per_pixel(model)  # counted again: the count may have been fixed since
         card["shift_period"] = shift_period(model)  # where TFLiteDenoiser's tiles may start (bfcnn.models.shift)
         card["speed"] = speed(model, channels, tflite_path)
-        card["files"] = file_entries(keras_path, tflite_path)
+        lifted = lifted_path(tflite_path)
+        card["files"] = file_entries(keras_path, tflite_path, lifted=lifted if lifted.exists() else None)
         write_card(card_path, card)
         print(f"{name}: TFLite vs Keras max |diff| {difference:.1e}; keras "
               f"{card['speed']['keras_ms_per_megapixel']:.0f} ms/MP, tflite "
@@ -615,7 +620,7 @@ def ship(args) -> int:
         card_tmp = stack.enter_context(atomic_path(card_path))
         tflite_tmp = stack.enter_context(atomic_path(tflite_path))
         tflite_tmp.write_bytes(to_tflite(model))
-        lifted = lifted_bytes(model)
+        lifted, lifted_tmp = lifted_bytes(model), None
         if lifted is not None:  # a color model: its networks for tiles, beside the TFLite file
             lifted_tmp = stack.enter_context(atomic_path(lifted_path(tflite_path)))
             lifted_tmp.write_bytes(lifted)
@@ -625,7 +630,9 @@ def ship(args) -> int:
         else:
             keras_tmp = stack.enter_context(atomic_path(keras_path))
             model.save(keras_tmp)
-        entries = file_entries(keras_tmp, tflite_tmp, {"keras": keras_path.name, "tflite": tflite_path.name})
+        entries = file_entries(keras_tmp, tflite_tmp, {"keras": keras_path.name, "tflite": tflite_path.name,
+                                                       "tflite_lifted": lifted_path(tflite_path).name},
+                               lifted=lifted_tmp)
         card = card_of(args, config, model, steps, seconds, checkpoint, totals, len(images), table,
                        speed(model, channels, tflite_tmp), entries)
         card_tmp.write_text(json.dumps(json_safe(card), indent=2, allow_nan=False) + "\n", encoding="utf-8")

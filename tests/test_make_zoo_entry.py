@@ -36,6 +36,21 @@ def test_refresh_writes_tflite_speed_and_checksums_and_keeps_the_rest(zoo):
     assert not list(zoo.glob("*.tmp"))
 
 
+def test_refresh_of_a_color_entry_checksums_its_lifted_file(tmp_path):
+    """An opponent model's `<name>_lifted.tflite` (loaded beside the TFLite file for tiles) is in
+    the card's `files`, so `bfcnn.zoo.model_file` can check it."""
+    model = bfcnn.build_model({"type": "opponent", "chroma": "shared",
+                               "inner": {"type": "multiscale", "channels": 1, "levels": 2, "filters": 4, "blocks": 1}})
+    model.save(tmp_path / "tinyc.keras")
+    card = {"name": "tinyc", "channels": 3, "validation": {"results": {}},
+            "files": {"keras": {"path": "tinyc.keras", "sha256": "stale", "bytes": 0}}}
+    (tmp_path / "tinyc.json").write_text(json.dumps(card))
+    assert load().main(["--refresh", "tinyc", "--zoo", str(tmp_path)]) == 0
+    files = json.loads((tmp_path / "tinyc.json").read_text())["files"]
+    assert files["tflite_lifted"]["path"] == "tinyc_lifted.tflite"
+    assert files["tflite_lifted"]["sha256"] == sha256(tmp_path / "tinyc_lifted.tflite")
+
+
 def test_refresh_of_an_unknown_entry_is_a_clear_error(zoo):
     with pytest.raises(SystemExit, match="no card"):
         load().main(["--refresh", "nothing", "--zoo", str(zoo)])

@@ -230,6 +230,33 @@ def test_corrupt_zoo_file_is_detected(tmp_path, monkeypatch):
         zoo._cards.cache_clear()
 
 
+def test_a_corrupt_lifted_file_is_detected_with_the_tflite_file(tmp_path, monkeypatch):
+    """A color model's `_lifted.tflite`, which TFLiteDenoiser loads beside its TFLite file for
+    tiles, is checked when the TFLite file is asked for."""
+    import shutil
+
+    import bfcnn.zoo as zoo
+    from bfcnn.zoo import model_file
+
+    name = next(n for n in ZOO if "tflite_lifted" in bfcnn.model_info(n)["files"])
+    card = bfcnn.model_info(name)
+    for entry in card["files"].values():
+        shutil.copy(zoo_directory() / entry["path"], tmp_path / entry["path"])
+    (tmp_path / f"{name}.json").write_text(json.dumps(card))
+    monkeypatch.setattr(zoo, "zoo_directory", lambda: tmp_path)
+    zoo._cards.cache_clear()
+    try:
+        assert model_file(name, "tflite") == tmp_path / card["files"]["tflite"]["path"]
+        with open(tmp_path / card["files"]["tflite_lifted"]["path"], "r+b") as f:
+            f.seek(100)
+            f.write(b"\x00\x01\x02\x03")
+        with pytest.raises(BfcnnError, match="sha256"):
+            model_file(name, "tflite")
+        assert model_file(name, "keras")  # the other files are unaffected
+    finally:
+        zoo._cards.cache_clear()
+
+
 @pytest.mark.slow
 def test_wheel_ships_the_zoo(tmp_path):
     """Build the wheel, install it outside the source tree, load every zoo model there."""
