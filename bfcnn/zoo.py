@@ -98,14 +98,13 @@ def model_file(name: str, kind: str = "keras", verify: bool = True) -> Path:
     if kind not in card["files"]:
         raise BfcnnError(f"zoo model {name!r} has no {kind!r} file; it has {', '.join(card['files'])}")
     companions = ["tflite_lifted"] if kind == "tflite" and "tflite_lifted" in card["files"] else []
-    for checked in [kind] + companions:
-        entry = card["files"][checked]
-        path = zoo_directory() / entry["path"]
+    paths = {checked: zoo_directory() / card["files"][checked]["path"] for checked in [kind] + companions}
+    for checked, path in paths.items():
         if not path.exists():
             raise BfcnnError(f"zoo file missing: {path} (a broken installation? reinstall bfcnn)")
-        if verify and sha256(path) != entry["sha256"]:
+        if verify and sha256(path) != card["files"][checked]["sha256"]:
             raise BfcnnError(f"zoo file {path} does not match the sha256 in its model card: corrupt or modified")
-    return zoo_directory() / card["files"][kind]["path"]
+    return paths[kind]
 
 
 def is_zoo_name(text: str) -> bool:

@@ -630,9 +630,8 @@ def ship(args) -> int:
         else:
             keras_tmp = stack.enter_context(atomic_path(keras_path))
             model.save(keras_tmp)
-        entries = file_entries(keras_tmp, tflite_tmp, {"keras": keras_path.name, "tflite": tflite_path.name,
-                                                       "tflite_lifted": lifted_path(tflite_path).name},
-                               lifted=lifted_tmp)
+        names = {"keras": keras_path.name, "tflite": tflite_path.name, "tflite_lifted": lifted_path(tflite_path).name}
+        entries = file_entries(keras_tmp, tflite_tmp, names, lifted=lifted_tmp)
         card = card_of(args, config, model, steps, seconds, checkpoint, totals, len(images), table,
                        speed(model, channels, tflite_tmp), entries)
         card_tmp.write_text(json.dumps(json_safe(card), indent=2, allow_nan=False) + "\n", encoding="utf-8")
