@@ -252,6 +252,27 @@ def test_texture_is_a_unit_field_correlated_by_a_half_along_one_direction():
     assert len(found) == 8  # every direction, with either sign
 
 
+def test_grain_texture_is_a_unit_field_correlated_by_two_thirds_along_rows_and_columns():
+    config = only(texture={"probability": 1.0, "sigma": [3.0, 3.0], "kind": "grain"})
+    field = (add_texture(tf.fill([16, 96, 96, 1], 50.0), config, SEED).numpy() - 50.0)[..., 0] / 3.0
+    assert abs(field.std() - 1.0) < 0.03
+    for image in field:
+        across, down, diagonal, anti_diagonal = _lag_correlations(image)
+        assert abs(across - 2 / 3) < 0.06 and abs(down - 2 / 3) < 0.06, (across, down)
+        assert abs(diagonal - 4 / 9) < 0.06 and abs(anti_diagonal - 4 / 9) < 0.06, (diagonal, anti_diagonal)
+
+
+def test_both_textures_draw_a_kind_per_image_and_keep_the_directional_draws():
+    clean = tf.fill([48, 64, 64, 1], 50.0)
+    both = add_texture(clean, only(texture={"probability": 1.0, "kind": "both"}), SEED).numpy()
+    directional = add_texture(clean, only(texture={"probability": 1.0}), SEED).numpy()
+    same = np.all(both == directional, axis=(1, 2, 3))
+    assert 0.25 < same.mean() < 0.75  # about half the images drew the directional field
+    for image in (both[~same, ..., 0] - 50.0):
+        across, down, _, _ = _lag_correlations(image)
+        assert across > 0.5 and down > 0.5  # the others drew grain
+
+
 def test_texture_stays_in_the_target_and_the_noise_comes_on_top():
     config = CorruptionConfig(additive={"sigma": [20.0, 20.0]}, texture={"probability": 1.0, "sigma": [4.0, 4.0]})
     clean = tf.fill([8, 64, 64, 1], 80.0)
@@ -298,3 +319,5 @@ def test_bad_texture_config_is_named():
         CorruptionConfig(texture={"probability": 1.5})
     with pytest.raises(ConfigError, match="texture.max_noise_sigma"):
         CorruptionConfig(texture={"probability": 1.0, "max_noise_sigma": -1.0})
+    with pytest.raises(ConfigError, match="texture.kind.*both.*directional.*grain"):
+        CorruptionConfig(texture={"probability": 1.0, "kind": "film"})

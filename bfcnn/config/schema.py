@@ -241,16 +241,19 @@ class BlurConfig(_Section):
 class TextureConfig(_Section):
     """Non-white texture added to the clean patch before the noise, so it stays in the target.
 
-    A Gaussian field with lag-1 correlation +0.5 or -0.5 along one direction (horizontal,
-    vertical or a diagonal, drawn per image), of std drawn per image from the `sigma` range on
-    the 0-255 scale: structure a denoiser of white noise is to keep (see
-    bfcnn.training.corruption.add_texture). `max_noise_sigma`: only images whose additive
-    noise std (the level the corruption draws for them) is at most this get texture; None:
-    any level."""
+    A unit-variance Gaussian field that is not white, of std drawn per image from the `sigma`
+    range on the 0-255 scale: structure a denoiser of white noise is to keep (see
+    bfcnn.training.corruption.add_texture). `kind`: `directional`, lag-1 correlation +0.5 or
+    -0.5 along one direction (horizontal, vertical or a diagonal, drawn per image); `grain`,
+    white noise smoothed by a 3x3 binomial filter (lag-1 correlation 2/3 along rows and
+    columns, like film grain); `both`, one of the two drawn per image. `max_noise_sigma`:
+    only images whose additive noise std (the level the corruption draws for them) is at
+    most this get texture; None: any level."""
 
     probability: float = 0.0
     sigma: Tuple[float, float] = (0.0, 4.0)
     max_noise_sigma: Optional[float] = None
+    kind: Literal["directional", "grain", "both"] = "directional"
 
     def _check(self) -> None:
         _check_probability(self)

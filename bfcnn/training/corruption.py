@@ -85,7 +85,9 @@ def add_texture(clean: tf.Tensor, config: CorruptionConfig, seed: tf.Tensor) -> 
     chosen image gets `a * (n + s * n') / sqrt(2)`, with `n` white Gaussian, `n'` the same field
     one pixel away in a direction drawn per image (horizontal, vertical or a diagonal), `s` = +1
     or -1 and `a` drawn from `texture.sigma`: a unit-variance field whose neighbours along that
-    direction correlate by `s / 2`, which white noise never does. Added before the corruption
+    direction correlate by `s / 2`, which white noise never does. `texture.kind: grain` puts
+    `a` times white noise smoothed by a 3x3 binomial filter (scaled to unit variance) in its
+    place, and `both` one of the two per image. Added before the corruption
     and kept in the target, it teaches the network to remove only what is white; what that
     costs and gains is in docs/training.md ("Nearly clean images"). With
     `texture.max_noise_sigma`, only images whose additive noise level (the one `corrupt` draws
@@ -113,6 +115,13 @@ def add_texture(clean: tf.Tensor, config: CorruptionConfig, seed: tf.Tensor) -> 
     sign = tf.where(tf.random.stateless_uniform([batch], seeds[2]) < 0.5, -1.0, 1.0)
     neighbour = tf.gather(neighbours, direction, batch_dims=1)
     pattern = (centre + tf.reshape(sign, [-1, 1, 1, 1]) * neighbour) / math.sqrt(2.0)
+    if texture.kind != "directional":
+        grain = _grain(shape, tf.random.experimental.stateless_fold_in(seeds[0], 1))
+        if texture.kind == "grain":
+            pattern = grain
+        else:  # both: its own draw, so the directional draws above stay those of `directional`
+            pick = tf.random.stateless_uniform([batch], tf.random.experimental.stateless_fold_in(seeds[1], 1)) < 0.5
+            pattern = tf.where(tf.reshape(pick, [-1, 1, 1, 1]), grain, pattern)
     low, high = texture.sigma
     amplitude = tf.random.stateless_uniform([batch], seeds[3], minval=low, maxval=high)
     chosen = _chosen(texture.probability, batch, seeds[4])
@@ -123,6 +132,16 @@ def add_texture(clean: tf.Tensor, config: CorruptionConfig, seed: tf.Tensor) -> 
         amplitude = tf.where(chosen, amplitude, tf.zeros_like(amplitude))
     textured = tf.cast(clean, tf.float32) + tf.reshape(amplitude, [-1, 1, 1, 1]) * pattern
     return tf.ensure_shape(tf.cast(textured, clean.dtype), clean.shape)
+
+
+def _grain(shape, seed):
+    """A unit-variance field like film grain, `[B, H, W, C]` for `shape` = [B, H, W, C]: white
+    Gaussian noise smoothed by the 3x3 binomial filter [1, 2, 1]^T [1, 2, 1] / 16, whose
+    weights' root sum of squares is 6/16 (lag-1 correlation 2/3 along rows and columns)."""
+    field = tf.random.stateless_normal(shape + tf.constant([0, 2, 2, 0]), seed)
+    field = field[:, :-2] + 2.0 * field[:, 1:-1] + field[:, 2:]
+    field = field[:, :, :-2] + 2.0 * field[:, :, 1:-1] + field[:, :, 2:]
+    return field / 6.0
 
 
 def step_seed(seed: int, step, replica_id: Optional[tf.Tensor] = None) -> tf.Tensor:
