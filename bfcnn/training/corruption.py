@@ -104,22 +104,13 @@ def add_texture(clean: tf.Tensor, config: CorruptionConfig, seed: tf.Tensor) -> 
         return clean
     seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, _TEXTURE_STREAM), 5)
     shape = tf.shape(clean)
-    batch, height, width = shape[0], shape[1], shape[2]
-    field = tf.random.stateless_normal(tf.stack([batch, height + 1, width + 2, shape[3]]), seeds[0])
-    centre = field[:, 1:, 1:-1]
-    neighbours = tf.stack([field[:, 1:, :-2],  # left: horizontal
-                           field[:, :-1, 1:-1],  # above: vertical
-                           field[:, :-1, :-2],  # above left: diagonal
-                           field[:, :-1, 2:]], axis=1)  # above right: anti-diagonal
-    direction = tf.random.stateless_uniform([batch], seeds[1], minval=0, maxval=4, dtype=tf.int32)
-    sign = tf.where(tf.random.stateless_uniform([batch], seeds[2]) < 0.5, -1.0, 1.0)
-    neighbour = tf.gather(neighbours, direction, batch_dims=1)
-    pattern = (centre + tf.reshape(sign, [-1, 1, 1, 1]) * neighbour) / math.sqrt(2.0)
+    batch = shape[0]
+    pattern = None if texture.kind == "grain" else _directional(shape, seeds)
     if texture.kind != "directional":
         grain = _grain(shape, tf.random.experimental.stateless_fold_in(seeds[0], 1))
-        if texture.kind == "grain":
+        if pattern is None:
             pattern = grain
-        else:  # both: its own draw, so the directional draws above stay those of `directional`
+        else:  # both: its own draw, so the directional draws stay those of `directional`
             pick = tf.random.stateless_uniform([batch], tf.random.experimental.stateless_fold_in(seeds[1], 1)) < 0.5
             pattern = tf.where(tf.reshape(pick, [-1, 1, 1, 1]), grain, pattern)
     low, high = texture.sigma
@@ -132,6 +123,21 @@ def add_texture(clean: tf.Tensor, config: CorruptionConfig, seed: tf.Tensor) -> 
         amplitude = tf.where(chosen, amplitude, tf.zeros_like(amplitude))
     textured = tf.cast(clean, tf.float32) + tf.reshape(amplitude, [-1, 1, 1, 1]) * pattern
     return tf.ensure_shape(tf.cast(textured, clean.dtype), clean.shape)
+
+
+def _directional(shape, seeds):
+    """The directional unit field of `add_texture`, `[B, H, W, C]`, from its seeds 0 to 2."""
+    batch, height, width = shape[0], shape[1], shape[2]
+    field = tf.random.stateless_normal(tf.stack([batch, height + 1, width + 2, shape[3]]), seeds[0])
+    centre = field[:, 1:, 1:-1]
+    neighbours = tf.stack([field[:, 1:, :-2],  # left: horizontal
+                           field[:, :-1, 1:-1],  # above: vertical
+                           field[:, :-1, :-2],  # above left: diagonal
+                           field[:, :-1, 2:]], axis=1)  # above right: anti-diagonal
+    direction = tf.random.stateless_uniform([batch], seeds[1], minval=0, maxval=4, dtype=tf.int32)
+    sign = tf.where(tf.random.stateless_uniform([batch], seeds[2]) < 0.5, -1.0, 1.0)
+    neighbour = tf.gather(neighbours, direction, batch_dims=1)
+    return (centre + tf.reshape(sign, [-1, 1, 1, 1]) * neighbour) / math.sqrt(2.0)
 
 
 def _grain(shape, seed):
